@@ -137,6 +137,9 @@ def check(fn: Callable[[Any], None]) -> dict[str, Any]:
 @dataclass(frozen=True)
 class ProxyConfig:
     listen: str = field(default="127.0.0.1:2525", metadata=check(_check_listen))
+    #: ``/metrics`` of a standalone ``clickrelay proxy``; empty = off. (``serve`` puts
+    #: every metric on ``[redirector] admin_listen``.)
+    admin_listen: str = field(default="127.0.0.1:8082", metadata=check(_check_listen))
     #: Optional implicit-TLS (SMTPS) listener, e.g. ``0.0.0.0:465``; empty = off.
     tls_listen: str = field(default="", metadata=check(_check_listen))
     #: Name in the greeting and EHLO; empty = the machine's FQDN.
