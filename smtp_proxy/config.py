@@ -104,14 +104,6 @@ def _check_upstream_url(value: str) -> None:
         raise ValueError("expected a valid port") from None
 
 
-def _check_store(value: str) -> None:
-    if value.startswith("sqlite:") and len(value) > len("sqlite:"):
-        return
-    if value.startswith(("postgresql://", "postgres://")):
-        return
-    raise ValueError("expected sqlite:PATH or postgresql://user@host:port/db")
-
-
 def _one_of(*choices: str) -> Callable[[str], None]:
     def check(value: str) -> None:
         if value not in choices:
@@ -169,9 +161,7 @@ class ProxyConfig:
 
 @dataclass(frozen=True)
 class UpstreamConfig:
-    url: str = field(
-        default="maildir:clickrelay-data/outbox", metadata=check(_check_upstream_url)
-    )
+    url: str = field(default="maildir:clickrelay-data/outbox", metadata=check(_check_upstream_url))
     pool_size: int = field(default=4, metadata=check(_check_positive))
     connect_timeout: float = field(default=10.0, metadata=check(_check_positive))
     timeout: float = field(default=120.0, metadata=check(_check_positive))
@@ -254,9 +244,7 @@ class DkimConfig:
 
 @dataclass(frozen=True)
 class LogConfig:
-    level: str = field(
-        default="info", metadata=check(_one_of("debug", "info", "warning", "error"))
-    )
+    level: str = field(default="info", metadata=check(_one_of("debug", "info", "warning", "error")))
 
 
 @dataclass(frozen=True)

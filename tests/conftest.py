@@ -43,7 +43,9 @@ def corpus_html_files() -> list[Path]:
 def pg_dsn() -> str:
     dsn = os.environ.get("CLICKRELAY_TEST_PG")
     if not dsn:
-        pytest.skip("PostgreSQL tests need $CLICKRELAY_TEST_PG (e.g. postgresql://postgres@127.0.0.1:5432/test)")
+        pytest.skip(
+            "PostgreSQL tests need $CLICKRELAY_TEST_PG (e.g. postgresql://postgres@127.0.0.1:5432/test)"
+        )
     return dsn
 
 
