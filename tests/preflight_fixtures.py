@@ -27,6 +27,9 @@ from cryptography.x509.oid import NameOID
 
 from smtp_proxy.config import Config, load_config_text
 
+#: The ``Host`` header of every ``/healthz`` request a :func:`healthz_app` received.
+HOSTS_SEEN = web.AppKey("hosts_seen", list[str])
+
 
 def healthz_app(
     key_ids: Sequence[str],
@@ -52,7 +55,7 @@ def healthz_app(
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)
-    app["hosts"] = hosts
+    app[HOSTS_SEEN] = hosts
     return app
 
 
