@@ -192,3 +192,21 @@ async def test_new_minting_key_must_be_proven_again(dns_server: DnsServer) -> No
             await eventually(lambda: monitor.state(base) == "key-mismatch")
         finally:
             await monitor.stop()
+
+
+async def test_a_failing_check_keeps_the_loop_alive_and_fails_closed(
+    keyring: Keyring, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="clickrelay.preflight")
+    config = preflight_config(BASE, nameserver="[::1", cname_target=TARGET, http_probe=False)
+    monitor = PreflightMonitor(config, keyring, min_ttl=0.05)
+    await monitor.start()
+    try:
+        await eventually(
+            lambda: sum("preflight-error" in r.getMessage() for r in caplog.records) >= 2
+        )
+        assert not monitor.may_rewrite(BASE)
+        assert monitor.state(BASE) == "pending"
+    finally:
+        await monitor.stop()
+    assert "nameservers" in caplog.records[0].getMessage()

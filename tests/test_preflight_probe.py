@@ -225,3 +225,12 @@ def test_judge_odd_json_never_crashes(doc: object) -> None:
     body = json.dumps({"service": "clickrelay-redirector", "key_ids": doc, "store": doc}).encode()
     result = _judge("http://x/healthz", None, 200, body, "0011aabb")
     assert result.verdict in (Verdict.KEY_MISMATCH, Verdict.OK)
+
+
+async def test_every_address_dns_returns_is_tried(dns: DnsServer, keyring: Keyring) -> None:
+    dns.replace(TARGET, "A", "127.0.0.2")  # nothing listens there
+    dns.add(TARGET, "A", "127.0.0.1")
+    async with serve_app(healthz_app([keyring.current_key_id])) as port:
+        report = await check(dns, keyring, port)
+    assert report.verdict is Verdict.OK, report.detail
+    assert report.probe is not None and report.probe.address == "127.0.0.1"

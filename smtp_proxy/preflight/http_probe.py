@@ -12,6 +12,8 @@ failure: redirects never need the store.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
 import socket
 import ssl
@@ -129,13 +131,37 @@ async def probe(
 ) -> ProbeResult:
     """GET ``<base_url>/healthz`` and judge the answer.
 
-    ``addresses``: where to connect (from the preflight resolver); None lets aiohttp
-    resolve the host itself (IP literals and ``localhost``). ``time_limit`` bounds the whole
-    exchange. Never raises for network trouble: every failure is a verdict.
+    ``addresses``: where to connect (from the preflight resolver), tried in order while
+    connections are refused, so the report names the address that answered; None lets
+    aiohttp resolve the host itself (IP literals and ``localhost``). ``time_limit``
+    bounds the whole probe. Never raises for network trouble: every failure is a verdict.
     """
     url = healthz_url(base_url)
-    where = ", ".join(addresses) if addresses else None
-    resolver = PinnedResolver(addresses) if addresses else None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + time_limit
+    targets: list[str | None] = list(addresses) if addresses else [None]
+    refused: list[str] = []
+    result: ProbeResult | None = None
+    for address in targets:
+        remaining = deadline - loop.time()
+        if result is not None and remaining <= 0:
+            break
+        result = await _attempt(url, address, key_id, max(remaining, 0.001), ca_file)
+        if result.verdict is not Verdict.PROBE_REFUSED:
+            return result
+        if address is not None:
+            refused.append(address)
+    assert result is not None
+    if len(refused) > 1:
+        result = dataclasses.replace(result, address=", ".join(refused))
+    return result
+
+
+async def _attempt(
+    url: str, address: str | None, key_id: str, time_limit: float, ca_file: Path | None
+) -> ProbeResult:
+    """One GET, connecting to ``address`` (or wherever aiohttp resolves the host)."""
+    resolver = PinnedResolver([address]) if address else None
     connector = aiohttp.TCPConnector(resolver=resolver, force_close=True, limit=1)
     context: ssl.SSLContext | bool = ssl_context(ca_file) if url.startswith("https:") else True
     headers = {"User-Agent": f"clickrelay-preflight/{__version__}", "Accept": "application/json"}
@@ -148,24 +174,20 @@ async def probe(
             ) as session,
             session.get(url, allow_redirects=False, ssl=context) as response,
         ):
-            peer = None
-            if response.connection is not None and response.connection.transport is not None:
-                peername = response.connection.transport.get_extra_info("peername")
-                peer = str(peername[0]) if peername else None
             body = await response.content.read(MAX_BODY)
-            return _judge(url, peer or where, response.status, body, key_id)
+            return _judge(url, address, response.status, body, key_id)
     except TimeoutError:
         return ProbeResult(
-            url, Verdict.PROBE_TIMEOUT, f"no complete answer within {time_limit:g}s", where
+            url, Verdict.PROBE_TIMEOUT, f"no complete answer within {time_limit:g}s", address
         )
     except aiohttp.ClientSSLError as exc:
-        return ProbeResult(url, Verdict.PROBE_TLS_ERROR, f"TLS error: {exc}", where)
+        return ProbeResult(url, Verdict.PROBE_TLS_ERROR, f"TLS error: {exc}", address)
     except aiohttp.ClientConnectorError as exc:
         return ProbeResult(
-            url, Verdict.PROBE_REFUSED, f"cannot connect: {exc.strerror or exc}", where
+            url, Verdict.PROBE_REFUSED, f"cannot connect: {exc.strerror or exc}", address
         )
     except ssl.SSLError as exc:
-        return ProbeResult(url, Verdict.PROBE_TLS_ERROR, f"TLS error: {exc}", where)
+        return ProbeResult(url, Verdict.PROBE_TLS_ERROR, f"TLS error: {exc}", address)
     except aiohttp.ClientError as exc:
         detail = f"did not answer HTTP properly: {type(exc).__name__}: {exc}"
-        return ProbeResult(url, Verdict.WRONG_RESPONDER, detail, where)
+        return ProbeResult(url, Verdict.WRONG_RESPONDER, detail, address)
