@@ -234,3 +234,13 @@ async def test_every_address_dns_returns_is_tried(dns: DnsServer, keyring: Keyri
         report = await check(dns, keyring, port)
     assert report.verdict is Verdict.OK, report.detail
     assert report.probe is not None and report.probe.address == "127.0.0.1"
+
+
+async def test_target_without_address_says_so(dns_server: DnsServer, keyring: Keyring) -> None:
+    dns_server.add(HOST, "CNAME", TARGET)
+    dns_server.add(TARGET, "TXT", '"no address here"')
+    report = await check(dns_server, keyring, free_port())
+    assert report.verdict is Verdict.PROBE_REFUSED
+    assert report.probe is not None and report.probe.skipped == "no address to connect to"
+    assert report.fix is not None
+    assert "no A or AAAA address" in report.fix and "track.example.net" in report.fix

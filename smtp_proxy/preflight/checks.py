@@ -74,7 +74,8 @@ async def check_domain(
     result: ProbeResult | None
     if dns_verdict is not None:
         verdict = dns_verdict
-        result = ProbeResult(healthz_url(base_url), verdict, "not run", skipped="DNS check failed")
+        why = "DNS check failed" if verdict.is_dns else "no address to connect to"
+        result = ProbeResult(healthz_url(base_url), verdict, "not run", skipped=why)
     elif not pre.http_probe:
         verdict = Verdict.OK
         result = None

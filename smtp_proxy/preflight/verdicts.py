@@ -241,6 +241,12 @@ def fix_for(
                 f"lame delegation) or the domain expired; check with `dig {_bare(host)} CNAME` "
                 "and your DNS provider"
             )
+        case Verdict.PROBE_REFUSED if not dns.skipped and not dns.addresses and not dns.error:
+            last = _bare(dns.chain[-1].value) if dns.chain else _bare(host)
+            return (
+                f"{_bare(host)} resolves to no A or AAAA address: add an address record for "
+                f"{last} pointing at the host that runs the clickrelay redirector"
+            )
         case Verdict.PROBE_REFUSED:
             where = probe.address if probe and probe.address else _bare(host)
             return (
