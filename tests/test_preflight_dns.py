@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Iterator
 
 import pytest
 from hypothesis import given, settings
@@ -209,7 +210,16 @@ def test_skip_reason_never_crashes(host: str) -> None:
     assert reason is None or host in reason
 
 
-@settings(max_examples=60, deadline=None)
+@pytest.fixture(scope="module")
+def shared_dns() -> Iterator[DnsServer]:
+    """One server for every hypothesis example (a fresh one each would be slow)."""
+    with DnsServer() as server:
+        server.add("links.example.com", "CNAME", TARGET)
+        server.add(TARGET, "A", "127.0.0.1")
+        yield server
+
+
+@settings(max_examples=100, deadline=None)
 @given(
     host_case=st.lists(st.booleans(), min_size=17, max_size=17),
     target_case=st.lists(st.booleans(), min_size=17, max_size=17),
@@ -217,15 +227,16 @@ def test_skip_reason_never_crashes(host: str) -> None:
     target_dot=st.booleans(),
 )
 def test_any_case_and_trailing_dot_verifies(
-    host_case: list[bool], target_case: list[bool], host_dot: bool, target_dot: bool
+    shared_dns: DnsServer,
+    host_case: list[bool],
+    target_case: list[bool],
+    host_dot: bool,
+    target_dot: bool,
 ) -> None:
     def recase(text: str, upper: list[bool]) -> str:
         return "".join(c.upper() if u else c for c, u in zip(text, upper, strict=True))
 
     host = recase("links.example.com", host_case) + ("." if host_dot else "")
     target = recase("track.example.net", target_case) + ("." if target_dot else "")
-    with DnsServer() as server:
-        server.add("links.example.com", "CNAME", TARGET)
-        server.add(TARGET, "A", "127.0.0.1")
-        verdict, _, _ = asyncio.run(dns_only(server, host, target))
+    verdict, _, _ = asyncio.run(dns_only(shared_dns, host, target))
     assert verdict is None
