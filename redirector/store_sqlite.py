@@ -1,0 +1,218 @@
+"""The embedded click store: one SQLite file (WAL) under the data dir.
+
+sqlite3 blocks, so every call runs on one dedicated worker thread that owns the only
+connection (SQLite connections must stay on the thread that made them); the event loop
+never waits on the disk. WAL lets ``clickrelay stats`` read while the redirector writes.
+
+Failures (read-only file or directory, disk full, database locked by another process
+past ``busy_timeout``, file deleted) become :class:`StoreError`. After an error that is
+not a plain lock timeout the connection is dropped and reopened on the next call, so a
+fixed disk or permission is picked up without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from redirector.clicks import Click, clean_text, utc
+from redirector.stats import LINK_STATS_SQL, MESSAGE_STATS_SQL, LinkRow, MessageRow, build_stats
+from redirector.store import StoreError
+
+T = TypeVar("T")
+
+#: Schema migrations, in order; ``schema_version.version`` is how many have run.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE clicks (
+            id TEXT PRIMARY KEY,
+            time TEXT NOT NULL,          -- UTC, fixed width: sorts and compares as text
+            queue_id TEXT NOT NULL,
+            link_index INTEGER NOT NULL,
+            url TEXT NOT NULL,
+            recipient TEXT,
+            client_ip TEXT,
+            user_agent TEXT,
+            method TEXT NOT NULL,
+            classification TEXT NOT NULL,
+            reason TEXT
+        )""",
+        "CREATE INDEX clicks_queue_id ON clicks (queue_id, link_index)",
+        "CREATE INDEX clicks_time ON clicks (time)",
+    ),
+)
+
+_INSERT = (
+    "INSERT INTO clicks (id, time, queue_id, link_index, url, recipient, client_ip,"
+    " user_agent, method, classification, reason)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+)
+
+
+def time_text(value: datetime) -> str:
+    """The stored form of a time: fixed-width UTC text, so text order is time order."""
+    return utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _parse_time(value: str) -> datetime:
+    return utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
+
+
+def _row(click: Click) -> tuple[Any, ...]:
+    return (
+        click.id,
+        time_text(click.time),
+        clean_text(click.queue_id),
+        int(click.link_index),
+        clean_text(click.url),
+        clean_text(click.recipient),
+        clean_text(click.client_ip),
+        clean_text(click.user_agent),
+        clean_text(click.method),
+        clean_text(click.classification),
+        clean_text(click.reason),
+    )
+
+
+class SqliteStore:
+    """Clicks in a SQLite file; see the module docstring."""
+
+    def __init__(self, path: str | Path, *, busy_timeout: float = 5.0) -> None:
+        self.path = Path(path)
+        self.name = f"sqlite:{self.path}"
+        #: How long a write waits for another process's lock before failing.
+        self.busy_timeout = busy_timeout
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None  # touched only on the worker thread
+
+    # -- running on the worker thread -------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is not None:
+            return self._conn
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves (BEGIN IMMEDIATE takes
+        # the write lock up front instead of failing half-way through a batch).
+        conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            if mode is None or str(mode[0]).lower() != "wal":
+                raise StoreError(f"{self.name}: cannot switch to WAL mode (got {mode!r})")
+            # NORMAL in WAL mode: durable against process crashes, cheaper fsyncs.
+            conn.execute("PRAGMA synchronous = NORMAL")
+            self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT version FROM schema_version").fetchone()
+            version = int(row[0]) if row else 0
+            if row is None:
+                conn.execute("INSERT INTO schema_version (version) VALUES (0)")
+            if version > len(MIGRATIONS):
+                raise StoreError(
+                    f"{self.name}: schema version {version} is newer than this clickrelay "
+                    f"knows ({len(MIGRATIONS)}); upgrade clickrelay",
+                    retryable=False,
+                )
+            for statements in MIGRATIONS[version:]:
+                for statement in statements:
+                    conn.execute(statement)
+            conn.execute("UPDATE schema_version SET version = ?", (len(MIGRATIONS),))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _write(self, rows: list[tuple[Any, ...]]) -> None:
+        conn = self._connect()
+        if not rows:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany(_INSERT, rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _stats(self, since: datetime | None) -> dict[str, Any]:
+        conn = self._connect()
+        where, params = ("WHERE time >= ?", (time_text(since),)) if since else ("", ())
+        links = [
+            LinkRow(q, int(i), u, int(h), int(b), int(n), _parse_time(f), _parse_time(lt))
+            for q, i, u, h, b, n, f, lt in conn.execute(
+                LINK_STATS_SQL.format(table="clicks", where=where), params
+            )
+        ]
+        messages = [
+            MessageRow(q, int(h), int(b), int(n), _parse_time(f), _parse_time(lt))
+            for q, h, b, n, f, lt in conn.execute(
+                MESSAGE_STATS_SQL.format(table="clicks", where=where), params
+            )
+        ]
+        return build_stats(links, messages)
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            conn.close()
+
+    # -- the async interface ----------------------------------------------------------
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="clickrelay-sqlite")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, fn, *args)
+        except StoreError:
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            locked = isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+            if not locked:
+                # Read-only, full, I/O error, file gone: start afresh next time.
+                await loop.run_in_executor(self._executor, self._close_quietly)
+            retryable = not isinstance(exc, sqlite3.DataError | sqlite3.IntegrityError)
+            raise StoreError(f"{self.name}: {exc}", retryable=retryable) from exc
+
+    def _close_quietly(self) -> None:
+        try:
+            self._close()
+        except sqlite3.Error:
+            self._conn = None
+
+    async def open(self) -> None:
+        await self._run(self._connect)
+
+    async def write(self, clicks: Sequence[Click]) -> None:
+        try:
+            rows = [_row(click) for click in clicks]
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise StoreError(f"{self.name}: malformed click: {exc}", retryable=False) from exc
+        await self._run(self._write, rows)
+
+    async def stats(self, since: datetime | None = None) -> dict[str, Any]:
+        return await self._run(self._stats, since)
+
+    async def close(self) -> None:
+        if self._executor is None:
+            return
+        try:
+            await self._run(self._close_quietly)
+        finally:
+            executor, self._executor = self._executor, None
+            executor.shutdown(wait=True)
