@@ -1,0 +1,189 @@
+"""Which links may be tracked: one pure function, ``skip_reason(url, policy)``.
+
+Every link the finders (``html_links``, ``text_links``) report goes through here. ``None``
+means "may be tracked"; anything else is the reason string ``clickrelay rewrite --explain``
+shows for a link that is left as written. The rules come from design.md ("Which links are
+rewritten") and are checked in this order, so each URL gets the most telling reason:
+
+1. ``empty``         nothing but whitespace
+2. ``placeholder``   template variables (``{{x}}``, ``{%x%}``, ``*|X|*``, ``%%X%%``, ``[[x]]``),
+                     raw or percent-encoded: the URL is not final yet, tracking would freeze it
+3. ``fragment``      ``#...`` (in-page anchors)
+4. ``not-http``      any other scheme (mailto, tel, javascript, data, cid, ...) or none
+5. ``malformed``     http(s) but not a URL a token may carry: whitespace or control
+                     characters anywhere (CR/LF included), no ``//authority``, no host, a
+                     bad host character, a bad port
+6. ``already-tracked`` the host is one of our tracking hosts (idempotency: the second
+                     rewrite of a message must change nothing)
+7. ``unsubscribe``   path or query mentions unsubscribe / optout / opt-out
+8. ``skip-domain``   the host equals a configured skip domain or is under one
+
+A URL for which this returns ``None`` always satisfies ``redirector.tokens.url_is_sealable``
+except for its length, which the caller checks against ``max_link_length``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+#: Reason given by the caller for a link whose element carries an opt-out attribute.
+OPT_OUT_REASON = "opted-out"
+
+_SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
+#: What the WHATWG URL parser strips or rejects, plus lone surrogates (undecodable input).
+_BAD_CHAR_RE = re.compile(r"[\x00-\x20\x7f\ud800-\udfff]")
+#: Template placeholders as the common mail/templating tools write them.
+_PLACEHOLDER_RE = re.compile(
+    r"\{\{.*?\}\}|\{%.*?%\}|\*\|.*?\|\*|%%.*?%%|\[\[.*?\]\]",
+    re.DOTALL,
+)
+#: Quick pre-check before the regex and the percent-decoding: every placeholder opener
+#: contains one of these characters (raw or as the first byte of its %-escape).
+_PLACEHOLDER_HINT_RE = re.compile(r"[{*%\[]")
+_UNSUBSCRIBE_RE = re.compile(r"unsubscribe|opt-?out|opt_out", re.IGNORECASE)
+#: Characters a host may contain (ASCII) besides any non-ASCII letter of an IDN.
+_HOST_OK_RE = re.compile(r"[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\]")
+
+
+def normalize_host(host: str) -> str:
+    """Lower-case, without a trailing dot, IDN labels in their ASCII (punycode) form.
+
+    Both sides of every host comparison go through this, so ``Bücher.example.`` and
+    ``xn--bcher-kva.example`` are the same host. A name the IDNA codec refuses (an
+    over-long label, say) is compared as lower-cased text.
+    """
+    host = host.strip().rstrip(".").lower()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if host.isascii():
+        return host
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return host
+
+
+def _host_of(entry: str) -> str:
+    """A policy entry may be a bare host, ``host:port``, ``[v6]:port`` or a base URL."""
+    entry = entry.strip()
+    try:
+        host = urlsplit(entry if "//" in entry else "//" + entry).hostname
+    except ValueError:
+        host = None
+    return normalize_host(host if host else entry)
+
+
+@dataclass(frozen=True)
+class LinkPolicy:
+    """The per-message facts the rules need.
+
+    ``tracking_hosts``: hosts of every tracking base URL (a link to one of them is
+    already tracked). ``skip_domains``: a link whose host is one of these, or under one,
+    is left alone. Entries are normalised on construction (case, trailing dot, IDN,
+    an accidental port or scheme), so callers may pass what the configuration holds.
+    """
+
+    tracking_hosts: frozenset[str]
+    skip_domains: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        hosts = frozenset(h for h in map(_host_of, self.tracking_hosts) if h)
+        domains = tuple(d for d in map(_host_of, self.skip_domains) if d)
+        object.__setattr__(self, "tracking_hosts", hosts)
+        object.__setattr__(self, "skip_domains", domains)
+
+    @classmethod
+    def from_base_urls(
+        cls, base_urls: Iterable[str], skip_domains: Iterable[str] = ()
+    ) -> LinkPolicy:
+        """Build a policy from tracking base URLs (``TrackingConfig.base_urls()``)."""
+        return cls(frozenset(base_urls), tuple(skip_domains))
+
+
+def _has_placeholder(url: str) -> bool:
+    if not _PLACEHOLDER_HINT_RE.search(url):
+        return False
+    if _PLACEHOLDER_RE.search(url):
+        return True
+    # Percent-encoded forms: %7B%7B..%7D%7D, %25%25..%25%25, *%7C..%7C*, %5B%5B..%5D%5D,
+    # also encoded twice (a templating tool that URL-encodes an already encoded link).
+    decoded = url
+    for _ in range(2):
+        if "%" not in decoded:
+            return False
+        decoded = unquote(decoded, errors="replace")
+        if _PLACEHOLDER_RE.search(decoded):
+            return True
+    return False
+
+
+def _is_under(host: str, domains: Iterable[str]) -> bool:
+    return any(host == d or host.endswith("." + d) for d in domains)
+
+
+def skip_reason(url: str, policy: LinkPolicy) -> str | None:
+    """``None`` if ``url`` may be tracked, else the reason it is left as written.
+
+    Pure and total: never raises, whatever the input.
+    """
+    stripped = url.strip(" \t\n\r\f")
+    if not stripped:
+        return "empty"
+    if _has_placeholder(url):
+        return "placeholder"
+    if stripped.startswith("#"):
+        return "fragment"
+    scheme = _SCHEME_RE.match(stripped)
+    if scheme is None or scheme.group(1).lower() not in ("http", "https"):
+        return "not-http"
+    if _BAD_CHAR_RE.search(url):
+        return "malformed"
+    host = _checked_host(url, scheme.end())
+    if host is None:
+        return "malformed"
+    if host in policy.tracking_hosts:
+        return "already-tracked"
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # pragma: no cover - _checked_host already split it
+        return "malformed"
+    tail = parts.path + "?" + parts.query
+    if _UNSUBSCRIBE_RE.search(tail) or (
+        "%" in tail and _UNSUBSCRIBE_RE.search(unquote(tail, errors="replace"))
+    ):
+        return "unsubscribe"
+    if _is_under(host, policy.skip_domains):
+        return "skip-domain"
+    return None
+
+
+def _checked_host(url: str, after_scheme: int) -> str | None:
+    """The normalised host of an http(s) URL, or ``None`` if its authority is unusable."""
+    if url[after_scheme : after_scheme + 2] != "//":
+        return None  # "http:example.com" or "http:/x": browsers guess, we do not
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a non-numeric or out-of-range port
+    except ValueError:
+        return None
+    if not hostname or "\\" in parts.netloc:
+        return None
+    netloc_host = parts.netloc.rpartition("@")[2]
+    if netloc_host.startswith("["):
+        raw_host = netloc_host[: netloc_host.find("]") + 1]
+    else:
+        raw_host = netloc_host.partition(":")[0]
+    if not raw_host or not _host_chars_ok(raw_host):
+        return None
+    return normalize_host(hostname)
+
+
+def _host_chars_ok(host: str) -> bool:
+    if host.isascii():
+        return _HOST_OK_RE.fullmatch(host) is not None
+    # IDN: letters of any script, plus the ASCII host characters.
+    return all(c.isalnum() or c in "._~-" or (ord(c) > 0x7F and c.isprintable()) for c in host)
