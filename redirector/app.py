@@ -1,0 +1,291 @@
+"""The redirector's aiohttp applications: the public one (``/c/<token>``, ``/healthz``)
+and the admin one (``/metrics``, ``/api/stats``).
+
+The hot path (``GET|HEAD /c/<token>``) needs no I/O: open the sealed token, build the
+Location header byte-exact (:mod:`redirector.location`), label the click
+(:mod:`redirector.classify`), hand it to the recorder without waiting, answer 302. The
+click store being slow or down therefore never delays a redirect.
+
+Everything that is not a token we minted — forged, truncated, tampered, unknown key, a
+target we would not send anyone to, any other path or method — gets one and the same 404
+(no Location, same headers, same body), so a prober learns nothing from the failure.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+
+from redirector import __version__
+from redirector.classify import Classifier, Verdict
+from redirector.clicks import Click
+from redirector.clientip import ClientIpPolicy
+from redirector.config import RedirectorConfig
+from redirector.errors import ClickrelayError, TokenError
+from redirector.location import location_for
+from redirector.logfmt import log_event
+from redirector.stats import parse_since
+from redirector.tokens import Keyring
+
+if TYPE_CHECKING:
+    from redirector.recorder import ClickRecorder
+
+log = logging.getLogger("clickrelay.redirector")
+
+SERVICE = "clickrelay-redirector"
+#: Longest token accepted. A tracked link is capped at ``max_link_length`` (2048 by
+#: default) and aiohttp refuses request lines over 8190 bytes anyway; anything longer is
+#: refused before any decoding work.
+MAX_TOKEN_CHARS = 8192
+
+#: Headers of every answer on the public listener: never cached, never indexed, and the
+#: tracking URL is not leaked to the destination as a Referer.
+_COMMON_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Robots-Tag": "noindex",
+}
+_FOUND_BODY = b"Found\n"
+_NOT_FOUND_BODY = b"Not Found\n"
+
+
+class RedirectorMetrics:
+    """Counters of the public app, registered once on the given registry."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.redirects = Counter(
+            "clickrelay_redirects",
+            "Answers to /c/<token> by status: 302 (ours) or 404 (anything else)",
+            ["result"],
+            registry=registry,
+        )
+        self.clicks = Counter(
+            "clickrelay_clicks",
+            "Redirected clicks by classification (human, or bot with a reason)",
+            ["classification", "reason"],
+            registry=registry,
+        )
+        # Bound children once: the labels() lookup is not free on the hot path.
+        self.found = self.redirects.labels("302")
+        self.not_found = self.redirects.labels("404")
+        self._click_children: dict[Verdict, Counter] = {}
+
+    def click(self, verdict: Verdict) -> None:
+        child = self._click_children.get(verdict)
+        if child is None:
+            child = self.clicks.labels(verdict.classification, verdict.reason or "none")
+            self._click_children[verdict] = child
+        child.inc()
+
+
+@dataclass
+class RedirectorState:
+    """What the public app's handlers use. Mutable: the keyring can be swapped live."""
+
+    keyring: Keyring
+    recorder: ClickRecorder | None
+    classifier: Classifier
+    ip_policy: ClientIpPolicy
+    metrics: RedirectorMetrics
+
+
+STATE_KEY = web.AppKey("redirector_state", RedirectorState)
+RECORDER_KEY: web.AppKey[ClickRecorder | None] = web.AppKey("redirector_recorder")
+REGISTRY_KEY = web.AppKey("redirector_registry", CollectorRegistry)
+
+
+def not_found_response() -> web.Response:
+    """The one failure answer of the public listener, whatever went wrong."""
+    return web.Response(
+        status=404, body=_NOT_FOUND_BODY, content_type="text/plain", headers=_COMMON_HEADERS
+    )
+
+
+async def _redirect(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE_KEY]
+    token = request.match_info.get("token", "")
+    if len(token) > MAX_TOKEN_CHARS:
+        state.metrics.not_found.inc()
+        return not_found_response()
+    try:
+        link = state.keyring.open(token)
+    except TokenError:
+        state.metrics.not_found.inc()
+        return not_found_response()
+    location = location_for(link.url)
+    if location is None:
+        # Cannot happen for tokens our own seal() minted; refuse loudly if it does.
+        log_event(
+            log,
+            logging.WARNING,
+            "redirect-refused",
+            queue_id=link.queue_id,
+            link_index=link.link_index,
+            reason="unsafe-location",
+        )
+        state.metrics.not_found.inc()
+        return not_found_response()
+    state.metrics.found.inc()
+    try:
+        _note_click(
+            request, state, link.url, link.queue_id, link.link_index, link.recipient, link.sent_at
+        )
+    except Exception as exc:  # a click we fail to note must never cost the redirect
+        log_event(log, logging.ERROR, "click-not-recorded", queue_id=link.queue_id, error=repr(exc))
+    return web.Response(
+        status=302,
+        body=_FOUND_BODY,
+        content_type="text/plain",
+        headers={"Location": location, **_COMMON_HEADERS},
+    )
+
+
+def _note_click(
+    request: web.Request,
+    state: RedirectorState,
+    url: str,
+    queue_id: str,
+    link_index: int,
+    recipient: str | None,
+    sent_at: int,
+) -> None:
+    headers = request.headers
+    user_agent = headers.get("User-Agent")
+    address = state.ip_policy.client_address(request.remote, headers.getall("X-Forwarded-For", ()))
+    now = state.classifier.clock()
+    verdict = state.classifier.classify(
+        method=request.method,
+        user_agent=user_agent,
+        client=str(address) if address is not None else None,
+        queue_id=queue_id,
+        link_index=link_index,
+        sent_at=sent_at,
+        now=now,
+    )
+    state.metrics.click(verdict)
+    if state.recorder is None:
+        return
+    state.recorder.record(
+        Click(
+            time=datetime.fromtimestamp(now, UTC),
+            queue_id=queue_id,
+            link_index=link_index,
+            url=url,
+            recipient=recipient,
+            client_ip=state.ip_policy.stored(address),
+            user_agent=user_agent,
+            method=request.method,
+            classification=verdict.classification,
+            reason=verdict.reason,
+        )
+    )
+
+
+def store_health(recorder: ClickRecorder | None) -> dict[str, Any]:
+    """The ``store`` object of /healthz."""
+    if recorder is None:
+        return {"state": "disabled", "queued": 0, "dropped": 0}
+    return {"state": recorder.state, "queued": recorder.queued, "dropped": recorder.dropped}
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    doc = {
+        "service": SERVICE,
+        "version": __version__,
+        "key_ids": list(state.keyring.key_ids),
+        "store": store_health(state.recorder),
+    }
+    return web.json_response(doc, headers=_COMMON_HEADERS)
+
+
+async def _not_found(request: web.Request) -> web.Response:
+    return not_found_response()
+
+
+def create_app(
+    config: RedirectorConfig,
+    keyring: Keyring,
+    recorder: ClickRecorder | None,
+    *,
+    registry: CollectorRegistry,
+    classifier: Classifier | None = None,
+) -> web.Application:
+    """The public application: ``GET|HEAD /c/<token>``, ``GET /healthz``, else 404.
+
+    ``recorder`` None means clicks are only counted in metrics, not stored.
+    ``classifier`` defaults to one built from ``config`` (tests pass one with a fake clock).
+    """
+    app = web.Application()
+    app[STATE_KEY] = RedirectorState(
+        keyring=keyring,
+        recorder=recorder,
+        classifier=classifier or Classifier.from_config(config),
+        ip_policy=ClientIpPolicy.from_config(config),
+        metrics=RedirectorMetrics(registry),
+    )
+    app.router.add_route("GET", "/c/{token}", _redirect)
+    app.router.add_route("HEAD", "/c/{token}", _redirect)
+    app.router.add_route("GET", "/healthz", _healthz)
+    # Everything else, any method: the same 404 (not aiohttp's 404/405 pages).
+    app.router.add_route("*", "/{tail:.*}", _not_found)
+    return app
+
+
+def set_keyring(app: web.Application, keyring: Keyring) -> None:
+    """Swap the keys a running public app decodes with (key rotation)."""
+    app[STATE_KEY].keyring = keyring
+
+
+# --- admin ---------------------------------------------------------------------------
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    registry = request.app[REGISTRY_KEY]
+    return web.Response(
+        body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
+
+
+async def _api_stats(request: web.Request) -> web.Response:
+    recorder = request.app[RECORDER_KEY]
+    if recorder is None:
+        return web.json_response({"error": "no click store configured"}, status=503)
+    since = None
+    raw = request.query.get("since")
+    if raw:
+        try:
+            since = parse_since(raw)
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+    try:
+        doc = await recorder.store.stats(since)
+    except ClickrelayError as exc:
+        log_event(log, logging.WARNING, "stats-failed", error=str(exc))
+        return web.json_response({"error": f"click store unavailable: {exc}"}, status=503)
+    return web.json_response(doc, dumps=_dumps)
+
+
+def _dumps(doc: Any) -> str:
+    return json.dumps(doc, default=str)
+
+
+def create_admin_app(
+    config: RedirectorConfig,
+    recorder: ClickRecorder | None,
+    *,
+    registry: CollectorRegistry,
+) -> web.Application:
+    """The admin application: ``GET /metrics`` (Prometheus) and ``GET /api/stats?since=``."""
+    app = web.Application()
+    app[REGISTRY_KEY] = registry
+    app[RECORDER_KEY] = recorder
+    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/api/stats", _api_stats)
+    return app

@@ -1,0 +1,170 @@
+"""The redirector as a service: click store + recorder + public and admin HTTP listeners.
+
+Lifecycle::
+
+    service = RedirectorService(config.redirector, keyring, registry=registry)
+    await service.start()      # store, recorder, then listeners; ports known after this
+    ...
+    service.update_keyring(new_keyring)   # key rotation, no restart
+    await service.stop()       # stop listening, flush queued clicks, close the store
+
+The event loop (uvloop or not) is the caller's choice — the ``clickrelay redirector``
+command picks it. A store that cannot be opened at start does not stop the service:
+redirects never need the store, so listeners start anyway, ``/healthz`` reports the store
+``down``, and the recorder keeps retrying (queueing clicks meanwhile).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from redirector.app import create_admin_app, create_app, set_keyring
+from redirector.config import RedirectorConfig
+from redirector.errors import ConfigError
+from redirector.logfmt import log_event
+from redirector.recorder import ClickRecorder
+from redirector.store import ClickStore, StoreError, open_store
+from redirector.tokens import Keyring
+
+log = logging.getLogger("clickrelay.redirector")
+
+#: How long stopping a listener waits for requests already being handled. Redirects are
+#: answered from memory, so anything still running after this is a stuck client.
+LISTENER_SHUTDOWN_TIMEOUT = 5.0
+
+
+def parse_listen(value: str, *, key: str = "listen") -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` (port 0 = any free port) → (host, port)."""
+    text = value.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        port_text = rest[1:] if sep and rest.startswith(":") else ""
+    else:
+        host, _, port_text = text.rpartition(":")
+        if ":" in host:  # a bare IPv6 address without brackets: ambiguous
+            host, port_text = "", ""
+    if not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(f"[redirector] {key}: expected host:port or [ipv6]:port, got {value!r}")
+    return host, int(port_text)
+
+
+class RedirectorService:
+    """Runs the click redirector: see the module docstring."""
+
+    def __init__(
+        self,
+        config: RedirectorConfig,
+        keyring: Keyring,
+        *,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.config = config
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self._keyring = keyring
+        self._listen = parse_listen(config.listen, key="listen")
+        self._admin_listen = parse_listen(config.admin_listen, key="admin_listen")
+        self._store: ClickStore | None = None
+        self._recorder: ClickRecorder | None = None
+        self._app: web.Application | None = None
+        self._runners: list[web.AppRunner] = []
+        self._public_port: int | None = None
+        self._admin_port: int | None = None
+
+    @property
+    def recorder(self) -> ClickRecorder | None:
+        return self._recorder
+
+    @property
+    def public_port(self) -> int:
+        """The bound public port (useful with port 0); only after start()."""
+        if self._public_port is None:
+            raise RuntimeError("RedirectorService is not started")
+        return self._public_port
+
+    @property
+    def admin_port(self) -> int:
+        if self._admin_port is None:
+            raise RuntimeError("RedirectorService is not started")
+        return self._admin_port
+
+    async def start(self) -> None:
+        """Open the store (a failure is survivable), start the recorder and both listeners.
+
+        Raises StoreError for an unusable store URL, OSError when a port cannot be bound.
+        """
+        config = self.config
+        store = open_store(config.store)
+        self._store = store
+        try:
+            await store.open()
+        except StoreError as exc:
+            log_event(
+                log, logging.WARNING, "click-store-unavailable", store=store.name, error=str(exc)
+            )
+        recorder = ClickRecorder(
+            store,
+            queue_size=config.queue_size,
+            batch_size=config.batch_size,
+            flush_interval=config.flush_interval,
+            registry=self.registry,
+        )
+        self._recorder = recorder
+        await recorder.start()
+        try:
+            self._app = create_app(config, self._keyring, recorder, registry=self.registry)
+            admin = create_admin_app(config, recorder, registry=self.registry)
+            self._public_port = await self._serve(self._app, self._listen)
+            self._admin_port = await self._serve(admin, self._admin_listen)
+        except BaseException:
+            await self.stop()
+            raise
+        log_event(
+            log,
+            logging.INFO,
+            "redirector-listening",
+            listen=f"{self._listen[0]}:{self._public_port}",
+            admin=f"{self._admin_listen[0]}:{self._admin_port}",
+            store=store.name,
+            key_ids=",".join(self._keyring.key_ids),
+        )
+
+    async def _serve(self, app: web.Application, where: tuple[str, int]) -> int:
+        # No access log: it would cost time on the hot path and write every client's IP
+        # in full, bypassing the configured truncation.
+        runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=LISTENER_SHUTDOWN_TIMEOUT
+        )
+        await runner.setup()
+        self._runners.append(runner)
+        site = web.TCPSite(runner, where[0], where[1])
+        await site.start()
+        address = runner.addresses[-1]
+        return int(address[1])
+
+    def update_keyring(self, keyring: Keyring) -> None:
+        """Decode with these keys from now on (rotation without a restart)."""
+        self._keyring = keyring
+        if self._app is not None:
+            set_keyring(self._app, keyring)
+        log_event(log, logging.INFO, "redirector-keys", key_ids=",".join(keyring.key_ids))
+
+    async def stop(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - contract
+        """Stop listening, flush queued clicks (up to ``timeout`` or the configured
+        ``shutdown_flush_timeout``), close the store. Safe to call twice."""
+        runners, self._runners = self._runners, []
+        for runner in reversed(runners):
+            await runner.cleanup()
+        recorder = self._recorder  # kept: its counters stay readable after stop
+        if recorder is not None:
+            flush = self.config.shutdown_flush_timeout if timeout is None else timeout
+            await recorder.stop(flush)
+        store, self._store = self._store, None
+        if store is not None:
+            try:
+                await store.close()
+            except StoreError as exc:
+                log_event(log, logging.WARNING, "click-store-close-failed", error=str(exc))
+        self._app = None
