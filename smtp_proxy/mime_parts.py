@@ -1,0 +1,376 @@
+"""Raw MIME structure, read from the original bytes without re-serialising anything.
+
+The rewriter must leave every byte it does not mean to change exactly as it was, so it
+never lets :mod:`email`'s generator write a message. Instead this module finds the
+*offsets* of each entity's header block and body inside the original buffer: multipart
+bodies are split on their exact boundary lines, and only the small header blocks are
+handed to :mod:`email` to read Content-Type, boundary, charset, transfer encoding and
+disposition. Large bodies (attachments) are never copied here; callers slice what they
+need.
+
+It also holds the transfer-encoding codecs the rewriter needs: quoted-printable decoded
+*per logical line* (so unchanged lines can be written back byte for byte) and re-encoded
+with lines of at most 76 characters, and base64 re-encoded with the original line length.
+"""
+
+from __future__ import annotations
+
+import binascii
+import email.parser
+import email.policy
+import re
+from dataclasses import dataclass, field
+from email.message import Message
+
+#: Deeper nesting than this is treated as hostile (and left alone).
+MAX_DEPTH = 50
+#: RFC 5322: a line must not be longer than 998 octets (without CRLF).
+MAX_LINE_OCTETS = 998
+#: RFC 2045: quoted-printable lines are at most 76 characters (without CRLF).
+QP_LINE = 76
+
+_HEADER_LINE_RE = re.compile(rb"[!-9;-~]+[ \t]*:|[ \t]")
+_BLANK_LINE_RE = re.compile(rb"\n\r?\n")
+_BAD_QP_RE = re.compile(rb"=(?![0-9A-Fa-f]{2}|[ \t]*(?:\r?\n|\Z))")
+_B64_CHARS_RE = re.compile(rb"[A-Za-z0-9+/=\s]*")
+_WS_RE = re.compile(rb"\s+")
+_SIGNED_OR_ENCRYPTED = {
+    "multipart/signed": "signed",
+    "multipart/encrypted": "encrypted",
+    "application/pkcs7-mime": "encrypted",
+    "application/x-pkcs7-mime": "encrypted",
+    "application/pgp-encrypted": "encrypted",
+    "application/pgp-signature": "signed",
+    "application/pkcs7-signature": "signed",
+}
+
+
+class MimeError(Exception):
+    """The message's structure cannot be trusted; ``reason`` says why (never leaves the engine)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class PartHeaders:
+    """What the rewriter needs from one entity's header block."""
+
+    content_type: str  # "maintype/subtype", lower case
+    boundary: str | None
+    charset: str | None  # raw parameter value, lower case; None when absent
+    transfer_encoding: str  # lower case; "" when absent
+    disposition: str  # "attachment", "inline" or "" (lower case)
+    message: Message = field(repr=False)
+
+    @property
+    def protection(self) -> str | None:
+        """ "signed"/"encrypted" for entities that must never be touched, else None."""
+        return _SIGNED_OR_ENCRYPTED.get(self.content_type)
+
+
+@dataclass(frozen=True)
+class Entity:
+    """One MIME entity as offsets into the original message buffer."""
+
+    path: str  # IMAP-style part number: "1", "2.1", …
+    start: int  # first byte of the header block
+    header_end: int  # end of the header block (start of the blank line)
+    body_start: int  # first byte of the body
+    end: int  # end of the body (excludes the line break before the next boundary)
+    eol: bytes  # b"\r\n" or b"\n", as this entity's header block uses
+    headers: PartHeaders
+    depth: int
+
+
+def detect_eol(data: bytes | memoryview, start: int = 0) -> bytes:
+    """The line ending the first line uses (CRLF unless that line ends in a bare LF)."""
+    nl = bytes(data[start : start + 4096]).find(b"\n")
+    if nl > 0 and data[start + nl - 1] == 0x0D:
+        return b"\r\n"
+    return b"\n" if nl >= 0 else b"\r\n"
+
+
+def split_entity(data: bytes, start: int, end: int) -> tuple[int, int, bytes]:
+    """(header_end, body_start, eol) of the entity in ``data[start:end]``.
+
+    Headers end at the first empty line; with no empty line the entity is all headers.
+    """
+    if data.startswith(b"\r\n", start) and start + 2 <= end:
+        return start, start + 2, b"\r\n"
+    if data.startswith(b"\n", start) and start + 1 <= end:
+        return start, start + 1, b"\n"
+    m = _BLANK_LINE_RE.search(data, start, end)
+    if m is None:
+        return end, end, detect_eol(data, start)
+    header_end = m.start() + 1
+    eol = b"\r\n" if m.start() > start and data[m.start() - 1] == 0x0D else b"\n"
+    return header_end, m.end(), eol
+
+
+_PARSER = email.parser.BytesHeaderParser(policy=email.policy.compat32)
+
+
+def read_headers(block: bytes) -> Message:
+    """Parse a header block with the email package (compat32: values as written)."""
+    return _PARSER.parsebytes(block)
+
+
+def parse_headers(block: bytes, default_type: str = "text/plain") -> PartHeaders:
+    """Read the MIME headers of one header block; raises MimeError for unusable blocks."""
+    if block and not block.isascii():
+        try:
+            block.decode("utf-8")  # RFC 6532 (SMTPUTF8) headers are fine; raw 8-bit is not
+        except UnicodeDecodeError:
+            raise MimeError("8bit-headers") from None
+    for lineno, line in enumerate(block.splitlines()):
+        if lineno == 0 and line.startswith(b"From "):
+            continue  # mbox "From " separator line
+        if line and not _HEADER_LINE_RE.match(line):
+            raise MimeError("bad-header-line")
+    msg = _PARSER.parsebytes(block)
+    if default_type != "text/plain":
+        msg.set_default_type(default_type)
+    ctype = msg.get_content_type()
+    boundary = msg.get_boundary() if ctype.startswith("multipart/") else None
+    charset_param = msg.get_param("charset")
+    charset: str | None = None
+    if isinstance(charset_param, tuple):  # RFC 2231 encoded parameter
+        charset = str(charset_param[2] or "").strip().lower() or None
+    elif isinstance(charset_param, str):
+        charset = charset_param.strip().strip('"').lower() or None
+    cte = str(msg.get("Content-Transfer-Encoding", "")).strip().lower()
+    disposition = (msg.get_content_disposition() or "").lower()
+    return PartHeaders(ctype, boundary, charset, cte, disposition, msg)
+
+
+def _boundary_re(boundary: str) -> re.Pattern[bytes]:
+    # A delimiter line: "--boundary" (or the close "--boundary--"), optional transport
+    # padding, then the end of the line. The line break before it belongs to it.
+    return re.compile(
+        rb"^--"
+        + re.escape(boundary.encode("ascii", "surrogateescape"))
+        + rb"(--)?[ \t]*(?:\r?\n|\Z)",
+        re.M,
+    )
+
+
+def split_multipart(data: bytes, body_start: int, end: int, boundary: str) -> list[tuple[int, int]]:
+    """(start, end) of each body part of a multipart body; MimeError when boundaries are bad."""
+    if not boundary or len(boundary) > 200:
+        raise MimeError("bad-boundary")
+    pattern = _boundary_re(boundary)
+    parts: list[tuple[int, int]] = []
+    pos = body_start
+    part_start: int | None = None
+    while True:
+        m = pattern.search(data, pos, end)
+        if m is None:
+            raise MimeError("missing-boundary")
+        if part_start is not None:
+            part_end = m.start()
+            if data[part_end - 2 : part_end] == b"\r\n" and part_end - 2 >= part_start:
+                part_end -= 2
+            elif data[part_end - 1 : part_end] == b"\n" and part_end - 1 >= part_start:
+                part_end -= 1
+            parts.append((part_start, part_end))
+        if m.group(1):  # close delimiter
+            if part_start is None:
+                raise MimeError("missing-boundary")
+            return parts
+        part_start = m.end()
+        pos = m.end()
+
+
+def walk(data: bytes) -> list[Entity]:
+    """Every entity of the message in document order (multiparts before their children).
+
+    Raises MimeError for structure the rewriter must not touch: NUL bytes, 8-bit headers,
+    missing boundaries, nesting deeper than :data:`MAX_DEPTH`.
+    """
+    if b"\x00" in data:
+        raise MimeError("nul-bytes")
+    out: list[Entity] = []
+    _walk(data, 0, len(data), "", 0, "text/plain", out)
+    return out
+
+
+def _walk(
+    data: bytes, start: int, end: int, path: str, depth: int, default_type: str, out: list[Entity]
+) -> None:
+    if depth > MAX_DEPTH:
+        raise MimeError("too-deep")
+    header_end, body_start, eol = split_entity(data, start, end)
+    headers = parse_headers(data[start:header_end], default_type)
+    entity = Entity(path or "1", start, header_end, body_start, end, eol, headers, depth)
+    out.append(entity)
+    if not headers.content_type.startswith("multipart/"):
+        return
+    if headers.protection is not None:
+        return  # never looked into
+    if headers.transfer_encoding not in ("", "7bit", "8bit", "binary"):
+        raise MimeError("encoded-multipart")
+    if headers.boundary is None:
+        raise MimeError("missing-boundary")
+    child_default = "message/rfc822" if headers.content_type == "multipart/digest" else "text/plain"
+    for i, (pstart, pend) in enumerate(split_multipart(data, body_start, end, headers.boundary)):
+        child_path = f"{path}.{i + 1}" if path else str(i + 1)
+        _walk(data, pstart, pend, child_path, depth + 1, child_default, out)
+
+
+# --- quoted-printable ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QpLine:
+    """One logical line of a quoted-printable body: its encoded bytes (one or more physical
+    lines joined by soft breaks, with its hard line break) and what they decode to."""
+
+    encoded: bytes
+    decoded: bytes
+
+
+def qp_decode_lines(body: bytes) -> list[QpLine]:
+    """Split a quoted-printable body into logical lines; MimeError("bad-quoted-printable")
+    when an ``=`` is neither an escape nor a soft line break."""
+    if _BAD_QP_RE.search(body):
+        raise MimeError("bad-quoted-printable")
+    out: list[QpLine] = []
+    group_start = 0
+    pos = 0
+    n = len(body)
+    while pos < n:
+        nl = body.find(b"\n", pos)
+        line_end = n if nl < 0 else nl + 1
+        content = body[pos:line_end].rstrip(b"\r\n").rstrip(b" \t")
+        pos = line_end
+        if content.endswith(b"=") and pos < n:
+            continue  # soft line break: the logical line goes on
+        chunk = body[group_start:pos]
+        out.append(QpLine(chunk, binascii.a2b_qp(chunk)))
+        group_start = pos
+    if group_start < n:
+        chunk = body[group_start:]
+        out.append(QpLine(chunk, binascii.a2b_qp(chunk)))
+    return out
+
+
+def _qp_byte_table() -> list[bytes]:
+    table = []
+    for b in range(256):
+        if 33 <= b <= 126 and b != 0x3D:
+            table.append(bytes((b,)))
+        else:
+            table.append(b"=%02X" % b)
+    return table
+
+
+_QP_TABLE = _qp_byte_table()
+
+
+def qp_encode(data: bytes, eol: bytes) -> bytes:
+    """Quoted-printable encode ``data`` whose hard line breaks are ``eol``; physical lines
+    are at most 76 characters, soft breaks never split an escape."""
+    lines = data.split(eol)
+    out: list[bytes] = []
+    for i, line in enumerate(lines):
+        last = i == len(lines) - 1
+        if last and not line:
+            break
+        out.append(_qp_encode_line(line, eol))
+        if not last:
+            out.append(eol)
+    return b"".join(out)
+
+
+def _qp_encode_line(line: bytes, eol: bytes) -> bytes:
+    tokens = [_QP_TABLE[b] if b not in (0x20, 0x09) else bytes((b,)) for b in line]
+    # Whitespace at the end of a line would be stripped in transit: encode it.
+    if tokens and tokens[-1] in (b" ", b"\t"):
+        tokens[-1] = b"=%02X" % tokens[-1][0]
+    if sum(len(t) for t in tokens) <= QP_LINE:
+        return b"".join(tokens)
+    physical: list[bytes] = []
+    current: list[bytes] = []
+    width = 0
+    for idx, tok in enumerate(tokens):
+        remaining_is_last = idx == len(tokens) - 1
+        limit = QP_LINE if remaining_is_last else QP_LINE - 1  # room for the soft-break "="
+        if width + len(tok) > limit:
+            # Whitespace before a soft break is fine: the "=" follows it.
+            physical.append(b"".join(current) + b"=")
+            current, width = [], 0
+        current.append(tok)
+        width += len(tok)
+    physical.append(b"".join(current))
+    return eol.join(physical)
+
+
+# --- base64 ---------------------------------------------------------------------------------
+
+
+def b64_decode(body: bytes) -> bytes:
+    """Strictly decode a base64 body; MimeError("bad-base64") on anything irregular."""
+    if not _B64_CHARS_RE.fullmatch(body):
+        raise MimeError("bad-base64")
+    compact = _WS_RE.sub(b"", body)
+    try:
+        return binascii.a2b_base64(compact, strict_mode=True) if compact else b""
+    except binascii.Error:
+        raise MimeError("bad-base64") from None
+
+
+def b64_line_length(body: bytes) -> int:
+    """The encoded line length the original used (76 when it cannot be told)."""
+    stripped = body.strip()
+    if b"\n" not in stripped:
+        return 76  # one line only: nothing to imitate
+    n = len(stripped.split(b"\n", 1)[0].rstrip(b"\r \t"))
+    return n if 0 < n <= 996 and n % 4 == 0 else 76
+
+
+def b64_encode(data: bytes, line_length: int, eol: bytes, trailer: bytes) -> bytes:
+    """Base64 in lines of ``line_length`` characters joined by ``eol``, then ``trailer``
+    (the whitespace the original body ended with)."""
+    encoded = binascii.b2a_base64(data, newline=False)
+    lines = [encoded[i : i + line_length] for i in range(0, len(encoded), line_length)]
+    return eol.join(lines) + trailer
+
+
+def max_line_octets(data: bytes) -> int:
+    """Length of the longest line, without its line break."""
+    return max((len(line) for line in data.splitlines()), default=0)
+
+
+def replace_header(block: bytes, name: str, value: str, eol: bytes) -> bytes:
+    """``block`` with header ``name`` (every occurrence, folded lines included) replaced by
+    one ``name: value`` line, or with that line appended when absent."""
+    pattern = re.compile(
+        rb"(?im)^" + re.escape(name.encode("ascii")) + rb"[ \t]*:[^\n]*\n(?:[ \t][^\n]*\n)*"
+    )
+    new_line = f"{name}: {value}".encode("ascii") + eol
+    if not block.endswith(b"\n"):
+        block += eol
+    if pattern.search(block):
+        done = False
+
+        def sub(_m: re.Match[bytes]) -> bytes:
+            nonlocal done
+            if done:
+                return b""
+            done = True
+            return new_line
+
+        return pattern.sub(sub, block)
+    return block + new_line
+
+
+def remove_header(block: bytes, name: str) -> bytes:
+    """``block`` without any occurrence of header ``name`` (folded lines included)."""
+    pattern = re.compile(
+        rb"(?im)^"
+        + re.escape(name.encode("ascii"))
+        + rb"[ \t]*:[^\n]*(?:\n|\Z)(?:[ \t][^\n]*(?:\n|\Z))*"
+    )
+    return pattern.sub(b"", block)

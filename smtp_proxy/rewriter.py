@@ -1,0 +1,551 @@
+"""The rewriting engine's public entry point: raw message bytes in, rewritten bytes out.
+
+:func:`rewrite_message` points every trackable link of a message at the tracking domain
+and changes nothing else. It works in three phases:
+
+1. **Scan** — :func:`smtp_proxy.mime_parts.walk` finds every MIME entity as offsets into
+   the original bytes. Each text/html and text/plain body part is transfer-decoded and
+   charset-decoded (only if re-encoding gives back the very same bytes) and its links are
+   found (:mod:`smtp_proxy.html_links`, :mod:`smtp_proxy.text_links`).
+2. **Decide** — each link, counted across the whole message, is either skipped with a
+   reason (:func:`smtp_proxy.linkrules.skip_reason`, opt-out attributes, length) or sealed
+   into a token (:meth:`redirector.tokens.Keyring.seal`). A URL opted out in the HTML is
+   also left alone in the text part.
+3. **Splice** — only the bytes of the changed href values are replaced, the part is
+   re-encoded in its own charset and transfer encoding (unchanged quoted-printable lines
+   are kept as they were), and the message is reassembled from the original bytes plus
+   the changed bodies.
+
+Anything doubtful leaves the part (or the whole message) as it was, with a reason; the
+function never raises.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import getaddresses
+
+from redirector.errors import TokenError
+from redirector.tokens import Keyring, url_is_sealable
+from smtp_proxy import dkim_resign, mime_parts
+from smtp_proxy.config import Config, DkimConfig
+from smtp_proxy.html_links import FoundLink, find_html_links, splice
+from smtp_proxy.linkrules import OPT_OUT_REASON, LinkPolicy, skip_reason
+from smtp_proxy.mime_parts import Entity, MimeError
+from smtp_proxy.text_links import find_text_links
+
+OPT_OUT_HEADER = "X-Clickrelay-Track"
+_OFF_VALUES = frozenset({"off", "no", "false", "0", "none"})
+_HREF_RE = re.compile(r"href", re.I)
+_HTTP_RE = re.compile(r"https?:", re.I)
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+_PGP_MARK = "-----BEGIN PGP "
+
+
+@dataclass(frozen=True)
+class TrackingSettings:
+    """Everything the engine needs to mint tracked links for one message."""
+
+    base_url: str
+    keyring: Keyring
+    policy: LinkPolicy
+    max_link_length: int = 2048
+    text_links: bool = True
+    dkim: DkimConfig = field(default_factory=DkimConfig)
+
+    @classmethod
+    def from_config(
+        cls, config: Config, keyring: Keyring, base_url: str | None = None
+    ) -> TrackingSettings:
+        """Settings from ``[tracking]``/``[dkim]``; ``base_url`` overrides the default
+        (e.g. the sender's domain from :func:`sender_base_url`)."""
+        tracking = config.tracking
+        urls = [*tracking.base_urls(), *([base_url] if base_url else [])]
+        return cls(
+            base_url=base_url or tracking.base_url,
+            keyring=keyring,
+            policy=LinkPolicy.from_base_urls(urls, tracking.skip_domains),
+            max_link_length=tracking.max_link_length,
+            text_links=tracking.text_links,
+            dkim=config.dkim,
+        )
+
+
+@dataclass(frozen=True)
+class LinkDecision:
+    """What happened to one link: ``action`` is "tracked" or "skipped" (with ``reason``)."""
+
+    part: str
+    index: int
+    url: str
+    action: str
+    reason: str
+    tracked_url: str | None
+
+
+@dataclass(frozen=True)
+class RewriteResult:
+    """The message to relay and what was done to it.
+
+    ``reason`` is message-level: "rewritten", "no-links", "no-trackable-links",
+    "opt-out-header", "dkim-signed", "signed", "encrypted", a malformed-MIME reason
+    ("missing-boundary", "too-deep", "nul-bytes", "8bit-headers", …), a part-level reason
+    when nothing was rewritten because of it, or "error:<ExceptionType>".
+    ``notes`` lists parts left alone: ``"<part>:<reason>"``.
+    """
+
+    data: bytes
+    links: tuple[LinkDecision, ...]
+    changed: bool
+    reason: str
+    notes: tuple[str, ...] = ()
+
+
+# --- phase 1: scan ---------------------------------------------------------------------
+
+
+@dataclass
+class _Job:
+    """One text body part with its decoded content and the links found in it."""
+
+    entity: Entity
+    kind: str  # "html" | "text"
+    body: bytes = b""
+    decoded: bytes = b""  # after transfer decoding
+    qp_lines: list[mime_parts.QpLine] | None = None
+    text: str = ""
+    codec: str = "ascii"
+    errors: str = "strict"
+    links: tuple[FoundLink, ...] = ()
+    problem: str | None = None
+    decisions: list[tuple[FoundLink, LinkDecision]] = field(default_factory=list)
+
+
+def _is_body_text(entity: Entity) -> str | None:
+    h = entity.headers
+    if h.disposition == "attachment":
+        return None
+    if h.content_type == "text/html":
+        return "html"
+    if h.content_type == "text/plain":
+        return "text"
+    return None
+
+
+def _decode_job(data: bytes, job: _Job, settings: TrackingSettings) -> None:
+    entity = job.entity
+    job.body = data[entity.body_start : entity.end]
+    cte = entity.headers.transfer_encoding
+    if cte in ("", "7bit", "8bit", "binary"):
+        job.decoded = job.body
+    elif cte == "quoted-printable":
+        job.qp_lines = mime_parts.qp_decode_lines(job.body)
+        job.decoded = b"".join(line.decoded for line in job.qp_lines)
+    elif cte == "base64":
+        job.decoded = mime_parts.b64_decode(job.body)
+    else:
+        raise MimeError("unknown-transfer-encoding")
+    charset = entity.headers.charset
+    if charset is None:
+        # No charset: read as ASCII, keep 8-bit bytes as surrogates so they round-trip;
+        # a link containing one is skipped (we cannot know what it means).
+        job.codec, job.errors = "ascii", "surrogateescape"
+    else:
+        try:
+            job.codec = codecs.lookup(charset).name
+        except LookupError:
+            raise MimeError("unknown-charset") from None
+    try:
+        job.text = job.decoded.decode(job.codec, job.errors)
+    except (UnicodeDecodeError, ValueError):
+        raise MimeError("charset-decode-error") from None
+    try:
+        roundtrip = job.text.encode(job.codec, job.errors)
+    except (UnicodeEncodeError, ValueError):
+        roundtrip = b""
+    if roundtrip != job.decoded:
+        raise MimeError("charset-not-roundtrip")
+    if _PGP_MARK in job.text:
+        raise MimeError("inline-pgp")
+    if job.kind == "html":
+        if _HREF_RE.search(job.text) is None:
+            return
+        scan = find_html_links(job.text)
+        job.links = scan.links
+        if scan.problem is not None:
+            job.problem = scan.problem
+    elif settings.text_links and _HTTP_RE.search(job.text) is not None:
+        job.links = tuple(find_text_links(job.text))
+
+
+# --- phase 2: decide -------------------------------------------------------------------
+
+
+def _decide(
+    jobs: list[_Job],
+    settings: TrackingSettings,
+    *,
+    queue_id: str,
+    recipient: str | None,
+    sent_at: int,
+    force_reason: str | None,
+) -> list[LinkDecision]:
+    opted_out = {
+        link.url for job in jobs if job.kind == "html" for link in job.links if link.opt_out
+    }
+    prefix = settings.base_url.rstrip("/") + "/c/"
+    decisions: list[LinkDecision] = []
+    index = 0
+    for job in jobs:
+        for link in job.links:
+            reason = force_reason or job.problem or skip_reason(link.url, settings.policy)
+            if reason is None and (link.opt_out or (link.kind == "text" and link.url in opted_out)):
+                reason = OPT_OUT_REASON
+            if reason is None and link.url.startswith(prefix):
+                reason = "already-tracked"
+            if reason is None and (not url_is_sealable(link.url) or _SURROGATE_RE.search(link.url)):
+                reason = "malformed"
+            tracked: str | None = None
+            if reason is None:
+                try:
+                    token = settings.keyring.seal(
+                        link.url,
+                        queue_id=queue_id,
+                        link_index=index,
+                        recipient=recipient,
+                        sent_at=sent_at,
+                    )
+                except TokenError:
+                    reason = "malformed"
+                else:
+                    tracked = prefix + token
+                    if len(tracked) > settings.max_link_length:
+                        reason, tracked = "too-long", None
+            decision = LinkDecision(
+                part=job.entity.path,
+                index=index,
+                url=link.url,
+                action="tracked" if tracked else "skipped",
+                reason=reason or "tracked",
+                tracked_url=tracked,
+            )
+            job.decisions.append((link, decision))
+            decisions.append(decision)
+            index += 1
+    return decisions
+
+
+# --- phase 3: splice and re-encode -----------------------------------------------------
+
+
+def _spliced_decoded(job: _Job) -> tuple[bytes, list[tuple[int, int, bytes]]] | None:
+    """The part's new decoded bytes and the byte ranges (in the old ones) that changed;
+    None when the charset does not let us map text offsets to bytes exactly."""
+    tracked = [(link, d.tracked_url) for link, d in job.decisions if d.tracked_url]
+    tracked.sort(key=lambda item: item[0].start)
+    enc = job.codec
+    pieces: list[bytes] = []
+    changes: list[tuple[int, int, bytes]] = []
+    text_pos = 0
+    byte_pos = 0
+    old = job.decoded
+    for link, new_url in tracked:
+        if link.start < text_pos:
+            return None  # overlapping links: refuse rather than guess
+        before = job.text[text_pos : link.start].encode(enc, job.errors)
+        raw = link.raw.encode(enc, job.errors)
+        if old[byte_pos : byte_pos + len(before)] != before:
+            return None
+        start = byte_pos + len(before)
+        if old[start : start + len(raw)] != raw:
+            return None
+        new = new_url.encode(enc)
+        pieces += (before, new)
+        changes.append((start, start + len(raw), new))
+        byte_pos = start + len(raw)
+        text_pos = link.end
+    tail = job.text[text_pos:].encode(enc, job.errors)
+    if old[byte_pos:] != tail:
+        return None
+    pieces.append(tail)
+    new_decoded = b"".join(pieces)
+    # The reference: what the link finder's own splice says the text must become.
+    expected = splice(job.text, [(link, url) for link, url in tracked])
+    try:
+        if new_decoded.decode(enc, job.errors) != expected:
+            return None
+    except UnicodeDecodeError:
+        return None
+    return new_decoded, changes
+
+
+def _qp_reencode(
+    lines: list[mime_parts.QpLine], changes: list[tuple[int, int, bytes]], eol: bytes
+) -> bytes:
+    """Quoted-printable body in which only the logical lines that changed are re-encoded;
+    every other line keeps its original encoded bytes."""
+    out: list[bytes] = []
+    ci = 0
+    pos = 0  # decoded offset where lines[i] starts
+    i = 0
+    n = len(lines)
+    while i < n:
+        end = pos + len(lines[i].decoded)
+        if ci >= len(changes) or changes[ci][0] >= end:
+            out.append(lines[i].encoded)
+            pos, i = end, i + 1
+            continue
+        # Lines [i, j) form a region that holds every change starting in it (a change
+        # may reach into following lines when an href value spans a line break).
+        j = i + 1
+        region_changes: list[tuple[int, int, bytes]] = []
+        while ci < len(changes) and changes[ci][0] < end:
+            while changes[ci][1] > end and j < n:
+                end += len(lines[j].decoded)
+                j += 1
+            region_changes.append(changes[ci])
+            ci += 1
+        old = b"".join(line.decoded for line in lines[i:j])
+        new_parts: list[bytes] = []
+        cursor = 0
+        for cstart, cend, new in region_changes:
+            new_parts += (old[cursor : cstart - pos], new)
+            cursor = cend - pos
+        new_parts.append(old[cursor:])
+        out.append(mime_parts.qp_encode(b"".join(new_parts), eol))
+        pos, i = end, j
+    return b"".join(out)
+
+
+@dataclass(frozen=True)
+class _Edit:
+    start: int
+    end: int
+    new: bytes
+
+
+def _encode_job(data: bytes, job: _Job) -> list[_Edit] | str:
+    """Byte edits for a rewritten part, or a reason to leave it alone."""
+    spliced = _spliced_decoded(job)
+    if spliced is None:
+        return "charset-not-roundtrip"
+    new_decoded, changes = spliced
+    entity = job.entity
+    cte = entity.headers.transfer_encoding
+    eol = _body_eol(job.body, entity.eol)
+    edits: list[_Edit] = []
+    if cte == "quoted-printable":
+        assert job.qp_lines is not None
+        new_body = _qp_reencode(job.qp_lines, changes, eol)
+    elif cte == "base64":
+        trailer = job.body[len(job.body.rstrip()) :]
+        length = mime_parts.b64_line_length(job.body)
+        new_body = mime_parts.b64_encode(new_decoded, length, eol, trailer)
+    elif mime_parts.max_line_octets(new_decoded) > mime_parts.MAX_LINE_OCTETS:
+        # A 7bit/8bit line would grow past 998 octets: switch this part to QP.
+        new_body = mime_parts.qp_encode(new_decoded, eol)
+        block = data[entity.start : entity.header_end]
+        new_block = mime_parts.replace_header(
+            block, "Content-Transfer-Encoding", "quoted-printable", entity.eol
+        )
+        edits.append(_Edit(entity.start, entity.header_end, new_block))
+    else:
+        new_body = new_decoded
+    edits.append(_Edit(entity.body_start, entity.end, new_body))
+    return edits
+
+
+def _body_eol(body: bytes, default: bytes) -> bytes:
+    nl = body.find(b"\n")
+    if nl < 0:
+        return default
+    return b"\r\n" if nl > 0 and body[nl - 1] == 0x0D else b"\n"
+
+
+def _assemble(data: bytes, edits: Sequence[_Edit]) -> bytes:
+    view = memoryview(data)
+    pieces: list[bytes | memoryview] = []
+    pos = 0
+    for edit in sorted(edits, key=lambda e: e.start):
+        pieces.append(view[pos : edit.start])
+        pieces.append(edit.new)
+        pos = edit.end
+    pieces.append(view[pos:])
+    return b"".join(pieces)
+
+
+# --- entry point -----------------------------------------------------------------------
+
+
+def rewrite_message(
+    data: bytes,
+    settings: TrackingSettings,
+    *,
+    queue_id: str,
+    recipient: str | None = None,
+    sent_at: datetime | None = None,
+) -> RewriteResult:
+    """Rewrite the links of one raw message (see the module docstring). Never raises:
+    any internal error gives back the original bytes with reason ``error:<Type>``."""
+    try:
+        return _rewrite(data, settings, queue_id, recipient, sent_at)
+    except Exception as exc:  # fail open: the original message is always deliverable
+        return RewriteResult(bytes(data), (), False, f"error:{type(exc).__name__}")
+
+
+def _unchanged(data: bytes, reason: str, links: Sequence[LinkDecision] = ()) -> RewriteResult:
+    return RewriteResult(data, tuple(links), False, reason)
+
+
+def _rewrite(
+    data: bytes,
+    settings: TrackingSettings,
+    queue_id: str,
+    recipient: str | None,
+    sent_at: datetime | None,
+) -> RewriteResult:
+    data = bytes(data)
+    try:
+        entities = mime_parts.walk(data)
+    except MimeError as exc:
+        return _unchanged(data, exc.reason)
+    top = entities[0]
+    top_headers = top.headers.message
+    when = int((sent_at or datetime.now(UTC)).timestamp())
+
+    # Per-message opt-out: report the links, change nothing but removing the header.
+    force_reason: str | None = None
+    opt_out = [str(v).strip().lower() for v in top_headers.get_all(OPT_OUT_HEADER) or []]
+    if any(v in _OFF_VALUES for v in opt_out):
+        force_reason = "opt-out-header"
+
+    sigs = dkim_resign.signatures(top_headers)
+    resign_keys = dkim_resign.resign_keys(sigs, settings.dkim) if sigs else []
+    if sigs and not resign_keys and force_reason is None:
+        return _unchanged(data, "dkim-signed")
+    if top.headers.protection is not None and force_reason is None:
+        return _unchanged(data, top.headers.protection)
+
+    # walk() does not descend into signed/encrypted multiparts; everything else that is
+    # a text body (not an attachment) is scanned.
+    jobs: list[_Job] = []
+    notes: list[str] = []
+    for entity in entities:
+        kind = _is_body_text(entity)
+        if kind is None:
+            continue
+        job = _Job(entity, kind)
+        try:
+            _decode_job(data, job, settings)
+        except MimeError as exc:
+            notes.append(f"{entity.path}:{exc.reason}")
+            continue
+        if job.problem:
+            notes.append(f"{entity.path}:{job.problem}")
+        jobs.append(job)
+
+    decisions = _decide(
+        jobs,
+        settings,
+        queue_id=queue_id,
+        recipient=recipient,
+        sent_at=when,
+        force_reason=force_reason,
+    )
+
+    if force_reason is not None:
+        if any(v in _OFF_VALUES for v in opt_out) and not any(
+            OPT_OUT_HEADER.lower() in s.signed_headers for s in sigs
+        ):
+            block = mime_parts.remove_header(data[: top.header_end], OPT_OUT_HEADER)
+            out = block + data[top.header_end :]
+            return RewriteResult(out, tuple(decisions), out != data, force_reason, tuple(notes))
+        return RewriteResult(data, tuple(decisions), False, force_reason, tuple(notes))
+
+    edits: list[_Edit] = []
+    final: list[LinkDecision] = []
+    for job in jobs:
+        if not any(d.tracked_url for _, d in job.decisions):
+            final.extend(d for _, d in job.decisions)
+            continue
+        result = _encode_job(data, job)
+        if isinstance(result, str):
+            notes.append(f"{job.entity.path}:{result}")
+            final.extend(_as_skipped(d, result) for _, d in job.decisions)
+            continue
+        edits.extend(result)
+        final.extend(d for _, d in job.decisions)
+
+    if not edits:
+        reason = "no-trackable-links" if final else "no-links"
+        if notes:
+            reason = notes[0].split(":", 1)[1]
+        return RewriteResult(data, tuple(final), False, reason, tuple(notes))
+
+    out = _assemble(data, edits)
+    if resign_keys:
+        header_end = top.header_end + sum(
+            len(e.new) - (e.end - e.start) for e in edits if e.end <= top.header_end
+        )
+        try:
+            out = dkim_resign.resign(out, header_end, resign_keys)
+        except Exception as exc:  # bad key file, dkimpy error: relay the original
+            return RewriteResult(
+                data,
+                tuple(_as_skipped(d, "dkim-error") for d in final),
+                False,
+                f"dkim-error:{type(exc).__name__}",
+                tuple(notes),
+            )
+    return RewriteResult(out, tuple(final), True, "rewritten", tuple(notes))
+
+
+def _as_skipped(decision: LinkDecision, reason: str) -> LinkDecision:
+    if decision.action != "tracked":
+        return decision
+    return LinkDecision(decision.part, decision.index, decision.url, "skipped", reason, None)
+
+
+# --- which tracking domain -------------------------------------------------------------
+
+
+def _domain_of(address: str) -> str:
+    _, _, domain = address.strip().strip("<>").rpartition("@")
+    return domain.strip().strip(">").lower().rstrip(".")
+
+
+def _lookup_domain(domain: str, mapping: dict[str, str]) -> str | None:
+    """Exact sender domain first, then its parent domains."""
+    labels = domain.split(".")
+    for i in range(len(labels) - 1):
+        url = mapping.get(".".join(labels[i:]))
+        if url:
+            return url
+    return None
+
+
+def sender_base_url(config: Config, envelope_from: str, data: bytes) -> str:
+    """The tracking base URL for a message: by envelope sender domain, then by the From
+    header's domain, else ``[tracking] base_url``."""
+    mapping = {k.lower().rstrip("."): v for k, v in config.tracking.sender_domains.items()}
+    if not mapping:
+        return config.tracking.base_url
+    if envelope_from and "@" in envelope_from:
+        url = _lookup_domain(_domain_of(envelope_from), mapping)
+        if url:
+            return url
+    try:
+        header_end, _, _ = mime_parts.split_entity(data, 0, len(data))
+        headers = mime_parts.read_headers(data[:header_end])
+        for _, addr in getaddresses([str(v) for v in headers.get_all("From") or []]):
+            if "@" in addr:
+                url = _lookup_domain(_domain_of(addr), mapping)
+                if url:
+                    return url
+    except Exception:  # an unreadable From header just means: the default
+        pass
+    return config.tracking.base_url
