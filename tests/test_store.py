@@ -1,0 +1,295 @@
+"""Click stores against real SQLite files and a real PostgreSQL ($CLICKRELAY_TEST_PG)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from redirector.clicks import Click, clean_text
+from redirector.store import ClickStore, StoreError, open_store
+from redirector.store_pg import PgStore, safe_dsn_name
+from redirector.store_sqlite import SqliteStore
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+def make_click(n: int = 0, **changes: object) -> Click:
+    click = Click(
+        time=T0 + timedelta(seconds=n),
+        queue_id="4XyZ1abc",
+        link_index=n % 3,
+        url=f"https://example.com/{n % 3}",
+        recipient="alice@example.org",
+        client_ip="192.0.2.0",
+        user_agent="Mozilla/5.0",
+        method="GET",
+        classification="human",
+        reason=None,
+    )
+    return replace(click, **changes)  # type: ignore[arg-type]
+
+
+async def count_rows(store: ClickStore) -> int:
+    """Rows in the store's table, read with a separate client (not through the store)."""
+    if isinstance(store, SqliteStore):
+        with sqlite3.connect(store.path) as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM clicks").fetchone()[0])
+    assert isinstance(store, PgStore)
+    conn = await asyncpg.connect(store.dsn)
+    try:
+        return int(await conn.fetchval(f"SELECT COUNT(*) FROM {store.table}"))
+    finally:
+        await conn.close()
+
+
+async def fetch_ids(store: ClickStore) -> list[str]:
+    if isinstance(store, SqliteStore):
+        with sqlite3.connect(store.path) as conn:
+            return [r[0] for r in conn.execute("SELECT id FROM clicks")]
+    assert isinstance(store, PgStore)
+    conn = await asyncpg.connect(store.dsn)
+    try:
+        return [r[0] for r in await conn.fetch(f"SELECT id FROM {store.table}")]
+    finally:
+        await conn.close()
+
+
+def unique_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:12]}_"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ClickStore]:
+    if request.param == "sqlite":
+        s: ClickStore = SqliteStore(tmp_path / "data" / "clicks.sqlite3")
+        await s.open()
+        yield s
+        await s.close()
+    else:
+        dsn = request.getfixturevalue("pg_dsn")
+        pg = PgStore(dsn, table_prefix=unique_prefix())
+        await pg.open()
+        yield pg
+        await pg.drop_tables()
+        await pg.close()
+
+
+async def test_write_is_exactly_once_by_click_id(store: ClickStore) -> None:
+    batch = [make_click(i) for i in range(5)]
+    extra = make_click(9)
+    await store.write(batch)
+    await store.write(batch)  # a retried batch, e.g. after a lost COMMIT acknowledgement
+    await store.write([*batch[2:], extra])
+    assert await count_rows(store) == 6
+    assert sorted(await fetch_ids(store)) == sorted([c.id for c in batch] + [extra.id])
+
+
+async def test_empty_write_checks_the_store_and_writes_nothing(store: ClickStore) -> None:
+    await store.write([])
+    assert await count_rows(store) == 0
+    doc = await store.stats()
+    assert doc == {
+        "messages": [],
+        "totals": {"human_clicks": 0, "bot_clicks": 0, "messages": 0, "links": 0},
+    }
+
+
+async def test_open_is_idempotent_and_keeps_data(store: ClickStore) -> None:
+    await store.write([make_click(1)])
+    await store.open()
+    await store.close()
+    await store.open()
+    await store.write([make_click(2)])
+    assert await count_rows(store) == 2
+
+
+async def test_hostile_text_is_stored_not_refused(store: ClickStore) -> None:
+    # PostgreSQL refuses NUL in text and no store can encode a lone surrogate: one
+    # hostile user agent must not make a whole batch unwritable.
+    nasty = make_click(1, user_agent="evil\x00agent\udcff", recipient="r\x00@x")
+    await store.write([nasty, make_click(2)])
+    assert await count_rows(store) == 2
+    assert clean_text("a\x00b\udcff") == "a\ufffdb?"
+
+
+async def test_malformed_click_is_a_non_retryable_store_error(store: ClickStore) -> None:
+    bad = make_click(1, link_index="not a number")
+    with pytest.raises(StoreError) as info:
+        await store.write([bad])
+    assert info.value.retryable is False
+    assert await count_rows(store) == 0
+
+
+async def test_naive_times_are_taken_as_utc(store: ClickStore) -> None:
+    await store.write([make_click(0, time=datetime(2026, 11, 1, 12, 0))])
+    doc = await store.stats()
+    assert doc["messages"][0]["first_click"] == "2026-11-01T12:00:00Z"
+
+
+# -- SQLite specifics ------------------------------------------------------------------
+
+
+async def test_sqlite_creates_parent_dirs_uses_wal_and_records_schema_version(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "a" / "b" / "clicks.sqlite3"
+    store = open_store(f"sqlite:{path}")
+    assert isinstance(store, SqliteStore)
+    await store.open()
+    await store.write([make_click(1)])
+    await store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        indexes = {r[1] for r in conn.execute("PRAGMA index_list(clicks)")}
+    assert {"clicks_queue_id", "clicks_time"} <= indexes
+
+
+async def test_sqlite_refuses_a_newer_schema(tmp_path: Path) -> None:
+    path = tmp_path / "clicks.sqlite3"
+    store = SqliteStore(path)
+    await store.open()
+    await store.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE schema_version SET version = 99")
+    store = SqliteStore(path)
+    with pytest.raises(StoreError, match="newer"):
+        await store.open()
+    await store.close()
+
+
+async def test_sqlite_path_under_a_file_is_a_store_error(tmp_path: Path) -> None:
+    (tmp_path / "notadir").write_text("x")
+    store = SqliteStore(tmp_path / "notadir" / "clicks.sqlite3")
+    with pytest.raises(StoreError, match="notadir"):
+        await store.open()
+    with pytest.raises(StoreError):
+        await store.write([make_click(1)])
+    await store.close()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+async def test_sqlite_read_only_data_dir_is_a_store_error(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    data.chmod(0o500)
+    try:
+        store = SqliteStore(data / "clicks.sqlite3")
+        with pytest.raises(StoreError):
+            await store.open()
+        await store.close()
+    finally:
+        data.chmod(0o700)
+
+
+async def test_sqlite_locked_database_is_a_store_error_then_recovers(tmp_path: Path) -> None:
+    path = tmp_path / "clicks.sqlite3"
+    store = SqliteStore(path, busy_timeout=0.05)
+    await store.open()
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        with pytest.raises(StoreError, match="locked"):
+            await store.write([make_click(1)])
+        other.execute("ROLLBACK")
+        await store.write([make_click(1)])
+    finally:
+        other.close()
+    assert await count_rows(store) == 1
+    await store.close()
+
+
+async def test_sqlite_deleted_file_is_recreated_after_an_error(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    store = SqliteStore(data / "clicks.sqlite3")
+    await store.open()
+    await store.write([make_click(1)])
+    # The data dir is replaced by a file: the next fresh connection cannot work.
+    for child in data.iterdir():
+        child.unlink()
+    data.rmdir()
+    data.write_text("not a directory")
+    await store.close()
+    with pytest.raises(StoreError):
+        await store.write([make_click(2)])
+    data.unlink()
+    await store.write([make_click(3)])  # fixed: the store reconnects and migrates
+    assert await count_rows(store) == 1
+    await store.close()
+
+
+# -- PostgreSQL specifics --------------------------------------------------------------
+
+
+async def test_pg_schema_version_and_indexes(pg_dsn: str) -> None:
+    store = PgStore(pg_dsn, table_prefix=unique_prefix())
+    await store.open()
+    try:
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            version = await conn.fetchval(f"SELECT version FROM {store.prefix}schema_version")
+            indexes = {
+                r[0]
+                for r in await conn.fetch(
+                    "SELECT indexname FROM pg_indexes WHERE tablename = $1", store.table
+                )
+            }
+        finally:
+            await conn.close()
+        assert version == 1
+        assert {f"{store.prefix}clicks_queue_id", f"{store.prefix}clicks_time"} <= indexes
+        # A second node opening the same tables: no error, nothing re-created.
+        other = PgStore(pg_dsn, table_prefix=store.prefix)
+        await other.open()
+        await other.close()
+    finally:
+        await store.drop_tables()
+        await store.close()
+
+
+async def test_pg_unreachable_is_a_store_error_and_open_is_retried_by_write(
+    unused_tcp_port: int,
+) -> None:
+    dsn = f"postgresql://postgres@127.0.0.1:{unused_tcp_port}/nothing"
+    store = PgStore(dsn, connect_timeout=2)
+    with pytest.raises(StoreError) as info:
+        await store.open()
+    assert info.value.retryable
+    with pytest.raises(StoreError):
+        await store.write([make_click(1)])
+    with pytest.raises(StoreError):
+        await store.stats()
+    await store.close()
+
+
+def test_pg_names_never_carry_passwords() -> None:
+    assert safe_dsn_name("postgresql://u:s3cret@db.example:5433/clicks") == (
+        "postgresql://db.example:5433/clicks"
+    )
+    assert "s3cret" not in PgStore("postgresql://u:s3cret@h/db").name
+
+
+@pytest.mark.parametrize("prefix", ["", "1abc", "a-b", "x; DROP TABLE y", "A" * 50])
+def test_pg_rejects_unsafe_table_prefixes(prefix: str) -> None:
+    with pytest.raises(StoreError, match="prefix"):
+        PgStore("postgresql://h/db", table_prefix=prefix)
+
+
+@pytest.mark.parametrize("url", ["", "sqlite:", "mysql://h/db", "/var/clicks.db", "SQLITE:x"])
+def test_open_store_rejects_unknown_urls(url: str) -> None:
+    with pytest.raises(StoreError, match="store URL"):
+        open_store(url)
+
+
+def test_open_store_picks_the_implementation() -> None:
+    assert isinstance(open_store("sqlite:/tmp/x.db"), SqliteStore)
+    assert isinstance(open_store("postgres://h/db"), PgStore)
+    assert isinstance(open_store("postgresql://h/db"), PgStore)

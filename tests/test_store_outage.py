@@ -1,0 +1,326 @@
+"""Store outages: the recorder keeps clicks while the store is unreachable, then writes
+each exactly once. PostgreSQL is cut off through a real TCP relay; SQLite is locked by
+another connection or its data dir is unusable (both are real failures, even as root).
+
+Also tests the relay itself (tests/tcp_relay.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import asyncpg
+import pytest
+from prometheus_client import CollectorRegistry
+
+from redirector.clicks import Click
+from redirector.recorder import ClickRecorder
+from redirector.store_pg import PgStore
+from redirector.store_sqlite import SqliteStore
+from tests.tcp_relay import TcpRelay
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+def make_click(n: int) -> Click:
+    return Click(
+        time=T0 + timedelta(seconds=n),
+        queue_id=f"Q{n % 4}",
+        link_index=n % 3,
+        url=f"https://example.com/{n % 3}",
+        recipient=f"r{n % 5}@example.org",
+        client_ip="192.0.2.0",
+        user_agent="Mozilla/5.0",
+        method="GET",
+        classification="human",
+        reason=None,
+    )
+
+
+async def until(cond: Callable[[], bool], what: str, within: float = 30.0) -> None:
+    """Poll ``cond`` until true; fail after ``within`` seconds (a deadline, not a sleep)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not cond():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for: {what}")
+        await asyncio.sleep(0.01)
+
+
+def fast_recorder(store: SqliteStore | PgStore) -> ClickRecorder:
+    return ClickRecorder(
+        store,
+        queue_size=10_000,
+        batch_size=7,
+        flush_interval=0.02,
+        registry=CollectorRegistry(),
+        backoff_base=0.02,
+        backoff_cap=0.2,
+    )
+
+
+# -- the relay -------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def echo_server() -> AsyncIterator[tuple[asyncio.Server, list[int]]]:
+    """A loopback echo server; the list counts connections it accepted."""
+    accepted: list[int] = []
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(1)
+        try:
+            while data := await reader.read(4096):
+                writer.write(data)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    yield server, accepted
+    server.close()
+    await server.wait_closed()
+
+
+async def _closed_by_peer(reader: asyncio.StreamReader) -> bool:
+    """True when the peer closed (EOF) or reset the connection; False if data came."""
+    try:
+        return await reader.read(100) == b""
+    except ConnectionError:
+        return True
+
+
+async def _roundtrip(port: int, payload: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(payload)
+        await writer.drain()
+        return await reader.readexactly(len(payload))
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_relay_forwards_cuts_and_restores(
+    echo_server: tuple[asyncio.Server, list[int]],
+) -> None:
+    server, accepted = echo_server
+    target = server.sockets[0].getsockname()[:2]
+    async with TcpRelay(target) as relay:
+        assert await _roundtrip(relay.port, b"hello" * 1000) == b"hello" * 1000
+
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+        writer.write(b"ping")
+        assert await reader.readexactly(4) == b"ping"
+        assert relay.active == 1
+        await relay.cut()
+        # The open connection is torn down: EOF or a reset, never more data.
+        assert await _closed_by_peer(reader)
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except ConnectionError:
+            pass
+        assert relay.active == 0
+
+        # New connections while cut are closed without reaching the target.
+        before = len(accepted)
+        r2, w2 = await asyncio.open_connection("127.0.0.1", relay.port)
+        assert await r2.read(100) == b""
+        w2.close()
+        await w2.wait_closed()
+        assert len(accepted) == before
+
+        relay.restore()
+        assert await _roundtrip(relay.port, b"back") == b"back"
+        assert len(accepted) == before + 1
+
+
+async def test_relay_hold_mode_stalls_new_connections_until_restore(
+    echo_server: tuple[asyncio.Server, list[int]],
+) -> None:
+    server, accepted = echo_server
+    target = server.sockets[0].getsockname()[:2]
+    async with TcpRelay(target) as relay:
+        await relay.cut(hold=True)
+        before = len(accepted)
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+        writer.write(b"anyone?")
+        await writer.drain()
+        await until(lambda: relay.accepted == 1, "relay accepted the held connection")
+        assert len(accepted) == before  # held at the relay, never forwarded
+        relay.restore()
+        assert await _closed_by_peer(reader)  # the held connection is let go
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except ConnectionError:
+            pass
+        assert await _roundtrip(relay.port, b"ok") == b"ok"
+
+
+async def test_relay_to_a_dead_target_closes_the_client(unused_tcp_port: int) -> None:
+    async with TcpRelay(("127.0.0.1", unused_tcp_port)) as relay:
+        reader, writer = await asyncio.open_connection("127.0.0.1", relay.port)
+        assert await reader.read(100) == b""
+        writer.close()
+        await writer.wait_closed()
+
+
+# -- PostgreSQL through the relay ------------------------------------------------------
+
+
+def _via_relay(dsn: str, port: int) -> str:
+    parts = urlsplit(dsn)
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = f"{userinfo}@127.0.0.1:{port}" if userinfo else f"127.0.0.1:{port}"
+    return parts._replace(netloc=netloc).geturl()
+
+
+async def _pg_ids(dsn: str, table: str) -> list[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return [r[0] for r in await conn.fetch(f"SELECT id FROM {table}")]
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize("hold", [False, True], ids=["refused", "black-holed"])
+async def test_pg_outage_through_relay_loses_and_duplicates_nothing(
+    pg_dsn: str, hold: bool
+) -> None:
+    parts = urlsplit(pg_dsn)
+    target = (parts.hostname or "127.0.0.1", parts.port or 5432)
+    async with TcpRelay(target) as relay:
+        store = PgStore(
+            _via_relay(pg_dsn, relay.port),
+            table_prefix=f"t{uuid.uuid4().hex[:12]}_",
+            connect_timeout=0.5,
+            command_timeout=2.0,
+        )
+        await store.open()
+        recorder = fast_recorder(store)
+        await recorder.start()
+        try:
+            first = [make_click(i) for i in range(20)]
+            for click in first:
+                recorder.record(click)
+            await until(lambda: recorder.queued == 0 and recorder.state == "ok", "first flush")
+            assert relay.accepted >= 1
+
+            await relay.cut(hold=hold)
+            second = [make_click(100 + i) for i in range(30)]
+            for click in second:
+                recorder.record(click)  # synchronous: returns at once, nothing awaited
+            assert recorder.queued == len(second)
+            await until(lambda: recorder.state == "down", "store marked down")
+            assert recorder.queued == len(second)  # nothing can have been written
+
+            relay.restore()
+            await until(lambda: recorder.queued == 0, "queue drained after restore")
+            assert recorder.state == "ok"
+            assert recorder.dropped == 0
+
+            ids = await _pg_ids(pg_dsn, store.table)
+            expected = [c.id for c in first + second]
+            assert sorted(ids) == sorted(expected)  # each exactly once
+        finally:
+            await recorder.stop(timeout=5)
+            await store.drop_tables()
+            await store.close()
+
+
+async def test_pg_outage_at_startup_recovers_without_a_restart(pg_dsn: str) -> None:
+    parts = urlsplit(pg_dsn)
+    target = (parts.hostname or "127.0.0.1", parts.port or 5432)
+    async with TcpRelay(target) as relay:
+        await relay.cut()
+        store = PgStore(
+            _via_relay(pg_dsn, relay.port),
+            table_prefix=f"t{uuid.uuid4().hex[:12]}_",
+            connect_timeout=0.5,
+            command_timeout=2.0,
+        )
+        recorder = fast_recorder(store)
+        await recorder.start()  # store never opened: the writer's first contact fails
+        try:
+            await until(lambda: recorder.state == "down", "down at start")
+            clicks = [make_click(i) for i in range(10)]
+            for click in clicks:
+                recorder.record(click)
+            relay.restore()
+            await until(lambda: recorder.queued == 0, "queue drained")
+            assert sorted(await _pg_ids(pg_dsn, store.table)) == sorted(c.id for c in clicks)
+        finally:
+            await recorder.stop(timeout=5)
+            await store.drop_tables()
+            await store.close()
+
+
+# -- SQLite ------------------------------------------------------------------------------
+
+
+def _sqlite_ids(path: Path) -> list[str]:
+    with sqlite3.connect(path) as conn:
+        return [r[0] for r in conn.execute("SELECT id FROM clicks")]
+
+
+async def test_sqlite_locked_by_another_process_then_released(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "clicks.sqlite3"
+    store = SqliteStore(path, busy_timeout=0.05)
+    await store.open()
+    recorder = fast_recorder(store)
+    await recorder.start()
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        first = [make_click(i) for i in range(10)]
+        for click in first:
+            recorder.record(click)
+        await until(lambda: recorder.queued == 0 and recorder.state == "ok", "first flush")
+
+        other.execute("BEGIN IMMEDIATE")  # e.g. a backup or a long report holding the lock
+        second = [make_click(100 + i) for i in range(25)]
+        for click in second:
+            recorder.record(click)
+        await until(lambda: recorder.state == "down", "store marked down")
+        assert recorder.queued == len(second)
+
+        other.execute("ROLLBACK")
+        await until(lambda: recorder.queued == 0, "queue drained after unlock")
+        assert recorder.state == "ok"
+        assert sorted(_sqlite_ids(path)) == sorted(c.id for c in first + second)
+    finally:
+        other.close()
+        await recorder.stop(timeout=5)
+        await store.close()
+
+
+async def test_sqlite_unusable_data_dir_then_fixed(tmp_path: Path) -> None:
+    # The data dir's place is taken by a file (a real failure even for root, who
+    # ignores chmod): nothing can be written until it is fixed.
+    data = tmp_path / "data"
+    data.write_text("oops")
+    store = SqliteStore(data / "clicks.sqlite3")
+    recorder = fast_recorder(store)
+    await recorder.start()
+    try:
+        clicks = [make_click(i) for i in range(15)]
+        for click in clicks:
+            recorder.record(click)
+        await until(lambda: recorder.state == "down", "store marked down")
+        assert recorder.queued == len(clicks)
+        data.unlink()
+        await until(lambda: recorder.queued == 0, "queue drained after fix")
+        assert recorder.state == "ok"
+        assert sorted(_sqlite_ids(data / "clicks.sqlite3")) == sorted(c.id for c in clicks)
+    finally:
+        await recorder.stop(timeout=5)
+        await store.close()
