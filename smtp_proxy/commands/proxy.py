@@ -1,7 +1,12 @@
-"""`clickrelay proxy`: not built yet (see the open issues)."""
+"""`clickrelay proxy`: the SMTP proxy (with its preflight monitor) alone.
+
+Rewrites links and relays to ``[upstream]``; ``/metrics`` on ``[proxy] admin_listen``.
+Under systemd: clickrelay-proxy.service. See :mod:`smtp_proxy.lifecycle`.
+"""
+
+from __future__ import annotations
 
 import argparse
-import sys
 
 from smtp_proxy.commands import add_config_argument
 
@@ -11,5 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    print("clickrelay proxy: not available yet", file=sys.stderr)
-    return 2
+    # Imported here: `clickrelay --help` should not pay for aiohttp and aiosmtpd.
+    from smtp_proxy.lifecycle import run_command
+
+    return run_command("proxy", args.config)

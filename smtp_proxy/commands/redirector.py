@@ -1,7 +1,13 @@
-"""`clickrelay redirector`: not built yet (see the open issues)."""
+"""`clickrelay redirector`: the click redirector alone.
+
+Answers ``/c/<token>`` with a 302 and records clicks in ``[redirector] store``;
+``/metrics`` and ``/api/stats`` on ``[redirector] admin_listen``. Under systemd:
+clickrelay-redirector.service. See :mod:`smtp_proxy.lifecycle`.
+"""
+
+from __future__ import annotations
 
 import argparse
-import sys
 
 from smtp_proxy.commands import add_config_argument
 
@@ -11,5 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    print("clickrelay redirector: not available yet", file=sys.stderr)
-    return 2
+    # Imported here: `clickrelay --help` should not pay for aiohttp and aiosmtpd.
+    from smtp_proxy.lifecycle import run_command
+
+    return run_command("redirector", args.config)

@@ -1,7 +1,14 @@
-"""`clickrelay serve`: not built yet (see the open issues)."""
+"""`clickrelay serve`: SMTP proxy + click redirector + preflight monitor in one process.
+
+The quick start: with no config it listens for mail on 127.0.0.1:2525, rewrites links to
+http://127.0.0.1:8080 (its own redirector), delivers into ./clickrelay-data/outbox/ and
+records clicks in ./clickrelay-data/clicks.sqlite3. Under systemd: clickrelay.service.
+See :mod:`smtp_proxy.lifecycle` for signals and reload.
+"""
+
+from __future__ import annotations
 
 import argparse
-import sys
 
 from smtp_proxy.commands import add_config_argument
 
@@ -11,5 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    print("clickrelay serve: not available yet", file=sys.stderr)
-    return 2
+    # Imported here: `clickrelay --help` should not pay for aiohttp and aiosmtpd.
+    from smtp_proxy.lifecycle import run_command
+
+    return run_command("serve", args.config)
