@@ -39,10 +39,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("clickrelay.redirector")
 
 SERVICE = "clickrelay-redirector"
-#: Longest token accepted. A tracked link is capped at ``max_link_length`` (2048 by
-#: default) and aiohttp refuses request lines over 8190 bytes anyway; anything longer is
-#: refused before any decoding work.
-MAX_TOKEN_CHARS = 8192
+#: Longest token accepted, checked before any decoding work. A tracked link is at most
+#: ``[tracking] max_link_length`` (2048 by default) long, so real tokens are far shorter;
+#: this stays just under aiohttp's request-line limit (8190 bytes, answered with its own
+#: 400) so that every token-shaped path the server does parse gets the uniform 404.
+MAX_TOKEN_CHARS = 8000
 
 #: Headers of every answer on the public listener: never cached, never indexed, and the
 #: tracking URL is not leaked to the destination as a Referer.
