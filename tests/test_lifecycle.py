@@ -1,0 +1,307 @@
+"""Process lifecycle with real signals to a real ``clickrelay`` process.
+
+Readiness, reload and shutdown are observed through ``$NOTIFY_SOCKET`` (a real unix
+datagram socket, as systemd provides it), so the tests also cover sd_notify end to end.
+The promises checked here: SIGTERM never loses a message (an in-flight transaction is
+either finished with the upstream's 250 or never answered 250) and never loses a queued
+click (it is in the store after exit); SIGHUP with a broken config keeps the old one.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import signal
+import smtplib
+import socket
+from pathlib import Path
+
+import pytest
+
+from redirector.tokens import load_keyring, new_key_line
+from smtp_proxy.config import load_config_text
+from smtp_proxy.lifecycle import restart_only_changes
+from tests.process_harness import ClickrelayProcess, free_ports, run_cli, write_config
+
+MESSAGE_HEAD = (
+    b"From: app@sender.test\r\nTo: someone@example.test\r\nSubject: lifecycle\r\n"
+    b"Content-Type: text/plain\r\n\r\n"
+)
+
+
+def http_get(port: int, path: str) -> tuple[int, str | None]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("GET", path, headers={"User-Agent": "Mozilla/5.0 (lifecycle test)"})
+        response = conn.getresponse()
+        response.read()
+        return response.status, response.getheader("Location")
+    finally:
+        conn.close()
+
+
+def token_path(config_dir: Path, url: str) -> str:
+    keyring = load_keyring(config_dir / "clickrelay-data" / "keys")
+    return "/c/" + keyring.seal(url, queue_id="Q1", link_index=0, sent_at=1)
+
+
+def outbox(config_dir: Path) -> list[Path]:
+    new = config_dir / "clickrelay-data" / "outbox" / "new"
+    return sorted(new.iterdir()) if new.is_dir() else []
+
+
+def stats_json(config: Path) -> dict[str, object]:
+    result = run_cli("stats", "--json", "-c", str(config), cwd=config.parent)
+    assert result.returncode == 0, result.stderr
+    document: dict[str, object] = json.loads(result.stdout)
+    return document
+
+
+def total_clicks(config: Path) -> int:
+    totals = stats_json(config)["totals"]
+    assert isinstance(totals, dict)
+    return int(totals["human_clicks"]) + int(totals["bot_clicks"])
+
+
+# --- pure: which reload changes need a restart ------------------------------------------
+
+
+def test_restart_only_changes_names_what_reload_cannot_apply(tmp_path: Path) -> None:
+    old = load_config_text("", base_dir=tmp_path)
+    new = load_config_text(
+        '[tracking]\nbase_url = "https://links.example.com"\n'
+        '[redirector]\nlisten = "127.0.0.1:9999"\nbatch_size = 7\n'
+        '[proxy]\ntrusted_networks = ["10.0.0.0/8"]\nadmin_listen = "127.0.0.1:1"\n',
+        base_dir=tmp_path,
+    )
+    assert restart_only_changes(old, new, "serve") == [
+        "tracking.base_url/sender_domains",
+        "redirector.listen",
+        "redirector.batch_size",
+    ]
+    assert restart_only_changes(old, new, "proxy") == [
+        "proxy.admin_listen",
+        "tracking.base_url/sender_domains",
+    ]
+    assert restart_only_changes(old, new, "redirector") == [
+        "redirector.listen",
+        "redirector.batch_size",
+    ]
+    # trusted_networks is applied live: it is in no list.
+    assert restart_only_changes(old, old, "serve") == []
+
+
+# --- the redirector command ------------------------------------------------------------------
+
+
+def test_redirector_ready_reload_rotates_keys_and_stops_cleanly(tmp_path: Path) -> None:
+    (http_port,) = free_ports(1)
+    config = write_config(tmp_path, http_port=http_port)
+    with ClickrelayProcess(["redirector", "-c", str(config)], cwd=tmp_path) as proc:
+        ready = proc.wait_ready()
+        assert f"127.0.0.1:{http_port}" in ready["STATUS"]
+        key_file = tmp_path / "clickrelay-data" / "keys"
+        assert key_file.stat().st_mode & 0o777 == 0o600  # created by the service
+        assert http_get(http_port, token_path(tmp_path, "https://example.com/a")) == (
+            302,
+            "https://example.com/a",
+        )
+        # A new minting key that the running redirector does not know yet.
+        old_text = key_file.read_text()
+        key_file.write_text(new_key_line() + "\n" + old_text)
+        new_link = token_path(tmp_path, "https://example.com/new-key")
+        assert http_get(http_port, new_link) == (404, None)
+
+        proc.send_signal(signal.SIGHUP)
+        reloading = proc.wait_for("RELOADING")
+        assert int(reloading["MONOTONIC_USEC"]) > 0
+        proc.wait_for("READY")
+        assert http_get(http_port, new_link) == (302, "https://example.com/new-key")
+        proc.wait_for_log("event=reloaded")
+
+        proc.send_signal(signal.SIGTERM)
+        proc.wait_for("STOPPING")
+        assert proc.wait_exit() == 0
+    assert "event=stopped" in proc.stderr()
+
+
+def test_reload_with_broken_config_keeps_the_old_one_and_says_why(tmp_path: Path) -> None:
+    (http_port,) = free_ports(1)
+    config = write_config(tmp_path, http_port=http_port)
+    good = config.read_text()
+    with ClickrelayProcess(["redirector", "-c", str(config)], cwd=tmp_path) as proc:
+        proc.wait_ready()
+        link = token_path(tmp_path, "https://example.com/kept")
+        config.write_text(good + "\n[redirector.bogus]\nlisten_typo = 1\n")
+        proc.send_signal(signal.SIGHUP)
+        proc.wait_for("RELOADING")
+        after = proc.wait_for("READY")
+        assert "reload failed" in after["STATUS"]
+        line = proc.wait_for_log("event=reload-failed")
+        assert "redirector.bogus" in line and str(config) in line
+        # Still serving with the old configuration and keys.
+        assert http_get(http_port, link) == (302, "https://example.com/kept")
+
+        # A key file that went missing is refused too, not replaced by a new key.
+        (tmp_path / "clickrelay-data" / "keys").rename(tmp_path / "keys.bak")
+        config.write_text(good)
+        proc.send_signal(signal.SIGHUP)
+        proc.wait_for("RELOADING")
+        assert "reload failed" in proc.wait_for("READY")["STATUS"]
+        assert "key file not found" in proc.stderr()
+        assert not (tmp_path / "clickrelay-data" / "keys").exists()
+        assert http_get(http_port, link) == (302, "https://example.com/kept")
+
+        (tmp_path / "keys.bak").rename(tmp_path / "clickrelay-data" / "keys")
+        proc.send_signal(signal.SIGHUP)
+        proc.wait_for("RELOADING")
+        assert "reload failed" not in proc.wait_for("READY")["STATUS"]
+        proc.wait_for_log("event=reloaded")
+        assert proc.stop() == 0
+
+
+def test_reload_of_a_listen_address_is_reported_as_needing_restart(tmp_path: Path) -> None:
+    http_port, other = free_ports(2)
+    config = write_config(tmp_path, http_port=http_port)
+    with ClickrelayProcess(["redirector", "-c", str(config)], cwd=tmp_path) as proc:
+        proc.wait_ready()
+        config.write_text(config.read_text().replace(f":{http_port}", f":{other}"))
+        proc.send_signal(signal.SIGHUP)
+        proc.wait_for("RELOADING")
+        proc.wait_for("READY")
+        line = proc.wait_for_log("event=reload-needs-restart")
+        assert "redirector.listen" in line
+        # Still on the old port.
+        assert http_get(http_port, "/healthz")[0] == 200
+        assert proc.stop() == 0
+
+
+def test_click_queued_at_sigterm_is_in_the_store_after_exit(tmp_path: Path) -> None:
+    (http_port,) = free_ports(1)
+    # Batches that never fill and a flush interval far away: the click stays queued
+    # until the shutdown flushes it.
+    config = write_config(
+        tmp_path, http_port=http_port, redirector="batch_size = 100000\nflush_interval = 3600"
+    )
+    with ClickrelayProcess(["redirector", "-c", str(config)], cwd=tmp_path) as proc:
+        proc.wait_ready()
+        link = token_path(tmp_path, "https://example.com/queued")
+        assert http_get(http_port, link) == (302, "https://example.com/queued")
+        assert total_clicks(config) == 0  # queued in memory, not yet written
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait_exit() == 0
+    document = stats_json(config)
+    assert total_clicks(config) == 1
+    messages = document["messages"]
+    assert isinstance(messages, list)
+    assert messages[0]["links"][0]["url"] == "https://example.com/queued"
+
+
+def test_sigint_is_a_graceful_stop_too(tmp_path: Path) -> None:
+    (http_port,) = free_ports(1)
+    config = write_config(tmp_path, http_port=http_port)
+    with ClickrelayProcess(["redirector", "-c", str(config)], cwd=tmp_path) as proc:
+        proc.wait_ready()
+        proc.send_signal(signal.SIGINT)
+        proc.wait_for("STOPPING")
+        assert proc.wait_exit() == 0
+
+
+def test_watchdog_pings_when_systemd_asks_for_them(tmp_path: Path) -> None:
+    (http_port,) = free_ports(1)
+    config = write_config(tmp_path, http_port=http_port)
+    env = {"WATCHDOG_USEC": "200000"}  # no WATCHDOG_PID: meant for whoever reads it
+    with ClickrelayProcess(["redirector", "-c", str(config)], cwd=tmp_path, env=env) as proc:
+        proc.wait_ready()
+        proc.wait_for("WATCHDOG")
+        proc.wait_for("WATCHDOG")
+        assert proc.stop() == 0
+
+
+def test_port_in_use_is_a_clean_startup_error(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        config = write_config(tmp_path, http_port=port)
+        result = run_cli("redirector", "-c", str(config), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "cannot start" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_config_fails_before_anything_starts(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[proxy]\nlisten = "127.0.0.1:notaport"\n')
+    for command in ("serve", "proxy", "redirector"):
+        result = run_cli(command, "-c", str(config), cwd=tmp_path)
+        assert result.returncode == 2, command
+        assert "proxy.listen" in result.stderr
+        assert not (tmp_path / "clickrelay-data").exists()
+
+
+# --- SMTP transactions across SIGTERM ------------------------------------------------------
+
+
+def start_transaction(port: int) -> smtplib.SMTP:
+    client = smtplib.SMTP("127.0.0.1", port, timeout=60)
+    client.ehlo("lifecycle.test")
+    assert client.mail("app@sender.test")[0] == 250
+    assert client.rcpt("someone@example.test")[0] == 250
+    assert client.docmd("DATA")[0] == 354
+    client.send(MESSAGE_HEAD + b"first half of the body\r\n")
+    return client
+
+
+@pytest.mark.parametrize("command", ["serve", "proxy"])
+def test_sigterm_lets_an_in_flight_message_finish(tmp_path: Path, command: str) -> None:
+    smtp_port, http_port = free_ports(2)
+    config = write_config(
+        tmp_path, smtp_port=smtp_port, http_port=http_port, proxy="shutdown_grace = 60"
+    )
+    with ClickrelayProcess([command, "-c", str(config)], cwd=tmp_path) as proc:
+        proc.wait_ready()
+        client = start_transaction(smtp_port)
+        try:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait_for("STOPPING")
+            proc.wait_for_log("event=stopping")
+            # No new connections while draining ...
+            with pytest.raises(OSError):
+                socket.create_connection(("127.0.0.1", smtp_port), timeout=10).close()
+            # ... but the transaction in flight completes with the upstream's 250.
+            client.send(b"second half\r\n.\r\n")
+            code, reply = client.getreply()
+            assert code == 250, reply
+            client.quit()
+        finally:
+            client.close()
+        assert proc.wait_exit() == 0
+    (delivered,) = outbox(tmp_path)
+    body = delivered.read_bytes()
+    assert b"first half of the body" in body and b"second half" in body
+
+
+def test_sigterm_past_the_grace_period_never_says_250(tmp_path: Path) -> None:
+    smtp_port, http_port = free_ports(2)
+    config = write_config(
+        tmp_path, smtp_port=smtp_port, http_port=http_port, proxy="shutdown_grace = 0.5"
+    )
+    with ClickrelayProcess(["proxy", "-c", str(config)], cwd=tmp_path) as proc:
+        proc.wait_ready()
+        client = start_transaction(smtp_port)
+        try:
+            proc.send_signal(signal.SIGTERM)
+            # The client never finishes; the proxy gives up after the grace period.
+            assert proc.wait_exit() == 0
+            try:
+                client.send(b"too late\r\n.\r\n")
+                code, _ = client.getreply()
+            except (smtplib.SMTPServerDisconnected, OSError):
+                code = None
+            # Hung up, or a temporary refusal: either way the client keeps the message.
+            assert code is None or 400 <= code < 500
+        finally:
+            client.close()
+    assert outbox(tmp_path) == []
+    assert "proxy-stop-grace-expired" in proc.stderr()
