@@ -128,8 +128,14 @@ class ClickRecorder:
         self._dropped += count
         self._m_dropped.inc(count)
         self._drops_unlogged += count
+        self._log_drops()
+
+    def _log_drops(self, *, force: bool = False) -> None:
+        """One line per DROP_LOG_INTERVAL at most, with the count since the last line."""
+        if not self._drops_unlogged:
+            return
         now = time.monotonic()
-        if now - self._last_drop_log >= DROP_LOG_INTERVAL:
+        if force or now - self._last_drop_log >= DROP_LOG_INTERVAL:
             log_event(
                 logger,
                 logging.WARNING,
@@ -240,6 +246,7 @@ class ClickRecorder:
                 continue
             self._failures = 0
             self._set_state("ok")
+            self._log_drops()  # drops held back by the rate limit are reported soon
 
     async def _write_batch(self) -> None:
         batch = self._batch
@@ -300,6 +307,7 @@ class ClickRecorder:
         finally:
             if not task.done():  # stop() itself was cancelled
                 task.cancel()
+        self._log_drops(force=True)
         left = self.queued
         if left:
             log_event(

@@ -13,6 +13,7 @@ fixed disk or permission is picked up without a restart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -80,7 +81,12 @@ def _row(click: Click) -> tuple[Any, ...]:
 
 
 class SqliteStore:
-    """Clicks in a SQLite file; see the module docstring."""
+    """Clicks in a SQLite file; see the module docstring.
+
+    Writes run on one worker thread with its own connection; stats queries run on a
+    second thread with a second (query-only) connection, so a long report over a big
+    table never holds up the writes (WAL: readers and the writer do not block).
+    """
 
     def __init__(self, path: str | Path, *, busy_timeout: float = 5.0) -> None:
         self.path = Path(path)
@@ -88,19 +94,26 @@ class SqliteStore:
         #: How long a write waits for another process's lock before failing.
         self.busy_timeout = busy_timeout
         self._executor: ThreadPoolExecutor | None = None
-        self._conn: sqlite3.Connection | None = None  # touched only on the worker thread
+        self._read_executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None  # only on the writer thread
+        self._read_conn: sqlite3.Connection | None = None  # only on the reader thread
 
-    # -- running on the worker thread -------------------------------------------------
+    # -- running on the worker threads ------------------------------------------------
 
-    def _connect(self) -> sqlite3.Connection:
-        if self._conn is not None:
-            return self._conn
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+    def _new_connection(self) -> sqlite3.Connection:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves (BEGIN IMMEDIATE takes
         # the write lock up front instead of failing half-way through a batch).
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        """The writer connection, schema migrated (writer thread)."""
+        if self._conn is not None:
+            return self._conn
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = self._new_connection()
         try:
-            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
             if mode is None or str(mode[0]).lower() != "wal":
                 raise StoreError(f"{self.name}: cannot switch to WAL mode (got {mode!r})")
@@ -112,6 +125,14 @@ class SqliteStore:
             raise
         self._conn = conn
         return conn
+
+    def _read_connect(self) -> sqlite3.Connection:
+        """The reader connection (reader thread); the writer has created the schema."""
+        if self._read_conn is None:
+            conn = self._new_connection()
+            conn.execute("PRAGMA query_only = ON")
+            self._read_conn = conn
+        return self._read_conn
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
@@ -150,50 +171,67 @@ class SqliteStore:
             raise
 
     def _stats(self, since: datetime | None) -> dict[str, Any]:
-        conn = self._connect()
+        conn = self._read_connect()
         where, params = ("WHERE time >= ?", (time_text(since),)) if since else ("", ())
+        # One read transaction: both queries see the same snapshot.
+        conn.execute("BEGIN")
+        try:
+            link_rows = conn.execute(
+                LINK_STATS_SQL.format(table="clicks", where=where), params
+            ).fetchall()
+            message_rows = conn.execute(
+                MESSAGE_STATS_SQL.format(table="clicks", where=where), params
+            ).fetchall()
+        finally:
+            conn.execute("COMMIT")
         links = [
             LinkRow(q, int(i), u, int(h), int(b), int(n), _parse_time(f), _parse_time(lt))
-            for q, i, u, h, b, n, f, lt in conn.execute(
-                LINK_STATS_SQL.format(table="clicks", where=where), params
-            )
+            for q, i, u, h, b, n, f, lt in link_rows
         ]
         messages = [
             MessageRow(q, int(h), int(b), int(n), _parse_time(f), _parse_time(lt))
-            for q, h, b, n, f, lt in conn.execute(
-                MESSAGE_STATS_SQL.format(table="clicks", where=where), params
-            )
+            for q, h, b, n, f, lt in message_rows
         ]
         return build_stats(links, messages)
 
-    def _close(self) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            conn.close()
+    def _close_writer(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+
+    def _close_reader(self) -> None:
+        conn, self._read_conn = self._read_conn, None
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
 
     # -- the async interface ----------------------------------------------------------
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="clickrelay-sqlite")
+    async def _run(self, fn: Callable[..., T], *args: Any, reader: bool = False) -> T:
+        """Run ``fn`` on the writer (or reader) thread; sqlite/OS errors → StoreError."""
+        if reader:
+            if self._read_executor is None:
+                self._read_executor = ThreadPoolExecutor(1, thread_name_prefix="clickrelay-sqlr")
+            executor = self._read_executor
+            reset = self._close_reader
+        else:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(1, thread_name_prefix="clickrelay-sqlw")
+            executor = self._executor
+            reset = self._close_writer
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, fn, *args)
+            return await loop.run_in_executor(executor, fn, *args)
         except StoreError:
             raise
         except (sqlite3.Error, OSError) as exc:
             locked = isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
             if not locked:
                 # Read-only, full, I/O error, file gone: start afresh next time.
-                await loop.run_in_executor(self._executor, self._close_quietly)
+                await loop.run_in_executor(executor, reset)
             retryable = not isinstance(exc, sqlite3.DataError | sqlite3.IntegrityError)
             raise StoreError(f"{self.name}: {exc}", retryable=retryable) from exc
-
-    def _close_quietly(self) -> None:
-        try:
-            self._close()
-        except sqlite3.Error:
-            self._conn = None
 
     async def open(self) -> None:
         await self._run(self._connect)
@@ -206,13 +244,18 @@ class SqliteStore:
         await self._run(self._write, rows)
 
     async def stats(self, since: datetime | None = None) -> dict[str, Any]:
-        return await self._run(self._stats, since)
+        await self._run(self._connect)  # the schema exists before the reader looks
+        return await self._run(self._stats, since, reader=True)
 
     async def close(self) -> None:
-        if self._executor is None:
-            return
-        try:
-            await self._run(self._close_quietly)
-        finally:
-            executor, self._executor = self._executor, None
-            executor.shutdown(wait=True)
+        """Close both connections and stop both threads (the store can be reopened)."""
+        writer, self._executor = self._executor, None
+        reader, self._read_executor = self._read_executor, None
+        loop = asyncio.get_running_loop()
+        for executor, reset in ((writer, self._close_writer), (reader, self._close_reader)):
+            if executor is None:
+                continue
+            try:
+                await loop.run_in_executor(executor, reset)
+            finally:
+                executor.shutdown(wait=True)

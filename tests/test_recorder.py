@@ -136,6 +136,10 @@ async def test_overflow_drops_the_oldest_counts_and_logs_once(
     await recorder.start()
     await recorder.stop(timeout=10)
     assert stored_ids(store) == [c.id for c in clicks[-5:]]  # the newest five survive
+    # The drops held back by the rate limit are reported by the shutdown at the latest.
+    lines = events(caplog, "clicks-dropped")
+    assert len(lines) == 2, lines
+    assert "count=6" in lines[1] and "total=7" in lines[1]
 
 
 async def test_store_down_keeps_clicks_logs_state_changes_once(

@@ -207,6 +207,29 @@ async def test_sqlite_locked_database_is_a_store_error_then_recovers(tmp_path: P
     await store.close()
 
 
+async def test_sqlite_stats_read_while_another_writer_holds_the_lock(tmp_path: Path) -> None:
+    path = tmp_path / "clicks.sqlite3"
+    store = SqliteStore(path, busy_timeout=0.05)
+    await store.open()
+    await store.write([make_click(1)])
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute(
+            "INSERT INTO clicks (id, time, queue_id, link_index, url, method, classification)"
+            " VALUES ('x', '2026-11-01T12:00:00.000000Z', 'Q', 0, 'u', 'GET', 'human')"
+        )
+        doc = await store.stats()  # WAL: a reader sees the last commit, not the lock
+        assert doc["totals"]["human_clicks"] == 1
+        with pytest.raises(StoreError, match="locked"):
+            await store.write([make_click(2)])
+        other.execute("COMMIT")
+    finally:
+        other.close()
+    assert (await store.stats())["totals"]["human_clicks"] == 2
+    await store.close()
+
+
 async def test_sqlite_deleted_file_is_recreated_after_an_error(tmp_path: Path) -> None:
     data = tmp_path / "data"
     store = SqliteStore(data / "clicks.sqlite3")
