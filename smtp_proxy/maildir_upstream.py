@@ -59,9 +59,10 @@ def unique_name(host: str | None = None) -> str:
 
 
 def ensure_maildir(path: Path) -> None:
-    """Create ``path/{tmp,new,cur}`` (mode 0700) if missing."""
+    """Create ``path`` and ``path/{tmp,new,cur}`` (mode 0700: mail is private) if missing."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
     for sub in ("tmp", "new", "cur"):
-        (path / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+        (path / sub).mkdir(exist_ok=True, mode=0o700)
 
 
 def deliver(path: Path, data: bytes, host: str | None = None) -> str:
