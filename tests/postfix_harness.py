@@ -219,6 +219,14 @@ class PostfixInstance:
         except FileNotFoundError:
             return "(no maillog)"
 
+    def wait_for_log(self, text: str, timeout: float = 60.0) -> None:
+        """Poll the mail log until it contains ``text``."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} not in maillog after {timeout:.0f}s:\n{self.log()}")
+            time.sleep(0.1)  # polling a condition with a deadline
+
     def delivered(self) -> list[Path]:
         new = self.maildir / "new"
         return sorted(new.iterdir()) if new.is_dir() else []
