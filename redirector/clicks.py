@@ -57,6 +57,8 @@ def clean_text(value: str | None) -> str | None:
     """
     if value is None:
         return None
+    if value.isascii():  # the common case, O(1) in CPython: only NUL can be wrong
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
     if "\x00" in value:
         value = value.replace("\x00", "\ufffd")
     try:

@@ -56,12 +56,15 @@ _INSERT = (
 
 
 def time_text(value: datetime) -> str:
-    """The stored form of a time: fixed-width UTC text, so text order is time order."""
-    return utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    """The stored form of a time: fixed-width UTC text, so text order is time order.
+
+    ``2026-11-01T12:00:00.000000+00:00`` (isoformat is several times faster than strftime).
+    """
+    return utc(value).isoformat(timespec="microseconds")
 
 
 def _parse_time(value: str) -> datetime:
-    return utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
+    return utc(datetime.fromisoformat(value))
 
 
 def _row(click: Click) -> tuple[Any, ...]:
@@ -119,6 +122,8 @@ class SqliteStore:
                 raise StoreError(f"{self.name}: cannot switch to WAL mode (got {mode!r})")
             # NORMAL in WAL mode: durable against process crashes, cheaper fsyncs.
             conn.execute("PRAGMA synchronous = NORMAL")
+            # A bigger page cache keeps the random-key id index in memory (16 MB).
+            conn.execute("PRAGMA cache_size = -16000")
             self._migrate(conn)
         except BaseException:
             conn.close()
@@ -157,10 +162,15 @@ class SqliteStore:
             conn.execute("ROLLBACK")
             raise
 
-    def _write(self, rows: list[tuple[Any, ...]]) -> None:
+    def _write(self, clicks: Sequence[Click]) -> None:
         conn = self._connect()
-        if not rows:
+        if not clicks:
             return
+        # Converted here, not on the event loop: the loop is busy answering redirects.
+        try:
+            rows = [_row(click) for click in clicks]
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise StoreError(f"{self.name}: malformed click: {exc}", retryable=False) from exc
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.executemany(_INSERT, rows)
@@ -237,11 +247,7 @@ class SqliteStore:
         await self._run(self._connect)
 
     async def write(self, clicks: Sequence[Click]) -> None:
-        try:
-            rows = [_row(click) for click in clicks]
-        except (TypeError, ValueError, AttributeError) as exc:
-            raise StoreError(f"{self.name}: malformed click: {exc}", retryable=False) from exc
-        await self._run(self._write, rows)
+        await self._run(self._write, list(clicks))
 
     async def stats(self, since: datetime | None = None) -> dict[str, Any]:
         await self._run(self._connect)  # the schema exists before the reader looks

@@ -217,7 +217,7 @@ async def test_sqlite_stats_read_while_another_writer_holds_the_lock(tmp_path: P
         other.execute("BEGIN IMMEDIATE")
         other.execute(
             "INSERT INTO clicks (id, time, queue_id, link_index, url, method, classification)"
-            " VALUES ('x', '2026-11-01T12:00:00.000000Z', 'Q', 0, 'u', 'GET', 'human')"
+            " VALUES ('x', '2026-11-01T12:00:00.000000+00:00', 'Q', 0, 'u', 'GET', 'human')"
         )
         doc = await store.stats()  # WAL: a reader sees the last commit, not the lock
         assert doc["totals"]["human_clicks"] == 1
