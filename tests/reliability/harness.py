@@ -144,18 +144,19 @@ class SinkProcess:
 
     def start(self) -> None:
         (self.dir / "port").unlink(missing_ok=True)
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(Path(__file__).with_name("sink_proc.py")),
-                "--dir",
-                str(self.dir),
-                "--port",
-                str(self.port),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.dir / "stderr.log", "ab"),
-        )
+        with open(self.dir / "stderr.log", "ab") as log:  # the child keeps its own copy
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(Path(__file__).with_name("sink_proc.py")),
+                    "--dir",
+                    str(self.dir),
+                    "--port",
+                    str(self.port),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
         self.starts += 1
         proc = self.proc
         wait_until(
@@ -193,8 +194,6 @@ class SinkProcess:
     def reap(self) -> None:
         if self.proc is not None:
             self.proc.wait(timeout=20)
-            if self.proc.stderr:
-                self.proc.stderr.close()
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -375,3 +374,154 @@ def clickrelay_cmd(*args: str) -> list[str]:
     if script.exists():
         return [str(script), *args]
     return [sys.executable, "-m", "smtp_proxy", *args]
+
+
+# --- the proxy under test ------------------------------------------------------------------------
+
+PROXY_BASE_URL = "http://127.0.0.1:8080"
+
+
+def proxy_config(
+    tmp_path: Path,
+    upstream_url: str,
+    key_file: Path,
+    *,
+    preflight: dict[str, Any] | None = None,
+    upstream: dict[str, Any] | None = None,
+    tracking: dict[str, Any] | None = None,
+    **proxy: Any,
+) -> Any:
+    """A :class:`smtp_proxy.config.Config` for a proxy on 127.0.0.1:0 → ``upstream_url``.
+
+    Preflight is off unless a ``preflight`` table is given (off = rewriting allowed).
+    """
+    from smtp_proxy.config import load_config_text
+
+    return load_config_text(
+        proxy_config_text(
+            upstream_url,
+            key_file,
+            preflight=preflight,
+            upstream=upstream,
+            tracking=tracking,
+            **proxy,
+        ),
+        "<reliability>",
+        tmp_path,
+    )
+
+
+def proxy_config_text(
+    upstream_url: str,
+    key_file: Path,
+    *,
+    preflight: dict[str, Any] | None = None,
+    upstream: dict[str, Any] | None = None,
+    tracking: dict[str, Any] | None = None,
+    **proxy: Any,
+) -> str:
+    proxy_table: dict[str, Any] = {
+        "listen": "127.0.0.1:0",
+        "admin_listen": "",
+        "hostname": "proxy.test",
+        "trusted_networks": ["127.0.0.1/32"],
+        "command_timeout": 60,
+        "data_timeout": 60,
+        "shutdown_grace": 10,
+    }
+    proxy_table.update(proxy)
+    upstream_table: dict[str, Any] = {
+        "url": upstream_url,
+        "pool_size": 4,
+        "connect_timeout": 3,
+        "timeout": 10,
+    }
+    upstream_table.update(upstream or {})
+    tracking_table: dict[str, Any] = {"base_url": PROXY_BASE_URL, "key_file": key_file}
+    tracking_table.update(tracking or {})
+    return config_text(
+        {
+            "proxy": proxy_table,
+            "upstream": upstream_table,
+            "tracking": tracking_table,
+            "preflight": preflight if preflight is not None else {"enabled": False},
+        }
+    )
+
+
+class RawSmtp:
+    """A raw SMTP client over a real socket: exact bytes out, reply lines in."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def connect(cls, port: int, *, source: str | None = None) -> RawSmtp:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, local_addr=(source, 0) if source else None, limit=2**20
+        )
+        return cls(reader, writer)
+
+    async def reply(self, within: float = 30.0) -> tuple[int, str]:
+        """One (possibly multi-line) reply: code and text lines joined by newlines."""
+        lines: list[str] = []
+        async with asyncio.timeout(within):
+            while True:
+                raw = await self.reader.readline()
+                if not raw:
+                    raise ConnectionError("server closed the connection: " + "|".join(lines))
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                lines.append(line[4:])
+                if line[3:4] != "-":
+                    return int(line[:3]), "\n".join(lines)
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def cmd(self, line: str | bytes, within: float = 30.0) -> tuple[int, str]:
+        await self.send((line.encode() if isinstance(line, str) else line) + b"\r\n")
+        return await self.reply(within)
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await self.writer.wait_closed()
+
+
+def dot_stuff(data: bytes) -> bytes:
+    """SMTP transparency (RFC 5321 4.5.2) on CRLF lines only, bytes otherwise untouched."""
+    stuffed = data.replace(b"\r\n.", b"\r\n..")
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
+    if not stuffed.endswith(b"\r\n"):
+        stuffed += b"\r\n"
+    return stuffed
+
+
+async def raw_send(
+    port: int, data: bytes, *, rcpts: tuple[str, ...] = ("rcpt@example.net",), within: float = 120
+) -> tuple[int, str]:
+    """Send one message byte-exact (no line-ending normalisation); the final reply."""
+    client = await RawSmtp.connect(port)
+    try:
+        await client.reply(within)
+        code, text = await client.cmd("EHLO client.test", within)
+        code, text = await client.cmd("MAIL FROM:<sender@example.com>", within)
+        if code != 250:
+            return code, text
+        for rcpt in rcpts:
+            code, text = await client.cmd(f"RCPT TO:<{rcpt}>", within)
+            if code not in (250, 251):
+                return code, text
+        code, text = await client.cmd("DATA", within)
+        if code != 354:
+            return code, text
+        await client.send(dot_stuff(data) + b".\r\n")
+        result = await client.reply(within)
+        with contextlib.suppress(Exception):
+            await client.cmd("QUIT", 5)
+        return result
+    finally:
+        await client.close()

@@ -1,0 +1,92 @@
+"""Checks shared by the rewriter and proxy torture tests: "a valid rewrite or the original".
+
+A *valid rewrite* here means: the header block is byte-identical (minus the opt-out
+header), and every tracked link in the output decodes with our key to a URL that was
+present in the original message (link abuse: nothing can be smuggled in).
+"""
+
+from __future__ import annotations
+
+import html
+import quopri
+import re
+
+from redirector.errors import TokenError
+from redirector.tokens import Keyring
+
+TOKEN_PATH_RE = re.compile(rb"/c/([A-Za-z0-9_-]{20,})")
+
+
+def header_block(data: bytes) -> bytes:
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        idx = data.find(sep)
+        if idx >= 0:
+            return data[:idx]
+    return data
+
+
+def _variants(original: bytes) -> list[str]:
+    unfolded = original.replace(b"=\r\n", b"").replace(b"=\n", b"")
+    decoded = quopri.decodestring(unfolded)
+    out: list[str] = []
+    for blob in (original, unfolded, decoded):
+        for charset in ("utf-8", "latin-1"):
+            text = blob.decode(charset, "replace")
+            out.append(text)
+            out.append(html.unescape(text))
+    return out
+
+
+def url_in_original(url: str, original: bytes, cache: dict[int, list[str]] | None = None) -> bool:
+    """Whether ``url`` (as the sender wrote it) occurs in the original message."""
+    key = id(original)
+    variants = cache.get(key) if cache is not None else None
+    if variants is None:
+        variants = _variants(original)
+        if cache is not None:
+            cache[key] = variants
+    return any(url in text for text in variants)
+
+
+def tokens_in(data: bytes, base_path: bytes = b"") -> list[str]:
+    """Every ``/c/<token>`` in ``data`` (quoted-printable soft breaks removed first)."""
+    flat = data.replace(b"=\r\n", b"").replace(b"=\n", b"")
+    return [m.decode("ascii") for m in TOKEN_PATH_RE.findall(flat)]
+
+
+def check_tracked_links(data: bytes, original: bytes, keyring: Keyring) -> int:
+    """Every token in ``data`` decodes, to a URL present in ``original``. Returns the count.
+
+    Tokens already present in the original (a message carrying tracked links) are allowed
+    as they are.
+    """
+    cache: dict[int, list[str]] = {}
+    count = 0
+    for token in tokens_in(data):
+        if token.encode() in original:
+            continue
+        try:
+            link = keyring.open(token)
+        except TokenError as exc:
+            raise AssertionError(
+                f"a /c/ link in the output does not decode: {token[:40]}…"
+            ) from exc
+        assert url_in_original(link.url, original, cache), (
+            f"link abuse: {link.url!r} not in the original"
+        )
+        count += 1
+    return count
+
+
+def check_relayed(data: bytes, original: bytes, keyring: Keyring) -> str:
+    """``data`` is the original or a valid rewrite of it; returns "original" or "rewrite"."""
+    if data == original:
+        return "original"
+    orig_head = header_block(original)
+    new_head = header_block(data)
+    if new_head != orig_head:
+        stripped = re.sub(rb"(?im)^X-Clickrelay-Track:[^\r\n]*\r?\n", b"", orig_head + b"\r\n")
+        assert new_head + b"\r\n" == stripped, "headers changed by the rewrite"
+    tracked = check_tracked_links(data, original, keyring)
+    assert tracked > 0, "message changed but no tracked link found"
+    return "rewrite"
