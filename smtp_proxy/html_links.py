@@ -1,0 +1,425 @@
+"""Find the links of an HTML part without re-serialising it, and splice new values in.
+
+Rewriting must leave every byte outside the changed ``href`` values alone, so no parser
+tree is ever written back. Instead a small scanner walks the HTML the way an HTML5
+tokenizer does, but only as far as the links need:
+
+- text, end tags and the start tags of elements we do not care about are skipped by one
+  compiled regular expression (the loop runs in C; Python only sees the tags that matter);
+- ``<a>``, ``<area>`` and VML (``<v:roundrect>``, ``<v:rect>``, ... any ``v:`` tag) start
+  tags are split into attributes; the first ``href`` wins (HTML5 drops duplicates);
+- comments are skipped, except Outlook conditional comments (``<!--[if mso]> ...
+  <![endif]-->``), whose content is scanned as HTML: that is where VML buttons live;
+- the content of ``<script>``, ``<style>``, ``<title>``, ``<textarea>``, ``<xmp>``,
+  ``<iframe>``, ``<noembed>``, ``<noframes>`` is raw text, ``<plaintext>`` ends the scan;
+- attribute values may be double-quoted, single-quoted or unquoted; a tag cut off by the
+  end of the input is dropped, as HTML5 does.
+
+lxml (libxml2 >= 2.14 has an HTML5 tokenizer) is the reference: after scanning,
+``find_html_links`` parses the same text with lxml and compares the ``href`` values of the
+``<a>``/``<area>`` elements in document order with what the scanner found outside
+comments. If they differ, ``HtmlScan.problem`` says so and the caller leaves the part
+alone; a scanner mistake can therefore cost a tracked link but never damage a message.
+"""
+
+from __future__ import annotations
+
+import html as _html
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from html.entities import html5 as _HTML5_ENTITIES
+
+from lxml import etree
+
+
+@dataclass(frozen=True)
+class FoundLink:
+    """One link: where its value sits in the scanned text and what it means.
+
+    ``start``/``end`` are offsets into the str given to the finder. For HTML they cover
+    the attribute value without its quotes and without leading/trailing ASCII whitespace
+    (which browsers strip from URLs anyway, so it stays in place around a new value).
+    ``url`` is ``raw`` with character references decoded as in an HTML attribute value
+    (for text links ``url == raw``). ``kind`` is ``"a"``, ``"area"``, ``"vml"`` or
+    ``"text"``. ``opt_out`` names the opt-out attribute found on the element, if any.
+    """
+
+    start: int
+    end: int
+    raw: str
+    url: str
+    kind: str
+    opt_out: str | None
+
+
+@dataclass(frozen=True)
+class HtmlScan:
+    """The links of one HTML part, or a reason (``problem``) to leave the part alone."""
+
+    links: tuple[FoundLink, ...]
+    problem: str | None
+    #: Indexes into ``links`` of the links inside Outlook conditional comments: lxml
+    #: sees those as comment text, so the cross-check cannot compare them.
+    hidden: frozenset[int] = frozenset()
+
+
+# --- the scanner's regular expressions ------------------------------------------------
+
+_WS = "\t\n\f\r "
+# An attribute value. Atomic, so an unclosed quote runs to the end of the input (where
+# the tag then fails to close, and is dropped) instead of being re-read as unquoted.
+_VALUE = rf"""(?>"[^"]*+(?:"|\Z)|'[^']*+(?:'|\Z)|[^{_WS}>]*+)"""
+# Everything between a tag name and its closing ">": names start with any character but
+# whitespace, "/" or ">" (even "=" or a quote), "/" outside a value separates like a space.
+_ATTRS = rf"(?:[{_WS}/]++|[^{_WS}/>][^{_WS}/>=]*+(?>[{_WS}]*+=[{_WS}]*+{_VALUE})?+)*+"
+_TAG_RE = re.compile(rf"<(/?)([A-Za-z][^{_WS}/>]*+)({_ATTRS})>")
+_ATTR_RE = re.compile(
+    rf"""[{_WS}/]*+([^{_WS}/>][^{_WS}/>=]*+)"""
+    rf"""(?>[{_WS}]*+=[{_WS}]*+(?:"([^"]*+)"|'([^']*+)'|([^{_WS}>]*+)))?+"""
+)
+_RAW_TEXT = ("script", "style", "title", "textarea", "xmp", "iframe", "noembed", "noframes")
+# A "<" the skipper must stop at: a start tag we read, a raw-text element, a markup
+# declaration / comment ("<!"), a processing instruction ("<?"), or "</" + non-letter.
+_INTERESTING = (
+    rf"(?:(?i:a|area)[{_WS}/>]|[vV]:|[!?]|/(?![A-Za-z])"
+    rf"|(?i:{'|'.join(_RAW_TEXT)}|plaintext)(?=[{_WS}/>]))"
+)
+# Skips text, end tags, uninteresting start tags, plain comments, bogus comments
+# (doctype, "<![endif]>") and the content of <style>/<script>/<title>; stops at an
+# interesting "<", at anything the input cuts off, or at the end. The Python loop in
+# _scan handles every case this skips too (it is only a fast path), so the order of the
+# alternatives is tuned for speed: end tags and start tags whose first letter cannot
+# begin an interesting name need no look-ahead.
+_NAME = rf"[^{_WS}/>]*+"
+_SKIP_RE = re.compile(
+    rf"(?:[^<]++"
+    rf"|</[A-Za-z]{_NAME}{_ATTRS}>"
+    rf"|<[b-hj-moqruwyzB-HJ-MOQRUWYZ]{_NAME}{_ATTRS}>"
+    rf"|<!--(?:-?>|(?![{_WS}]*+\[(?i:if)\b)[^-]*+(?:-(?!-!?>)[^-]*+)*+--!?>)"
+    rf"|<!(?!--)[^>]*+>|<\?[^>]*+>"
+    rf"|<(?i:style)(?=[{_WS}/>]){_ATTRS}>(?:[^<]++|<(?!/(?i:style)[{_WS}/>]))*+"
+    rf"|<(?i:script)(?=[{_WS}/>]){_ATTRS}>(?:[^<]++|<(?!/(?i:script)[{_WS}/>]))*+"
+    rf"|<(?i:title)(?=[{_WS}/>]){_ATTRS}>(?:[^<]++|<(?!/(?i:title)[{_WS}/>]))*+"
+    rf"|<(?!{_INTERESTING})(?:[A-Za-z]{_NAME}{_ATTRS}>|(?![A-Za-z/!?]))"
+    rf")*+"
+)
+# Fast path for the tags that carry links: an <a>/<area>/<v:...> start tag with an href
+# that has a value, captured (the first href: attributes before it are not "href").
+_NOT_HREF_ATTR = (
+    rf"(?:[{_WS}/]++|(?!(?i:href)[{_WS}/>=])[^{_WS}/>][^{_WS}/>=]*+"
+    rf"(?>[{_WS}]*+=[{_WS}]*+{_VALUE})?+)"
+)
+_LINK_RE = re.compile(
+    rf"<((?i:a|area)(?=[{_WS}/>])|[vV]:{_NAME}){_NOT_HREF_ATTR}*+"
+    rf"""(?i:href)[{_WS}]*+=[{_WS}]*+(?>"([^"]*+)(?:"|\Z)|'([^']*+)(?:'|\Z)|([^{_WS}>]*+))"""
+    rf"{_ATTRS}>"
+)
+_RAW_END_RE = {
+    name: re.compile(rf"</(?i:{name})(?=[{_WS}/>])|</(?i:{name})\Z") for name in _RAW_TEXT
+}
+_CONDITIONAL_RE = re.compile(r"[\t\n\f\r ]*\[if\b", re.IGNORECASE)
+_TRIM = _WS
+
+
+# --- character references in attribute values ----------------------------------------
+
+_CHARREF_RE = re.compile(r"&(?:#[xX][0-9A-Fa-f]+;?|#[0-9]+;?|([A-Za-z][A-Za-z0-9]*);?)")
+_LONGEST_LEGACY = max(len(k) for k in _HTML5_ENTITIES if not k.endswith(";"))
+
+
+def _charref(m: re.Match[str]) -> str:
+    name = m.group(1)
+    text = m.group(0)
+    if name is None:
+        return _html.unescape(text)  # numeric: html.unescape has the HTML5 replacements
+    if text.endswith(";") and name + ";" in _HTML5_ENTITIES:
+        return _HTML5_ENTITIES[name + ";"]
+    # No ";": only the legacy names (&amp, &copy, ...) decode, and in an attribute value
+    # not at all when the reference runs on into an alphanumeric or "=": "?a=1&copy=2"
+    # keeps "&copy=2" (HTML5 "character reference in attribute" rule).
+    for size in range(min(len(name), _LONGEST_LEGACY), 0, -1):
+        prefix = name[:size]
+        if prefix in _HTML5_ENTITIES:
+            if size < len(name):
+                return text  # followed by an alphanumeric
+            after = m.string[m.end()] if m.end() < len(m.string) else ""
+            if not text.endswith(";") and after == "=":
+                return text
+            return _HTML5_ENTITIES[prefix] + text[1 + size :]
+    return text
+
+
+def unescape_attribute(raw: str) -> str:
+    """Decode character references as HTML5 does inside an attribute value."""
+    if "&" not in raw:
+        return raw
+    return _CHARREF_RE.sub(_charref, raw)
+
+
+# --- opt-out attributes -----------------------------------------------------------------
+
+
+def _opt_out(attrs: dict[str, str | None]) -> str | None:
+    """The first opt-out attribute of an element (provider conventions), else None."""
+    for name, value in attrs.items():
+        if name in _PRESENT_OPT_OUTS:
+            return name
+        rule = _VALUED_OPT_OUTS.get(name)
+        if rule is not None and unescape_attribute(value or "").strip(_TRIM).lower() in rule:
+            return name
+    return None
+
+
+#: Opt-out by presence alone (any value).
+_PRESENT_OPT_OUTS = frozenset(
+    {"ses:no-track", "data-pm-no-track", "mc:disable-tracking", "mautic:disable-tracking"}
+)
+#: Opt-out by value (compared lower-case, after decoding references).
+_VALUED_OPT_OUTS: dict[str, frozenset[str]] = {
+    "data-clickrelay": frozenset({"off"}),
+    "clicktracking": frozenset({"off"}),
+    "data-msys-clicktrack": frozenset({"0"}),
+    # Mailgun: disable-tracking=true, and a bare attribute (value "") too.
+    "disable-tracking": frozenset({"true", "", "1", "yes", "on"}),
+}
+
+
+# --- the scanner ----------------------------------------------------------------------
+
+
+def _scan(
+    html: str, pos: int, end: int, in_comment: bool, out: list[tuple[FoundLink, bool]]
+) -> None:
+    """Append the links of ``html[pos:end]`` to ``out`` (offsets into ``html``)."""
+    skip = _SKIP_RE.match
+    while True:
+        skipped = skip(html, pos, end)
+        pos = skipped.end() if skipped is not None else pos  # it always matches
+        if pos >= end:
+            return
+        nxt = html[pos + 1] if pos + 1 < end else ""
+        if nxt == "!":
+            if html.startswith("<!--", pos) and pos + 4 <= end:
+                if html.startswith(">", pos + 4):  # "<!-->"
+                    pos += 5
+                    continue
+                if html.startswith("->", pos + 4):  # "<!--->"
+                    pos += 6
+                    continue
+                close = _comment_end(html, pos + 4, end)
+                if close < 0:
+                    return  # the comment runs to the end
+                if not in_comment and _CONDITIONAL_RE.match(html, pos + 4, close):
+                    _scan(html, pos + 4, close, True, out)
+                pos = html.index(">", close) + 1
+                continue
+            pos = _bogus_comment(html, pos + 2, end)
+        elif nxt == "?":
+            pos = _bogus_comment(html, pos + 2, end)
+        elif nxt == "/":
+            if pos + 2 >= end:
+                return
+            if html[pos + 2] == ">":  # "</>" is dropped
+                pos += 3
+                continue
+            pos = _bogus_comment(html, pos + 2, end)
+        else:
+            fast = _LINK_RE.match(html, pos, end)
+            if fast is not None and not _may_opt_out(html[pos : fast.end()]):
+                out.append((_fast_link(html, fast), in_comment))
+                pos = fast.end()
+                continue
+            tag = _TAG_RE.match(html, pos, end)
+            if tag is None:
+                return  # a tag cut off by the end of the input: HTML5 drops it
+            name = tag.group(2).lower()
+            pos = tag.end()
+            if tag.group(1):
+                continue
+            if name == "a" or name == "area" or name.startswith("v:"):
+                link = _link(html, tag, name)
+                if link is not None:
+                    out.append((link, in_comment))
+            elif name in _RAW_END_RE:
+                raw_end = _RAW_END_RE[name].search(html, pos, end)
+                if raw_end is None:
+                    return
+                pos = raw_end.start()
+            elif name == "plaintext":
+                return
+        if pos < 0:
+            return
+
+
+def _fast_link(html: str, m: re.Match[str]) -> FoundLink:
+    """The link of a tag matched by ``_LINK_RE`` (no opt-out attribute on it)."""
+    group = 2 if m.group(2) is not None else 3 if m.group(3) is not None else 4
+    start, stop = m.span(group)
+    if start < stop and (html[start] in _TRIM or html[stop - 1] in _TRIM):
+        while start < stop and html[start] in _TRIM:
+            start += 1
+        while stop > start and html[stop - 1] in _TRIM:
+            stop -= 1
+    raw = html[start:stop]
+    name = m.group(1)
+    kind = "a" if name in _A_NAMES else "area" if name in _AREA_NAMES else "vml"
+    url = unescape_attribute(raw) if "&" in raw else raw
+    return FoundLink(start, stop, raw, url, kind, None)
+
+
+_A_NAMES = frozenset({"a", "A"})
+_AREA_NAMES = frozenset(
+    {"".join(c) for c in __import__("itertools").product("aA", "rR", "eE", "aA")}
+)
+
+
+def _comment_end(html: str, pos: int, end: int) -> int:
+    """Start of the ``-->`` (or ``--!>``) closing a comment whose text starts at pos."""
+    close = html.find("-->", pos, end)
+    bang = html.find("--!>", pos, close if close >= 0 else end)
+    return bang if bang >= 0 else close
+
+
+def _bogus_comment(html: str, pos: int, end: int) -> int:
+    """End of a ``<!...>`` / ``<?...>`` / ``</ ...>`` bogus comment; -1 if it never ends."""
+    gt = html.find(">", pos, end)
+    return gt + 1 if gt >= 0 else -1
+
+
+def _link(html: str, tag: re.Match[str], name: str) -> FoundLink | None:
+    attrs_start, attrs_end = tag.span(3)
+    # Only a tag that mentions an opt-out attribute needs all of its attributes read.
+    want_all = _may_opt_out(html[attrs_start:attrs_end])
+    attrs: dict[str, str | None] = {}
+    href: tuple[int, int] | None = None
+    for attr in _ATTR_RE.finditer(html, attrs_start, attrs_end):
+        attr_name = attr.group(1).lower()
+        if attr_name in attrs:
+            continue  # duplicate attribute: the first one wins
+        group = 2 if attr.group(2) is not None else 3 if attr.group(3) is not None else 4
+        value = attr.group(group)
+        attrs[attr_name] = value
+        if attr_name == "href":
+            if value is None:
+                return None  # a bare "href" has no value to replace
+            href = attr.span(group)
+            if not want_all:
+                break
+    if href is None:
+        return None
+    start, stop = href
+    while start < stop and html[start] in _TRIM:
+        start += 1
+    while stop > start and html[stop - 1] in _TRIM:
+        stop -= 1
+    raw = html[start:stop]
+    kind = name if name in ("a", "area") else "vml"
+    opt_out = _opt_out(attrs) if want_all else None
+    return FoundLink(start, stop, raw, unescape_attribute(raw), kind, opt_out)
+
+
+def _may_opt_out(tag_text: str) -> bool:
+    """Cheap pre-check: every opt-out attribute name contains one of these words."""
+    lower = tag_text.lower()
+    return "track" in lower or "clickrelay" in lower
+
+
+# --- lxml cross-check -------------------------------------------------------------------
+
+_PARSER_OPTIONS = {
+    "encoding": "utf-8",
+    "remove_comments": True,
+    "remove_pis": True,
+    "no_network": True,
+    "collect_ids": False,
+    "huge_tree": True,
+    "default_doctype": False,
+}
+
+
+def _dom_value(link: FoundLink) -> str:
+    """What the DOM holds for a link's value: newlines normalised, NUL replaced."""
+    raw = link.raw
+    if "\r" in raw or "\0" in raw:
+        raw = raw.replace("\r\n", "\n").replace("\r", "\n").replace("\0", "\ufffd")
+        return unescape_attribute(raw)
+    return link.url
+
+
+def _lxml_hrefs(data: bytes) -> list[str] | None:
+    """Non-empty hrefs of every ``<a>``/``<area>`` lxml sees, in document order.
+
+    ``None`` if lxml refuses the input. A document without any element (only a comment,
+    say) has no anchors for lxml: an empty list.
+    """
+    parser = etree.HTMLParser(**_PARSER_OPTIONS)  # type: ignore[arg-type]
+    try:
+        root = etree.fromstring(data, parser)
+    except (etree.LxmlError, ValueError):
+        return None
+    if root is None:
+        return []
+    hrefs = []
+    for element in root.iter("a", "area"):
+        value = element.get("href")
+        if value:
+            value = value.strip(_TRIM)
+            if value:
+                hrefs.append(value)
+    return hrefs
+
+
+def find_html_links(html: str, *, check: bool = True) -> HtmlScan:
+    """Every ``<a>``/``<area>``/VML link of ``html``, checked against lxml's reading.
+
+    With ``check=False`` the lxml cross-check is left out (``problem`` is then None) so a
+    caller can first decide whether any link would change at all, and only then pay for
+    the parse with ``check_links(html, scan)``: a part whose links are all skipped is
+    copied unchanged anyway.
+    """
+    found: list[tuple[FoundLink, bool]] = []
+    _scan(html, 0, len(html), False, found)
+    hidden = frozenset(i for i, (_, in_comment) in enumerate(found) if in_comment)
+    scan = HtmlScan(tuple(link for link, _ in found), None, hidden)
+    if not check:
+        return scan
+    return HtmlScan(scan.links, check_links(html, scan), hidden)
+
+
+def check_links(html: str, scan: HtmlScan) -> str | None:
+    """lxml's verdict on a scan of ``html``: None if it finds the same anchors in the same
+    order (``<a>``/``<area>`` outside comments), else ``"html-disagrees"``, or
+    ``"html-unparseable"`` when lxml refuses a part in which links were found."""
+    if not scan.links:
+        return None  # nothing to rewrite: whatever lxml sees, the part stays as it is
+    mine = []
+    for i, link in enumerate(scan.links):
+        if link.kind != "vml" and i not in scan.hidden:
+            value = _dom_value(link).strip(_TRIM)
+            if value:
+                mine.append(value)
+    theirs = _lxml_hrefs(html.encode("utf-8", "replace"))
+    if theirs is None:
+        return "html-unparseable"
+    if not html.isascii():  # lone surrogates: lxml saw what "replace" made of them
+        mine = [v.encode("utf-8", "replace").decode("utf-8") for v in mine]
+    return None if mine == theirs else "html-disagrees"
+
+
+def splice(text: str, replacements: Sequence[tuple[FoundLink, str]]) -> str:
+    """``text`` with each link's span replaced by its new value, all else unchanged.
+
+    ``replacements`` must be sorted by ``link.start`` and must not overlap (the finders
+    never produce overlapping links); a violation raises ``ValueError``.
+    """
+    pieces: list[str] = []
+    pos = 0
+    for link, value in replacements:
+        if link.start < pos or link.end < link.start or link.end > len(text):
+            raise ValueError(f"bad or overlapping link span {link.start}:{link.end}")
+        pieces.append(text[pos : link.start])
+        pieces.append(value)
+        pos = link.end
+    pieces.append(text[pos:])
+    return "".join(pieces)

@@ -1,0 +1,468 @@
+"""The HTML link scanner: what it finds, what it leaves, lxml agreement, splicing."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from lxml import etree
+
+from smtp_proxy.html_links import (
+    FoundLink,
+    HtmlScan,
+    check_links,
+    find_html_links,
+    splice,
+    unescape_attribute,
+)
+from tests.conftest import corpus_html_files
+
+
+def links(html: str) -> list[tuple[str, str]]:
+    scan = find_html_links(html)
+    assert scan.problem is None, scan.problem
+    for link in scan.links:
+        assert html[link.start : link.end] == link.raw
+    return [(link.kind, link.url) for link in scan.links]
+
+
+def lxml_hrefs(html: str) -> list[str]:
+    root = etree.fromstring(html.encode("utf-8", "replace"), etree.HTMLParser(encoding="utf-8"))
+    if root is None:
+        return []
+    return [v.strip("\t\n\f\r ") for e in root.iter("a", "area") if (v := e.get("href"))]
+
+
+# --- attribute syntax -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("html", "raw"),
+    [
+        ('<a href="https://x.example/d">', "https://x.example/d"),
+        ("<a href='https://x.example/s'>", "https://x.example/s"),
+        ("<a href=https://x.example/u>", "https://x.example/u"),
+        ("<a href=https://x.example/u/>", "https://x.example/u/"),
+        ('<A HREF="https://x.example/upper">', "https://x.example/upper"),
+        ('<a\n  href\n=\n  "https://x.example/nl"\n>', "https://x.example/nl"),
+        ('<a/href="https://x.example/slash">', "https://x.example/slash"),
+        ('<a class="b" href="https://x.example/2nd" style="c">', "https://x.example/2nd"),
+        ('<a title="x"href="https://x.example/nospace">', "https://x.example/nospace"),
+        ('<a title="href=no" href="https://x.example/yes">', "https://x.example/yes"),
+        ("<a title='<a href=no>' href=\"https://x.example/yes\">", "https://x.example/yes"),
+        ('<a href="https://x.example/?q=\'">', "https://x.example/?q='"),
+        ("<a href='https://x.example/?q=\"'>", 'https://x.example/?q="'),
+        ('<a href="https://x.example/a>b">', "https://x.example/a>b"),
+        ('<a href=" \n https://x.example/trim \t">', "https://x.example/trim"),
+        ('<a href="https://x.example/first" href="https://x.example/second">', None),
+        ('<a HREF="https://x.example/first" href="https://x.example/second">', None),
+        ('<a href="">', ""),
+        ('<area shape="rect" href="https://x.example/area">', "https://x.example/area"),
+    ],
+)
+def test_attribute_quoting(html: str, raw: str | None) -> None:
+    scan = find_html_links(html)
+    assert scan.problem is None
+    assert len(scan.links) == 1
+    link = scan.links[0]
+    expected = raw if raw is not None else "https://x.example/first"
+    assert link.raw == expected
+    assert html[link.start : link.end] == expected
+
+
+def test_no_link_without_href_value() -> None:
+    assert find_html_links("<a href>x</a><a name=top>y</a><a>z</a>").links == ()
+
+
+def test_tags_that_are_not_links() -> None:
+    html = (
+        '<abbr href="https://no.example/1"><a:b href="https://no.example/2">'
+        '<link href="https://no.example/3"><base href="https://no.example/4">'
+        '<img src="https://no.example/5"><aside href="https://no.example/6">'
+        '</a href="https://no.example/7"><a href="https://yes.example/">'
+    )
+    assert links(html) == [("a", "https://yes.example/")]
+
+
+# --- character references ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "url"),
+    [
+        ("https://x.example/?a=1&amp;b=2", "https://x.example/?a=1&b=2"),
+        ("https://x.example/?a=1&b=2", "https://x.example/?a=1&b=2"),
+        ("https://x.example/?a=1&copy=2", "https://x.example/?a=1&copy=2"),
+        ("https://x.example/?a=1&amp=2", "https://x.example/?a=1&amp=2"),
+        ("https://x.example/?a=1&ampx", "https://x.example/?a=1&ampx"),
+        ("https://x.example/?a=1&amp", "https://x.example/?a=1&"),
+        ("https://x.example/?a&reg;", "https://x.example/?a®"),
+        ("https://x.example/?a&lt3", "https://x.example/?a&lt3"),
+        ("https://x.example/?a&notit;", "https://x.example/?a&notit;"),
+        ("https://x.example/&#38;&#x26;&#X26", "https://x.example/&&&"),
+        ("https://x.example/&#0;&#x110000;", "https://x.example/\ufffd\ufffd"),
+        ("https://x.example/&AMP;&Amp;", "https://x.example/&&Amp;"),
+        ("https://x.example/&nosuch;&", "https://x.example/&nosuch;&"),
+        ("https://x.example/%20&#37;", "https://x.example/%20%"),
+    ],
+)
+def test_entities(raw: str, url: str) -> None:
+    assert unescape_attribute(raw) == url
+    html = f'<a href="{raw}">x</a>'
+    scan = find_html_links(html)
+    assert scan.problem is None  # lxml decodes the same way
+    assert [link.url for link in scan.links] == [url]
+    assert scan.links[0].raw == raw
+
+
+# --- where links are not looked for ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "wrapper",
+    [
+        "<!-- {} -->",
+        "<!--{}-->",
+        "<!-- x --!><!-- {} -->",
+        "<script>{}</script>",
+        "<SCRIPT type=text/javascript>var s = '{}';</SCRIPT >",
+        "<style>{}</style>",
+        "<title>{}</title>",
+        "<textarea>{}</textarea>",
+        "<xmp>{}</xmp>",
+        "<iframe>{}</iframe>",
+        "<noembed>{}</noembed>",
+        "<noframes>{}</noframes>",
+        "<img alt='{}'>",
+        '<p title="{}">',
+        "<?php {} ?>",
+        "<!DOCTYPE {}>",
+    ],
+)
+def test_not_scanned(wrapper: str) -> None:
+    html = wrapper.format("<a href=https://hidden.example/>") + '<a href="https://seen.example/">'
+    assert links(html) == [("a", "https://seen.example/")]
+
+
+def test_plaintext_ends_the_scan() -> None:
+    assert links("<a href=https://1.example/><plaintext><a href=https://2.example/>") == [
+        ("a", "https://1.example/")
+    ]
+
+
+def test_unterminated_constructs_end_the_scan() -> None:
+    for tail in ('<a href="https://cut.example/', "<!-- <a href=x>", "<script><a href=x>"):
+        html = "<a href=https://ok.example/>" + tail
+        assert [link.url for link in find_html_links(html).links] == ["https://ok.example/"]
+    assert find_html_links('<a href="https://ok.example/"').links == ()
+
+
+def test_odd_comment_closings() -> None:
+    html = "<!--><a href=https://1.example/><!---><a href=https://2.example/>"
+    assert [u for _, u in links(html)] == ["https://1.example/", "https://2.example/"]
+
+
+def test_noscript_is_scanned_like_lxml() -> None:
+    assert links("<noscript><a href=https://n.example/></noscript>") == [
+        ("a", "https://n.example/")
+    ]
+
+
+# --- Outlook conditional comments and VML ----------------------------------------------------
+
+MSO = """<!--[if mso]>
+<v:roundrect xmlns:v="urn:schemas-microsoft-com:vml" href="https://x.example/vml?a=1&amp;b=2"
+  style="height:40px" arcsize="10%" strokecolor="#1e3650" fill="t">
+  <w:anchorlock/><center>Go</center>
+</v:roundrect>
+<V:Rect HREF='https://x.example/rect'></V:Rect><v:oval href=https://x.example/oval></v:oval>
+<v:fill type="tile" color="#fff" /><a href="https://x.example/mso-a">Outlook</a>
+<![endif]-->
+<!--[if !mso]><!-- --><a href="https://x.example/html">Others</a><!--<![endif]-->
+<!-- <v:rect href="https://x.example/commented"> -->
+"""
+
+
+def test_vml_in_conditional_comments() -> None:
+    scan = find_html_links(MSO)
+    assert scan.problem is None
+    assert [(link.kind, link.url) for link in scan.links] == [
+        ("vml", "https://x.example/vml?a=1&b=2"),
+        ("vml", "https://x.example/rect"),
+        ("vml", "https://x.example/oval"),
+        ("a", "https://x.example/mso-a"),
+        ("a", "https://x.example/html"),
+    ]
+    assert scan.hidden == {0, 1, 2, 3}
+    for link in scan.links:
+        assert MSO[link.start : link.end] == link.raw
+
+
+def test_conditional_comment_variants() -> None:
+    html = (
+        "<!--[IF gte mso 9]><v:rect href=https://x.example/1></v:rect><![endif]-->"
+        "<![if !mso]><a href=https://x.example/2><![endif]>"
+        "<!-- [if mso]><v:rect href=https://x.example/3><![endif]-->"
+        "<!--[if mso]><script><v:rect href=https://no.example/></script><![endif]-->"
+    )
+    assert [u for _, u in links(html)] == [
+        "https://x.example/1",
+        "https://x.example/2",
+        "https://x.example/3",
+    ]
+
+
+def test_vml_outside_comments() -> None:
+    assert links("<v:roundrect href='https://x.example/v'>") == [("vml", "https://x.example/v")]
+
+
+# --- opt-out attributes ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("attr", "name"),
+    [
+        ('data-clickrelay="off"', "data-clickrelay"),
+        ("DATA-CLICKRELAY=OFF", "data-clickrelay"),
+        ('clicktracking="off"', "clicktracking"),
+        ("clicktracking=Off", "clicktracking"),
+        ('disable-tracking="true"', "disable-tracking"),
+        ("disable-tracking", "disable-tracking"),
+        ("ses:no-track", "ses:no-track"),
+        ('ses:no-track=""', "ses:no-track"),
+        ('data-msys-clicktrack="0"', "data-msys-clicktrack"),
+        ("data-pm-no-track", "data-pm-no-track"),
+        ("mc:disable-tracking", "mc:disable-tracking"),
+        ("mautic:disable-tracking", "mautic:disable-tracking"),
+    ],
+)
+def test_opt_out(attr: str, name: str) -> None:
+    for html in (
+        f'<a {attr} href="https://x.example/">',
+        f'<a href="https://x.example/" {attr}>',
+        f"<!--[if mso]><v:roundrect href=https://x.example/ {attr}><![endif]-->",
+    ):
+        scan = find_html_links(html)
+        assert [link.opt_out for link in scan.links] == [name], html
+
+
+@pytest.mark.parametrize(
+    "attr",
+    [
+        'data-clickrelay="on"',
+        'clicktracking="on"',
+        'disable-tracking="false"',
+        'data-msys-clicktrack="1"',
+        'data-track="off"',
+        'title="clicktracking=off"',
+    ],
+)
+def test_not_opt_out(attr: str) -> None:
+    scan = find_html_links(f'<a {attr} href="https://x.example/">')
+    assert [link.opt_out for link in scan.links] == [None]
+
+
+def test_opt_out_only_on_its_own_element() -> None:
+    scan = find_html_links(
+        '<p data-clickrelay="off"><a href="https://1.example/"></p><a href="https://2.example/">'
+    )
+    assert [link.opt_out for link in scan.links] == [None, None]
+
+
+# --- lxml cross-check -------------------------------------------------------------------
+
+
+def test_disagreement_is_reported() -> None:
+    # Script "double-escaped" state: a rarity the scanner does not model; lxml does.
+    html = "<script><!--<script></script><a href=https://x.example/></script><a href=y>"
+    scan = find_html_links(html)
+    assert scan.problem == "html-disagrees"
+    assert check_links(html, find_html_links(html, check=False)) == "html-disagrees"
+
+
+def test_deep_nesting_lxml_drops_is_reported() -> None:
+    html = "<div>" * 6000 + '<a href="https://deep.example/">x</a>'
+    assert find_html_links(html).problem == "html-disagrees"
+
+
+def test_unchecked_scan() -> None:
+    html = "<script><!--<script></script><a href=https://x.example/></script><a href=y>"
+    scan = find_html_links(html, check=False)
+    assert scan.problem is None
+    assert len(scan.links) == 2
+
+
+def test_empty_and_linkless() -> None:
+    assert find_html_links("") == HtmlScan((), None)
+    assert find_html_links("   \n") == HtmlScan((), None)
+    assert find_html_links("<p>hello</p>") == HtmlScan((), None)
+    assert find_html_links("<!-- only a comment -->").problem is None
+
+
+def test_newlines_and_nul_in_values_agree_with_lxml() -> None:
+    scan = find_html_links('<a href="https://x.example/a\r\nb">x</a><a href="c\0d">')
+    assert scan.problem is None
+    assert scan.links[0].url == "https://x.example/a\r\nb"
+
+
+def test_non_ascii_and_lone_surrogates() -> None:
+    assert links('<a href="https://bücher.example/straße?q=€">') == [
+        ("a", "https://bücher.example/straße?q=€")
+    ]
+    scan = find_html_links('<a href="https://x.example/\udcff">')
+    assert scan.problem is None
+    assert scan.links[0].url == "https://x.example/\udcff"
+
+
+# --- splice -------------------------------------------------------------------------------
+
+
+def test_splice_replaces_only_the_values() -> None:
+    html = (
+        '<a  href="https://a.example/?x=1&amp;y=2" class=b>A</a>\n'
+        "<A HREF='https://b.example/'>B</A><area href=https://c.example/>"
+    )
+    scan = find_html_links(html)
+    out = splice(html, [(link, f"https://t.example/c/T{i}") for i, link in enumerate(scan.links)])
+    assert out == (
+        '<a  href="https://t.example/c/T0" class=b>A</a>\n'
+        "<A HREF='https://t.example/c/T1'>B</A><area href=https://t.example/c/T2>"
+    )
+    assert splice(html, []) == html
+    assert splice(html, [(link, link.raw) for link in scan.links]) == html
+
+
+def test_splice_keeps_trimmed_whitespace() -> None:
+    html = '<a href="  https://a.example/\n">x</a>'
+    (link,) = find_html_links(html).links
+    assert splice(html, [(link, "https://t.example/c/X")]) == (
+        '<a href="  https://t.example/c/X\n">x</a>'
+    )
+
+
+def test_splice_rejects_overlap_and_disorder() -> None:
+    text = "0123456789"
+    a = FoundLink(2, 5, "234", "234", "text", None)
+    b = FoundLink(4, 7, "456", "456", "text", None)
+    with pytest.raises(ValueError):
+        splice(text, [(a, "x"), (b, "y")])
+    with pytest.raises(ValueError):
+        splice(text, [(b, "y"), (FoundLink(0, 1, "0", "0", "text", None), "z")])
+    with pytest.raises(ValueError):
+        splice(text, [(FoundLink(8, 12, "89", "89", "text", None), "z")])
+
+
+# --- properties ---------------------------------------------------------------------------
+
+_PIECES = st.sampled_from(
+    [
+        "<a href=",
+        "<a href='https://x.example/'>",
+        '<a href="https://x.example/?a=1&amp;b=2">',
+        "<area href=http://y.example/p?q>",
+        "<A HREF = x>",
+        "<v:rect href='https://v.example/'>",
+        "<!--[if mso]>",
+        "<![endif]-->",
+        "<!--",
+        "-->",
+        "<script>",
+        "</script>",
+        "<style>",
+        "</style>",
+        "<p title='",
+        '"',
+        "'",
+        ">",
+        "<",
+        "</a>",
+        "&amp;",
+        "&copy=",
+        "=",
+        " ",
+        "\n",
+        "text",
+        "<b>",
+        "<!DOCTYPE html>",
+        " data-clickrelay=off ",
+        "<title>",
+        "</title>",
+        "<textarea>",
+        "/",
+        "é",
+    ]
+)
+_FRAGMENTS = st.lists(st.one_of(_PIECES, st.text(max_size=4)), max_size=30).map("".join)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_FRAGMENTS)
+def test_random_fragments(html: str) -> None:
+    scan = find_html_links(html)
+    assert scan.problem in (None, "html-disagrees", "html-unparseable")
+    previous = 0
+    for link in scan.links:
+        assert previous <= link.start <= link.end <= len(html)
+        assert html[link.start : link.end] == link.raw
+        assert link.url == unescape_attribute(link.raw)
+        assert link.kind in ("a", "area", "vml")
+        previous = link.end
+    assert splice(html, [(link, link.raw) for link in scan.links]) == html
+    out = splice(html, [(link, "https://t.example/c/X") for link in scan.links])
+    # Removing the new values from the output gives back the input minus the old values.
+    rebuilt, old, pos = [], [], 0
+    for link in scan.links:
+        rebuilt.append(html[pos : link.start])
+        old.append(html[pos : link.start])
+        pos = link.end
+    assert out.replace("https://t.example/c/X", "") == "".join(old) + html[pos:]
+    if scan.problem is None:
+        visible = [
+            link.url.strip("\t\n\f\r ")
+            for i, link in enumerate(scan.links)
+            if link.kind != "vml" and i not in scan.hidden
+        ]
+        assert [v for v in visible if v] == lxml_hrefs(html)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=80))
+def test_any_url_round_trips_through_an_attribute(url: str) -> None:
+    escaped = url.replace("&", "&amp;").replace('"', "&quot;")
+    html = f'<p>x</p><a class="c" href="{escaped}">y</a>'
+    scan = find_html_links(html)
+    assert len(scan.links) == 1
+    assert scan.links[0].url == url.strip("\t\n\f\r ") or url != url.strip("\t\n\f\r ")
+    assert splice(html, [(scan.links[0], scan.links[0].raw)]) == html
+
+
+# --- the real corpus -------------------------------------------------------------------------
+
+
+def test_corpus_templates_agree_with_lxml() -> None:
+    files = corpus_html_files()
+    if not files:
+        pytest.skip("corpus not found")
+    disagree = []
+    total = 0
+    for path in files:
+        html = path.read_bytes().decode("utf-8", "replace")
+        scan = find_html_links(html)
+        if scan.problem is not None:
+            disagree.append(path.name)
+            continue
+        visible = [
+            link.url
+            for i, link in enumerate(scan.links)
+            if link.kind in ("a", "area") and i not in scan.hidden and link.url
+        ]
+        assert visible == lxml_hrefs(html), path
+        for link in scan.links:
+            assert html[link.start : link.end] == link.raw
+        assert splice(html, [(link, "https://t.example/c/X") for link in scan.links]).count(
+            "https://t.example/c/X"
+        ) >= len(scan.links)
+        total += len(scan.links)
+    print(f"corpus: {len(files)} templates, {total} links, {len(disagree)} disagree")
+    assert len(disagree) <= len(files) // 20, disagree
+    assert total > 1000
