@@ -56,6 +56,7 @@ class ClickRecorder:
         registry: CollectorRegistry | None = None,
         backoff_base: float = 0.1,
         backoff_cap: float = 5.0,
+        probe_interval: float = 30.0,
     ) -> None:
         if queue_size < 1 or batch_size < 1 or flush_interval <= 0:
             raise ValueError("queue_size and batch_size must be >= 1, flush_interval > 0")
@@ -65,6 +66,8 @@ class ClickRecorder:
         self.flush_interval = flush_interval
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
+        #: While idle, the store is checked this often so ``state`` stays truthful.
+        self.probe_interval = probe_interval
         self._queue: deque[Click] = deque()
         #: The batch being written (the oldest clicks); kept until the store has it.
         self._batch: list[Click] = []
@@ -207,7 +210,11 @@ class ClickRecorder:
             return
         if not self._queue:
             self._wakeup.clear()
-            await self._wakeup.wait()
+            try:
+                async with asyncio.timeout(self.probe_interval):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                return  # idle: the caller writes an empty batch, a reachability check
             if self._stopping:
                 return
         # Let the batch fill for up to flush_interval; a full batch or stop() ends it early.
@@ -222,6 +229,14 @@ class ClickRecorder:
         self._batch = [self._queue.popleft() for _ in range(n)]
 
     async def _run(self) -> None:
+        try:
+            await self._loop()
+        except Exception:  # pragma: no cover - a bug; clicks stay queued, say so loudly
+            logger.exception("click recorder: writer task failed")
+            self._set_state("down", "writer task failed")
+            raise
+
+    async def _loop(self) -> None:
         probe = True  # contact the store once at start so /healthz tells the truth early
         while True:
             if not self._batch:

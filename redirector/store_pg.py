@@ -111,7 +111,9 @@ class PgStore:
         )
 
     def _error(self, exc: BaseException) -> StoreError:
-        retryable = not isinstance(exc, asyncpg.DataError | UnicodeError | ValueError)
+        # Only errors about the data itself are final (a retry would fail the same way);
+        # anything else — including configuration errors — may be fixed while we wait.
+        retryable = not isinstance(exc, asyncpg.DataError | UnicodeError | OverflowError)
         text = str(exc) or type(exc).__name__
         return StoreError(f"{self.name}: {text}", retryable=retryable)
 
@@ -149,8 +151,7 @@ class PgStore:
             if version > len(migrations):
                 raise StoreError(
                     f"{self.name}: schema version {version} is newer than this clickrelay "
-                    f"knows ({len(migrations)}); upgrade clickrelay",
-                    retryable=False,
+                    f"knows ({len(migrations)}); upgrade clickrelay"
                 )
             for statements in migrations[version:]:
                 for statement in statements:

@@ -150,8 +150,7 @@ class SqliteStore:
             if version > len(MIGRATIONS):
                 raise StoreError(
                     f"{self.name}: schema version {version} is newer than this clickrelay "
-                    f"knows ({len(MIGRATIONS)}); upgrade clickrelay",
-                    retryable=False,
+                    f"knows ({len(MIGRATIONS)}); upgrade clickrelay"
                 )
             for statements in MIGRATIONS[version:]:
                 for statement in statements:
@@ -242,6 +241,10 @@ class SqliteStore:
                 await loop.run_in_executor(executor, reset)
             retryable = not isinstance(exc, sqlite3.DataError | sqlite3.IntegrityError)
             raise StoreError(f"{self.name}: {exc}", retryable=retryable) from exc
+        except (OverflowError, ValueError, TypeError) as exc:
+            # Values sqlite3 cannot bind (an int past 64 bits, ...): this data can never
+            # be written, whatever the state of the disk.
+            raise StoreError(f"{self.name}: click refused: {exc}", retryable=False) from exc
 
     async def open(self) -> None:
         await self._run(self._connect)

@@ -128,6 +128,14 @@ async def test_malformed_click_is_a_non_retryable_store_error(store: ClickStore)
     assert await count_rows(store) == 0
 
 
+async def test_an_integer_no_store_can_hold_is_refused_not_retried(store: ClickStore) -> None:
+    with pytest.raises(StoreError) as info:
+        await store.write([make_click(1, link_index=2**70)])
+    assert info.value.retryable is False
+    await store.write([make_click(2)])  # the store itself is fine
+    assert await count_rows(store) == 1
+
+
 async def test_naive_times_are_taken_as_utc(store: ClickStore) -> None:
     await store.write([make_click(0, time=datetime(2026, 11, 1, 12, 0))])
     doc = await store.stats()

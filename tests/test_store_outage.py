@@ -324,3 +324,36 @@ async def test_sqlite_unusable_data_dir_then_fixed(tmp_path: Path) -> None:
     finally:
         await recorder.stop(timeout=5)
         await store.close()
+
+
+async def test_idle_recorder_notices_pg_going_down_and_coming_back(pg_dsn: str) -> None:
+    parts = urlsplit(pg_dsn)
+    target = (parts.hostname or "127.0.0.1", parts.port or 5432)
+    async with TcpRelay(target) as relay:
+        store = PgStore(
+            _via_relay(pg_dsn, relay.port),
+            table_prefix=f"t{uuid.uuid4().hex[:12]}_",
+            connect_timeout=0.5,
+            command_timeout=2.0,
+        )
+        await store.open()
+        recorder = ClickRecorder(
+            store,
+            registry=CollectorRegistry(),
+            backoff_base=0.02,
+            backoff_cap=0.2,
+            probe_interval=0.05,
+        )
+        await recorder.start()
+        try:
+            await until(lambda: recorder.state == "ok", "ok at start")
+            await relay.cut()
+            # No clicks at all: only the idle reachability check can notice.
+            await until(lambda: recorder.state == "down", "down while idle")
+            relay.restore()
+            await until(lambda: recorder.state == "ok", "ok again while idle")
+            assert recorder.queued == 0 and recorder.dropped == 0
+        finally:
+            await recorder.stop(timeout=5)
+            await store.drop_tables()
+            await store.close()
