@@ -1,0 +1,65 @@
+"""Find the http(s) URLs of a text/plain part.
+
+Plain text has no markup, so where a URL ends is a guess; the guess follows what mail
+clients' linkifiers do, and leaves a URL alone rather than cut it wrongly:
+
+- a URL starts at ``http://`` or ``https://`` (any case) not glued to a preceding word
+  character, and runs over ASCII URL characters: it stops at whitespace, ``<``, ``>``,
+  ``"``, control characters and anything non-ASCII (a URL broken across lines is two
+  pieces; the second is not a URL);
+- ``<https://...>`` (RFC 3986 appendix C) gives the URL without the brackets;
+- trailing ``. , ; : ! ? ' *`` are sentence punctuation, not URL (but ``|*`` closes a
+  ``*|MERGE|*`` placeholder), and so is a closing
+  ``)``, ``]`` or ``}`` without its opening partner inside the URL:
+  ``(see https://x.example/a_(b))`` keeps ``a_(b)``;
+- a URL directly followed by a non-ASCII letter or digit (``https://bücher.example``,
+  or Japanese text glued to a URL) is ambiguous and is not reported at all: replacing
+  only its ASCII head would send readers to the wrong page;
+- a URL inside another URL's query string is part of the outer one (one link).
+
+The text was already decoded from its transfer encoding by the caller (no QP soft line
+breaks here). Offsets are into the given str; ``url == raw``.
+"""
+
+from __future__ import annotations
+
+import re
+
+from smtp_proxy.html_links import FoundLink
+
+# Printable ASCII except space, '"', '<', '>': everything a URL may carry, including the
+# characters real links use unescaped ({}, |, ^, `, \ in the wild).
+_URL_RE = re.compile(r"(?<![A-Za-z0-9+.-])[hH][tT][tT][pP][sS]?://[!#-;=?-~]+")
+_TRAILING = ".,;:!?'*"
+_PAIRS = {")": "(", "]": "[", "}": "{"}
+
+
+def _trim(url: str) -> str:
+    """Drop trailing punctuation that belongs to the sentence, not to the URL."""
+    while url:
+        last = url[-1]
+        if last in _TRAILING and not (last == "*" and url.endswith("|*")):
+            url = url[:-1]  # ("*|MERGE_TAG|*" placeholders keep their closing star)
+        elif last in _PAIRS and url.count(last) > url.count(_PAIRS[last]):
+            url = url[:-1]
+        else:
+            break
+    return url
+
+
+def find_text_links(text: str) -> tuple[FoundLink, ...]:
+    """Every http(s) URL of ``text``, in order, as ``FoundLink(kind="text")``."""
+    if "://" not in text:
+        return ()
+    found = []
+    for m in _URL_RE.finditer(text):
+        end = m.end()
+        if end < len(text) and not text[end].isascii() and text[end].isalnum():
+            continue  # glued to a non-ASCII word: where the URL ends is unknowable
+        url = _trim(m.group())
+        scheme_end = url.index("//") + 2
+        if len(url) <= scheme_end:
+            continue  # "http://" alone, or followed only by punctuation
+        start = m.start()
+        found.append(FoundLink(start, start + len(url), url, url, "text", None))
+    return tuple(found)
