@@ -17,11 +17,17 @@ from redirector.tokens import Keyring
 TOKEN_PATH_RE = re.compile(rb"/c/([A-Za-z0-9_-]{20,})")
 
 
+_EOL_RE = re.compile(rb"\r\n|\r|\n")
+
+
 def header_block(data: bytes) -> bytes:
-    for sep in (b"\r\n\r\n", b"\n\n"):
-        idx = data.find(sep)
-        if idx >= 0:
-            return data[:idx]
+    """The header block as a MIME parser sees it: up to the first empty line, where any
+    of CRLF, CR or LF ends a line (email.feedparser's rule)."""
+    previous_end = -1
+    for match in _EOL_RE.finditer(data):
+        if match.start() == previous_end:
+            return data[: match.start()]
+        previous_end = match.end()
     return data
 
 
@@ -85,7 +91,9 @@ def check_relayed(data: bytes, original: bytes, keyring: Keyring) -> str:
     orig_head = header_block(original)
     new_head = header_block(data)
     if new_head != orig_head:
-        stripped = re.sub(rb"(?im)^X-Clickrelay-Track:[^\r\n]*\r?\n", b"", orig_head + b"\r\n")
+        stripped = re.sub(
+            rb"(?im)^X-Clickrelay-Track:[^\r\n]*(\r\n|\r|\n)", b"", orig_head + b"\r\n"
+        )
         assert new_head + b"\r\n" == stripped, "headers changed by the rewrite"
     tracked = check_tracked_links(data, original, keyring)
     assert tracked > 0, "message changed but no tracked link found"

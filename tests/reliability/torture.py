@@ -121,10 +121,6 @@ def invalid_encodings() -> bytes:
         # unknown charset and unknown transfer encoding
         b"Content-Type: text/html; charset=x-no-such-charset\r\n"
         b"Content-Transfer-Encoding: x-uuencode\r\n\r\n" + _html(),
-        # 8bit headers and an encoded-word that does not decode
-        b"Content-Type: text/plain; charset=utf-8\r\nX-8bit: \xe9\xe8\r\n"
-        b"Content-Disposition: inline; filename==?utf-8?B?!!!?=\r\n\r\n"
-        b"https://example.com/t\r\n",
     ]
     body = (
         b"".join(b"--" + boundary + CRLF + p + CRLF for p in parts) + b"--" + boundary + b"--\r\n"
@@ -141,9 +137,6 @@ def lying_charset() -> bytes:
         b'<a href="https://example.com/\xc3\xa9t\xc3\xa9">x</a>\r\n',
         # says utf-16, is ascii
         b"Content-Type: text/html; charset=utf-16\r\n\r\n" + _html(),
-        # says utf-8, is utf-16 with BOM
-        b"Content-Type: text/html; charset=utf-8\r\n\r\n"
-        + '<a href="https://example.com/u16">x</a>'.encode("utf-16"),
         # a lying Content-Length
         b"Content-Type: text/html\r\nContent-Length: 3\r\n\r\n" + _html(),
     ]
@@ -157,6 +150,23 @@ def lying_charset() -> bytes:
         ),
         body,
     )
+
+
+def eight_bit_headers() -> bytes:
+    parts = [
+        # 8bit headers and an encoded-word that does not decode
+        b"Content-Type: text/plain; charset=utf-8\r\nX-8bit: \xe9\xe8\r\n"
+        b"Content-Disposition: inline; filename==?utf-8?B?!!!?=\r\n\r\n"
+        b"https://example.com/t\r\n",
+    ]
+    body = b"".join(b"--XYZ" + CRLF + p + CRLF for p in parts) + b"--XYZ--\r\n"
+    return _msg(_headers([b'Content-Type: multipart/mixed; boundary="XYZ"'], mid="8bit"), body)
+
+
+def utf16_part() -> bytes:
+    """A part that says utf-8 but is UTF-16 (NUL bytes in the body)."""
+    body = '<a href="https://example.com/u16">x</a>'.encode("utf-16")
+    return _msg(_headers([b"Content-Type: text/html; charset=utf-8"], mid="utf16"), body)
 
 
 def broken_structure() -> bytes:
@@ -219,6 +229,8 @@ CASES: dict[str, Callable[[], bytes]] = {
     "nul-bytes": nul_bytes,
     "invalid-encodings": invalid_encodings,
     "lying-charset": lying_charset,
+    "eight-bit-headers": eight_bit_headers,
+    "utf16-part": utf16_part,
     "broken-structure": broken_structure,
     "long-boundary-and-params": long_boundary_and_params,
     "html-torture": html_torture,
