@@ -9,11 +9,13 @@ click (it is in the store after exit); SIGHUP with a broken config keeps the old
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import signal
 import smtplib
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -253,6 +255,19 @@ def start_transaction(port: int) -> smtplib.SMTP:
     return client
 
 
+def wait_until_refused(port: int, timeout: float = 30.0) -> None:
+    """Poll until nothing accepts connections on ``port`` any more (the SIGTERM handler
+    closes the listener right after it sent STOPPING=1)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=10).close()
+        except ConnectionRefusedError:
+            return
+        assert time.monotonic() < deadline, f"port {port} still accepts after SIGTERM"
+        time.sleep(0.02)  # polling a condition with a deadline
+
+
 @pytest.mark.parametrize("command", ["serve", "proxy"])
 def test_sigterm_lets_an_in_flight_message_finish(tmp_path: Path, command: str) -> None:
     smtp_port, http_port = free_ports(2)
@@ -265,15 +280,15 @@ def test_sigterm_lets_an_in_flight_message_finish(tmp_path: Path, command: str) 
         try:
             proc.send_signal(signal.SIGTERM)
             proc.wait_for("STOPPING")
-            proc.wait_for_log("event=stopping")
             # No new connections while draining ...
-            with pytest.raises(OSError):
-                socket.create_connection(("127.0.0.1", smtp_port), timeout=10).close()
+            wait_until_refused(smtp_port)
             # ... but the transaction in flight completes with the upstream's 250.
             client.send(b"second half\r\n.\r\n")
             code, reply = client.getreply()
             assert code == 250, reply
-            client.quit()
+            # Once idle, the draining proxy may hang up before answering QUIT.
+            with contextlib.suppress(smtplib.SMTPServerDisconnected):
+                client.quit()
         finally:
             client.close()
         assert proc.wait_exit() == 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -138,8 +139,9 @@ def walk_through(
         ):
             assert name in metrics, name
 
-        assert proc.stop() == 0
-        assert any("STOPPING" in m for m in proc.notify.messages)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait_for("STOPPING")
+        assert proc.wait_exit() == 0
     # Stats still readable after exit (the store is a file in ./clickrelay-data).
     after = run_cli("stats", *config, cwd=directory)
     assert after.returncode == 0 and ARTICLE in after.stdout
