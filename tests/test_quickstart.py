@@ -34,7 +34,7 @@ ARTICLE = "https://example.com/article"
 
 def readme_snippet(smtp_port: int) -> str:
     (snippet,) = re.findall(r"```python\n(.*?)```", README, re.S)
-    assert '"127.0.0.1", 2525' in snippet
+    assert isinstance(snippet, str) and '"127.0.0.1", 2525' in snippet
     return snippet.replace('"127.0.0.1", 2525', f'"127.0.0.1", {smtp_port}')
 
 
