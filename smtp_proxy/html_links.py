@@ -79,31 +79,36 @@ _ATTR_RE = re.compile(
     rf"""(?>[{_WS}]*+=[{_WS}]*+(?:"([^"]*+)"|'([^']*+)'|([^{_WS}>]*+)))?+"""
 )
 _RAW_TEXT = ("script", "style", "title", "textarea", "xmp", "iframe", "noembed", "noframes")
-# A "<" the skipper must stop at: a start tag we read, a raw-text element, a markup
-# declaration / comment ("<!"), a processing instruction ("<?"), or "</" + non-letter.
-_INTERESTING = (
-    rf"(?:(?i:a|area)[{_WS}/>]|[vV]:|[!?]|/(?![A-Za-z])"
-    rf"|(?i:{'|'.join(_RAW_TEXT)}|plaintext)(?=[{_WS}/>]))"
-)
 # Skips text, end tags, uninteresting start tags, plain comments, bogus comments
 # (doctype, "<![endif]>") and the content of <style>/<script>/<title>; stops at an
 # interesting "<", at anything the input cuts off, or at the end. The Python loop in
-# _scan handles every case this skips too (it is only a fast path), so the order of the
-# alternatives is tuned for speed: end tags and start tags whose first letter cannot
-# begin an interesting name need no look-ahead.
+# _scan handles every case this skips too (it is only a fast path), so the alternatives
+# are shaped for speed: a start tag is recognised as uninteresting by its first letter,
+# with a look-ahead only after the letters that begin an interesting name.
 _NAME = rf"[^{_WS}/>]*+"
+_E = f"[{_WS}/>]"
+_BORING_START = (
+    rf"(?:[b-hj-moqruwyzB-HJ-MOQRUWYZ]|[aA](?!{_E}|[rR][eE][aA]{_E})"
+    rf"|[iI](?![fF][rR][aA][mM][eE]{_E})"
+    rf"|[nN](?![oO](?:[eE][mM][bB][eE][dD]|[fF][rR][aA][mM][eE][sS]){_E})"
+    rf"|[pP](?![lL][aA][iI][nN][tT][eE][xX][tT]{_E})"
+    rf"|[sS](?![cC][rR][iI][pP][tT]{_E}|[tT][yY][lL][eE]{_E})"
+    rf"|[tT](?![iI][tT][lL][eE]{_E}|[eE][xX][tT][aA][rR][eE][aA]{_E})"
+    rf"|[vV](?!:)|[xX](?![mM][pP]{_E}))"
+)
 _SKIP_RE = re.compile(
     rf"(?:[^<]++"
     rf"|</[A-Za-z]{_NAME}{_ATTRS}>"
-    rf"|<[b-hj-moqruwyzB-HJ-MOQRUWYZ]{_NAME}{_ATTRS}>"
+    rf"|<{_BORING_START}{_NAME}{_ATTRS}>"
     rf"|<!--(?:-?>|(?![{_WS}]*+\[(?i:if)\b)[^-]*+(?:-(?!-!?>)[^-]*+)*+--!?>)"
     rf"|<!(?!--)[^>]*+>|<\?[^>]*+>"
-    rf"|<(?i:style)(?=[{_WS}/>]){_ATTRS}>(?:[^<]++|<(?!/(?i:style)[{_WS}/>]))*+"
-    rf"|<(?i:script)(?=[{_WS}/>]){_ATTRS}>(?:[^<]++|<(?!/(?i:script)[{_WS}/>]))*+"
-    rf"|<(?i:title)(?=[{_WS}/>]){_ATTRS}>(?:[^<]++|<(?!/(?i:title)[{_WS}/>]))*+"
-    rf"|<(?!{_INTERESTING})(?:[A-Za-z]{_NAME}{_ATTRS}>|(?![A-Za-z/!?]))"
+    rf"|<(?i:style)(?={_E}){_ATTRS}>(?:[^<]++|<(?!/(?i:style){_E}))*+"
+    rf"|<(?i:script)(?={_E}){_ATTRS}>(?:[^<]++|<(?!/(?i:script){_E}))*+"
+    rf"|<(?i:title)(?={_E}){_ATTRS}>(?:[^<]++|<(?!/(?i:title){_E}))*+"
+    rf"|<(?![A-Za-z/!?])"
     rf")*+"
 )
+
 # Fast path for the tags that carry links: an <a>/<area>/<v:...> start tag with an href
 # that has a value, captured (the first href: attributes before it are not "href").
 _NOT_HREF_ATTR = (
@@ -254,8 +259,7 @@ def _scan(
 
 def _fast_link(html: str, m: re.Match[str]) -> FoundLink:
     """The link of a tag matched by ``_LINK_RE`` (no opt-out attribute on it)."""
-    group = 2 if m.group(2) is not None else 3 if m.group(3) is not None else 4
-    start, stop = m.span(group)
+    start, stop = m.span(m.lastindex or 4)  # the value group that matched (2, 3 or 4)
     if start < stop and (html[start] in _TRIM or html[stop - 1] in _TRIM):
         while start < stop and html[start] in _TRIM:
             start += 1
