@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -303,3 +304,99 @@ def test_command_rejects_a_bad_since(tmp_path: Path) -> None:
     result = run_stats(config, "--since", "last tuesday")
     assert result.returncode == 2
     assert "--since" in result.stderr
+
+
+# -- property: the stores' SQL agrees with a plain Python count -------------------------
+
+
+def reference_stats(clicks: list[Click], since: datetime | None) -> dict[str, Any]:
+    """What the stats must be, counted the obvious way."""
+
+    def summary(group: list[Click]) -> dict[str, Any]:
+        humans = [c for c in group if c.classification == "human"]
+        times = [c.time for c in group]
+        return {
+            "human_clicks": len(humans),
+            "bot_clicks": len(group) - len(humans),
+            "unique_human_recipients": len({c.recipient for c in humans if c.recipient}),
+            "first_click": min(times).isoformat().replace("+00:00", "Z"),
+            "last_click": max(times).isoformat().replace("+00:00", "Z"),
+        }
+
+    chosen = [c for c in clicks if since is None or c.time >= since]
+    messages: dict[str, list[Click]] = {}
+    for c in chosen:
+        messages.setdefault(c.queue_id, []).append(c)
+    out = []
+    links_total = 0
+    for queue_id, group in messages.items():
+        links: dict[tuple[int, str], list[Click]] = {}
+        for c in group:
+            links.setdefault((c.link_index, c.url), []).append(c)
+        links_total += len(links)
+        out.append(
+            {
+                "queue_id": queue_id,
+                **summary(group),
+                "links": [
+                    {"link_index": i, "url": u, **summary(links[(i, u)])} for i, u in sorted(links)
+                ],
+            }
+        )
+    out.sort(key=lambda m: (min(c.time for c in messages[m["queue_id"]]), m["queue_id"]))
+    return {
+        "messages": out,
+        "totals": {
+            "human_clicks": sum(m["human_clicks"] for m in out),
+            "bot_clicks": sum(m["bot_clicks"] for m in out),
+            "messages": len(out),
+            "links": links_total,
+        },
+    }
+
+
+clicks_strategy = st.lists(
+    st.builds(
+        click,
+        queue_id=st.sampled_from(["A", "B", "C", "D"]),
+        link_index=st.integers(0, 3),
+        # Whole milliseconds: distinct enough, and min/max ties cannot reorder messages.
+        when=st.integers(0, 10_000).map(lambda ms: T0 + timedelta(milliseconds=ms)),
+        recipient=st.sampled_from([None, "a@x", "b@x", "c@x"]),
+        classification=st.sampled_from(["human", "bot"]),
+    ),
+    max_size=40,
+)
+
+
+async def _stats_via(store: ClickStore, clicks: list[Click], since: datetime | None) -> Any:
+    await store.open()
+    try:
+        await store.write(clicks)
+        return await store.stats(since)
+    finally:
+        if isinstance(store, PgStore):
+            await store.drop_tables()
+        await store.close()
+
+
+@settings(max_examples=25, deadline=None)
+@given(clicks=clicks_strategy, since_ms=st.none() | st.integers(0, 10_000))
+def test_sqlite_stats_match_a_plain_count(
+    tmp_path_factory: pytest.TempPathFactory, clicks: list[Click], since_ms: int | None
+) -> None:
+    since = None if since_ms is None else T0 + timedelta(milliseconds=since_ms)
+    store = SqliteStore(tmp_path_factory.mktemp("prop") / "c.sqlite3")
+    got = asyncio.run(_stats_via(store, clicks, since))
+    assert got == reference_stats(clicks, since)
+
+
+@settings(max_examples=15, deadline=None)
+@given(clicks=clicks_strategy, since_ms=st.none() | st.integers(0, 10_000))
+def test_pg_stats_match_a_plain_count(
+    pg_dsn: str, clicks: list[Click], since_ms: int | None
+) -> None:
+    since = None if since_ms is None else T0 + timedelta(milliseconds=since_ms)
+    store = PgStore(pg_dsn, table_prefix=f"t{uuid.uuid4().hex[:12]}_")
+    got = asyncio.run(_stats_via(store, clicks, since))
+    assert got == reference_stats(clicks, since)

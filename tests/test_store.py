@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sqlite3
 import uuid
@@ -284,6 +285,25 @@ async def test_pg_schema_version_and_indexes(pg_dsn: str) -> None:
     finally:
         await store.drop_tables()
         await store.close()
+
+
+async def test_pg_several_nodes_opening_at_once_migrate_once(pg_dsn: str) -> None:
+    prefix = unique_prefix()
+    nodes = [PgStore(pg_dsn, table_prefix=prefix) for _ in range(4)]
+    try:
+        await asyncio.gather(*(node.open() for node in nodes))
+        await asyncio.gather(*(node.write([make_click(i)]) for i, node in enumerate(nodes)))
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            versions = await conn.fetch(f"SELECT version FROM {prefix}schema_version")
+        finally:
+            await conn.close()
+        assert [r[0] for r in versions] == [1]
+        assert await count_rows(nodes[0]) == 4
+    finally:
+        await nodes[0].drop_tables()
+        for node in nodes:
+            await node.close()
 
 
 async def test_pg_unreachable_is_a_store_error_and_open_is_retried_by_write(
