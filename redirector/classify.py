@@ -25,7 +25,6 @@ it, so that stats can show humans and bots apart. The rules, in the order they a
 
 from __future__ import annotations
 
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -87,11 +86,29 @@ def load_agents(extra_file: Path | None = None) -> tuple[str, ...]:
     return agents + tuple(a for a in extra if a not in agents)
 
 
-def agent_pattern(agents: Iterable[str]) -> re.Pattern[str]:
-    """One case-insensitive regex matching any of the substrings (faster than a loop)."""
-    escaped = [re.escape(a) for a in agents if a]
-    # (?!) never matches: an empty list flags nobody.
-    return re.compile("|".join(escaped) or "(?!)", re.IGNORECASE)
+class AgentMatcher:
+    """Case-insensitive "contains any of these substrings", with a small memo.
+
+    A loop of ``in`` over a lower-cased agent is several times faster than one big
+    regex alternation in Python's ``re``; and since a few browser versions make up most
+    clicks, the answer per distinct agent string is remembered (bounded).
+    """
+
+    def __init__(self, agents: Iterable[str], *, memo_size: int = 4096) -> None:
+        self.agents = tuple(dict.fromkeys(a.lower() for a in agents if a))
+        self._memo: dict[str, bool] = {}
+        self._memo_size = memo_size
+
+    def __call__(self, user_agent: str) -> bool:
+        known = self._memo.get(user_agent)
+        if known is not None:
+            return known
+        lowered = user_agent.lower()
+        found = any(agent in lowered for agent in self.agents)
+        if len(self._memo) >= self._memo_size:
+            self._memo.clear()  # crude but bounded; refills with the common agents at once
+        self._memo[user_agent] = found
+        return found
 
 
 def rule_verdict(
@@ -99,18 +116,18 @@ def rule_verdict(
     method: str,
     user_agent: str | None,
     seconds_since_send: float,
-    agents: re.Pattern[str],
+    agents: Callable[[str], bool],
     bot_seconds_after_send: float,
 ) -> Verdict:
-    """Every rule but the burst rule (which needs memory of earlier clicks). Pure.
+    """Every rule but the burst rule (which needs memory of earlier clicks).
 
-    ``agents`` is the pattern from :func:`agent_pattern`.
+    ``agents`` tells whether a user agent is a known scanner (an :class:`AgentMatcher`).
     """
     if method == "HEAD":
         return _BOT_VERDICTS["head"]
     if user_agent is None or not user_agent.strip():
         return _BOT_VERDICTS["no-user-agent"]
-    if agents.search(user_agent):
+    if agents(user_agent):
         return _BOT_VERDICTS["scanner-agent"]
     if seconds_since_send < bot_seconds_after_send:
         return _BOT_VERDICTS["too-soon"]
@@ -182,8 +199,7 @@ class Classifier:
         clock: Callable[[], float] = time.time,
         max_tracked: int = 50_000,
     ) -> None:
-        self.agents = tuple(a.lower() for a in agents)
-        self._agent_re = agent_pattern(self.agents)
+        self.matcher = AgentMatcher(agents)
         self.bot_seconds_after_send = bot_seconds_after_send
         self.clock = clock
         self.bursts = BurstTracker(window=burst_window, links=burst_links, max_keys=max_tracked)
@@ -226,7 +242,7 @@ class Classifier:
             method=method,
             user_agent=user_agent,
             seconds_since_send=now - sent_at,
-            agents=self._agent_re,
+            agents=self.matcher,
             bot_seconds_after_send=self.bot_seconds_after_send,
         )
         if verdict.is_bot or not burst:

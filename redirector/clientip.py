@@ -89,5 +89,10 @@ class ClientIpPolicy:
             return None
         if self.ip_mode == "full":
             return str(address)
-        prefix = self.ipv4_prefix if address.version == 4 else self.ipv6_prefix
-        return str(ipaddress.ip_network((address, prefix), strict=False).network_address)
+        if address.version == 4:
+            bits, prefix = 32, self.ipv4_prefix
+        else:
+            bits, prefix = 128, self.ipv6_prefix
+        # Integer masking: ip_network(..., strict=False) does the same, ~10x slower.
+        mask = ((1 << bits) - 1) ^ ((1 << (bits - prefix)) - 1)
+        return str(type(address)(int(address) & mask))

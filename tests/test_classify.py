@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from redirector.classify import (
+    AgentMatcher,
     BurstTracker,
     Classifier,
     Verdict,
-    agent_pattern,
     bundled_agents,
     load_agents,
     parse_agent_list,
@@ -56,7 +56,7 @@ SCANNERS = (
     "Barracuda Sentinel (EE)",
     "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)",
 )
-AGENTS = agent_pattern(bundled_agents())
+AGENTS = AgentMatcher(bundled_agents())
 
 
 def verdict(
@@ -111,10 +111,20 @@ def test_scanner_agent_reason_wins_over_too_soon() -> None:
 
 
 def test_agent_matching_is_case_insensitive_and_empty_list_flags_nobody() -> None:
-    assert agent_pattern(["mimecast"]).search("MIMECAST-Scanner")
-    assert agent_pattern([]).search("curl/8") is None
-    # Regex metacharacters in an entry are literal.
-    assert agent_pattern(["yahoo! slurp", "a.b"]).search("axb") is None
+    matcher = AgentMatcher(["MimeCast"])
+    assert matcher("MIMECAST-Scanner")
+    assert matcher("MIMECAST-Scanner")  # the memoised answer agrees
+    assert not matcher("Mozilla/5.0")
+    assert not AgentMatcher([])("curl/8")
+    # Entries are plain substrings, not patterns.
+    assert not AgentMatcher(["yahoo! slurp", "a.b"])("axb")
+
+
+def test_agent_memo_is_bounded() -> None:
+    matcher = AgentMatcher(["bot"], memo_size=10)
+    for i in range(100):
+        assert matcher(f"agent {i} bot") and not matcher(f"agent {i}")
+    assert len(matcher._memo) <= 10
 
 
 def test_parse_agent_list_skips_comments_blank_lines_and_duplicates() -> None:
