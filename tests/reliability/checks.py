@@ -7,6 +7,7 @@ present in the original message (link abuse: nothing can be smuggled in).
 
 from __future__ import annotations
 
+import email
 import html
 import quopri
 import re
@@ -34,8 +35,11 @@ def header_block(data: bytes) -> bytes:
 def _variants(original: bytes) -> list[str]:
     unfolded = original.replace(b"=\r\n", b"").replace(b"=\n", b"")
     decoded = quopri.decodestring(unfolded)
+    blobs = [original, unfolded, decoded]
+    if b"base64" in original.lower():
+        blobs.extend(_decoded_parts(original))
     out: list[str] = []
-    for blob in (original, unfolded, decoded):
+    for blob in blobs:
         for charset in ("utf-8", "latin-1"):
             text = blob.decode(charset, "replace")
             out.append(text)
@@ -54,10 +58,29 @@ def url_in_original(url: str, original: bytes, cache: dict[int, list[str]] | Non
     return any(url in text for text in variants)
 
 
-def tokens_in(data: bytes, base_path: bytes = b"") -> list[str]:
-    """Every ``/c/<token>`` in ``data`` (quoted-printable soft breaks removed first)."""
+def _decoded_parts(data: bytes) -> list[bytes]:
+    """Transfer-decoded body parts (best effort; nothing for absurd nesting)."""
+    out: list[bytes] = []
+    try:
+        for part in email.message_from_bytes(data).walk():
+            if not part.is_multipart():
+                payload = part.get_payload(decode=True)
+                if isinstance(payload, bytes):
+                    out.append(payload)
+    except RecursionError:
+        pass
+    return out
+
+
+def tokens_in(data: bytes) -> list[str]:
+    """Every ``/c/<token>`` in ``data``: in the raw bytes (quoted-printable soft breaks
+    removed) and in every transfer-decoded body part (base64 parts)."""
     flat = data.replace(b"=\r\n", b"").replace(b"=\n", b"")
-    return [m.decode("ascii") for m in TOKEN_PATH_RE.findall(flat)]
+    found = [m.decode("ascii") for m in TOKEN_PATH_RE.findall(flat)]
+    if b"base64" in data.lower():
+        for payload in _decoded_parts(data):
+            found.extend(m.decode("ascii") for m in TOKEN_PATH_RE.findall(payload))
+    return list(dict.fromkeys(found))
 
 
 def check_tracked_links(data: bytes, original: bytes, keyring: Keyring) -> int:

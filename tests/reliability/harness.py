@@ -243,6 +243,7 @@ class SendStats:
     permanent: int = 0  # messages answered with a 5xx (not retried)
     gave_up: int = 0  # messages still not delivered at the deadline
     codes: Counter[int] = field(default_factory=Counter)
+    error_types: Counter[str] = field(default_factory=Counter)
     delivered_ids: set[str] = field(default_factory=set)
 
 
@@ -308,9 +309,15 @@ async def send_with_retry(
                     stats.delivered += 1
                     stats.delivered_ids.add(message_id)
                     break
-                except aiosmtplib.SMTPResponseException as exc:
-                    stats.codes[exc.code] += 1
-                    if 400 <= exc.code < 500:
+                except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused) as exc:
+                    # All recipients refused arrives as SMTPRecipientsRefused (no .code).
+                    code = (
+                        exc.code
+                        if isinstance(exc, aiosmtplib.SMTPResponseException)
+                        else min(r.code for r in exc.recipients)
+                    )
+                    stats.codes[code] += 1
+                    if 400 <= code < 500:
                         stats.refused_4xx += 1
                         await _reset(client)
                         await asyncio.sleep(retry_pause)
@@ -318,8 +325,9 @@ async def send_with_retry(
                     stats.permanent += 1
                     await _reset(client)
                     break
-                except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
                     stats.connection_errors += 1
+                    stats.error_types[type(exc).__name__] += 1
                     if client is not None:
                         client.close()
                     client = None
