@@ -57,15 +57,18 @@ class ClickStore(Protocol):
 def open_store(url: str) -> ClickStore:
     """A store for ``sqlite:PATH`` or ``postgresql://…`` (``postgres://`` too).
 
-    Nothing is connected yet: call ``await store.open()``. Raises StoreError for any
-    other URL.
+    A PostgreSQL URL may carry ``table_prefix=NAME_`` in its query (default
+    ``clickrelay_``) to keep several deployments apart in one database; the other query
+    parameters go to asyncpg. Nothing is connected yet: call ``await store.open()``.
+    Raises StoreError for any other URL or a bad prefix.
     """
     if url.startswith("sqlite:") and len(url) > len("sqlite:"):
         from redirector.store_sqlite import SqliteStore
 
         return SqliteStore(url[len("sqlite:") :])
     if url.startswith(("postgresql://", "postgres://")):
-        from redirector.store_pg import PgStore
+        from redirector.store_pg import PgStore, split_table_prefix
 
-        return PgStore(url)
+        dsn, prefix = split_table_prefix(url)
+        return PgStore(dsn) if prefix is None else PgStore(dsn, table_prefix=prefix)
     raise StoreError(f"unknown click store URL {url!r}: expected sqlite:PATH or postgresql://…")

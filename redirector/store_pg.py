@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import asyncpg
 
@@ -61,6 +61,17 @@ def safe_dsn_name(dsn: str) -> str:
     except ValueError:
         return "postgresql://?"
     return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def split_table_prefix(url: str) -> tuple[str, str | None]:
+    """``postgresql://h/db?table_prefix=x_&sslmode=require`` → (URL without it, ``x_``)."""
+    parts = urlsplit(url)
+    if "table_prefix=" not in parts.query:
+        return url, None
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefixes = [v for k, v in query if k == "table_prefix"]
+    rest = [(k, v) for k, v in query if k != "table_prefix"]
+    return parts._replace(query=urlencode(rest)).geturl(), prefixes[-1]
 
 
 def _row(click: Click) -> tuple[Any, ...]:

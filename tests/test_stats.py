@@ -273,6 +273,25 @@ async def test_command_prints_json_and_table_from_the_configured_store(tmp_path:
     assert "https://example.com/A1/0?q=ü" in result.stdout
 
 
+async def test_command_reads_postgresql(tmp_path: Path, pg_dsn: str) -> None:
+    prefix = f"t{uuid.uuid4().hex[:12]}_"
+    store = PgStore(pg_dsn, table_prefix=prefix)
+    await store.open()
+    try:
+        await store.write(KNOWN)
+        config = tmp_path / "clickrelay.toml"
+        sep = "&" if "?" in pg_dsn else "?"
+        config.write_text(
+            f'[redirector]\nstore = "{pg_dsn}{sep}table_prefix={prefix}"\n', encoding="utf-8"
+        )
+        result = await asyncio.to_thread(run_stats, config, "--json", "--since", "2026-11-01")
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["messages"] == [MSG_A, MSG_B]
+    finally:
+        await store.drop_tables()
+        await store.close()
+
+
 def test_command_says_clearly_when_the_store_is_missing(tmp_path: Path) -> None:
     config = tmp_path / "clickrelay.toml"
     config.write_text('[redirector]\nstore = "sqlite:nowhere/clicks.sqlite3"\n', encoding="utf-8")

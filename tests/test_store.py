@@ -340,6 +340,17 @@ def test_open_store_rejects_unknown_urls(url: str) -> None:
         open_store(url)
 
 
+def test_open_store_takes_a_table_prefix_from_the_pg_url() -> None:
+    store = open_store("postgresql://u@h:5433/db?sslmode=disable&table_prefix=site2_")
+    assert isinstance(store, PgStore)
+    assert store.prefix == "site2_" and store.table == "site2_clicks"
+    assert store.dsn == "postgresql://u@h:5433/db?sslmode=disable"
+    plain = open_store("postgresql://h/db")
+    assert isinstance(plain, PgStore) and plain.prefix == "clickrelay_"
+    with pytest.raises(StoreError, match="prefix"):
+        open_store("postgresql://h/db?table_prefix=x;drop")
+
+
 def test_open_store_picks_the_implementation() -> None:
     assert isinstance(open_store("sqlite:/tmp/x.db"), SqliteStore)
     assert isinstance(open_store("postgres://h/db"), PgStore)
