@@ -351,27 +351,46 @@ def _dom_value(link: FoundLink) -> str:
     return link.url
 
 
-def _lxml_hrefs(data: bytes) -> list[str] | None:
-    """Non-empty hrefs of every ``<a>``/``<area>`` lxml sees, in document order.
+def _parse(data: bytes, keep_comments: bool) -> etree._Element | None:
+    """lxml's tree of ``data``; ``None`` if lxml refuses it.
 
-    ``None`` if lxml refuses the input. A document without any element (only a comment,
-    say) has no anchors for lxml: an empty list.
+    A document without any element (only a comment, say) gets an empty ``<p>`` appended
+    so that lxml still returns a tree (with the comments, when kept).
     """
-    parser = etree.HTMLParser(**_PARSER_OPTIONS)  # type: ignore[arg-type]
+    options = dict(_PARSER_OPTIONS, remove_comments=not keep_comments)
     try:
-        root = etree.fromstring(data, parser)
+        root = etree.fromstring(data, etree.HTMLParser(**options))  # type: ignore[arg-type]
+        if root is None:
+            root = etree.fromstring(data + b"<p>", etree.HTMLParser(**options))  # type: ignore[arg-type]
     except (etree.LxmlError, ValueError):
         return None
-    if root is None:
-        return []
-    hrefs = []
-    for element in root.iter("a", "area"):
+    return root
+
+
+def _link_values(root: etree._Element, with_vml: bool) -> list[str]:
+    """Non-empty hrefs of the link elements lxml sees, in document order."""
+    if with_vml:
+        elements = [
+            e
+            for e in root.iter()
+            if isinstance(e.tag, str) and (e.tag in ("a", "area") or e.tag.startswith("v:"))
+        ]
+    else:
+        elements = list(root.iter("a", "area"))
+    values = []
+    for element in elements:
         value = element.get("href")
         if value:
             value = value.strip(_TRIM)
             if value:
-                hrefs.append(value)
-    return hrefs
+                values.append(value)
+    return values
+
+
+def _lxml_hrefs(data: bytes) -> list[str] | None:
+    """Non-empty hrefs of every ``<a>``/``<area>`` lxml sees (None: lxml refuses)."""
+    root = _parse(data, keep_comments=False)
+    return None if root is None else _link_values(root, with_vml=False)
 
 
 def find_html_links(html: str, *, check: bool = True) -> HtmlScan:
@@ -392,23 +411,50 @@ def find_html_links(html: str, *, check: bool = True) -> HtmlScan:
 
 
 def check_links(html: str, scan: HtmlScan) -> str | None:
-    """lxml's verdict on a scan of ``html``: None if it finds the same anchors in the same
-    order (``<a>``/``<area>`` outside comments), else ``"html-disagrees"``, or
-    ``"html-unparseable"`` when lxml refuses a part in which links were found."""
+    """lxml's verdict on a scan of ``html``.
+
+    ``None`` if lxml finds the same links with the same values in the same order: the
+    ``<a>``/``<area>`` (and VML, when the scan found some) elements of the document, and
+    separately the links inside Outlook conditional comments, whose text lxml keeps as
+    comments and which are therefore parsed on their own (all of them in one parse).
+    Else ``"html-disagrees"``, or ``"html-unparseable"`` when lxml refuses a part in
+    which links were found.
+    """
     if not scan.links:
         return None  # nothing to rewrite: whatever lxml sees, the part stays as it is
-    mine = []
+    visible: list[str] = []
+    hidden: list[str] = []
+    with_vml = False
     for i, link in enumerate(scan.links):
-        if link.kind != "vml" and i not in scan.hidden:
-            value = _dom_value(link).strip(_TRIM)
-            if value:
-                mine.append(value)
-    theirs = _lxml_hrefs(html.encode("utf-8", "replace"))
-    if theirs is None:
+        value = _dom_value(link).strip(_TRIM)
+        if not value:
+            continue
+        if i in scan.hidden:
+            hidden.append(value)
+        else:
+            visible.append(value)
+            with_vml = with_vml or link.kind == "vml"
+    if not html.isascii():  # lone surrogates: lxml sees what "replace" made of them
+        visible = [v.encode("utf-8", "replace").decode("utf-8") for v in visible]
+        hidden = [v.encode("utf-8", "replace").decode("utf-8") for v in hidden]
+    root = _parse(html.encode("utf-8", "replace"), keep_comments=bool(hidden))
+    if root is None:
         return "html-unparseable"
-    if not html.isascii():  # lone surrogates: lxml saw what "replace" made of them
-        mine = [v.encode("utf-8", "replace").decode("utf-8") for v in mine]
-    return None if mine == theirs else "html-disagrees"
+    if _link_values(root, with_vml) != visible:
+        return "html-disagrees"
+    if hidden:
+        texts = [
+            text
+            for comment in root.getroottree().xpath("//comment()")  # type: ignore[union-attr]
+            if isinstance(comment, etree._Comment)
+            and (text := comment.text or "")
+            and _CONDITIONAL_RE.match(text)
+            and "href" in text.lower()
+        ]
+        inner = _parse("\n".join(texts).encode("utf-8", "replace"), keep_comments=False)
+        if inner is None or _link_values(inner, with_vml=True) != hidden:
+            return "html-disagrees"
+    return None
 
 
 def splice(text: str, replacements: Sequence[tuple[FoundLink, str]]) -> str:

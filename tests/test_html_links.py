@@ -280,6 +280,27 @@ def test_disagreement_is_reported() -> None:
     assert check_links(html, find_html_links(html, check=False)) == "html-disagrees"
 
 
+def test_disagreement_inside_conditional_comments_is_reported() -> None:
+    # lxml keeps the comment as text; its content is parsed on its own and compared.
+    html = (
+        "<p>x</p><!--[if mso]><script><!--<script></script>"
+        "<v:rect href=https://x.example/></script><![endif]-->"
+    )
+    assert find_html_links(html).problem == "html-disagrees"
+
+
+def test_disagreement_on_vml_outside_comments_is_reported() -> None:
+    html = "<script><!--<script></script><v:rect href=https://x.example/></script><p>"
+    assert find_html_links(html).problem == "html-disagrees"
+
+
+def test_comment_only_part_agrees() -> None:
+    html = '<!--[if mso]><v:roundrect href="https://x.example/?a=1&amp;b=2"><![endif]-->'
+    scan = find_html_links(html)
+    assert scan.problem is None
+    assert [link.url for link in scan.links] == ["https://x.example/?a=1&b=2"]
+
+
 def test_deep_nesting_lxml_drops_is_reported() -> None:
     html = "<div>" * 6000 + '<a href="https://deep.example/">x</a>'
     assert find_html_links(html).problem == "html-disagrees"
