@@ -230,6 +230,13 @@ class Stack:
             summary = self.preflight_summary()
             if summary:
                 lines.append(summary)
+                if self.monitor is not None and not all(
+                    self.monitor.may_rewrite(url) for url in cfg.tracking.base_urls()
+                ):
+                    lines.append(
+                        "                (mail is relayed unrewritten until preflight passes:"
+                        " run `clickrelay check`)"
+                    )
         if "redirector" in listening:
             lines.append(f"redirector      http://{listening['redirector']}  (clicks land here)")
         if "admin" in listening:
@@ -315,7 +322,14 @@ class Supervisor:
     async def _run(self) -> int:
         config = self.load()
         setup_logging(config.log.level)
-        keyring = ensure_key_file(config.tracking.key_file)
+        try:
+            keyring = ensure_key_file(config.tracking.key_file)
+        except OSError as exc:
+            # e.g. a relative key_file under a read-only /etc (systemd's ProtectSystem).
+            raise StartupError(
+                f"cannot create the key file {config.tracking.key_file}: {exc.strerror}"
+                " (set [tracking] key_file to a writable path)"
+            ) from None
         stack = Stack(self.kind, config, keyring)
         self.stack = stack
         try:

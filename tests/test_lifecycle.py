@@ -320,3 +320,41 @@ def test_sigterm_past_the_grace_period_never_says_250(tmp_path: Path) -> None:
             client.close()
     assert outbox(tmp_path) == []
     assert "proxy-stop-grace-expired" in proc.stderr()
+
+
+def test_unusable_key_file_location_is_a_clean_startup_error(tmp_path: Path) -> None:
+    (http_port,) = free_ports(1)
+    (tmp_path / "not-a-dir").write_text("a file where a directory should be")
+    config = write_config(tmp_path, http_port=http_port, tracking='key_file = "not-a-dir/keys"')
+    result = run_cli("redirector", "-c", str(config), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "cannot create the key file" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_relays_unrewritten_while_preflight_fails(tmp_path: Path) -> None:
+    """Promise 1 at startup: the tracking base URL is not our redirector (nothing listens
+    there), so the banner says so and mail goes out exactly as sent."""
+    smtp_port, http_port, elsewhere = free_ports(3)
+    config = write_config(tmp_path, smtp_port=smtp_port, http_port=http_port)
+    config.write_text(
+        config.read_text().replace(
+            f'base_url = "http://127.0.0.1:{http_port}"',
+            f'base_url = "http://127.0.0.1:{elsewhere}"',
+        )
+    )
+    with ClickrelayProcess(["serve", "-c", str(config)], cwd=tmp_path) as proc:
+        proc.wait_ready()
+        banner = proc.stdout()
+        assert f"preflight: http://127.0.0.1:{elsewhere} probe-refused" in banner
+        assert "relayed unrewritten until preflight passes" in banner
+        body = (
+            MESSAGE_HEAD.replace(b"text/plain", b"text/html")
+            + b'<a href="https://example.com/untouched">x</a>\r\n'
+        )
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=60) as client:
+            assert client.sendmail("app@sender.test", ["someone@example.test"], body) == {}
+        assert proc.stop() == 0
+    (delivered,) = outbox(tmp_path)
+    assert delivered.read_bytes().endswith(body)
+    assert "preflight=probe-refused" in proc.stderr()
