@@ -6,8 +6,10 @@ batches: as soon as ``batch_size`` clicks are queued, or ``flush_interval`` seco
 after the first click of a batch arrived.
 
 When a write fails (:class:`StoreError`) the batch stays at the head of the queue and is
-retried with exponential backoff; new clicks keep queueing meanwhile. Retrying is safe
-because clicks carry ids the store de-duplicates. The queue is bounded: past
+retried with exponential backoff (``backoff_base`` doubling up to ``backoff_cap``); new
+clicks keep queueing meanwhile. Retrying is safe because clicks carry ids the store
+de-duplicates. While idle the store is checked every ``probe_interval`` seconds (an
+empty write), so ``state`` — shown by ``/healthz`` — stays truthful. The queue is bounded: past
 ``queue_size`` the oldest queued click is dropped, counted and logged (rate-limited) —
 never silently. :meth:`stop` flushes what it can within its timeout.
 

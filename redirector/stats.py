@@ -69,7 +69,7 @@ class MessageRow:
 
 
 def iso(value: datetime) -> str:
-    """ISO 8601 in UTC with a ``Z``, to the second's microseconds when present."""
+    """ISO 8601 in UTC with a ``Z``; microseconds only when not zero."""
     return utc(value).isoformat().replace("+00:00", "Z")
 
 

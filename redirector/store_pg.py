@@ -176,7 +176,7 @@ class PgStore:
                 return await coro_fn(*args)
         except StoreError:
             raise
-        except (Exception, TimeoutError) as exc:  # driver, network, protocol, timeout
+        except Exception as exc:  # driver, network, protocol, timeout
             raise self._error(exc) from exc
 
     async def open(self) -> None:
@@ -228,7 +228,7 @@ class PgStore:
             return
         try:
             await asyncio.wait_for(pool.close(), timeout=self.command_timeout)
-        except (Exception, TimeoutError):
+        except Exception:
             pool.terminate()  # the database is gone: don't wait for a polite goodbye
 
     async def drop_tables(self) -> None:
