@@ -387,6 +387,15 @@ def _link_values(root: etree._Element, with_vml: bool) -> list[str]:
     return values
 
 
+def _comments(root: etree._Element) -> list[etree._Element]:
+    """Every comment of the document in order, including those before/after the root
+    (iterating the tree is cheaper than an XPath query)."""
+    before = list(root.itersiblings(preceding=True))[::-1]
+    inside = list(root.iter(etree.Comment))
+    after = list(root.itersiblings())
+    return [c for c in (*before, *inside, *after) if isinstance(c, etree._Comment)]
+
+
 def _lxml_hrefs(data: bytes) -> list[str] | None:
     """Non-empty hrefs of every ``<a>``/``<area>`` lxml sees (None: lxml refuses)."""
     root = _parse(data, keep_comments=False)
@@ -445,9 +454,8 @@ def check_links(html: str, scan: HtmlScan) -> str | None:
     if hidden:
         texts = [
             text
-            for comment in root.getroottree().xpath("//comment()")  # type: ignore[union-attr]
-            if isinstance(comment, etree._Comment)
-            and (text := comment.text or "")
+            for comment in _comments(root)
+            if (text := comment.text or "")
             and _CONDITIONAL_RE.match(text)
             and "href" in text.lower()
         ]

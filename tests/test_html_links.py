@@ -115,6 +115,48 @@ def test_entities(raw: str, url: str) -> None:
     assert scan.links[0].raw == raw
 
 
+_ENTITY_PIECES = st.sampled_from(
+    [
+        "&",
+        "amp",
+        "AMP",
+        ";",
+        "copy",
+        "=",
+        "#",
+        "x",
+        "X",
+        "26",
+        "38",
+        "0",
+        "1114112",
+        "lt",
+        "notin",
+        "not",
+        "it",
+        "a",
+        "9",
+        "nbsp",
+        "&#",
+        "&#x",
+        "AElig",
+        "eacute",
+        "?",
+        "/",
+        "%",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_ENTITY_PIECES, max_size=12).map("".join))
+def test_entity_decoding_matches_lxml(raw: str) -> None:
+    html = f'<a href="https://x.example/{raw}">x</a>'
+    scan = find_html_links(html)
+    assert scan.problem is None
+    assert [link.url for link in scan.links] == lxml_hrefs(html)
+
+
 # --- where links are not looked for ------------------------------------------------------
 
 
