@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import socket
 import ssl
 import time
@@ -477,28 +478,34 @@ class _SmtpTransaction:
         return await self._command(args, stage="command")
 
     async def data(self, message: bytes) -> Reply:
-        """Send ``DATA`` and the message (dot-stuffed by aiosmtplib); the final reply.
+        """Send ``DATA`` and the message; the upstream's final reply.
 
-        Bare CR/LF in ``message`` would be turned into CRLF by aiosmtplib; the proxy
-        rejects or normalises them before this point, so what the client sent (or the
-        rewritten message) is what the upstream gets.
+        The message is streamed in line-aligned chunks with back-pressure (see
+        :func:`_stream_data`), so a 25 MB message costs about one chunk of extra memory,
+        not several copies. Bare CR or LF are sent as CRLF and lines starting with ``.``
+        are dot-stuffed, so no byte sequence in ``message`` can end the DATA early (the
+        proxy rejects or normalises bare newlines before this point anyway).
         """
         self._usable()
         smtp = self._conn.smtp
         try:
-            response = await smtp.data(message, timeout=self._pool.config.timeout)
-            reply = Reply(response.code, response.message)
+            reply = await _stream_data(smtp, message, self._pool.config.timeout)
         except SMTPResponseException as exc:
             reply = Reply(exc.code, exc.message)
-        except (SMTPException, OSError) as exc:
+        except (SMTPException, OSError, TimeoutError) as exc:
             raise self._fail(exc, stage="data") from exc
         except BaseException:
             self._break()
             raise
         if not 200 <= reply.code <= 599:
             raise self._fail(SMTPResponseException(reply.code, reply.message), stage="data")
-        if reply.code == 421 or not self._conn.alive:
+        if reply.code == 421:
             raise self._fail(SMTPResponseException(reply.code, reply.message), stage="data")
+        if not self._conn.alive:
+            # The upstream hung up right after answering. The answer stands (a 250 here
+            # means delivered: raising would make the client send it twice); the
+            # connection is simply not reused.
+            self._break()
         # After a 2xx the upstream has reset its transaction state by itself. aiosmtplib
         # reports a refused DATA command (no 354, transaction still open) and a refused
         # message alike, so RSET on release after any refusal; it is harmless.
@@ -572,10 +579,69 @@ class _SmtpTransaction:
             self._break()  # cancelled mid-command: the connection's state is unknown
             raise
         reply = Reply(response.code, response.message)
-        if reply.code == 421 or not self._conn.alive:
+        if reply.code == 421:
             # "Service not available, closing channel": aiosmtplib has closed it already.
             raise self._fail(SMTPResponseException(reply.code, reply.message), stage=stage)
+        if not self._conn.alive:
+            self._break()  # the answer stands; the next command will raise UpstreamError
         return reply
+
+
+#: Target size of one DATA write; chunks are cut after a line end.
+DATA_CHUNK = 256 * 1024
+_LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+def _chunk_for_wire(piece: bytes) -> bytes:
+    """CRLF line ends and dot-stuffing for a piece that starts at a line start."""
+    crlf = piece.count(b"\r\n")
+    if piece.count(b"\n") != crlf or piece.count(b"\r") != crlf:
+        piece = _LINE_ENDINGS.sub(b"\r\n", piece)
+    if piece.startswith(b".") or b"\n." in piece:
+        piece = _LEADING_DOT.sub(b"..", piece)
+    return piece
+
+
+async def _stream_data(smtp: aiosmtplib.SMTP, message: bytes, wait: float) -> Reply:
+    """The DATA phase, streamed; each reply and each drain bounded by ``wait`` seconds.
+
+    aiosmtplib's own ``data()`` builds the whole dot-stuffed message in memory (three
+    or four copies of a big message at the peak). Here the message goes out in
+    :data:`DATA_CHUNK` pieces, cut after a newline so each piece starts at a line start
+    (where stuffing is decided), waiting for the transport to drain between pieces.
+    """
+    protocol = smtp.protocol
+    drain = getattr(protocol, "_drain_helper", None)
+    if protocol is None or drain is None:  # pragma: no cover - other aiosmtplib versions
+        response = await smtp.data(message, timeout=wait)
+        return Reply(response.code, response.message)
+    start = await smtp.execute_command(b"DATA", timeout=wait)
+    if start.code != 354:
+        return Reply(start.code, start.message)
+    size = len(message)
+    pos = 0
+    ends_crlf = False
+    while pos < size:
+        end = pos + DATA_CHUNK
+        if end < size:
+            newline = message.find(b"\n", end)
+            end = size if newline < 0 else newline + 1
+        else:
+            end = size
+        piece = _chunk_for_wire(message[pos:end])
+        pos = end
+        ends_crlf = piece.endswith(b"\r\n")
+        protocol.write(piece)
+        await asyncio.wait_for(drain(), wait)
+    tail = b".\r\n" if ends_crlf else b"\r\n.\r\n"
+    # aiosmtplib >= 5 drops replies that arrive while no command is "pending"; the final
+    # reply can come as soon as the last byte is out, so mark it expected before writing.
+    if hasattr(protocol, "_response_pending"):
+        protocol._response_pending = True
+    protocol.write(tail)
+    response = await protocol.read_response(timeout=wait)
+    return Reply(response.code, response.message)
 
 
 def _command_args(verb: bytes, address: str, options: Sequence[str]) -> tuple[bytes, ...] | Reply:

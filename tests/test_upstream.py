@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
+import smtp_proxy.upstream as upstream_module
 from redirector.errors import ConfigError
 from smtp_proxy.config import UpstreamConfig, load_config_text
 from smtp_proxy.maildir_upstream import MaildirUpstream
@@ -538,3 +542,59 @@ def test_open_upstream_picks_by_url(tmp_path: Path) -> None:
     )
     assert isinstance(open_upstream(config.upstream), MaildirUpstream)
     assert isinstance(open_upstream(UpstreamConfig(url="smtp://127.0.0.1:25")), UpstreamPool)
+
+
+# --- the streamed DATA phase --------------------------------------------------------------
+
+
+def wire_normalized(message: bytes) -> bytes:
+    """What an upstream must receive for ``message``: CRLF line ends, final CRLF."""
+    text = re.sub(rb"\r\n|\r|\n", b"\r\n", message)
+    return text if text.endswith(b"\r\n") else text + b"\r\n"
+
+
+async def _roundtrip(messages: list[bytes], chunk: int) -> list[bytes]:
+    async with SmtpSink(line_length_limit=10_000_000, data_size_limit=None) as sink:
+        pool = UpstreamPool(UpstreamConfig(url=sink.url, timeout=5, connect_timeout=5))
+        try:
+            for message in messages:
+                _, _, final = await send(pool, data=message)
+                assert final is not None and final.ok, final
+        finally:
+            await pool.close()
+        return [m.data for m in sink.messages]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from([b".", b"..", b"\r\n", b"\n", b"\r", b"x", b"\r\n.\r\n", b"\n.\n", b"a.b"]),
+        max_size=30,
+    ).map(b"".join),
+    st.integers(min_value=1, max_value=16),
+)
+def test_stream_data_frames_any_bytes(message: bytes, chunk: int) -> None:
+    """Dot-stuffing and CRLF on every chunk boundary: exactly one message, intact."""
+    original = upstream_module.DATA_CHUNK
+    upstream_module.DATA_CHUNK = chunk
+    try:
+        got = asyncio.run(_roundtrip([message, b"Subject: second\r\n\r\nok\r\n"], chunk))
+    finally:
+        upstream_module.DATA_CHUNK = original
+    assert got == [wire_normalized(message), b"Subject: second\r\n\r\nok\r\n"]
+
+
+async def test_large_message_with_long_lines(sinks: SinkFactory, pools: Any) -> None:
+    sink = await sinks(line_length_limit=2_000_000, data_size_limit=None)
+    pool = pools(sink.url)
+    body = (
+        b"".join(b".%d " % i + b"y" * (i * 997 % 5000) + b"\r\n" for i in range(600))
+        + b"."
+        + b"z" * 700_000
+        + b"\r\n.\r\n"
+    )
+    message = b"Subject: big\r\n\r\n" + body
+    assert len(message) > 3 * upstream_module.DATA_CHUNK
+    _, _, final = await send(pool, data=message)
+    assert final is not None and final.ok
+    assert sink.messages[0].data == message
