@@ -12,9 +12,11 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import shutil
 import signal
 import smtplib
 import socket
+import ssl
 import time
 from pathlib import Path
 
@@ -23,6 +25,7 @@ import pytest
 from redirector.tokens import load_keyring, new_key_line
 from smtp_proxy.config import load_config_text
 from smtp_proxy.lifecycle import restart_only_changes
+from tests.preflight_fixtures import TestCA
 from tests.process_harness import ClickrelayProcess, free_ports, run_cli, write_config
 
 MESSAGE_HEAD = (
@@ -358,3 +361,74 @@ def test_serve_relays_unrewritten_while_preflight_fails(tmp_path: Path) -> None:
     (delivered,) = outbox(tmp_path)
     assert delivered.read_bytes().endswith(body)
     assert "preflight=probe-refused" in proc.stderr()
+
+
+def starttls_client(port: int, ca_file: Path) -> smtplib.SMTP:
+    client = smtplib.SMTP("127.0.0.1", port, timeout=60)
+    try:
+        client.ehlo("lifecycle.test")
+        client.starttls(context=ssl.create_default_context(cafile=str(ca_file)))
+        client.ehlo("lifecycle.test")
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+def test_proxy_sighup_reloads_certificate_and_policy_without_dropping_connections(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = TestCA(tmp_path / "a", ["127.0.0.1"])
+    second = TestCA(tmp_path / "b", ["127.0.0.1"])
+    live = tmp_path / "live"
+    live.mkdir()
+    shutil.copy(first.cert_file, live / "cert.pem")
+    shutil.copy(first.key_file, live / "key.pem")
+    smtp_port, http_port = free_ports(2)
+    config = write_config(
+        tmp_path,
+        smtp_port=smtp_port,
+        http_port=http_port,
+        proxy='tls_cert = "live/cert.pem"\ntls_key = "live/key.pem"',
+    )
+    with ClickrelayProcess(["proxy", "-c", str(config)], cwd=tmp_path) as proc:
+        proc.wait_ready()
+        idle = smtplib.SMTP("127.0.0.1", smtp_port, timeout=60)
+        try:
+            idle.ehlo("idle.test")
+            with starttls_client(smtp_port, first.ca_file) as client:
+                assert client.mail("app@sender.test")[0] == 250
+
+            # Renewed certificate + loopback no longer trusted, then reload.
+            shutil.copy(second.cert_file, live / "cert.pem")
+            shutil.copy(second.key_file, live / "key.pem")
+            config.write_text(
+                config.read_text().replace(
+                    "[proxy]\n", '[proxy]\ntrusted_networks = ["10.0.0.0/8"]\n', 1
+                )
+            )
+            proc.send_signal(signal.SIGHUP)
+            proc.wait_for("RELOADING")
+            assert "reload failed" not in proc.wait_for("READY")["STATUS"]
+
+            assert idle.noop()[0] == 250  # the open connection survived the reload
+            with pytest.raises(ssl.SSLCertVerificationError):
+                starttls_client(smtp_port, first.ca_file)
+            with starttls_client(smtp_port, second.ca_file) as client:
+                code, _ = client.mail("app@sender.test")
+                assert code in (530, 554)  # not trusted any more, not authenticated
+
+            # A reload whose key file is gone is refused; the second certificate stays.
+            (live / "key.pem").unlink()
+            proc.send_signal(signal.SIGHUP)
+            proc.wait_for("RELOADING")
+            assert "reload failed" in proc.wait_for("READY")["STATUS"]
+            proc.wait_for_log("event=reload-failed")
+            with starttls_client(smtp_port, second.ca_file) as client:
+                assert client.noop()[0] == 250
+            assert idle.noop()[0] == 250
+        finally:
+            idle.close()
+        assert proc.stop() == 0
