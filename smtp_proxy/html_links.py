@@ -24,7 +24,6 @@ alone; a scanner mistake can therefore cost a tracked link but never damage a me
 
 from __future__ import annotations
 
-import html as _html
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -137,7 +136,7 @@ def _charref(m: re.Match[str]) -> str:
     name = m.group(1)
     text = m.group(0)
     if name is None:
-        return _html.unescape(text)  # numeric: html.unescape has the HTML5 replacements
+        return _numeric(text)
     if text.endswith(";") and name + ";" in _HTML5_ENTITIES:
         return _HTML5_ENTITIES[name + ";"]
     # No ";": only the legacy names (&amp, &copy, ...) decode, and in an attribute value
@@ -153,6 +152,28 @@ def _charref(m: re.Match[str]) -> str:
                 return text
             return _HTML5_ENTITIES[prefix] + text[1 + size :]
     return text
+
+
+def _numeric(text: str) -> str:
+    """``&#38;`` / ``&#x26;`` (";" optional) as HTML5 decodes it.
+
+    Unlike ``html.unescape``, control characters are kept (lxml keeps them too); NUL,
+    surrogates and out-of-range numbers become U+FFFD; 0x80-0x9F map through
+    windows-1252 where it defines a character.
+    """
+    hexa = text[2] in "xX"
+    digits = text[3 if hexa else 2 :].rstrip(";").lstrip("0")
+    if len(digits) > 8:
+        return "\ufffd"
+    num = int(digits or "0", 16 if hexa else 10)
+    if num == 0 or num > 0x10FFFF or 0xD800 <= num <= 0xDFFF:
+        return "\ufffd"
+    if 0x80 <= num <= 0x9F:
+        try:
+            return bytes([num]).decode("cp1252")
+        except UnicodeDecodeError:
+            return chr(num)
+    return chr(num)
 
 
 def unescape_attribute(raw: str) -> str:

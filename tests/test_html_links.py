@@ -101,6 +101,8 @@ def test_tags_that_are_not_links() -> None:
         ("https://x.example/?a&notit;", "https://x.example/?a&notit;"),
         ("https://x.example/&#38;&#x26;&#X26", "https://x.example/&&&"),
         ("https://x.example/&#0;&#x110000;", "https://x.example/\ufffd\ufffd"),
+        ("https://x.example/&#26;&#128;&#x81;", "https://x.example/\x1a€\x81"),
+        ("https://x.example/&#0000038;&#99999999999999999999;", "https://x.example/&\ufffd"),
         ("https://x.example/&AMP;&Amp;", "https://x.example/&&Amp;"),
         ("https://x.example/&nosuch;&", "https://x.example/&nosuch;&"),
         ("https://x.example/%20&#37;", "https://x.example/%20%"),
@@ -154,7 +156,7 @@ def test_entity_decoding_matches_lxml(raw: str) -> None:
     html = f'<a href="https://x.example/{raw}">x</a>'
     scan = find_html_links(html)
     assert scan.problem is None
-    assert [link.url for link in scan.links] == lxml_hrefs(html)
+    assert [link.url.strip("\t\n\f\r ") for link in scan.links] == lxml_hrefs(html)
 
 
 # --- where links are not looked for ------------------------------------------------------
@@ -529,3 +531,87 @@ def test_corpus_templates_agree_with_lxml() -> None:
     print(f"corpus: {len(files)} templates, {total} links, {len(disagree)} disagree")
     assert len(disagree) <= len(files) // 20, disagree
     assert total > 1000
+
+
+# --- generated well-formed HTML: the scanner must find exactly the links put in -----------
+
+_TEXT = st.text(
+    alphabet=st.characters(blacklist_characters="<&\r\0", blacklist_categories=("Cs",)),
+    max_size=12,
+)
+_VALUE_TEXT = st.text(
+    alphabet=st.characters(blacklist_characters="\r\0", blacklist_categories=("Cs",)),
+    max_size=15,
+)
+
+
+def _escape(value: str) -> str:
+    return value.replace("&", "&amp;").replace('"', "&quot;").replace("'", "&#39;")
+
+
+@st.composite
+def _attribute(draw: st.DrawFn, name: str | None = None, value: str | None = None) -> str:
+    name = name or draw(st.sampled_from(["class", "style", "title", "alt", "data-x", "id"]))
+    value = draw(_VALUE_TEXT) if value is None else value
+    quote = draw(st.sampled_from(['"', "'", ""]))
+    escaped = _escape(value)
+    if quote == "" and (not escaped or any(c in escaped for c in "\t\n\f >\"'=<`")):
+        quote = '"'
+    sep = draw(st.sampled_from([" ", "\n", "  ", "\t"]))
+    return f"{sep}{name}={quote}{escaped}{quote}"
+
+
+@st.composite
+def _document(draw: st.DrawFn) -> tuple[str, list[tuple[str, str]]]:
+    parts: list[str] = []
+    expected: list[tuple[str, str]] = []
+    for _ in range(draw(st.integers(0, 12))):
+        kind = draw(
+            st.sampled_from(["text", "tag", "end", "link", "comment", "mso", "script", "style"])
+        )
+        if kind == "text":
+            parts.append(draw(_TEXT))
+        elif kind == "tag":
+            name = draw(
+                st.sampled_from(["p", "div", "td", "img", "abbr", "aside", "B", "noscript"])
+            )
+            attrs = draw(st.lists(_attribute(), max_size=3))
+            parts.append(f"<{name}{''.join(attrs)}>")
+        elif kind == "end":
+            parts.append(draw(st.sampled_from(["</p>", "</div>", "</a>", "</td>"])))
+        elif kind == "link" or kind == "mso":
+            url = "https://x.example/" + draw(_VALUE_TEXT)
+            tag = draw(
+                st.sampled_from(
+                    ["a", "A", "area"] if kind == "link" else ["v:roundrect", "V:Rect", "a"]
+                )
+            )
+            before = draw(st.lists(_attribute(), max_size=2))
+            after = draw(st.lists(_attribute(), max_size=2))
+            href = draw(_attribute("href" if tag != "A" else "HREF", url))
+            element = f"<{tag}{''.join(before)}{href}{''.join(after)}>"
+            link_kind = "vml" if tag.lower().startswith("v:") else tag.lower()
+            stripped = url.strip("\t\n\f\r ")
+            if kind == "mso":
+                element = f"<!--[if mso]>{draw(_TEXT).replace('-', '')}{element}<![endif]-->"
+            parts.append(element)
+            if stripped:
+                expected.append((link_kind, stripped))
+        elif kind == "comment":
+            body = draw(_TEXT).replace("-", "").replace(">", "").lstrip("[")
+            parts.append(f"<!--{body} <a href=https://hidden.example/> -->")
+        else:
+            body = draw(_TEXT).replace("<", "")
+            parts.append(f"<{kind}>{body}<a href=https://raw.example/></{kind}>")
+    return "".join(parts), expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(_document())
+def test_generated_documents(doc: tuple[str, list[tuple[str, str]]]) -> None:
+    html, expected = doc
+    scan = find_html_links(html)
+    assert scan.problem is None
+    assert [(link.kind, link.url.strip("\t\n\f\r ")) for link in scan.links] == expected
+    for link in scan.links:
+        assert html[link.start : link.end] == link.raw
