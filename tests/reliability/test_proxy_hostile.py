@@ -9,6 +9,7 @@ never lets a second message be smuggled, never relays for a stranger.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import ssl
@@ -65,6 +66,39 @@ def as_received(data: bytes) -> bytes:
     return data if data.endswith(b"\r\n") else data + b"\r\n"
 
 
+class StallProbe:
+    """Another client sending NOOPs while a big message is processed: how long did the
+    proxy keep everyone else waiting? (A figure for the report, not an assertion.)"""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.worst = 0.0
+        self._task: asyncio.Task[None] | None = None
+        self._client: RawSmtp | None = None
+
+    async def start(self) -> None:
+        self._client = await RawSmtp.connect(self.port)
+        await self._client.reply()
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        assert self._client is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            await self._client.cmd("NOOP", 600)
+            self.worst = max(self.worst, loop.time() - started)
+            await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self._client is not None:
+            await self._client.close()
+
+
 # --- MIME torture and the corpus, end to end -----------------------------------------------------
 
 
@@ -76,7 +110,12 @@ async def test_torture_case_through_proxy(
     keyring = load_keyring(key_file)
     original = torture.CASES[case]()
     async with proxy_and_sink(tmp_path, key_file) as (proxy, sink):
-        code, text = await raw_send(proxy.port, original, within=scale(120, 600))
+        stall = StallProbe(proxy.port)
+        await stall.start()
+        try:
+            code, text = await raw_send(proxy.port, original, within=scale(120, 600))
+        finally:
+            await stall.stop()
         # The proxy is still serving: a normal message goes through afterwards.
         ok_code, _ = await raw_send(proxy.port, make_message("<after@torture>"))
         messages = list(sink.messages)
@@ -99,7 +138,8 @@ async def test_torture_case_through_proxy(
             refused=0 if code == 250 else 1,
             lost=0,
             duplicated=max(len(relayed) - 1, 0),
-            notes=f"{outcome}: {text.splitlines()[-1][:80] if text else ''}",
+            notes=f"{outcome}: {text.splitlines()[-1][:80] if text else ''}; "
+            f"longest NOOP wait of another client meanwhile {stall.worst * 1000:.0f} ms",
         )
     )
 
