@@ -35,12 +35,15 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# This file is called redirector.py: drop its own directory from the path so that
+# ``import redirector`` finds the package, not this script.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(ROOT))
 
 BROWSER = (
     "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -78,6 +81,28 @@ async def _serve_bare() -> None:
 
     app = web.Application()
     app.router.add_get("/c/{token}", found)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    print(json.dumps({"port": runner.addresses[0][1]}), flush=True)
+    await _wait_for_stdin_eof()
+    await runner.cleanup()
+    print(json.dumps({"done": True}), flush=True)
+
+
+async def _serve_nostore(workdir: Path) -> None:
+    """The redirector's app without a click store (informational: the cost of recording)."""
+    from aiohttp import web
+    from prometheus_client import CollectorRegistry
+
+    from redirector.app import create_app
+    from redirector.config import RedirectorConfig
+    from redirector.tokens import load_keyring
+
+    app = create_app(
+        RedirectorConfig(), load_keyring(workdir / "keys"), None, registry=CollectorRegistry()
+    )
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -129,6 +154,15 @@ class Result:
     statuses: dict[int, int]
     latencies: list[float]
     client_cpu: float
+    #: CPU seconds the server process used for this load (incl. its store writer), when
+    #: known: far less sensitive than req/s to other work on a shared machine.
+    server_cpu: float | None = None
+
+    @property
+    def server_us_per_request(self) -> float | None:
+        if self.server_cpu is None or not self.requests:
+            return None
+        return self.server_cpu / self.requests * 1e6
 
     @property
     def rps(self) -> float:
@@ -142,9 +176,17 @@ class Result:
 
 
 async def load(
-    name: str, port: int, paths: list[str], *, total: int, connections: int, time_limit: float
+    name: str,
+    port: int,
+    paths: list[str],
+    *,
+    warmup: list[str],
+    connections: int,
+    time_limit: float,
 ) -> tuple[Result, int]:
-    """Warm up, then ``total`` GETs over ``connections`` keep-alive connections.
+    """GET every path in ``warmup`` (unmeasured), then every path in ``paths``, over
+    ``connections`` keep-alive connections; returns the measured result and the number
+    of 302s among the warm-up requests.
 
     A minimal HTTP/1.1 client on asyncio streams: aiohttp's client costs several times
     more CPU per request than the servers under test, and on a 2-core machine the load
@@ -152,11 +194,7 @@ async def load(
     """
     statuses: dict[int, int] = {}
     latencies: list[float] = []
-    counter = iter(range(10**12))
-    warm_302 = 0
-
-    async def connect() -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        return await asyncio.open_connection("127.0.0.1", port)
+    Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
     def request_bytes(path: str) -> bytes:
         return (
@@ -164,7 +202,7 @@ async def load(
             "Accept: */*\r\n\r\n"
         ).encode("ascii")
 
-    async def one(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], path: str) -> int:
+    async def one(conn: Conn, path: str) -> int:
         reader, writer = conn
         writer.write(request_bytes(path))
         head = await reader.readuntil(b"\r\n\r\n")
@@ -179,25 +217,26 @@ async def load(
             await reader.readexactly(length)
         return status
 
-    conns = [await connect() for _ in range(connections)]
+    conns: list[Conn] = [
+        await asyncio.open_connection("127.0.0.1", port) for _ in range(connections)
+    ]
     try:
-        # Warm-up (also counted against the store: every 302 is a click).
-        async def warm(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], k: int) -> int:
-            found = 0
-            for i in range(k, WARMUP, connections):
-                found += await one(conn, paths[i % len(paths)]) == 302
-            return found
+
+        async def warm(conn: Conn, k: int) -> int:
+            return sum(
+                [await one(conn, warmup[i]) == 302 for i in range(k, len(warmup), connections)]
+            )
 
         warm_302 = sum(await asyncio.gather(*(warm(c, k) for k, c in enumerate(conns))))
         deadline = time.perf_counter() + time_limit
+        todo = iter(paths)
 
-        async def worker(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
-            while True:
-                i = next(counter)
-                if i >= total or time.perf_counter() > deadline:
+        async def worker(conn: Conn) -> None:
+            for path in todo:
+                if time.perf_counter() > deadline:
                     return
                 start = time.perf_counter()
-                status = await one(conn, paths[(WARMUP + i) % len(paths)])
+                status = await one(conn, path)
                 latencies.append(time.perf_counter() - start)
                 statuses[status] = statuses.get(status, 0) + 1
 
@@ -215,6 +254,50 @@ async def load(
     done = sum(statuses.values())
     share = cpu / elapsed if elapsed else 0.0
     return Result(name, done, elapsed, statuses, latencies, share), warm_302
+
+
+async def wait_flushed(port: int, limit: float = 30.0) -> None:
+    """Until the redirector's /healthz says no click is queued (so the next round does
+    not share the CPU with its store writer)."""
+    import aiohttp
+
+    deadline = time.monotonic() + limit
+    async with aiohttp.ClientSession() as session:
+        while time.monotonic() < deadline:
+            async with session.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                doc = await resp.json()
+            if doc["store"]["queued"] == 0:
+                return
+            await asyncio.sleep(0.05)
+    raise RuntimeError("redirector did not flush its click queue in time")
+
+
+def merge(name: str, parts: list[Result]) -> Result:
+    statuses: dict[int, int] = {}
+    for part in parts:
+        for code, n in part.statuses.items():
+            statuses[code] = statuses.get(code, 0) + n
+    seconds = sum(p.seconds for p in parts)
+    cpu = sum(p.client_cpu * p.seconds for p in parts) / seconds if seconds else 0.0
+    server = [p.server_cpu for p in parts]
+    return Result(
+        name,
+        sum(p.requests for p in parts),
+        seconds,
+        statuses,
+        [x for p in parts for x in p.latencies],
+        cpu,
+        None if None in server else sum(x for x in server if x is not None),
+    )
+
+
+def process_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) used so far by process ``pid`` (Linux /proc), or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_server(kind: str, workdir: Path) -> tuple[subprocess.Popen[str], int]:
@@ -253,8 +336,6 @@ def mint_paths(workdir: Path, count: int) -> list[str]:
     from redirector.tokens import ensure_key_file
 
     keyring = ensure_key_file(workdir / "keys")
-    # One token per request: real clicks are mostly distinct tokens (one per recipient
-    # and link), so nothing in the redirector can profit from repetition.
     return [
         "/c/"
         + keyring.seal(
@@ -271,66 +352,97 @@ def mint_paths(workdir: Path, count: int) -> list[str]:
 
 def report(res: Result) -> str:
     codes = ", ".join(f"{k}: {v}" for k, v in sorted(res.statuses.items()))
+    per = res.server_us_per_request
+    server = f"  server CPU {per:4.0f} us/req" if per is not None else ""
     return (
         f"{res.name:<10} {res.requests:>7} req in {res.seconds:5.2f} s  {res.rps:8.0f} req/s"
         f"  p50 {res.pct(0.50):6.2f} ms  p99 {res.pct(0.99):6.2f} ms"
-        f"  client CPU {res.client_cpu:4.0%}  [{codes}]"
+        f"  client CPU {res.client_cpu:4.0%}{server}  [{codes}]"
     )
 
 
 def bench(args: argparse.Namespace) -> int:
+    sides = ["bare", "real", "nostore"]
+    per_round = max(1, args.requests // args.rounds)
     with tempfile.TemporaryDirectory(prefix="clickrelay-bench-") as tmp:
         workdir = Path(tmp)
-        paths = mint_paths(workdir, WARMUP + args.requests)
-        results: dict[str, Result] = {}
+        # One token per request: real clicks are mostly distinct tokens (one per
+        # recipient and link), so nothing can profit from repetition.
+        paths = mint_paths(workdir, WARMUP + per_round * args.rounds)
+        warmup, measured = paths[:WARMUP], paths[WARMUP:]
         print(
-            f"loop {loop_name()}, {args.connections} connections, {args.requests} requests "
-            f"per side (time limit {args.time_limit:g} s), {os.cpu_count()} CPUs"
+            f"loop {loop_name()}, {args.connections} connections, {per_round * args.rounds}"
+            f" requests per side in {args.rounds} interleaved rounds"
+            f" (time limit {args.time_limit:g} s per round), {os.cpu_count()} CPUs"
         )
-
-        proc, port = start_server("bare", workdir)
+        servers = {side: start_server(side, workdir) for side in sides}
+        parts: dict[str, list[Result]] = {side: [] for side in sides}
+        served = 0
+        final: dict[str, Any] = {}
         try:
-            results["bare"], _ = run_loop(
-                lambda: load(
-                    "bare",
-                    port,
-                    paths,
-                    total=args.requests,
-                    connections=args.connections,
-                    time_limit=args.time_limit,
+            for side in sides:  # warm-up, unmeasured (every 302 is still a click)
+                result, warm = run_loop(
+                    partial(
+                        load,
+                        side,
+                        servers[side][1],
+                        [],
+                        warmup=warmup,
+                        connections=args.connections,
+                        time_limit=args.time_limit,
+                    )
                 )
-            )
+                if side == "real":
+                    served += warm
+                    run_loop(partial(wait_flushed, servers["real"][1]))
+            for rnd in range(args.rounds):
+                chunk = measured[rnd * per_round : (rnd + 1) * per_round]
+                for side in sides:
+                    proc, port = servers[side]
+                    cpu0 = process_cpu(proc.pid)
+                    result, _ = run_loop(
+                        partial(
+                            load,
+                            side,
+                            port,
+                            chunk,
+                            warmup=[],
+                            connections=args.connections,
+                            time_limit=args.time_limit,
+                        )
+                    )
+                    if side == "real":
+                        served += result.statuses.get(302, 0)
+                        # The store writer's work after the load is part of the cost.
+                        run_loop(partial(wait_flushed, port))
+                    cpu1 = process_cpu(proc.pid)
+                    if cpu0 is not None and cpu1 is not None:
+                        result.server_cpu = cpu1 - cpu0
+                    parts[side].append(result)
+                    print(f"  round {rnd + 1} {report(result)}")
         finally:
-            stop_server(proc)
-        print(report(results["bare"]))
-
-        proc, port = start_server("real", workdir)
-        try:
-            results["redirector"], warm = run_loop(
-                lambda: load(
-                    "redirector",
-                    port,
-                    paths,
-                    total=args.requests,
-                    connections=args.connections,
-                    time_limit=args.time_limit,
-                )
-            )
-        finally:
-            final = stop_server(proc)
-        real = results["redirector"]
-        print(report(real))
-
-        served = warm + real.statuses.get(302, 0)
-        with sqlite3.connect(workdir / "clicks.sqlite3") as conn:
+            for side, (proc, _) in servers.items():
+                answer = stop_server(proc)
+                if side == "real":
+                    final = answer
+        with contextlib.closing(sqlite3.connect(workdir / "clicks.sqlite3")) as conn:
             (stored,) = conn.execute("SELECT COUNT(*) FROM clicks").fetchone()
-        conn.close()
 
-    base = results["bare"]
+    base, real, nostore = (merge(side, parts[side]) for side in sides)
+    print(report(base))
+    print(report(real))
+    print(report(nostore) + "  (informational: no click store)")
     ratio = real.rps / base.rps if base.rps else 0.0
     p99 = real.pct(0.99)
     print(f"ratio redirector/bare rps: {ratio:.2f}  (target >= 0.70)")
-    print(f"redirector p99: {p99:.2f} ms  (target < 10 ms)")
+    print(f"ratio redirector-without-store/bare rps: {nostore.rps / base.rps:.2f}")
+    bare_us, real_us = base.server_us_per_request, real.server_us_per_request
+    if bare_us and real_us:
+        print(
+            f"server CPU per request : bare {bare_us:.0f} us, redirector {real_us:.0f}"
+            f" us -> CPU-bound capacity ratio {bare_us / real_us:.2f}"
+        )
+    print(f"redirector p99: {p99:.2f} ms, bare p99: {base.pct(0.99):.2f} ms  (target < 10 ms)")
     print(
         f"302s served: {served}, clicks stored: {stored}, dropped: {final.get('dropped')}"
         f"  ({'equal' if stored == served else 'MISMATCH'})"
@@ -344,8 +456,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=20_000, help="GETs per side")
     parser.add_argument("--connections", type=int, default=50)
-    parser.add_argument("--time-limit", type=float, default=15.0, help="seconds per side, max")
-    parser.add_argument("--serve", choices=["bare", "real"], help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per side")
+    parser.add_argument("--time-limit", type=float, default=8.0, help="seconds per round, max")
+    parser.add_argument("--serve", choices=["bare", "real", "nostore"], help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve == "bare":
@@ -353,6 +466,9 @@ def main() -> int:
         return 0
     if args.serve == "real":
         run_loop(lambda: _serve_real(args.workdir))
+        return 0
+    if args.serve == "nostore":
+        run_loop(lambda: _serve_nostore(args.workdir))
         return 0
     return bench(args)
 

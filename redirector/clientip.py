@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from redirector.config import RedirectorConfig
 
@@ -22,6 +23,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+@lru_cache(maxsize=4096)  # peers repeat (keep-alive, proxies); ipaddress parsing is slow
 def parse_ip(text: str) -> IPAddress | None:
     """An address from a peer name or a forwarded-for entry; None when it is not one.
 
@@ -89,10 +91,14 @@ class ClientIpPolicy:
             return None
         if self.ip_mode == "full":
             return str(address)
-        if address.version == 4:
-            bits, prefix = 32, self.ipv4_prefix
-        else:
-            bits, prefix = 128, self.ipv6_prefix
-        # Integer masking: ip_network(..., strict=False) does the same, ~10x slower.
-        mask = ((1 << bits) - 1) ^ ((1 << (bits - prefix)) - 1)
-        return str(type(address)(int(address) & mask))
+        prefix = self.ipv4_prefix if address.version == 4 else self.ipv6_prefix
+        return _network_address(address, prefix)
+
+
+@lru_cache(maxsize=4096)
+def _network_address(address: IPAddress, prefix: int) -> str:
+    """``address`` with all but its first ``prefix`` bits cleared, as text."""
+    bits = address.max_prefixlen
+    # Integer masking: ip_network(..., strict=False) does the same, ~10x slower.
+    mask = ((1 << bits) - 1) ^ ((1 << (bits - prefix)) - 1)
+    return str(type(address)(int(address) & mask))
