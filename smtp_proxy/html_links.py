@@ -66,12 +66,13 @@ class HtmlScan:
 # --- the scanner's regular expressions ------------------------------------------------
 
 _WS = "\t\n\f\r "
-# An attribute value. Atomic, so an unclosed quote runs to the end of the input (where
-# the tag then fails to close, and is dropped) instead of being re-read as unquoted.
-_VALUE = rf"""(?>"[^"]*+(?:"|\Z)|'[^']*+(?:'|\Z)|[^{_WS}>]*+)"""
+# An attribute value. An unclosed quote runs to the end of the input, where the tag then
+# fails to close and is dropped (as in HTML5); the possessive loops around it never let
+# the regex re-read such a quote as something else.
+_VALUE = rf"""(?:"[^"]*+(?:"|\Z)|'[^']*+(?:'|\Z)|[^{_WS}>"'][^{_WS}>]*+|)"""
 # Everything between a tag name and its closing ">": names start with any character but
 # whitespace, "/" or ">" (even "=" or a quote), "/" outside a value separates like a space.
-_ATTRS = rf"(?:[{_WS}/]++|[^{_WS}/>][^{_WS}/>=]*+(?>[{_WS}]*+=[{_WS}]*+{_VALUE})?+)*+"
+_ATTRS = rf"(?:[{_WS}/]*+[^{_WS}/>][^{_WS}/>=]*+(?:[{_WS}]*+=[{_WS}]*+{_VALUE})?+)*+[{_WS}/]*+"
 _TAG_RE = re.compile(rf"<(/?)([A-Za-z][^{_WS}/>]*+)({_ATTRS})>")
 _ATTR_RE = re.compile(
     rf"""[{_WS}/]*+([^{_WS}/>][^{_WS}/>=]*+)"""
