@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,7 +18,7 @@ from smtp_proxy.html_links import (
     splice,
     unescape_attribute,
 )
-from tests.conftest import corpus_html_files
+from tests.conftest import corpus_eml_files, corpus_html_files
 
 
 def links(html: str) -> list[tuple[str, str]]:
@@ -615,3 +618,37 @@ def test_generated_documents(doc: tuple[str, list[tuple[str, str]]]) -> None:
     assert [(link.kind, link.url.strip("\t\n\f\r ")) for link in scan.links] == expected
     for link in scan.links:
         assert html[link.start : link.end] == link.raw
+
+
+def test_corpus_messages_html_parts_agree_with_lxml() -> None:
+    files = corpus_eml_files()
+    if not files:
+        pytest.skip("corpus not found")
+    parts = disagree = found = 0
+    for path in files:
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.compat32)
+        for part in message.walk():
+            if part.get_content_type() != "text/html":
+                continue
+            payload = part.get_payload(decode=True)
+            if not isinstance(payload, bytes):
+                continue
+            try:
+                html = payload.decode(part.get_content_charset() or "utf-8", "replace")
+            except LookupError:
+                html = payload.decode("utf-8", "replace")
+            parts += 1
+            scan = find_html_links(html)
+            if scan.problem is not None:
+                disagree += 1
+                continue
+            visible = [
+                link.url.strip("\t\n\f\r ")
+                for i, link in enumerate(scan.links)
+                if link.kind in ("a", "area") and i not in scan.hidden
+            ]
+            assert [v for v in visible if v] == lxml_hrefs(html), path
+            found += len(scan.links)
+    print(f"corpus messages: {parts} HTML parts, {found} links, {disagree} disagree")
+    assert parts > 10
+    assert disagree <= parts // 10

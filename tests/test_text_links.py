@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smtp_proxy.html_links import splice
 from smtp_proxy.text_links import find_text_links
+from tests.conftest import corpus_eml_files
 
 
 def urls(text: str) -> list[str]:
@@ -159,3 +163,26 @@ def test_random_text(text: str) -> None:
     assert out.count("https://t.example/c/X") >= len(found)
     # Found links are found again, in the same places, after rewriting.
     assert len(find_text_links(out)) == len(found) + text.count("https://t.example/c/X")
+
+
+def test_corpus_text_parts() -> None:
+    files = corpus_eml_files()
+    if not files:
+        pytest.skip("corpus not found")
+    found = 0
+    for path in files:
+        message = email.message_from_bytes(path.read_bytes(), policy=email.policy.compat32)
+        for part in message.walk():
+            if part.get_content_type() != "text/plain":
+                continue
+            payload = part.get_payload(decode=True)
+            if not isinstance(payload, bytes):
+                continue
+            text = payload.decode("latin-1")
+            for link in find_text_links(text):
+                assert text[link.start : link.end] == link.raw
+                assert link.raw[-1] not in ".,;:!?'"
+                assert "://" in link.raw
+                found += 1
+    print(f"corpus text parts: {found} links")
+    assert found > 10
