@@ -245,6 +245,7 @@ def create_app(
     app.router.add_route("GET", "/c/{token}", _redirect)
     app.router.add_route("HEAD", "/c/{token}", _redirect)
     app.router.add_route("GET", "/healthz", _healthz)
+    app.router.add_route("HEAD", "/healthz", _healthz)
     # Everything else, any method: the same 404 (not aiohttp's 404/405 pages).
     app.router.add_route("*", "/{tail:.*}", _not_found)
     return app

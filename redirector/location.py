@@ -46,12 +46,12 @@ def _punycode_label(label: str) -> str:
     """One non-ASCII host label in its ASCII form, as browsers compute it (UTS 46)."""
     try:
         return idna.encode(label, uts46=True, transitional=False).decode("ascii")
-    except (idna.IDNAError, UnicodeError):
+    except (idna.IDNAError, UnicodeError, ValueError):
         pass
     try:
         # IDNA 2003 is laxer (e.g. some symbols); browsers accept what it produces.
         return label.encode("idna").decode("ascii")
-    except UnicodeError:
+    except (UnicodeError, ValueError):
         # Not a valid IDN at all: percent-encoding is what a browser's URL parser
         # would undo before failing; the link was broken as written either way.
         return _encode_non_ascii(label)

@@ -22,6 +22,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from redirector.app import create_admin_app, create_app, set_keyring
+from redirector.classify import Classifier
 from redirector.config import RedirectorConfig
 from redirector.errors import ConfigError
 from redirector.logfmt import log_event
@@ -64,6 +65,8 @@ class RedirectorService:
         self.config = config
         self.registry = registry if registry is not None else CollectorRegistry()
         self._keyring = keyring
+        # Built now so that a bad scanner_agents_file fails before anything is bound.
+        self._classifier = Classifier.from_config(config)
         self._listen = parse_listen(config.listen, key="listen")
         self._admin_listen = parse_listen(config.admin_listen, key="admin_listen")
         self._store: ClickStore | None = None
@@ -114,7 +117,13 @@ class RedirectorService:
         self._recorder = recorder
         await recorder.start()
         try:
-            self._app = create_app(config, self._keyring, recorder, registry=self.registry)
+            self._app = create_app(
+                config,
+                self._keyring,
+                recorder,
+                registry=self.registry,
+                classifier=self._classifier,
+            )
             admin = create_admin_app(config, recorder, registry=self.registry)
             self._public_port = await self._serve(self._app, self._listen)
             self._admin_port = await self._serve(admin, self._admin_listen)
@@ -167,4 +176,12 @@ class RedirectorService:
                 await store.close()
             except StoreError as exc:
                 log_event(log, logging.WARNING, "click-store-close-failed", error=str(exc))
+            log_event(
+                log,
+                logging.INFO,
+                "redirector-stopped",
+                clicks_written=recorder.written if recorder else 0,
+                clicks_unsaved=recorder.queued if recorder else 0,
+                clicks_dropped=recorder.dropped if recorder else 0,
+            )
         self._app = None

@@ -188,6 +188,10 @@ async def test_head_redirects_too_and_tokens_are_never_single_use(keyring: Keyri
             resp = await get(client, f"/c/{token}")
             assert resp.status == 302
             assert resp.headers["Location"] == "https://example.com/x"
+        # A query string added by some client or scanner is not passed on.
+        resp = await get(client, f"/c/{token}?utm_source=scanner")
+        assert resp.status == 302
+        assert resp.headers["Location"] == "https://example.com/x"
 
 
 async def test_old_keys_decode_and_set_keyring_swaps_keys_live() -> None:
@@ -546,8 +550,11 @@ def test_stored_address_follows_ip_mode(
 async def test_healthz_identifies_the_redirector_without_a_store(keyring: Keyring) -> None:
     async with client_for(public_app(keyring)) as client:
         resp = await get(client, "/healthz")
+        head = await request(client, "HEAD", "/healthz")
         doc = resp.json()
     assert resp.status == 200
+    assert resp.headers["Content-Type"].startswith("application/json")
+    assert head.status == 200 and head.body == b""
     assert doc == {
         "service": "clickrelay-redirector",
         "version": __version__,

@@ -218,6 +218,12 @@ async def test_port_in_use_fails_start_and_cleans_up(tmp_path: Path, keyring: Ke
         await service.stop()  # a second stop is harmless
 
 
+def test_unreadable_scanner_agents_file_fails_before_binding(tmp_path: Path) -> None:
+    config = config_for(tmp_path / "clicks.sqlite3", scanner_agents_file=tmp_path / "missing")
+    with pytest.raises(ConfigError, match="scanner_agents_file"):
+        RedirectorService(config, parse_keys(new_key_line()))
+
+
 @pytest.mark.parametrize("value", ["8080", "localhost", ":8080", "host:99999", "::1:80", "[::1]"])
 def test_bad_listen_values_are_config_errors(value: str) -> None:
     with pytest.raises(ConfigError, match="listen"):
