@@ -31,6 +31,8 @@ from html.entities import html5 as _HTML5_ENTITIES
 
 from lxml import etree
 
+from smtp_proxy.linkrules import LinkPolicy, skip_reason
+
 
 @dataclass(frozen=True)
 class FoundLink:
@@ -427,18 +429,31 @@ def _lxml_hrefs(data: bytes) -> list[str] | None:
 def find_html_links(html: str, *, check: bool = True) -> HtmlScan:
     """Every ``<a>``/``<area>``/VML link of ``html``, checked against lxml's reading.
 
-    With ``check=False`` the lxml cross-check is left out (``problem`` is then None) so a
-    caller can first decide whether any link would change at all, and only then pay for
-    the parse with ``check_links(html, scan)``: a part whose links are all skipped is
-    copied unchanged anyway.
+    The cross-check (an lxml parse, the costly half) only runs when at least one link
+    could be tracked under some policy: when every link is skipped by a rule that needs
+    no policy (not http, fragment, empty, placeholder, malformed, unsubscribe, opt-out),
+    the part is copied unchanged anyway and ``problem`` stays None.
+
+    With ``check=False`` the cross-check is left out entirely (``problem`` is None), so a
+    caller that knows its policy can first decide whether any link would change, and
+    only then pay for the parse with ``check_links(html, scan)``.
     """
     found: list[tuple[FoundLink, bool]] = []
     _scan(html, 0, len(html), False, found)
     hidden = frozenset(i for i, (_, in_comment) in enumerate(found) if in_comment)
     scan = HtmlScan(tuple(link for link, _ in found), None, hidden)
-    if not check:
+    if not check or not any(map(_may_be_tracked, scan.links)):
         return scan
     return HtmlScan(scan.links, check_links(html, scan), hidden)
+
+
+_NO_POLICY = LinkPolicy(frozenset())
+
+
+def _may_be_tracked(link: FoundLink) -> bool:
+    """Could any policy track this link? (Rules that need no policy say no: not http,
+    fragment, empty, placeholder, malformed, unsubscribe; or an opt-out attribute.)"""
+    return link.opt_out is None and skip_reason(link.url, _NO_POLICY) is None
 
 
 def check_links(html: str, scan: HtmlScan) -> str | None:
