@@ -10,12 +10,15 @@ import asyncio
 import json
 import socket
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
+import asyncpg
 import pytest
 
 from redirector.config import RedirectorConfig
@@ -23,6 +26,7 @@ from redirector.errors import ConfigError
 from redirector.service import RedirectorService, parse_listen
 from redirector.store import open_store
 from redirector.tokens import Keyring, new_key_line, parse_keys
+from tests.tcp_relay import TcpRelay
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
 LONG_AGO = 1_700_000_000
@@ -216,6 +220,66 @@ async def test_port_in_use_fails_start_and_cleans_up(tmp_path: Path, keyring: Ke
         with pytest.raises(RuntimeError):
             _ = service.public_port
         await service.stop()  # a second stop is harmless
+
+
+async def test_postgresql_outage_through_a_relay_never_delays_redirects(
+    pg_dsn: str, keyring: Keyring
+) -> None:
+    """The acceptance scenario: PostgreSQL cut off (black-holed) mid-run; every redirect
+    still answers 302 at once, and after the restore every click is stored exactly once."""
+    parts = urlsplit(pg_dsn)
+    prefix = f"t{uuid.uuid4().hex[:12]}_"
+    async with TcpRelay((parts.hostname or "127.0.0.1", parts.port or 5432)) as relay:
+        userinfo = parts.netloc.rpartition("@")[0]
+        netloc = f"{userinfo}@127.0.0.1:{relay.port}" if userinfo else f"127.0.0.1:{relay.port}"
+        store_url = parts._replace(netloc=netloc, query=f"table_prefix={prefix}").geturl()
+        config = RedirectorConfig(
+            listen="127.0.0.1:0", admin_listen="127.0.0.1:0", store=store_url, flush_interval=0.02
+        )
+        service = RedirectorService(config, keyring)
+        await service.start()
+        recorder = service.recorder
+        assert recorder is not None
+        served = 0
+        try:
+            async with aiohttp.ClientSession() as session:
+                base = f"http://127.0.0.1:{service.public_port}"
+
+                async def redirect_all(batch: list[str]) -> int:
+                    # Bounded: a redirect that waited for the store would blow this.
+                    async with asyncio.timeout(10):
+                        results = [await fetch(session, f"{base}/c/{t}") for t in batch]
+                    assert all(status == 302 for status, _, _ in results)
+                    return len(results)
+
+                served += await redirect_all(tokens(keyring, 10, "before"))
+
+                async def flushed() -> bool:
+                    return recorder.queued == 0 and recorder.state == "ok"
+
+                await eventually(flushed, limit=30)
+                await relay.cut(hold=True)
+                served += await redirect_all(tokens(keyring, 20, "during"))
+
+                async def down() -> bool:
+                    return recorder.state == "down"
+
+                await eventually(down, limit=30)
+                served += await redirect_all(tokens(keyring, 5, "down"))
+                assert recorder.queued >= 25
+                relay.restore()
+                await eventually(flushed, limit=30)
+        finally:
+            await service.stop(10)
+        assert recorder.dropped == 0
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            rows = await conn.fetch(f"SELECT id, queue_id FROM {prefix}clicks")
+            await conn.execute(f"DROP TABLE IF EXISTS {prefix}clicks, {prefix}schema_version")
+        finally:
+            await conn.close()
+        assert len(rows) == served == 35
+        assert len({r["id"] for r in rows}) == served  # each click exactly once
 
 
 def test_unreadable_scanner_agents_file_fails_before_binding(tmp_path: Path) -> None:
