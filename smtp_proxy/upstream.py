@@ -434,6 +434,7 @@ class _SmtpTransaction:
         self._conn = conn
         self._reused = reused
         self._started = False  # MAIL sent: the upstream has transaction state
+        self._utf8 = False  # MAIL carried SMTPUTF8: addresses may be UTF-8 (RFC 6531)
         self._open = False  # a transaction is open upstream (needs RSET before reuse)
         self._broken = False
         self._closed = False
@@ -446,9 +447,11 @@ class _SmtpTransaction:
 
     async def mail(self, sender: str, options: Sequence[str]) -> Reply:
         """Forward ``MAIL FROM:<sender> options``; upstream 4xx/5xx come back as a Reply."""
-        args = _command_args(b"MAIL FROM:", sender, options)
+        utf8 = any(option.upper() == "SMTPUTF8" for option in options)
+        args = _command_args(b"MAIL FROM:", sender, options, utf8=utf8)
         if isinstance(args, Reply):
             return args
+        self._utf8 = utf8
         first = not self._started
         self._started = True
         if first and self._reused:
@@ -472,7 +475,7 @@ class _SmtpTransaction:
 
     async def rcpt(self, recipient: str, options: Sequence[str]) -> Reply:
         """Forward ``RCPT TO:<recipient> options``; a refusal comes back as a Reply."""
-        args = _command_args(b"RCPT TO:", recipient, options)
+        args = _command_args(b"RCPT TO:", recipient, options, utf8=self._utf8)
         if isinstance(args, Reply):
             return args
         return await self._command(args, stage="command")
@@ -644,9 +647,13 @@ async def _stream_data(smtp: aiosmtplib.SMTP, message: bytes, wait: float) -> Re
     return Reply(response.code, response.message)
 
 
-def _command_args(verb: bytes, address: str, options: Sequence[str]) -> tuple[bytes, ...] | Reply:
-    """``MAIL FROM:<addr> opts`` as bytes, or a local refusal for unsendable input."""
-    utf8 = any(option.upper() == "SMTPUTF8" for option in options)
+def _command_args(
+    verb: bytes, address: str, options: Sequence[str], *, utf8: bool
+) -> tuple[bytes, ...] | Reply:
+    """``MAIL FROM:<addr> opts`` as bytes, or a local refusal for unsendable input.
+
+    ``utf8``: the transaction's MAIL carried SMTPUTF8, so addresses go out as UTF-8.
+    """
     try:
         addr = address.encode("utf-8" if utf8 else "ascii")
         opts = tuple(option.encode("ascii") for option in options)

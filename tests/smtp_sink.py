@@ -41,6 +41,8 @@ command):
   never answer until the sink stops or the client gives up) or ``"cut"`` (receive the
   message, then abort the connection without answering: "connection lost mid-DATA").
   Neither a hung nor a cut message is recorded as accepted.
+* ``hangup_after_data``: after answering DATA (any reply), close the connection — an
+  upstream that goes away right after accepting a message.
 * ``silent``: new connections are accepted but never greeted (a black-hole upstream for
   connect-timeout tests).
 
@@ -269,6 +271,9 @@ class _Handler:
                 server.transport.abort()
             sink._changed()
             await asyncio.Event().wait()  # connection_lost cancels this coroutine
+        if sink.hangup_after_data and isinstance(server.transport, asyncio.Transport):
+            # Runs after aiosmtpd has written our reply: close() flushes it first.
+            asyncio.get_running_loop().call_soon(server.transport.close)
         if sink.data_reply is not None and not sink.data_reply.startswith("2"):
             sink.refused.append(message)
             sink._changed()
@@ -309,6 +314,7 @@ class SmtpSink:
         self.data_reply: str | None = None
         self.data_action: str = "accept"
         self.silent = False
+        self.hangup_after_data = False
         # records
         self.messages: list[ReceivedMessage] = []
         self.refused: list[ReceivedMessage] = []

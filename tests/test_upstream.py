@@ -135,6 +135,20 @@ async def test_utf8_address_without_smtputf8_refused_locally(
     assert sink.commands_of(1).count("MAIL") == 1
 
 
+async def test_utf8_recipient_after_smtputf8_mail(sinks: SinkFactory, pools: Any) -> None:
+    sink = await sinks()
+    pool = pools(sink.url)
+    txn = await pool.transaction()
+    assert (await txn.mail("j\u00f6rg@example.com", ["SMTPUTF8"])).ok
+    assert (await txn.rcpt("\u00fc@example.org", ())).ok
+    assert (await txn.data(b"Subject: x\r\n\r\ny\r\n")).ok
+    # a new transaction without SMTPUTF8 may not use UTF-8 addresses
+    assert (await txn.mail("a@example.com", ())).ok
+    assert (await txn.rcpt("\u00fc@example.org", ())).code == 553
+    await txn.close(reusable=True)
+    assert sink.messages[0].rcpt_tos == ["\u00fc@example.org"]
+
+
 async def test_recipient_refusal_passes_through(sinks: SinkFactory, pools: Any) -> None:
     sink = await sinks()
     sink.rcpt_replies["nobody@example.com"] = "550 5.1.1 no such user"
@@ -387,6 +401,21 @@ async def test_cut_mid_data(sinks: SinkFactory, pools: Any) -> None:
     _, _, final = await send(pool)
     assert final is not None and final.ok
     assert len(sink.messages) == 1
+
+
+async def test_reply_then_hangup_stands(sinks: SinkFactory, pools: Any) -> None:
+    """A 250 followed by a closed connection is a delivered message, not an error."""
+    sink = await sinks()
+    sink.hangup_after_data = True
+    pool = pools(sink.url)
+    _, _, final = await send(pool)
+    assert final is not None and final.ok
+    await sink.wait_for(lambda: sink.open_connections == 0, what="hang-up")
+    assert pool.idle_connections <= 1
+    sink.hangup_after_data = False
+    _, _, final = await send(pool)  # a fresh connection (or the MAIL retry) carries on
+    assert final is not None and final.ok
+    assert [m.connection for m in sink.messages] == [1, 2]
 
 
 async def test_421_is_an_upstream_error(sinks: SinkFactory, pools: Any) -> None:
