@@ -342,7 +342,10 @@ class Supervisor:
             raise
         for line in stack.banner():
             self.out(line)
-        log_event(logger, logging.INFO, "ready", command=self.kind, **stack.listening())
+        loop_kind = type(asyncio.get_running_loop()).__module__.split(".")[0]
+        log_event(
+            logger, logging.INFO, "ready", command=self.kind, loop=loop_kind, **stack.listening()
+        )
         self.notifier.ready(stack.status_line())
         while True:
             name = await self._signals.get()

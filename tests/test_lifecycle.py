@@ -123,6 +123,8 @@ def test_redirector_ready_reload_rotates_keys_and_stops_cleanly(tmp_path: Path) 
         proc.wait_for("READY")
         assert http_get(http_port, new_link) == (302, "https://example.com/new-key")
         proc.wait_for_log("event=reloaded")
+        # uvloop is installed with the test extras, and then it runs the services.
+        assert "loop=uvloop" in proc.wait_for_log("event=ready")
 
         proc.send_signal(signal.SIGTERM)
         proc.wait_for("STOPPING")
