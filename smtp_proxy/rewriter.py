@@ -33,7 +33,7 @@ from redirector.errors import TokenError
 from redirector.tokens import Keyring, url_is_sealable
 from smtp_proxy import dkim_resign, mime_parts
 from smtp_proxy.config import Config, DkimConfig
-from smtp_proxy.html_links import FoundLink, find_html_links, splice
+from smtp_proxy.html_links import FoundLink, HtmlScan, check_links, find_html_links, splice
 from smtp_proxy.linkrules import OPT_OUT_REASON, LinkPolicy, skip_reason
 from smtp_proxy.mime_parts import Entity, MimeError
 from smtp_proxy.text_links import find_text_links
@@ -121,7 +121,7 @@ class _Job:
     codec: str = "ascii"
     errors: str = "strict"
     links: tuple[FoundLink, ...] = ()
-    problem: str | None = None
+    scan: HtmlScan | None = None  # HTML parts: the scan, lxml cross-check still to do
     decisions: list[tuple[FoundLink, LinkDecision]] = field(default_factory=list)
 
 
@@ -174,10 +174,10 @@ def _decode_job(data: bytes, job: _Job, settings: TrackingSettings) -> None:
     if job.kind == "html":
         if _HREF_RE.search(job.text) is None:
             return
-        scan = find_html_links(job.text)
-        job.links = scan.links
-        if scan.problem is not None:
-            job.problem = scan.problem
+        # The lxml cross-check is the costly half: it runs later, only for parts in
+        # which some link is really going to be tracked.
+        job.scan = find_html_links(job.text, check=False)
+        job.links = job.scan.links
     elif settings.text_links and _HTTP_RE.search(job.text) is not None:
         job.links = tuple(find_text_links(job.text))
 
@@ -202,7 +202,7 @@ def _decide(
     index = 0
     for job in jobs:
         for link in job.links:
-            reason = force_reason or job.problem or skip_reason(link.url, settings.policy)
+            reason = force_reason or skip_reason(link.url, settings.policy)
             if reason is None and (link.opt_out or (link.kind == "text" and link.url in opted_out)):
                 reason = OPT_OUT_REASON
             if reason is None and link.url.startswith(prefix):
@@ -394,7 +394,8 @@ def rewrite_message(
     try:
         return _rewrite(data, settings, queue_id, recipient, sent_at)
     except Exception as exc:  # fail open: the original message is always deliverable
-        return RewriteResult(bytes(data), (), False, f"error:{type(exc).__name__}")
+        original = data if isinstance(data, bytes) else b""
+        return RewriteResult(original, (), False, f"error:{type(exc).__name__}")
 
 
 def _unchanged(data: bytes, reason: str, links: Sequence[LinkDecision] = ()) -> RewriteResult:
@@ -444,8 +445,6 @@ def _rewrite(
         except MimeError as exc:
             notes.append(f"{entity.path}:{exc.reason}")
             continue
-        if job.problem:
-            notes.append(f"{entity.path}:{job.problem}")
         jobs.append(job)
 
     decisions = _decide(
@@ -472,7 +471,8 @@ def _rewrite(
         if not any(d.tracked_url for _, d in job.decisions):
             final.extend(d for _, d in job.decisions)
             continue
-        result = _encode_job(data, job)
+        problem = check_links(job.text, job.scan) if job.scan is not None else None
+        result = _encode_job(data, job) if problem is None else problem
         if isinstance(result, str):
             notes.append(f"{job.entity.path}:{result}")
             final.extend(_as_skipped(d, result) for _, d in job.decisions)
