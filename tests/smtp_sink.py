@@ -41,6 +41,8 @@ command):
   never answer until the sink stops or the client gives up) or ``"cut"`` (receive the
   message, then abort the connection without answering: "connection lost mid-DATA").
   Neither a hung nor a cut message is recorded as accepted.
+* ``cut_after_bytes``: None, or abort the connection as soon as this many bytes of
+  message content have arrived (the client is still sending: cut in the middle of DATA).
 * ``hangup_after_data``: after answering DATA (any reply), close the connection — an
   upstream that goes away right after accepting a message.
 * ``silent``: new connections are accepted but never greeted (a black-hole upstream for
@@ -165,6 +167,27 @@ class _SinkSMTP(SMTP):
         if self.sink_conn is not None:
             self._sink._on_disconnect(self.sink_conn)
         super().connection_lost(exc)
+
+    # Mid-DATA cut: count content bytes between "354" and the end of DATA.
+    _data_bytes: int | None = None
+
+    async def smtp_DATA(self, arg: str) -> None:
+        self._data_bytes = 0
+        try:
+            await super().smtp_DATA(arg)
+        finally:
+            self._data_bytes = None
+
+    def data_received(self, data: bytes) -> None:
+        limit = self._sink.cut_after_bytes
+        if self._data_bytes is not None and limit is not None:
+            self._data_bytes += len(data)
+            if self._data_bytes >= limit and isinstance(self.transport, asyncio.Transport):
+                if self.sink_conn is not None:
+                    self._sink._record(self.sink_conn, "CUT")
+                self.transport.abort()
+                return
+        super().data_received(data)
 
 
 class _Handler:
@@ -315,6 +338,7 @@ class SmtpSink:
         self.data_action: str = "accept"
         self.silent = False
         self.hangup_after_data = False
+        self.cut_after_bytes: int | None = None
         # records
         self.messages: list[ReceivedMessage] = []
         self.refused: list[ReceivedMessage] = []

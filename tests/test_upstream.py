@@ -418,6 +418,26 @@ async def test_reply_then_hangup_stands(sinks: SinkFactory, pools: Any) -> None:
     assert [m.connection for m in sink.messages] == [1, 2]
 
 
+async def test_cut_while_sending_data(sinks: SinkFactory, pools: Any) -> None:
+    """The upstream drops the connection while the message is still being written."""
+    sink = await sinks(data_size_limit=None)
+    sink.cut_after_bytes = 100_000
+    pool = pools(sink.url)
+    big = b"Subject: big\r\n\r\n" + (b"x" * 78 + b"\r\n") * 40_000
+    txn = await pool.transaction()
+    assert (await txn.mail("a@example.com", ())).ok
+    assert (await txn.rcpt("b@example.com", ())).ok
+    with pytest.raises(UpstreamError):
+        await txn.data(big)
+    await txn.close(reusable=True)
+    assert "CUT" in sink.commands_of(1)
+    assert sink.messages == [] and pool.idle_connections == 0
+    sink.cut_after_bytes = None
+    _, _, final = await send(pool, data=big)
+    assert final is not None and final.ok
+    assert sink.messages[0].data == big
+
+
 async def test_421_is_an_upstream_error(sinks: SinkFactory, pools: Any) -> None:
     sink = await sinks()
     sink.rcpt_replies["b@example.com"] = "421 4.3.2 shutting down"
