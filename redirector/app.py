@@ -26,7 +26,7 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from redirector import __version__
-from redirector.classify import Classifier, Verdict
+from redirector.classify import BOT, HUMAN, Classifier, Verdict
 from redirector.clicks import Click
 from redirector.clientip import ClientIpPolicy
 from redirector.config import RedirectorConfig
@@ -72,11 +72,14 @@ class RedirectorMetrics(Collector):
     def __init__(self, registry: CollectorRegistry) -> None:
         self.found = 0
         self.not_found = 0
-        self.clicks: dict[Verdict, int] = {}
+        # Keyed by bot reason (None = human): a reason implies its classification, and
+        # hashing a str is cheaper than hashing the Verdict dataclass.
+        self.clicks: dict[str | None, int] = {}
         registry.register(self)
 
     def click(self, verdict: Verdict) -> None:
-        self.clicks[verdict] = self.clicks.get(verdict, 0) + 1
+        reason = verdict.reason
+        self.clicks[reason] = self.clicks.get(reason, 0) + 1
 
     def collect(self) -> Iterator[Metric]:
         redirects = CounterMetricFamily(
@@ -92,8 +95,9 @@ class RedirectorMetrics(Collector):
             "Redirected clicks by classification (human, or bot with a reason)",
             labels=["classification", "reason"],
         )
-        for verdict, count in sorted(self.clicks.items(), key=lambda kv: str(kv[0])):
-            clicks.add_metric([verdict.classification, verdict.reason or "none"], count)
+        for reason, count in sorted(self.clicks.items(), key=lambda kv: kv[0] or ""):
+            classification = HUMAN if reason is None else BOT
+            clicks.add_metric([classification, reason or "none"], count)
         yield clicks
 
 
