@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -187,3 +189,37 @@ def test_serve_explains_how_to_configure_when_run_without_config(tmp_path: Path)
             proc.wait_ready()
             assert "copy conf/clickrelay.toml" in proc.stdout()
             assert proc.stop() == 0
+
+
+def readme_swaks_command(smtp_port: int) -> list[str]:
+    match = re.search(r"```sh\n(swaks .*?)```", README, re.S)
+    assert match, "README lost its swaks example"
+    command = match.group(1).replace("\\\n", " ")
+    assert "127.0.0.1:2525" in command
+    return shlex.split(command.replace("127.0.0.1:2525", f"127.0.0.1:{smtp_port}"))
+
+
+def test_readme_swaks_example(tmp_path: Path) -> None:
+    if shutil.which("swaks") is None:
+        pytest.skip("swaks not installed (apt-get install swaks)")
+    smtp_port, http_port, admin_port = free_ports(3)
+    config = write_config(tmp_path, smtp_port=smtp_port, http_port=http_port, admin_port=admin_port)
+    with ClickrelayProcess(["serve", "-c", str(config)], cwd=tmp_path) as proc:
+        proc.wait_ready()
+        sent = subprocess.run(
+            readme_swaks_command(smtp_port),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert sent.returncode == 0, sent.stdout + sent.stderr
+        assert proc.stop() == 0
+    (message,) = sorted((tmp_path / "clickrelay-data" / "outbox" / "new").iterdir())
+    text = message.read_text()
+    (link,) = re.findall(readme_link_pattern(http_port), text)
+    assert ARTICLE not in text
+    assert "X-Mailer: swaks" in text
+    decoded = run_cli("decode", "-c", str(config), link, cwd=tmp_path)
+    assert json.loads(decoded.stdout)["url"] == ARTICLE
