@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from smtp_proxy.cli import build_parser
 from smtp_proxy.config import default_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -175,3 +176,11 @@ def test_an_unhardened_unit_scores_worse(tmp_path: Path) -> None:
     bare = tmp_path / "bare.service"
     bare.write_text(f"[Service]\nType=notify\nExecStart={CLICKRELAY} serve\n", encoding="utf-8")
     assert exposure(tool, bare) > MAX_EXPOSURE
+
+
+@pytest.mark.parametrize("unit", UNITS)
+def test_exec_start_is_a_valid_command_line(unit: str) -> None:
+    (exec_start,) = parse_unit((UNIT_DIR / unit).read_text(encoding="utf-8"))["ExecStart"]
+    args = build_parser().parse_args(exec_start.split()[1:])
+    assert args.command == COMMANDS[unit]
+    assert args.config == "/etc/clickrelay/clickrelay.toml"
