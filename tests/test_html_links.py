@@ -608,6 +608,8 @@ def _document(draw: st.DrawFn) -> tuple[str, list[tuple[str, str]]]:
             parts.append(draw(st.sampled_from(["</p>", "</div>", "</a>", "</td>"])))
         elif kind == "link" or kind == "mso":
             url = "https://x.example/" + draw(_VALUE_TEXT)
+            if kind == "mso":
+                url = url.replace("-", "")  # "-->" in a value would end the comment
             tag = draw(
                 st.sampled_from(
                     ["a", "A", "area"] if kind == "link" else ["v:roundrect", "V:Rect", "a"]
@@ -620,6 +622,8 @@ def _document(draw: st.DrawFn) -> tuple[str, list[tuple[str, str]]]:
             link_kind = "vml" if tag.lower().startswith("v:") else tag.lower()
             stripped = url.strip("\t\n\f\r ")
             if kind == "mso":
+                while "--" in element:  # "-->" anywhere in the tag would end the comment
+                    element = element.replace("--", "-")
                 element = f"<!--[if mso]>{draw(_TEXT).replace('-', '')}{element}<![endif]-->"
             parts.append(element)
             if stripped:
