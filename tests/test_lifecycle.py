@@ -434,3 +434,22 @@ def test_proxy_sighup_reloads_certificate_and_policy_without_dropping_connection
         finally:
             idle.close()
         assert proc.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ('tls_listen = "127.0.0.1:0"', "proxy.tls_listen needs proxy.tls_cert"),
+        ('users_file = "missing-users"', "cannot read users file"),
+        ('tls_cert = "missing.pem"\ntls_key = "missing.key"', "missing.pem"),
+    ],
+)
+def test_proxy_settings_that_fail_at_start_are_clean_errors(
+    tmp_path: Path, extra: str, message: str
+) -> None:
+    (http_port,) = free_ports(1)
+    config = write_config(tmp_path, http_port=http_port, proxy=extra)
+    result = run_cli("proxy", "-c", str(config), cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
