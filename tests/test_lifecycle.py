@@ -183,14 +183,15 @@ def test_reload_of_a_listen_address_is_reported_as_needing_restart(tmp_path: Pat
         assert proc.stop() == 0
 
 
-def test_click_queued_at_sigterm_is_in_the_store_after_exit(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["redirector", "serve"])
+def test_click_queued_at_sigterm_is_in_the_store_after_exit(tmp_path: Path, command: str) -> None:
     (http_port,) = free_ports(1)
     # Batches that never fill and a flush interval far away: the click stays queued
     # until the shutdown flushes it.
     config = write_config(
         tmp_path, http_port=http_port, redirector="batch_size = 100000\nflush_interval = 3600"
     )
-    with ClickrelayProcess(["redirector", "-c", str(config)], cwd=tmp_path) as proc:
+    with ClickrelayProcess([command, "-c", str(config)], cwd=tmp_path) as proc:
         proc.wait_ready()
         link = token_path(tmp_path, "https://example.com/queued")
         assert http_get(http_port, link) == (302, "https://example.com/queued")
