@@ -160,8 +160,15 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="the quick subset (as in CI)")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
     parser.add_argument("--results", type=Path, help="keep the JSON-lines results here")
+    parser.add_argument(
+        "--render", type=Path, metavar="RESULTS", help="only print the table of an earlier run"
+    )
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     args = parser.parse_args()
+    if args.render:
+        figures, outcomes = load_rows(args.render)
+        print(report(figures, outcomes, args.markdown))
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         results = args.results or Path(tmp) / "results.jsonl"
         results.unlink(missing_ok=True)
