@@ -85,6 +85,7 @@ def urls(text: str) -> list[str]:
         ("http://.", []),
         ("https://)", []),
         ("ftp://x.example/", []),
+        ("ftp://x.example/?u=https://y.example/", []),  # nested in another scheme's URL
         ("mailto:a@x.example", []),
         ("xhttp://x.example/", []),
         ("www.x.example", []),
