@@ -16,14 +16,21 @@ tokenizer does, but only as far as the links need:
   end of the input is dropped, as HTML5 does.
 
 lxml (libxml2 >= 2.14 has an HTML5 tokenizer) is the reference: after scanning,
-``find_html_links`` parses the same text with lxml and compares the ``href`` values of the
-``<a>``/``<area>`` elements in document order with what the scanner found outside
-comments. If they differ, ``HtmlScan.problem`` says so and the caller leaves the part
-alone; a scanner mistake can therefore cost a tracked link but never damage a message.
+``find_html_links`` parses the same text with lxml and compares, in document order, the
+``href`` values of the ``<a>``/``<area>`` (and VML) elements lxml sees with those the
+scanner found; the text of the conditional comments, which lxml keeps as comments, is
+parsed on its own and compared with the links found inside them. If anything differs,
+``HtmlScan.problem`` says so and the caller leaves the part alone: a scanner mistake can
+cost a tracked link but does not damage a message. The parse is skipped when no link
+could be tracked anyway (see ``find_html_links``).
+
+Measured on the corpus templates (2-core VM, same run): the scan alone runs at about 2x
+the speed of lxml.html parse+serialize; scan plus cross-check at about 0.8x.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,8 +67,8 @@ class HtmlScan:
 
     links: tuple[FoundLink, ...]
     problem: str | None
-    #: Indexes into ``links`` of the links inside Outlook conditional comments: lxml
-    #: sees those as comment text, so the cross-check cannot compare them.
+    #: Indexes into ``links`` of the links inside Outlook conditional comments (lxml
+    #: sees those as comment text; the cross-check parses that text separately).
     hidden: frozenset[int] = frozenset()
 
 
@@ -297,9 +304,7 @@ def _fast_link(html: str, m: re.Match[str]) -> FoundLink:
 
 
 _A_NAMES = frozenset({"a", "A"})
-_AREA_NAMES = frozenset(
-    {"".join(c) for c in __import__("itertools").product("aA", "rR", "eE", "aA")}
-)
+_AREA_NAMES = frozenset({"".join(c) for c in itertools.product("aA", "rR", "eE", "aA")})
 
 
 def _comment_end(html: str, pos: int, end: int) -> int:
