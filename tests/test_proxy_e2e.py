@@ -1,0 +1,724 @@
+"""End to end over real sockets: SMTP client → ProxyService → recording aiosmtpd sink.
+
+The helpers at the top (config builder, ``running_proxy``, raw SMTP line client) are
+also used by tests/test_proxy_security.py and tests/test_proxy_load.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+from pathlib import Path
+from typing import Any, ClassVar
+
+import aiohttp
+import aiosmtplib
+import pytest
+from prometheus_client import CollectorRegistry
+
+from redirector.tokens import Keyring, load_keyring
+from smtp_proxy.config import Config, load_config_text
+from smtp_proxy.preflight.monitor import PreflightMonitor
+from smtp_proxy.service import ProxyService
+from tests.smtp_sink import SmtpSink, smtp_sink_factory
+
+__all__ = ["smtp_sink_factory"]  # fixture, re-exported for pytest
+
+BASE_URL = "http://127.0.0.1:8080"
+TOKEN_RE = re.compile(re.escape(BASE_URL) + r"/c/([A-Za-z0-9_-]+)")
+QID_RE = re.compile(r"clickrelay id ([0-9a-z]+)")
+
+SinkFactory = Callable[..., Awaitable[SmtpSink]]
+
+
+# --- helpers shared by the proxy test modules ------------------------------------------------
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def proxy_config(
+    tmp_path: Path,
+    upstream_url: str,
+    key_file: Path,
+    *,
+    preflight: bool = False,
+    upstream: dict[str, Any] | None = None,
+    tracking: dict[str, Any] | None = None,
+    **proxy: Any,
+) -> Config:
+    """A config for a proxy on 127.0.0.1:0 relaying to ``upstream_url``.
+
+    ``preflight=False`` (default) switches preflight off, which means "rewriting
+    allowed" for a proxy without a monitor.
+    """
+    proxy_table: dict[str, Any] = {
+        "listen": "127.0.0.1:0",
+        "admin_listen": "",
+        "hostname": "proxy.test",
+        "trusted_networks": ["127.0.0.1/32"],
+        "command_timeout": 30,
+        "data_timeout": 30,
+        "shutdown_grace": 5,
+    }
+    proxy_table.update(proxy)
+    upstream_table: dict[str, Any] = {
+        "url": upstream_url,
+        "pool_size": 2,
+        "connect_timeout": 5,
+        "timeout": 10,
+    }
+    upstream_table.update(upstream or {})
+    tracking_table: dict[str, Any] = {"base_url": BASE_URL, "key_file": str(key_file)}
+    tracking_table.update(tracking or {})
+    lines = []
+    for name, table in (
+        ("proxy", proxy_table),
+        ("upstream", upstream_table),
+        ("tracking", tracking_table),
+        ("preflight", {"enabled": preflight}),
+    ):
+        lines.append(f"[{name}]")
+        lines.extend(f"{k} = {_toml(v)}" for k, v in table.items())
+    return load_config_text("\n".join(lines) + "\n", base_dir=tmp_path)
+
+
+@contextlib.asynccontextmanager
+async def running_proxy(
+    config: Config,
+    keyring: Keyring,
+    *,
+    preflight: PreflightMonitor | None = None,
+    admin: bool = False,
+    registry: CollectorRegistry | None = None,
+) -> AsyncIterator[ProxyService]:
+    service = ProxyService(config, keyring, registry=registry, preflight=preflight, admin=admin)
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.stop(grace=5)
+
+
+def html_message(
+    html: str,
+    *,
+    sender: str = "news@example.com",
+    to: str = "reader@example.org",
+    subject: str = "Newsletter",
+    message_id: str | None = None,
+    cte: str = "quoted-printable",
+) -> bytes:
+    msg = EmailMessage(policy=SMTP_POLICY)
+    msg["From"] = sender
+    msg["To"] = to
+    msg["Subject"] = subject
+    if message_id:
+        msg["Message-ID"] = message_id
+    msg.set_content(html, subtype="html", cte=cte)
+    return msg.as_bytes()
+
+
+SIMPLE_HTML = (
+    "<html><body><p>Hello</p>"
+    '<a href="https://shop.example.net/sale?id=1&amp;x=2">Sale</a> '
+    '<a href="https://blog.example.net/post/42">Post</a> '
+    '<a href="mailto:someone@example.com">mail</a>'
+    "</body></html>\n"
+)
+
+
+class LineClient:
+    """A raw SMTP client over a real socket: exact bytes out, reply lines in.
+
+    Clients a failing test did not close are closed by the autouse fixture
+    ``close_line_clients`` (import it into any module that uses LineClient).
+    """
+
+    open_clients: ClassVar[set[LineClient]] = set()
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        LineClient.open_clients.add(self)
+
+    @classmethod
+    async def connect(cls, port: int, *, source: str | None = None) -> LineClient:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, local_addr=(source, 0) if source else None
+        )
+        return cls(reader, writer)
+
+    async def reply(self, timeout: float = 10.0) -> tuple[int, str]:  # noqa: ASYNC109
+        """One (possibly multi-line) reply: code and the text lines joined by \\n."""
+        lines: list[str] = []
+        async with asyncio.timeout(timeout):
+            while True:
+                raw = await self.reader.readline()
+                if not raw:
+                    raise ConnectionError("server closed the connection: " + "|".join(lines))
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                lines.append(line[4:])
+                if line[3:4] != "-":
+                    return int(line[:3]), "\n".join(lines)
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def cmd(self, line: str) -> tuple[int, str]:
+        await self.send(line.encode() + b"\r\n")
+        return await self.reply()
+
+    async def closed_by_server(self, timeout: float = 10.0) -> bool:  # noqa: ASYNC109
+        """True when the server hangs up (EOF) within ``timeout``."""
+        async with asyncio.timeout(timeout):
+            while await self.reader.read(4096):
+                pass
+        return True
+
+    async def close(self) -> None:
+        LineClient.open_clients.discard(self)
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
+
+
+def decode_links(keyring: Keyring, data: bytes) -> list[tuple[str, str, int, str | None]]:
+    """(url, queue_id, link_index, recipient) of every tracked link in a raw message."""
+    text = data.replace(b"=\r\n", b"").decode("ascii", "replace")
+    found = []
+    for token in TOKEN_RE.findall(text):
+        link = keyring.open(token)
+        found.append((link.url, link.queue_id, link.link_index, link.recipient))
+    return found
+
+
+# --- fixtures -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def keys(key_file: Path) -> Keyring:
+    return load_keyring(key_file)
+
+
+@pytest.fixture(autouse=True)
+async def close_line_clients() -> AsyncIterator[None]:
+    yield
+    for client in list(LineClient.open_clients):
+        await client.close()
+
+
+# --- tests --------------------------------------------------------------------------------------
+
+
+async def test_rewritten_message_arrives_with_envelope_unchanged(
+    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
+) -> None:
+    sink = await smtp_sink_factory()
+    config = proxy_config(tmp_path, sink.url, key_file)
+    message = html_message(SIMPLE_HTML)
+    async with running_proxy(config, keys) as proxy:
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=proxy.port) as client:
+            errors, text = await client.sendmail(
+                "news@example.com", ["reader@example.org"], message
+            )
+    assert errors == {}
+    match = QID_RE.search(text)
+    assert match, text
+    queue_id = match.group(1)
+    assert "queued as 1" in text  # the upstream's own text is kept
+    assert len(sink.messages) == 1
+    got = sink.messages[0]
+    assert got.mail_from == "news@example.com"
+    assert got.rcpt_tos == ["reader@example.org"]
+    assert got.data != message
+    links = decode_links(keys, got.data)
+    assert [(url, qid, rcpt) for url, qid, _i, rcpt in links] == [
+        ("https://shop.example.net/sale?id=1&x=2", queue_id, "reader@example.org"),
+        ("https://blog.example.net/post/42", queue_id, "reader@example.org"),
+    ]
+    assert b"mailto:someone@example.com" in got.data.replace(b"=\r\n", b"")
+    # Headers are untouched.
+    assert got.data.split(b"\r\n\r\n", 1)[0] == message.split(b"\r\n\r\n", 1)[0]
+
+
+async def test_two_recipients_give_tokens_without_recipient(
+    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
+) -> None:
+    sink = await smtp_sink_factory()
+    config = proxy_config(tmp_path, sink.url, key_file)
+    async with running_proxy(config, keys) as proxy:
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=proxy.port) as client:
+            await client.sendmail(
+                "news@example.com", ["a@example.org", "b@example.org"], html_message(SIMPLE_HTML)
+            )
+    assert sink.messages[0].rcpt_tos == ["a@example.org", "b@example.org"]
+    links = decode_links(keys, sink.messages[0].data)
+    assert len(links) == 2
+    assert all(rcpt is None for *_rest, rcpt in links)
+
+
+async def test_refused_recipient_is_refused_and_others_delivered(
+    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
+) -> None:
+    sink = await smtp_sink_factory()
+    sink.rcpt_replies = {"nobody@example.org": "550 5.1.1 <nobody@example.org>: no such user"}
+    config = proxy_config(tmp_path, sink.url, key_file)
+    async with running_proxy(config, keys) as proxy:
+        client = await LineClient.connect(proxy.port)
+        assert (await client.reply())[0] == 220
+        assert (await client.cmd("EHLO client.test"))[0] == 250
+        assert (await client.cmd("MAIL FROM:<news@example.com>"))[0] == 250
+        code, text = await client.cmd("RCPT TO:<nobody@example.org>")
+        assert (code, text) == (550, "5.1.1 <nobody@example.org>: no such user")
+        assert (await client.cmd("RCPT TO:<reader@example.org>"))[0] == 250
+        assert (await client.cmd("DATA"))[0] == 354
+        await client.send(b"Subject: hi\r\n\r\nno links here\r\n.\r\n")
+        code, text = await client.reply()
+        assert code == 250 and "clickrelay id" in text
+        assert (await client.cmd("QUIT"))[0] == 221
+        await client.close()
+    assert [m.rcpt_tos for m in sink.messages] == [["reader@example.org"]]
+    assert sink.messages[0].data == b"Subject: hi\r\n\r\nno links here\r\n"
+
+
+@pytest.mark.parametrize(
+    ("stage", "reply"),
+    [
+        ("mail", "451 4.3.0 try again later"),
+        ("mail", "550 5.7.1 sender rejected"),
+        ("data", "452 4.3.1 insufficient storage"),
+        ("data", "554 5.7.1 message looks like spam"),
+    ],
+)
+async def test_upstream_4xx_and_5xx_are_passed_through(
+    tmp_path: Path,
+    key_file: Path,
+    keys: Keyring,
+    smtp_sink_factory: SinkFactory,
+    stage: str,
+    reply: str,
+) -> None:
+    sink = await smtp_sink_factory()
+    if stage == "mail":
+        sink.mail_reply = reply
+    else:
+        sink.data_reply = reply
+    config = proxy_config(tmp_path, sink.url, key_file)
+    code, _, text = reply.partition(" ")
+    async with running_proxy(config, keys) as proxy:
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=proxy.port) as client:
+            with pytest.raises(aiosmtplib.SMTPResponseException) as info:
+                await client.sendmail(
+                    "news@example.com", ["reader@example.org"], html_message(SIMPLE_HTML)
+                )
+            assert info.value.code == int(code)
+            assert info.value.message.startswith(text)
+            # The connection stays usable: the next transaction works.
+            sink.mail_reply = sink.data_reply = None
+            await client.rset()
+            await client.sendmail(
+                "news@example.com", ["reader@example.org"], b"Subject: 2\r\n\r\nx\r\n"
+            )
+    assert [m.data for m in sink.messages] == [b"Subject: 2\r\n\r\nx\r\n"]
+
+
+async def test_upstream_down_gives_451_then_retry_delivers_exactly_once(
+    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
+) -> None:
+    sink = await smtp_sink_factory()
+    config = proxy_config(tmp_path, sink.url, key_file)
+    message = html_message(SIMPLE_HTML, message_id="<retry-1@example.com>")
+    async with running_proxy(config, keys) as proxy:
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=proxy.port) as client:
+            await sink.stop()
+            with pytest.raises(aiosmtplib.SMTPResponseException) as info:
+                await client.sendmail("news@example.com", ["reader@example.org"], message)
+            assert info.value.code == 451
+            assert info.value.message.startswith("4.4.1")
+            await client.rset()
+            await sink.start()
+            errors, text = await client.sendmail(
+                "news@example.com", ["reader@example.org"], message
+            )
+            assert errors == {} and "clickrelay id" in text
+    assert len(sink.messages) == 1
+    assert b"<retry-1@example.com>" in sink.messages[0].data
+
+
+async def test_upstream_cut_mid_data_gives_451_and_nothing_accepted(
+    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
+) -> None:
+    sink = await smtp_sink_factory()
+    sink.data_action = "cut"
+    config = proxy_config(tmp_path, sink.url, key_file)
+    message = html_message(SIMPLE_HTML, message_id="<cut-1@example.com>")
+    async with running_proxy(config, keys) as proxy:
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=proxy.port) as client:
+            with pytest.raises(aiosmtplib.SMTPResponseException) as info:
+                await client.sendmail("news@example.com", ["reader@example.org"], message)
+            assert info.value.code == 451
+            assert info.value.message.startswith("4.4.1")
+            assert sink.messages == []
+            assert len(sink.refused) == 1  # the sink got the bytes but never answered
+            sink.data_action = "accept"
+            await client.rset()
+            await client.sendmail("news@example.com", ["reader@example.org"], message)
+    assert len(sink.messages) == 1
+    assert b"<cut-1@example.com>" in sink.messages[0].data
+
+
+async def test_second_transaction_reuses_client_and_upstream_connections(
+    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
+) -> None:
+    sink = await smtp_sink_factory()
+    config = proxy_config(tmp_path, sink.url, key_file)
+    async with running_proxy(config, keys) as proxy:
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=proxy.port) as client:
+            ids = []
+            for n in range(3):
+                _, text = await client.sendmail(
+                    "news@example.com",
+                    [f"r{n}@example.org"],
+                    html_message(SIMPLE_HTML, to=f"r{n}@example.org"),
+                )
+                match = QID_RE.search(text)
+                assert match
+                ids.append(match.group(1))
+    assert len(set(ids)) == 3
+    assert [m.rcpt_tos for m in sink.messages] == [
+        ["r0@example.org"],
+        ["r1@example.org"],
+        ["r2@example.org"],
+    ]
+    assert {m.connection for m in sink.messages} == {1}
+    assert sink.connections == 1
+    for n, message in enumerate(sink.messages):
+        links = decode_links(keys, message.data)
+        assert {qid for _u, qid, _i, _r in links} == {ids[n]}
+
+
+async def test_client_rset_and_abandoned_transactions_leave_upstream_reusable(
+    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
+) -> None:
+    sink = await smtp_sink_factory()
+    config = proxy_config(tmp_path, sink.url, key_file, upstream={"pool_size": 1})
+    async with running_proxy(config, keys) as proxy:
+        # 1: RSET after RCPT.
+        client = await LineClient.connect(proxy.port)
+        await client.reply()
+        await client.cmd("EHLO c")
+        assert (await client.cmd("MAIL FROM:<a@example.com>"))[0] == 250
+        assert (await client.cmd("RCPT TO:<b@example.org>"))[0] == 250
+        assert (await client.cmd("RSET"))[0] == 250
+        # 2: hang up in the middle of a transaction.
+        assert (await client.cmd("MAIL FROM:<a@example.com>"))[0] == 250
+        await client.close()
+        # 3: a new client's message goes over the same upstream connection.
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=proxy.port) as smtp:
+            await sink.wait_for(lambda: sink.commands.count((1, "RSET")) >= 2, what="RSETs")
+            await smtp.sendmail("a@example.com", ["c@example.org"], b"Subject: s\r\n\r\nx\r\n")
+    assert [m.rcpt_tos for m in sink.messages] == [["c@example.org"]]
+    assert sink.messages[0].connection == 1
+    assert sink.connections == 1
+
+
+async def test_preflight_not_verified_relays_byte_identical(
+    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
+) -> None:
+    sink = await smtp_sink_factory()
+    config = proxy_config(tmp_path, sink.url, key_file, preflight=True)
+    # A real monitor that has not verified the domain (never started: "pending").
+    monitor = PreflightMonitor(config, keys, registry=CollectorRegistry())
+    assert not monitor.may_rewrite(BASE_URL)
+    message = html_message(SIMPLE_HTML, message_id="<pf@example.com>")
+    async with running_proxy(config, keys, preflight=monitor) as proxy:
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=proxy.port) as client:
+            _, text = await client.sendmail("news@example.com", ["reader@example.org"], message)
+    assert "clickrelay id" in text
+    assert sink.messages[0].data == message
+    assert decode_links(keys, sink.messages[0].data) == []
+
+
+async def test_preflight_enabled_without_monitor_does_not_rewrite(
+    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
+) -> None:
+    sink = await smtp_sink_factory()
+    config = proxy_config(tmp_path, sink.url, key_file, preflight=True)
+    message = html_message(SIMPLE_HTML)
+    async with running_proxy(config, keys) as proxy:
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=proxy.port) as client:
+            await client.sendmail("news@example.com", ["reader@example.org"], message)
+    assert sink.messages[0].data == message
+
+
+async def test_opt_out_header_is_honoured(
+    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
+) -> None:
+    sink = await smtp_sink_factory()
+    config = proxy_config(tmp_path, sink.url, key_file)
+    message = b"X-Clickrelay-Track: off\r\n" + html_message(SIMPLE_HTML)
+    async with running_proxy(config, keys) as proxy:
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=proxy.port) as client:
+            await client.sendmail("news@example.com", ["reader@example.org"], message)
+    assert decode_links(keys, sink.messages[0].data) == []
+    assert b"https://blog.example.net/post/42" in sink.messages[0].data.replace(b"=\r\n", b"")
+
+
+async def test_mail_parameters_are_rebuilt_not_copied(
+    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
+) -> None:
+    sink = await smtp_sink_factory()
+    config = proxy_config(tmp_path, sink.url, key_file)
+    async with running_proxy(config, keys) as proxy:
+        client = await LineClient.connect(proxy.port)
+        await client.reply()
+        code, ehlo = await client.cmd("EHLO client.test")
+        assert code == 250
+        assert "8BITMIME" in ehlo.split("\n") and "SMTPUTF8" in ehlo.split("\n")
+        assert "CHUNKING" not in ehlo
+        assert any(line.startswith("SIZE ") for line in ehlo.split("\n"))
+        # Unknown parameters never get past the proxy.
+        code, _ = await client.cmd("MAIL FROM:<a@example.com> RET=HDRS ENVID=x")
+        assert code == 555
+        code, _ = await client.cmd("MAIL FROM:<a@example.com> size=00012 body=8bitmime SMTPUTF8")
+        assert code == 250
+        assert (await client.cmd("RCPT TO:<b@example.org>"))[0] == 250
+        assert (await client.cmd("DATA"))[0] == 354
+        await client.send("Subject: ü\r\n\r\nGrüße\r\n.\r\n".encode())
+        assert (await client.reply())[0] == 250
+        await client.cmd("QUIT")
+        await client.close()
+    assert sink.commands.count((1, "MAIL")) == 1
+    got = sink.messages[0]
+    assert got.mail_options == ["SIZE=12", "BODY=8BITMIME", "SMTPUTF8"]
+    assert got.data == "Subject: ü\r\n\r\nGrüße\r\n".encode()
+
+
+async def test_smtputf8_addresses_are_relayed(
+    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
+) -> None:
+    sink = await smtp_sink_factory()
+    config = proxy_config(tmp_path, sink.url, key_file)
+    async with running_proxy(config, keys) as proxy:
+        client = await LineClient.connect(proxy.port)
+        await client.reply()
+        await client.cmd("EHLO client.test")
+        assert (await client.cmd("MAIL FROM:<jörg@example.com> SMTPUTF8"))[0] == 250
+        assert (await client.cmd("RCPT TO:<ü@example.org>"))[0] == 250
+        assert (await client.cmd("DATA"))[0] == 354
+        await client.send("Subject: ü\r\n\r\nGrüße\r\n.\r\n".encode())
+        assert (await client.reply())[0] == 250
+        await client.close()
+    got = sink.messages[0]
+    assert (got.mail_from, got.rcpt_tos) == ("jörg@example.com", ["ü@example.org"])
+
+
+async def test_size_limit_is_advertised_and_enforced(
+    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
+) -> None:
+    sink = await smtp_sink_factory()
+    config = proxy_config(tmp_path, sink.url, key_file, max_message_size=2000)
+    async with running_proxy(config, keys) as proxy:
+        client = await LineClient.connect(proxy.port)
+        await client.reply()
+        _, ehlo = await client.cmd("EHLO c")
+        assert "SIZE 2000" in ehlo.split("\n")
+        assert (await client.cmd("MAIL FROM:<a@example.com> SIZE=5000"))[0] == 552
+        assert (await client.cmd("MAIL FROM:<a@example.com>"))[0] == 250
+        assert (await client.cmd("RCPT TO:<b@example.org>"))[0] == 250
+        assert (await client.cmd("DATA"))[0] == 354
+        await client.send(b"Subject: big\r\n\r\n" + (b"x" * 900 + b"\r\n") * 3 + b".\r\n")
+        assert (await client.reply())[0] == 552
+        # The session goes on: RSET and a small message pass.
+        assert (await client.cmd("RSET"))[0] == 250
+        assert (await client.cmd("MAIL FROM:<a@example.com>"))[0] == 250
+        assert (await client.cmd("RCPT TO:<b@example.org>"))[0] == 250
+        assert (await client.cmd("DATA"))[0] == 354
+        await client.send(b"Subject: small\r\n\r\nok\r\n.\r\n")
+        assert (await client.reply())[0] == 250
+        await client.close()
+    assert [m.data for m in sink.messages] == [b"Subject: small\r\n\r\nok\r\n"]
+
+
+async def test_recipient_cap_answers_452_and_keeps_going(
+    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
+) -> None:
+    sink = await smtp_sink_factory()
+    config = proxy_config(tmp_path, sink.url, key_file, max_recipients=2)
+    async with running_proxy(config, keys) as proxy:
+        client = await LineClient.connect(proxy.port)
+        await client.reply()
+        await client.cmd("EHLO c")
+        await client.cmd("MAIL FROM:<a@example.com>")
+        assert (await client.cmd("RCPT TO:<r1@example.org>"))[0] == 250
+        assert (await client.cmd("RCPT TO:<r2@example.org>"))[0] == 250
+        assert await client.cmd("RCPT TO:<r3@example.org>") == (452, "4.5.3 Too many recipients")
+        assert (await client.cmd("DATA"))[0] == 354
+        await client.send(b"Subject: x\r\n\r\nx\r\n.\r\n")
+        assert (await client.reply())[0] == 250
+        await client.close()
+    assert sink.messages[0].rcpt_tos == ["r1@example.org", "r2@example.org"]
+    assert sink.commands.count((1, "RCPT")) == 2
+
+
+async def test_connection_limit_refuses_extra_clients_with_421(
+    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
+) -> None:
+    sink = await smtp_sink_factory()
+    config = proxy_config(tmp_path, sink.url, key_file, max_connections=2)
+    async with running_proxy(config, keys) as proxy:
+        first = await LineClient.connect(proxy.port)
+        second = await LineClient.connect(proxy.port)
+        assert (await first.reply())[0] == 220
+        assert (await second.reply())[0] == 220
+        third = await LineClient.connect(proxy.port)
+        code, text = await third.reply()
+        assert code == 421 and text.startswith("4.7.0")
+        assert await third.closed_by_server()
+        await third.close()
+        # Once one leaves, a new client gets in.
+        assert (await first.cmd("QUIT"))[0] == 221
+        await first.close()
+        async with asyncio.timeout(10):
+            while True:
+                fourth = await LineClient.connect(proxy.port)
+                code, _ = await fourth.reply()
+                if code == 220:
+                    break
+                await fourth.close()  # the first one's hang-up was not yet processed
+        assert (await fourth.cmd("QUIT"))[0] == 221
+        await fourth.close()
+        await second.close()
+
+
+async def test_command_timeout_hangs_up_idle_clients(
+    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
+) -> None:
+    sink = await smtp_sink_factory()
+    config = proxy_config(tmp_path, sink.url, key_file, command_timeout=1.0)
+    async with running_proxy(config, keys) as proxy:
+        client = await LineClient.connect(proxy.port)
+        assert (await client.reply())[0] == 220
+        assert (await client.cmd("EHLO c"))[0] == 250
+        assert (await client.cmd("MAIL FROM:<a@example.com>"))[0] == 250
+        assert await client.closed_by_server(timeout=10)
+        await client.close()
+        # The abandoned upstream transaction was reset and returned, not leaked.
+        await sink.wait_for(lambda: (1, "RSET") in sink.commands, what="upstream RSET")
+    assert sink.messages == []
+
+
+async def test_data_timeout_hangs_up_and_delivers_nothing(
+    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
+) -> None:
+    sink = await smtp_sink_factory()
+    config = proxy_config(tmp_path, sink.url, key_file, data_timeout=0.5)
+    async with running_proxy(config, keys) as proxy:
+        client = await LineClient.connect(proxy.port)
+        await client.reply()
+        await client.cmd("EHLO c")
+        await client.cmd("MAIL FROM:<a@example.com>")
+        await client.cmd("RCPT TO:<b@example.org>")
+        assert (await client.cmd("DATA"))[0] == 354
+        await client.send(b"Subject: slow\r\n\r\nstarted but never finished\r\n")
+        assert await client.closed_by_server(timeout=10)
+        await client.close()
+    assert sink.messages == [] and sink.refused == []
+
+
+async def test_stop_lets_in_flight_transaction_finish(
+    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
+) -> None:
+    sink = await smtp_sink_factory()
+    config = proxy_config(tmp_path, sink.url, key_file)
+    service = ProxyService(config, keys, admin=False)
+    await service.start()
+    client = await LineClient.connect(service.port)
+    try:
+        await client.reply()
+        await client.cmd("EHLO c")
+        await client.cmd("MAIL FROM:<a@example.com>")
+        await client.cmd("RCPT TO:<b@example.org>")
+        stopping = asyncio.create_task(service.stop(grace=10))
+        # New connections are refused once stop() has begun.
+        with pytest.raises(OSError):
+            async with asyncio.timeout(10):
+                while True:
+                    probe = await LineClient.connect(service.port)
+                    await probe.close()
+        assert not stopping.done()
+        assert (await client.cmd("DATA"))[0] == 354
+        await client.send(b"Subject: last\r\n\r\nin flight\r\n.\r\n")
+        assert (await client.reply())[0] == 250
+        await stopping
+        assert await client.closed_by_server()
+    finally:
+        await client.close()
+        await service.stop(grace=0)
+    assert [m.data for m in sink.messages] == [b"Subject: last\r\n\r\nin flight\r\n"]
+
+
+async def test_reload_applies_new_trusted_networks(
+    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
+) -> None:
+    sink = await smtp_sink_factory()
+    config = proxy_config(tmp_path, sink.url, key_file)
+    async with running_proxy(config, keys) as proxy:
+        client = await LineClient.connect(proxy.port)
+        await client.reply()
+        await client.cmd("EHLO c")
+        assert (await client.cmd("MAIL FROM:<a@example.com>"))[0] == 250
+        assert (await client.cmd("RSET"))[0] == 250
+        untrusted = dataclasses.replace(
+            config, proxy=dataclasses.replace(config.proxy, trusted_networks=("10.0.0.0/8",))
+        )
+        proxy.reload(untrusted, keys)
+        assert (await client.cmd("MAIL FROM:<a@example.com>"))[0] == 530
+        await client.close()
+    assert sink.messages == []
+
+
+async def test_admin_metrics_count_messages(
+    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
+) -> None:
+    sink = await smtp_sink_factory()
+    config = proxy_config(tmp_path, sink.url, key_file, admin_listen="127.0.0.1:0")
+    async with running_proxy(config, keys, admin=True) as proxy:
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=proxy.port) as client:
+            await client.sendmail("a@example.com", ["b@example.org"], html_message(SIMPLE_HTML))
+        assert proxy.admin_port
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{proxy.admin_port}/metrics") as resp:
+                assert resp.status == 200
+                body = await resp.text()
+    assert 'clickrelay_proxy_messages_total{outcome="accepted"} 1.0' in body
+    assert 'clickrelay_proxy_links_total{action="tracked"' in body
+    assert len(sink.messages) == 1
+
+
+async def test_maildir_upstream_quick_start(tmp_path: Path, key_file: Path, keys: Keyring) -> None:
+    outbox = tmp_path / "outbox"
+    config = proxy_config(tmp_path, f"maildir:{outbox}", key_file)
+    async with running_proxy(config, keys) as proxy:
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=proxy.port) as client:
+            errors, text = await client.sendmail(
+                "a@example.com", ["b@example.org"], html_message(SIMPLE_HTML)
+            )
+    assert errors == {} and "clickrelay id" in text
+    files = [p for p in outbox.rglob("*") if p.is_file() and p.parent.name == "new"]
+    assert len(files) == 1
+    assert len(decode_links(keys, files[0].read_bytes())) == 2
