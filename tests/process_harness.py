@@ -61,6 +61,13 @@ class NotifySocket:
         self.messages.append(fields)
         return fields
 
+    def drain(self) -> list[dict[str, str]]:
+        """Every datagram already waiting, without blocking."""
+        drained = []
+        while (fields := self._receive(0.001)) is not None:
+            drained.append(fields)
+        return drained
+
     def wait_for(
         self,
         key: str,

@@ -454,3 +454,18 @@ def test_proxy_settings_that_fail_at_start_are_clean_errors(
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_runs_in_a_plain_terminal_without_notify_socket(tmp_path: Path) -> None:
+    """Not under systemd: no $NOTIFY_SOCKET, no watchdog; same banner, same clean stop."""
+    smtp_port, http_port = free_ports(2)
+    config = write_config(tmp_path, smtp_port=smtp_port, http_port=http_port)
+    env = {"NOTIFY_SOCKET": ""}
+    with ClickrelayProcess(["serve", "-c", str(config)], cwd=tmp_path, env=env) as proc:
+        proc.wait_for_log("event=ready")
+        assert f"smtp://127.0.0.1:{smtp_port}" in proc.stdout()
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=60) as client:
+            assert client.noop()[0] == 250
+        assert proc.stop() == 0
+        assert proc.notify.drain() == []  # nothing was sent to the (unadvertised) socket
+    assert "sd-notify-failed" not in proc.stderr()
