@@ -282,8 +282,10 @@ async def send_with_retry(
     timeout: float = 30.0,  # noqa: ASYNC109 - per-command SMTP timeout, not a wrapper
     on_attempt: Callable[[], Awaitable[None]] | None = None,
     host: str = "127.0.0.1",
+    reuse_connection: bool = True,
 ) -> None:
-    """Send each message over one reused connection, retrying 4xx/broken attempts.
+    """Send each message, retrying 4xx/broken attempts; over one reused connection, or
+    (``reuse_connection=False``) a new connection per message, as many apps do.
 
     ``deadline`` is a ``time.monotonic()`` bound; what is not delivered by then is
     counted as ``gave_up`` (and the test fails on it).
@@ -308,6 +310,11 @@ async def send_with_retry(
                     stats.codes[250] += 1
                     stats.delivered += 1
                     stats.delivered_ids.add(message_id)
+                    if not reuse_connection:
+                        with contextlib.suppress(Exception):
+                            await client.quit()
+                        client.close()
+                        client = None
                     break
                 except (aiosmtplib.SMTPResponseException, aiosmtplib.SMTPRecipientsRefused) as exc:
                     # All recipients refused arrives as SMTPRecipientsRefused (no .code).

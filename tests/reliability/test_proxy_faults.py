@@ -266,8 +266,12 @@ async def test_proxy_sigterm_mid_load(
     exit_codes: list[int] = []
     try:
         deadline = time.monotonic() + scale(240, 540)
+        # A connection per message: after SIGTERM the listener is closed, so new
+        # transactions meet a refused connection until the proxy is back.
         senders = [
-            asyncio.create_task(send_with_retry(port, part, stats, deadline=deadline))
+            asyncio.create_task(
+                send_with_retry(port, part, stats, deadline=deadline, reuse_connection=False)
+            )
             for part in split(messages, clients)
         ]
         for n in range(restarts):
@@ -406,3 +410,50 @@ async def test_dns_stops_answering_rewriting_stops_within_ttl_mail_flows(
     assert rewritten["verified"] == per_phase
     assert rewritten["dns-down"] == 0 and identical["dns-down"] == per_phase
     assert rewritten["recovered"] == per_phase
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: smtp_proxy/service.py ProxyService.stop() drains by waiting for idle "
+    "connections, but open connections may still start NEW transactions (MAIL -> 250), "
+    "so a busy client keeps the proxy up for the whole shutdown_grace and is then cut",
+)
+async def test_drain_refuses_new_transactions_on_open_connections(
+    tmp_path: Path, key_file: Path, sink: SinkProcess
+) -> None:
+    """During the SIGTERM drain, a connection that is open but idle starts a new
+    transaction: it should get a 4xx ("shutting down"), or a client that keeps its
+    connection busy (Postfix's connection cache, an app's pooled client) holds the proxy
+    open for the whole grace period and is then cut mid-transaction."""
+    service_mod = need("smtp_proxy.service", "proxy (smtp_proxy/service.py ProxyService)")
+    from tests.reliability.harness import RawSmtp, dot_stuff
+
+    keyring = load_keyring(key_file)
+    config = proxy_config(tmp_path, f"smtp://127.0.0.1:{sink.port}", key_file, shutdown_grace=30)
+    service = service_mod.ProxyService(config, keyring, registry=CollectorRegistry(), admin=False)
+    await service.start()
+    busy = await RawSmtp.connect(service.port)
+    idle = await RawSmtp.connect(service.port)
+    stopping: asyncio.Task[None] | None = None
+    try:
+        for client in (busy, idle):
+            await client.reply()
+            await client.cmd("EHLO drain.test")
+        sink.set_delay(2)  # the busy connection's DATA is in flight while we stop
+        assert (await busy.cmd("MAIL FROM:<a@example.com>"))[0] == 250
+        assert (await busy.cmd("RCPT TO:<b@example.net>"))[0] == 250
+        assert (await busy.cmd("DATA"))[0] == 354
+        await busy.send(dot_stuff(make_message("<drain-busy@x>")) + b".\r\n")
+        stopping = asyncio.create_task(service.stop(grace=30))
+        await eventually(lambda: not port_open(service.port), 10)  # listeners closed
+        code, _ = await idle.cmd("MAIL FROM:<late@example.com>")
+        busy_code, _ = await busy.reply()
+    finally:
+        for client in (busy, idle):
+            await client.close()
+        if stopping is None:
+            await service.stop(grace=5)
+        else:
+            await stopping
+    assert busy_code == 250  # the in-flight transaction finished
+    assert 400 <= code < 500, f"new MAIL during drain answered {code}"
