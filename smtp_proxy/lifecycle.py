@@ -366,16 +366,18 @@ class Supervisor:
             config = self.load()
             keyring = load_keyring(config.tracking.key_file)
             pending = await stack.reload(config, keyring)
-        except (ClickrelayError, OSError, ValueError) as exc:
+        except Exception as exc:
             # Keep serving with what works; say exactly why the new settings were refused.
+            # (Anything, even a bug in a reload path, must not take the mail path down.)
+            error = str(exc) if isinstance(exc, ClickrelayError) else f"{type(exc).__name__}: {exc}"
             log_event(
                 logger,
                 logging.ERROR,
                 "reload-failed",
-                error=str(exc),
+                error=error,
                 kept="previous configuration",
             )
-            self.notifier.ready(f"reload failed, old config kept: {exc}; {stack.status_line()}")
+            self.notifier.ready(f"reload failed, old config kept: {error}; {stack.status_line()}")
             return
         if pending:
             log_event(
