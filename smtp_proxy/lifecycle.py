@@ -6,7 +6,8 @@ needs, started in dependency order — and reacts to signals:
 * **SIGTERM / SIGINT**: ``STOPPING=1``; the proxy stops accepting and lets in-flight SMTP
   transactions finish for up to ``[proxy] shutdown_grace``; the preflight monitor stops;
   the redirector stops listening and flushes queued clicks for up to ``[redirector]
-  shutdown_flush_timeout``; exit 0.
+  shutdown_flush_timeout``; exit 0. A second SIGINT (Ctrl-C) quits at once (exit 130);
+  further SIGTERMs are ignored (systemd's ``TimeoutStopSec`` is the hard limit).
 * **SIGHUP**: ``RELOADING=1``; the config file, the key file and (through the proxy) the
   TLS certificate and users file are read again. Anything wrong (bad TOML, unknown key,
   unreadable key file or certificate) is logged as ``reload-failed`` with the reason and
@@ -23,7 +24,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import os
 import signal
+import sys
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -296,6 +299,13 @@ class Supervisor:
 
     def _on_signal(self, name: str) -> None:
         if self._stopping:
+            if name == "SIGINT":
+                # A second Ctrl-C at a terminal: the person does not want to wait for the
+                # grace period. Messages not yet answered 250 stay with their senders;
+                # clicks still queued are lost, which is what was asked for.
+                log_event(logger, logging.WARNING, "forced-exit", signal=name)
+                logging.shutdown()
+                os._exit(130)
             log_event(logger, logging.WARNING, "signal-while-stopping", signal=name)
             return
         if name in ("SIGTERM", "SIGINT"):
@@ -354,6 +364,8 @@ class Supervisor:
                 continue
             break
         log_event(logger, logging.INFO, "stopping", signal=name)
+        if name == "SIGINT" and sys.stderr.isatty():
+            print("stopping gracefully; press Ctrl-C again to quit at once", file=sys.stderr)
         self.notifier.stopping("stopping: finishing in-flight mail, flushing clicks")
         await stack.stop()
         log_event(logger, logging.INFO, "stopped", command=self.kind)

@@ -469,3 +469,25 @@ def test_runs_in_a_plain_terminal_without_notify_socket(tmp_path: Path) -> None:
         assert proc.stop() == 0
         assert proc.notify.drain() == []  # nothing was sent to the (unadvertised) socket
     assert "sd-notify-failed" not in proc.stderr()
+
+
+def test_second_sigint_quits_at_once_and_second_sigterm_is_ignored(tmp_path: Path) -> None:
+    smtp_port, http_port = free_ports(2)
+    config = write_config(
+        tmp_path, smtp_port=smtp_port, http_port=http_port, proxy="shutdown_grace = 120"
+    )
+    with ClickrelayProcess(["proxy", "-c", str(config)], cwd=tmp_path) as proc:
+        proc.wait_ready()
+        client = start_transaction(smtp_port)  # keeps the drain waiting
+        try:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait_for("STOPPING")
+            proc.send_signal(signal.SIGTERM)
+            proc.wait_for_log("event=signal-while-stopping")
+            assert proc.proc.poll() is None  # still draining
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait_exit(30) == 130
+        finally:
+            client.close()
+    assert "event=forced-exit" in proc.stderr()
+    assert outbox(tmp_path) == []  # never answered 250, so never accepted
