@@ -132,3 +132,17 @@ def test_python_snippet_compiles_and_uses_the_quickstart_port() -> None:
 def test_referenced_files_exist() -> None:
     for path in re.findall(r"`((?:systemd|docs|conf|tests|bench)/[\w./-]*)`", README):
         assert (ROOT / path.rstrip("/")).exists(), path
+
+
+def test_postfix_doc_shows_the_tested_filter_setup() -> None:
+    """docs/postfix.md's master.cf options are the ones tests/test_postfix.py runs."""
+    from tests.test_postfix import FILTER_MASTER_CF
+
+    doc = (ROOT / "docs" / "postfix.md").read_text(encoding="utf-8")
+    options = [line.strip() for line in FILTER_MASTER_CF.splitlines() if "-o " in line]
+    assert len(options) >= 10
+    for option in options:
+        if option.startswith("-o content_filter=clickrelay:"):
+            assert "-o content_filter=clickrelay:[127.0.0.1]:10025" in doc
+        else:
+            assert option in doc, option
