@@ -156,6 +156,7 @@ async def test_auth_is_offered_only_after_starttls(
             start_tls=True,
             tls_context=client_context(ca.ca_file),
         ) as client:
+            await client.ehlo()  # aiosmtplib does not repeat EHLO after STARTTLS by itself
             await client.auth_plain(USER, PASSWORD)
             await client.sendmail("a@example.com", ["c@example.org"], b"Subject: 2\r\n\r\nx\r\n")
     assert [m.rcpt_tos for m in sink.messages] == [["b@example.org"], ["c@example.org"]]
