@@ -43,6 +43,8 @@ _PLACEHOLDER_RE = re.compile(
 #: Quick pre-check before the regex and the percent-decoding: every placeholder opener
 #: contains one of these characters (raw or as the first byte of its %-escape).
 _PLACEHOLDER_HINT_RE = re.compile(r"[{*%\[]")
+#: After "scheme:": "//", the authority, then path and query (up to the fragment).
+_AUTHORITY_RE = re.compile(r"//([^/?#]*)([^#]*)")
 _UNSUBSCRIBE_RE = re.compile(r"unsubscribe|opt-?out|opt_out", re.IGNORECASE)
 #: Characters a host may contain (ASCII) besides any non-ASCII letter of an IDN.
 _HOST_OK_RE = re.compile(r"[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\]")
@@ -141,16 +143,12 @@ def skip_reason(url: str, policy: LinkPolicy) -> str | None:
         return "not-http"
     if _BAD_CHAR_RE.search(url):
         return "malformed"
-    host = _checked_host(url, scheme.end())
-    if host is None:
+    split = _host_and_tail(url, scheme.end())
+    if split is None:
         return "malformed"
+    host, tail = split
     if host in policy.tracking_hosts:
         return "already-tracked"
-    try:
-        parts = urlsplit(url)
-    except ValueError:  # pragma: no cover - _checked_host already split it
-        return "malformed"
-    tail = parts.path + "?" + parts.query
     if _UNSUBSCRIBE_RE.search(tail) or (
         "%" in tail and _UNSUBSCRIBE_RE.search(unquote(tail, errors="replace"))
     ):
@@ -160,26 +158,39 @@ def skip_reason(url: str, policy: LinkPolicy) -> str | None:
     return None
 
 
-def _checked_host(url: str, after_scheme: int) -> str | None:
-    """The normalised host of an http(s) URL, or ``None`` if its authority is unusable."""
-    if url[after_scheme : after_scheme + 2] != "//":
+def _host_and_tail(url: str, after_scheme: int) -> tuple[str, str] | None:
+    """(normalised host, path + query) of an http(s) URL; ``None`` if its authority is
+    unusable: no ``//``, no host, a bad host character, a bad port, a backslash.
+
+    Split by hand rather than with ``urllib.parse.urlsplit``: several times faster, and
+    every rule is visible here.
+    """
+    parts = _AUTHORITY_RE.match(url, after_scheme)
+    if parts is None:
         return None  # "http:example.com" or "http:/x": browsers guess, we do not
-    try:
-        parts = urlsplit(url)
-        hostname = parts.hostname
-        parts.port  # noqa: B018 - raises ValueError for a non-numeric or out-of-range port
-    except ValueError:
-        return None
-    if not hostname or "\\" in parts.netloc:
-        return None
-    netloc_host = parts.netloc.rpartition("@")[2]
-    if netloc_host.startswith("["):
-        raw_host = netloc_host[: netloc_host.find("]") + 1]
+    authority, tail = parts.groups()
+    if "\\" in authority:
+        return None  # browsers read "\" as "/": the host would not be what it seems
+    hostport = authority.rpartition("@")[2]
+    if hostport.startswith("["):
+        close = hostport.find("]")
+        if close < 0:
+            return None
+        host, port = hostport[: close + 1], hostport[close + 1 :]
+        if port and not port.startswith(":"):
+            return None
+        port = port[1:]
     else:
-        raw_host = netloc_host.partition(":")[0]
-    if not raw_host or not _host_chars_ok(raw_host):
+        host, _, port = hostport.partition(":")
+    if port:
+        digits = port.lstrip("0")
+        if not (port.isascii() and port.isdigit()) or len(digits) > 5:
+            return None
+        if int(digits or "0") > 65535:
+            return None
+    if not host or not _host_chars_ok(host):
         return None
-    return normalize_host(hostname)
+    return normalize_host(host), tail
 
 
 def _host_chars_ok(host: str) -> bool:

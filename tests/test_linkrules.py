@@ -174,3 +174,51 @@ def test_total_on_any_text(text: str) -> None:
         }
         if reason is None:
             assert url_is_sealable(url)
+
+
+_URL_PIECES = st.sampled_from(
+    [
+        "https://",
+        "http://",
+        "user",
+        ":",
+        "@",
+        "example",
+        ".",
+        "com",
+        "[",
+        "]",
+        "::1",
+        "8080",
+        "/",
+        "?",
+        "#",
+        "a=b",
+        "&",
+        "%41",
+        "\\",
+        "BÜCHER",
+        "-",
+        "99999",
+        "0",
+    ]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_URL_PIECES, max_size=10).map("".join))
+def test_host_agrees_with_urlsplit(url: str) -> None:
+    # The hand-written authority split must never see a different host than urllib.
+    from urllib.parse import urlsplit
+
+    from smtp_proxy.linkrules import _host_and_tail
+
+    if not url.startswith(("http://", "https://")):
+        return
+    split = _host_and_tail(url, url.index(":") + 1)
+    if split is None:
+        return
+    parts = urlsplit(url)
+    assert parts.hostname is not None
+    assert split[0] == normalize_host(parts.hostname)
+    assert split[1] == parts.path + ("?" + parts.query if "?" in url.split("#")[0] else "")
