@@ -254,7 +254,10 @@ async def test_auth_login_challenge_flow_and_bad_base64(
     config = proxy_config(
         tmp_path, sink.url, key_file, users_file=str(users_file), allow_plain_auth_on_loopback=True
     )
-    b64 = lambda s: base64.b64encode(s.encode()).decode()  # noqa: E731
+
+    def b64(text: str) -> str:
+        return base64.b64encode(text.encode()).decode()
+
     async with running_proxy(config, keys) as proxy:
         client = await LineClient.connect(proxy.port, source=UNTRUSTED)
         await client.reply()
