@@ -39,16 +39,29 @@ _PAIRS = {")": "(", "]": "[", "}": "{"}
 
 
 def _trim(url: str) -> str:
-    """Drop trailing punctuation that belongs to the sentence, not to the URL."""
-    while url:
-        last = url[-1]
-        if last in _TRAILING and not (last == "*" and url.endswith("|*")):
-            url = url[:-1]  # ("*|MERGE_TAG|*" placeholders keep their closing star)
-        elif last in _PAIRS and url.count(last) > url.count(_PAIRS[last]):
-            url = url[:-1]
+    """Drop trailing punctuation that belongs to the sentence, not to the URL.
+
+    Works on an end index with bracket counts taken once: linear even for a URL
+    followed by thousands of dots or parentheses.
+    """
+    end = len(url)
+    counts: dict[str, int] | None = None
+    while end:
+        last = url[end - 1]
+        if last in _TRAILING:
+            if last == "*" and url.endswith("|*", 0, end):
+                break  # the closing star of a *|MERGE_TAG|* placeholder
+            end -= 1
+        elif last in _PAIRS:
+            if counts is None:
+                counts = {c: url.count(c, 0, end) for c in "()[]{}"}
+            if counts[last] <= counts[_PAIRS[last]]:
+                break  # balanced: part of the URL
+            counts[last] -= 1
+            end -= 1
         else:
             break
-    return url
+    return url[:end]
 
 
 def find_text_links(text: str) -> tuple[FoundLink, ...]:

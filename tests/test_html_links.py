@@ -680,3 +680,26 @@ def test_corpus_messages_html_parts_agree_with_lxml() -> None:
     print(f"corpus messages: {parts} HTML parts, {found} links, {disagree} disagree")
     assert parts > 10
     assert disagree <= parts // 10
+
+
+@pytest.mark.parametrize(
+    ("html", "count"),
+    [
+        ("<" * 200_000, 0),
+        ("<a " * 70_000, 0),
+        ('<a href="' + "x" * 200_000, 0),
+        ("<p " + "a=b " * 50_000 + "><a href=https://x.example/>", 1),
+        ("<p " + "a='b' " * 50_000 + "><a href=https://x.example/>", 1),
+        ("<!--" * 50_000, 0),
+        ("<!" * 100_000, 0),
+        ("</" * 100_000, 0),
+        ("<a href=https://x.example/>" * 20_000, 20_000),
+        ("<!--[if mso]><v:rect href=https://x.example/></v:rect><![endif]-->" * 5_000, 5_000),
+        ("<script>" + "<!--<script>" * 20_000, 0),
+        ('<a title="' + "&amp;" * 50_000 + '" href=https://x.example/>', 1),
+    ],
+    ids=lambda v: v[:20] if isinstance(v, str) else str(v),
+)
+def test_pathological_inputs(html: str, count: int) -> None:
+    # Possessive patterns: no catastrophic backtracking, whatever the input.
+    assert len(find_html_links(html, check=False).links) == count

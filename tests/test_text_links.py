@@ -187,3 +187,21 @@ def test_corpus_text_parts() -> None:
                 found += 1
     print(f"corpus text parts: {found} links")
     assert found > 10
+
+
+@pytest.mark.parametrize(
+    ("text", "count"),
+    [
+        ("https://x.example/" + ")" * 100_000, 1),
+        ("https://x.example/" + "." * 100_000, 1),
+        ("https://x.example/" + ".)" * 50_000, 1),
+        ("https://" * 50_000, 1),  # one (odd) URL: host "https"
+        ("http://x " * 50_000, 50_000),
+        ("://" * 100_000, 0),
+    ],
+    ids=lambda v: v[:20] if isinstance(v, str) else str(v),
+)
+def test_pathological_text(text: str, count: int) -> None:
+    found = find_text_links(text)
+    assert len(found) == count
+    assert all(not link.raw.endswith((".", ")")) for link in found)
