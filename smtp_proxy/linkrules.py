@@ -25,6 +25,7 @@ except for its length, which the caller checks against ``max_link_length``.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
@@ -35,12 +36,11 @@ OPT_OUT_REASON = "opted-out"
 _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 #: What the WHATWG URL parser strips or rejects, plus lone surrogates (undecodable input).
 _BAD_CHAR_RE = re.compile(r"[\x00-\x20\x7f\ud800-\udfff]")
-#: Template placeholders as the common mail/templating tools write them.
-_PLACEHOLDER_RE = re.compile(
-    r"\{\{.*?\}\}|\{%.*?%\}|\*\|.*?\|\*|%%.*?%%|\[\[.*?\]\]",
-    re.DOTALL,
-)
-#: Quick pre-check before the regex and the percent-decoding: every placeholder opener
+#: Template placeholders as the common mail/templating tools write them: an opener with
+#: its closer somewhere after it. (Checked with str.find, not a ".*?" regex: linear even
+#: for a megabyte of "{{{{".)
+_PLACEHOLDERS = (("{{", "}}"), ("{%", "%}"), ("*|", "|*"), ("%%", "%%"), ("[[", "]]"))
+#: Quick pre-check before the search and the percent-decoding: every placeholder opener
 #: contains one of these characters (raw or as the first byte of its %-escape).
 _PLACEHOLDER_HINT_RE = re.compile(r"[{*%\[]")
 #: After "scheme:": "//", the authority, then path and query (up to the fragment).
@@ -108,7 +108,7 @@ class LinkPolicy:
 def _has_placeholder(url: str) -> bool:
     if not _PLACEHOLDER_HINT_RE.search(url):
         return False
-    if _PLACEHOLDER_RE.search(url):
+    if _placeholder_in(url):
         return True
     # Percent-encoded forms: %7B%7B..%7D%7D, %25%25..%25%25, *%7C..%7C*, %5B%5B..%5D%5D,
     # also encoded twice (a templating tool that URL-encodes an already encoded link).
@@ -117,7 +117,15 @@ def _has_placeholder(url: str) -> bool:
         if "%" not in decoded:
             return False
         decoded = unquote(decoded, errors="replace")
-        if _PLACEHOLDER_RE.search(decoded):
+        if _placeholder_in(decoded):
+            return True
+    return False
+
+
+def _placeholder_in(text: str) -> bool:
+    for opener, closer in _PLACEHOLDERS:
+        start = text.find(opener)
+        if start >= 0 and text.find(closer, start + len(opener)) >= 0:
             return True
     return False
 
@@ -171,7 +179,9 @@ def _host_and_tail(url: str, after_scheme: int) -> tuple[str, str] | None:
     authority, tail = parts.groups()
     if "\\" in authority:
         return None  # browsers read "\" as "/": the host would not be what it seems
-    hostport = authority.rpartition("@")[2]
+    userinfo, _, hostport = authority.rpartition("@")
+    if "[" in userinfo or "]" in userinfo or not userinfo.isascii():
+        return None  # brackets belong to an IPv6 host; odd credentials: leave alone
     if hostport.startswith("["):
         close = hostport.find("]")
         if close < 0:
@@ -196,5 +206,14 @@ def _host_and_tail(url: str, after_scheme: int) -> tuple[str, str] | None:
 def _host_chars_ok(host: str) -> bool:
     if host.isascii():
         return _HOST_OK_RE.fullmatch(host) is not None
-    # IDN: letters of any script, plus the ASCII host characters.
-    return all(c.isalnum() or c in "._~-" or (ord(c) > 0x7F and c.isprintable()) for c in host)
+    # IDN: letters of any script, plus the ASCII host characters -- also after NFKC
+    # (IDNA maps U+FF0F FULLWIDTH SOLIDUS to "/", which would change the host).
+    return all(_idn_char_ok(c) for c in host) and all(
+        _idn_char_ok(c) for c in unicodedata.normalize("NFKC", host)
+    )
+
+
+def _idn_char_ok(c: str) -> bool:
+    if c.isascii():
+        return c.isalnum() or c in "._~-"
+    return c.isprintable() and not c.isspace()
