@@ -16,9 +16,13 @@ with lines of at most 76 characters, and base64 re-encoded with the original lin
 from __future__ import annotations
 
 import binascii
+import bisect
 import email.parser
 import email.policy
+import functools
+import itertools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.message import Message
 
@@ -29,7 +33,13 @@ MAX_LINE_OCTETS = 998
 #: RFC 2045: quoted-printable lines are at most 76 characters (without CRLF).
 QP_LINE = 76
 
-_HEADER_LINE_RE = re.compile(rb"[!-9;-~]+[ \t]*:|[ \t]")
+# A line that is neither "name:" nor a continuation nor empty.
+_BAD_HEADER_LINE_RE = re.compile(rb"^(?![!-9;-~]+[ \t]*:|[ \t]|\r?$)", re.M)
+_WANTED_FIELDS_RE = re.compile(
+    rb"^(?:content-type|content-transfer-encoding|content-disposition|dkim-signature"
+    rb"|x-clickrelay-track)[ \t]*:[^\n]*(?:\n|\Z)(?:[ \t][^\n]*(?:\n|\Z))*",
+    re.M | re.I,
+)
 _BLANK_LINE_RE = re.compile(rb"\n\r?\n")
 _BAD_QP_RE = re.compile(rb"=(?![0-9A-Fa-f]{2}|[ \t]*(?:\r?\n|\Z))")
 _B64_CHARS_RE = re.compile(rb"[A-Za-z0-9+/=\s]*")
@@ -124,12 +134,19 @@ def parse_headers(block: bytes, default_type: str = "text/plain") -> PartHeaders
             block.decode("utf-8")  # RFC 6532 (SMTPUTF8) headers are fine; raw 8-bit is not
         except UnicodeDecodeError:
             raise MimeError("8bit-headers") from None
-    for lineno, line in enumerate(block.splitlines()):
-        if lineno == 0 and line.startswith(b"From "):
-            continue  # mbox "From " separator line
-        if line and not _HEADER_LINE_RE.match(line):
-            raise MimeError("bad-header-line")
-    msg = _PARSER.parsebytes(block)
+    start = block.find(b"\n") + 1 if block.startswith(b"From ") else 0  # mbox separator
+    if _BAD_HEADER_LINE_RE.search(block, start):
+        raise MimeError("bad-header-line")
+    # The email package only gets the fields we read: parsing a long Received chain
+    # would cost more than everything else the rewriter does with the headers.
+    return _parse_fields(b"".join(_WANTED_FIELDS_RE.findall(block)), default_type)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_fields(fields: bytes, default_type: str) -> PartHeaders:
+    # Cached: part headers repeat from message to message (same mailer, same template).
+    # The Message inside is shared, so callers only ever read it.
+    msg = _PARSER.parsebytes(fields)
     if default_type != "text/plain":
         msg.set_default_type(default_type)
     ctype = msg.get_content_type()
@@ -222,89 +239,93 @@ def _walk(
 # --- quoted-printable ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class QpLine:
-    """One logical line of a quoted-printable body: its encoded bytes (one or more physical
-    lines joined by soft breaks, with its hard line break) and what they decode to."""
-
-    encoded: bytes
-    decoded: bytes
+# A logical line: physical lines ending in a soft break ("=" + optional whitespace), then
+# one that does not (or the end of the body).
+_QP_LOGICAL_RE = re.compile(rb"(?:[^\n]*=[ \t\r]*\n)*[^\n]*(?:\n|\Z)")
 
 
-def qp_decode_lines(body: bytes) -> list[QpLine]:
-    """Split a quoted-printable body into logical lines; MimeError("bad-quoted-printable")
-    when an ``=`` is neither an escape nor a soft line break."""
+def qp_decode(body: bytes) -> bytes:
+    """Decode a quoted-printable body; MimeError("bad-quoted-printable") when an ``=`` is
+    neither an escape nor a soft line break."""
     if _BAD_QP_RE.search(body):
         raise MimeError("bad-quoted-printable")
-    out: list[QpLine] = []
-    group_start = 0
+    return binascii.a2b_qp(body)
+
+
+def qp_logical_lines(body: bytes) -> list[bytes]:
+    """The encoded logical lines of a quoted-printable body (soft breaks join physical
+    lines); joined they give ``body`` back."""
+    lines: list[bytes] = _QP_LOGICAL_RE.findall(body)
+    if lines and not lines[-1]:
+        lines.pop()  # only the match at the very end can be empty
+    return lines
+
+
+def qp_reencode(
+    body: bytes, decoded: bytes, changes: Sequence[tuple[int, int, bytes]], eol: bytes
+) -> bytes:
+    """``body`` (quoted-printable, decoding to ``decoded``) with the byte ranges
+    ``changes`` = [(start, end, new)] of the decoded content replaced (sorted, disjoint).
+
+    Only the logical lines a change touches are re-encoded; every other line keeps its
+    original encoded bytes. Falls back to encoding everything anew if the line split does
+    not reproduce ``decoded`` (it always should).
+    """
+    lines = qp_logical_lines(body)
+    parts = list(map(binascii.a2b_qp, lines))
+    if b"".join(parts) != decoded:
+        return qp_encode(_apply(decoded, changes, 0), eol)
+    ends = list(itertools.accumulate(map(len, parts)))  # decoded end offset of each line
+    out: list[bytes] = []
+    i = 0  # next line not yet written
+    ci = 0
+    while ci < len(changes):
+        first = bisect.bisect_right(ends, changes[ci][0], lo=i)
+        out.extend(lines[i:first])
+        # Lines [first, last] form a region: extend it over every change that starts in
+        # it (a change may reach into following lines when an href spans a line break).
+        last = first
+        region_changes = []
+        while ci < len(changes) and (last >= len(ends) or changes[ci][0] < ends[last]):
+            last = max(last, bisect.bisect_left(ends, changes[ci][1], lo=last))
+            region_changes.append(changes[ci])
+            ci += 1
+        last = min(last, len(lines) - 1)
+        region_start = ends[first - 1] if first else 0
+        region = decoded[region_start : ends[last]]
+        out.append(qp_encode(_apply(region, region_changes, region_start), eol))
+        i = last + 1
+    out.extend(lines[i:])
+    return b"".join(out)
+
+
+def _apply(data: bytes, changes: Sequence[tuple[int, int, bytes]], offset: int) -> bytes:
+    pieces: list[bytes] = []
     pos = 0
-    n = len(body)
-    while pos < n:
-        nl = body.find(b"\n", pos)
-        line_end = n if nl < 0 else nl + 1
-        content = body[pos:line_end].rstrip(b"\r\n").rstrip(b" \t")
-        pos = line_end
-        if content.endswith(b"=") and pos < n:
-            continue  # soft line break: the logical line goes on
-        chunk = body[group_start:pos]
-        out.append(QpLine(chunk, binascii.a2b_qp(chunk)))
-        group_start = pos
-    if group_start < n:
-        chunk = body[group_start:]
-        out.append(QpLine(chunk, binascii.a2b_qp(chunk)))
-    return out
-
-
-def _qp_byte_table() -> list[bytes]:
-    table = []
-    for b in range(256):
-        if 33 <= b <= 126 and b != 0x3D:
-            table.append(bytes((b,)))
-        else:
-            table.append(b"=%02X" % b)
-    return table
-
-
-_QP_TABLE = _qp_byte_table()
+    for start, end, new in changes:
+        pieces += (data[pos : start - offset], new)
+        pos = end - offset
+    pieces.append(data[pos:])
+    return b"".join(pieces)
 
 
 def qp_encode(data: bytes, eol: bytes) -> bytes:
     """Quoted-printable encode ``data`` whose hard line breaks are ``eol``; physical lines
-    are at most 76 characters, soft breaks never split an escape."""
+    are at most 76 characters, soft breaks never split an escape, and a CR or LF that is
+    not part of ``eol`` is escaped (so decoding gives back exactly ``data``)."""
     lines = data.split(eol)
-    out: list[bytes] = []
-    for i, line in enumerate(lines):
-        last = i == len(lines) - 1
-        if last and not line:
-            break
-        out.append(_qp_encode_line(line, eol))
-        if not last:
-            out.append(eol)
-    return b"".join(out)
-
-
-def _qp_encode_line(line: bytes, eol: bytes) -> bytes:
-    tokens = [_QP_TABLE[b] if b not in (0x20, 0x09) else bytes((b,)) for b in line]
-    # Whitespace at the end of a line would be stripped in transit: encode it.
-    if tokens and tokens[-1] in (b" ", b"\t"):
-        tokens[-1] = b"=%02X" % tokens[-1][0]
-    if sum(len(t) for t in tokens) <= QP_LINE:
-        return b"".join(tokens)
-    physical: list[bytes] = []
-    current: list[bytes] = []
-    width = 0
-    for idx, tok in enumerate(tokens):
-        remaining_is_last = idx == len(tokens) - 1
-        limit = QP_LINE if remaining_is_last else QP_LINE - 1  # room for the soft-break "="
-        if width + len(tok) > limit:
-            # Whitespace before a soft break is fine: the "=" follows it.
-            physical.append(b"".join(current) + b"=")
-            current, width = [], 0
-        current.append(tok)
-        width += len(tok)
-    physical.append(b"".join(current))
-    return eol.join(physical)
+    if lines[-1] == b"":
+        lines.pop()  # data ended with a line break: no partial last line
+        trailer = eol
+    else:
+        trailer = b""
+    soft = b"=" + eol
+    out = []
+    for line in lines:
+        # istext=False: CR and LF inside a line are data, escaped as =0D/=0A.
+        encoded = binascii.b2a_qp(line, quotetabs=False, istext=False, header=False)
+        out.append(encoded if eol == b"\n" else encoded.replace(b"=\n", soft))
+    return eol.join(out) + trailer if out else b""
 
 
 # --- base64 ---------------------------------------------------------------------------------
@@ -338,9 +359,24 @@ def b64_encode(data: bytes, line_length: int, eol: bytes, trailer: bytes) -> byt
     return eol.join(lines) + trailer
 
 
-def max_line_octets(data: bytes) -> int:
-    """Length of the longest line, without its line break."""
-    return max((len(line) for line in data.splitlines()), default=0)
+def has_long_line(data: bytes, around: Sequence[int] = ()) -> bool:
+    """Whether a line of ``data`` (without its CRLF/LF) is longer than 998 octets; with
+    ``around``, only the lines holding those offsets are looked at."""
+    if len(data) <= MAX_LINE_OCTETS:
+        return False
+    if not around:
+        return any(
+            len(line.rstrip(b"\r")) > MAX_LINE_OCTETS
+            for line in data.split(b"\n")
+            if len(line) > MAX_LINE_OCTETS
+        )
+    for pos in around:
+        start = data.rfind(b"\n", 0, pos) + 1
+        end = data.find(b"\n", pos)
+        line = data[start : len(data) if end < 0 else end]
+        if len(line.rstrip(b"\r")) > MAX_LINE_OCTETS:
+            return True
+    return False
 
 
 def replace_header(block: bytes, name: str, value: str, eol: bytes) -> bytes:

@@ -42,6 +42,8 @@ OPT_OUT_HEADER = "X-Clickrelay-Track"
 _OFF_VALUES = frozenset({"off", "no", "false", "0", "none"})
 _HREF_RE = re.compile(r"href", re.I)
 _HTTP_RE = re.compile(r"https?:", re.I)
+_HREF_B_RE = re.compile(rb"href", re.I)
+_HTTP_B_RE = re.compile(rb"https?:", re.I)
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 _PGP_MARK = "-----BEGIN PGP "
 
@@ -116,7 +118,6 @@ class _Job:
     kind: str  # "html" | "text"
     body: bytes = b""
     decoded: bytes = b""  # after transfer decoding
-    qp_lines: list[mime_parts.QpLine] | None = None
     text: str = ""
     codec: str = "ascii"
     errors: str = "strict"
@@ -143,12 +144,18 @@ def _decode_job(data: bytes, job: _Job, settings: TrackingSettings) -> None:
     if cte in ("", "7bit", "8bit", "binary"):
         job.decoded = job.body
     elif cte == "quoted-printable":
-        job.qp_lines = mime_parts.qp_decode_lines(job.body)
-        job.decoded = b"".join(line.decoded for line in job.qp_lines)
+        job.decoded = mime_parts.qp_decode(job.body)
     elif cte == "base64":
         job.decoded = mime_parts.b64_decode(job.body)
     else:
         raise MimeError("unknown-transfer-encoding")
+    # Most parts have no link at all: look for one in the bytes before paying for the
+    # charset decoding (links are ASCII in every charset a mail client would use here).
+    marker, marker_re = (b"href", _HREF_B_RE) if job.kind == "html" else (b"http", _HTTP_B_RE)
+    if job.kind == "text" and not settings.text_links:
+        return
+    if marker not in job.decoded and marker_re.search(job.decoded) is None:
+        return
     charset = entity.headers.charset
     if charset is None:
         # No charset: read as ASCII, keep 8-bit bytes as surrogates so they round-trip;
@@ -163,22 +170,19 @@ def _decode_job(data: bytes, job: _Job, settings: TrackingSettings) -> None:
         job.text = job.decoded.decode(job.codec, job.errors)
     except (UnicodeDecodeError, ValueError):
         raise MimeError("charset-decode-error") from None
-    try:
-        roundtrip = job.text.encode(job.codec, job.errors)
-    except (UnicodeEncodeError, ValueError):
-        roundtrip = b""
-    if roundtrip != job.decoded:
-        raise MimeError("charset-not-roundtrip")
+    # Whether the charset gives back the same bytes is checked where it matters, when a
+    # changed part is encoded again (_spliced_decoded compares every byte).
     if _PGP_MARK in job.text:
         raise MimeError("inline-pgp")
     if job.kind == "html":
-        if _HREF_RE.search(job.text) is None:
+        # Plain substring tests first: a case-insensitive regex search costs far more.
+        if "href" not in job.text and _HREF_RE.search(job.text) is None:
             return
         # The lxml cross-check is the costly half: it runs later, only for parts in
         # which some link is really going to be tracked.
         job.scan = find_html_links(job.text, check=False)
         job.links = job.scan.links
-    elif settings.text_links and _HTTP_RE.search(job.text) is not None:
+    elif settings.text_links and ("http" in job.text or _HTTP_RE.search(job.text)):
         job.links = tuple(find_text_links(job.text))
 
 
@@ -283,44 +287,6 @@ def _spliced_decoded(job: _Job) -> tuple[bytes, list[tuple[int, int, bytes]]] | 
     return new_decoded, changes
 
 
-def _qp_reencode(
-    lines: list[mime_parts.QpLine], changes: list[tuple[int, int, bytes]], eol: bytes
-) -> bytes:
-    """Quoted-printable body in which only the logical lines that changed are re-encoded;
-    every other line keeps its original encoded bytes."""
-    out: list[bytes] = []
-    ci = 0
-    pos = 0  # decoded offset where lines[i] starts
-    i = 0
-    n = len(lines)
-    while i < n:
-        end = pos + len(lines[i].decoded)
-        if ci >= len(changes) or changes[ci][0] >= end:
-            out.append(lines[i].encoded)
-            pos, i = end, i + 1
-            continue
-        # Lines [i, j) form a region that holds every change starting in it (a change
-        # may reach into following lines when an href value spans a line break).
-        j = i + 1
-        region_changes: list[tuple[int, int, bytes]] = []
-        while ci < len(changes) and changes[ci][0] < end:
-            while changes[ci][1] > end and j < n:
-                end += len(lines[j].decoded)
-                j += 1
-            region_changes.append(changes[ci])
-            ci += 1
-        old = b"".join(line.decoded for line in lines[i:j])
-        new_parts: list[bytes] = []
-        cursor = 0
-        for cstart, cend, new in region_changes:
-            new_parts += (old[cursor : cstart - pos], new)
-            cursor = cend - pos
-        new_parts.append(old[cursor:])
-        out.append(mime_parts.qp_encode(b"".join(new_parts), eol))
-        pos, i = end, j
-    return b"".join(out)
-
-
 @dataclass(frozen=True)
 class _Edit:
     start: int
@@ -339,13 +305,12 @@ def _encode_job(data: bytes, job: _Job) -> list[_Edit] | str:
     eol = _body_eol(job.body, entity.eol)
     edits: list[_Edit] = []
     if cte == "quoted-printable":
-        assert job.qp_lines is not None
-        new_body = _qp_reencode(job.qp_lines, changes, eol)
+        new_body = mime_parts.qp_reencode(job.body, job.decoded, changes, eol)
     elif cte == "base64":
         trailer = job.body[len(job.body.rstrip()) :]
         length = mime_parts.b64_line_length(job.body)
         new_body = mime_parts.b64_encode(new_decoded, length, eol, trailer)
-    elif mime_parts.max_line_octets(new_decoded) > mime_parts.MAX_LINE_OCTETS:
+    elif mime_parts.has_long_line(new_decoded, _new_offsets(changes)):
         # A 7bit/8bit line would grow past 998 octets: switch this part to QP.
         new_body = mime_parts.qp_encode(new_decoded, eol)
         block = data[entity.start : entity.header_end]
@@ -357,6 +322,17 @@ def _encode_job(data: bytes, job: _Job) -> list[_Edit] | str:
         new_body = new_decoded
     edits.append(_Edit(entity.body_start, entity.end, new_body))
     return edits
+
+
+def _new_offsets(changes: Sequence[tuple[int, int, bytes]]) -> list[int]:
+    """Where each change starts in the new content (only lines with a change can have
+    grown past the line limit)."""
+    out = []
+    delta = 0
+    for start, end, new in changes:
+        out.append(start + delta)
+        delta += len(new) - (end - start)
+    return out
 
 
 def _body_eol(body: bytes, default: bytes) -> bytes:

@@ -174,6 +174,6 @@ def test_qp_encode_round_trip(data: bytes, crlf: bool) -> None:
     encoded = mime_parts.qp_encode(data, eol)
     assert binascii.a2b_qp(encoded) == data
     assert all(len(line) <= mime_parts.QP_LINE for line in encoded.split(eol))
-    lines = mime_parts.qp_decode_lines(encoded)
-    assert b"".join(line.encoded for line in lines) == encoded
-    assert b"".join(line.decoded for line in lines) == data
+    lines = mime_parts.qp_logical_lines(encoded)
+    assert b"".join(lines) == encoded
+    assert b"".join(map(binascii.a2b_qp, lines)) == data == mime_parts.qp_decode(encoded)
