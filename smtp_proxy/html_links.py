@@ -465,7 +465,8 @@ def check_links(html: str, scan: HtmlScan) -> str | None:
     """lxml's verdict on a scan of ``html``.
 
     ``None`` if lxml finds the same links with the same values in the same order: the
-    ``<a>``/``<area>`` (and VML, when the scan found some) elements of the document, and
+    ``<a>``/``<area>`` (and VML, when the scan found some) elements of the document
+    (cut before each ``</html>`` that more markup follows, see ``_segments``), and
     separately the links inside Outlook conditional comments, whose text lxml keeps as
     comments and which are therefore parsed on their own (all of them in one parse).
     Else ``"html-disagrees"``, or ``"html-unparseable"`` when lxml refuses a part in
@@ -488,23 +489,46 @@ def check_links(html: str, scan: HtmlScan) -> str | None:
     if not html.isascii():  # lone surrogates: lxml sees what "replace" made of them
         visible = [v.encode("utf-8", "replace").decode("utf-8") for v in visible]
         hidden = [v.encode("utf-8", "replace").decode("utf-8") for v in hidden]
-    root = _parse(html.encode("utf-8", "replace"), keep_comments=bool(hidden))
-    if root is None:
-        return "html-unparseable"
-    if _link_values(root, with_vml) != visible:
+    theirs: list[str] = []
+    texts: list[str] = []
+    for start, end in _segments(html):
+        root = _parse(html[start:end].encode("utf-8", "replace"), keep_comments=bool(hidden))
+        if root is None:
+            return "html-unparseable"
+        theirs += _link_values(root, with_vml)
+        if hidden:
+            texts += [
+                text
+                for comment in _comments(root)
+                if (text := comment.text or "")
+                and _CONDITIONAL_RE.match(text)
+                and "href" in text.lower()
+            ]
+    if theirs != visible:
         return "html-disagrees"
     if hidden:
-        texts = [
-            text
-            for comment in _comments(root)
-            if (text := comment.text or "")
-            and _CONDITIONAL_RE.match(text)
-            and "href" in text.lower()
-        ]
         inner = _parse("\n".join(texts).encode("utf-8", "replace"), keep_comments=False)
         if inner is None or _link_values(inner, with_vml=True) != hidden:
             return "html-disagrees"
     return None
+
+
+_HTML_END_RE = re.compile(r"</(?i:html)(?=[\t\n\f\r />]|\Z)")
+
+
+def _segments(html: str) -> list[tuple[int, int]]:
+    """Where to cut ``html`` for lxml: before every ``</html>`` followed by more markup.
+
+    libxml2 drops everything after ``</html>`` (HTML5 would put it in the body), and
+    footers appended after ``</html>`` are real: each part is parsed on its own, as
+    it would be tokenized in the whole document. Usually one segment: the whole text.
+    """
+    cuts = [0]
+    for m in _HTML_END_RE.finditer(html):
+        if html.find("<", m.end()) >= 0:
+            cuts.append(m.start())
+    cuts.append(len(html))
+    return list(itertools.pairwise(cuts))
 
 
 def splice(text: str, replacements: Sequence[tuple[FoundLink, str]]) -> str:

@@ -376,6 +376,29 @@ def test_no_check_when_nothing_could_be_tracked() -> None:
     assert checked(html).problem == "html-disagrees"
 
 
+def test_links_after_the_end_of_html() -> None:
+    # libxml2 drops what follows </html>; footers appended there are real, so the
+    # check parses each piece on its own instead of calling it a disagreement.
+    html = (
+        "<html><body><a href=https://a.example/>A</a></body></html>\n"
+        "<p>Footer <a href='https://b.example/'>B</a></p>"
+        "<!--[if mso]><v:rect href=https://v.example/></v:rect><![endif]-->"
+        "</HTML><a href=https://c.example/>C</a>"
+    )
+    scan = checked(html)
+    assert scan.problem is None
+    assert [link.url for link in scan.links] == [
+        "https://a.example/",
+        "https://b.example/",
+        "https://v.example/",
+        "https://c.example/",
+    ]
+    # "</html>" inside a script is no end of the document: the cut makes lxml see a
+    # link the scanner (rightly) does not, and the part is left alone.
+    html = "<script>w('</html><a href=https://x.example/>')</script><a href=https://y.example/>"
+    assert checked(html).problem == "html-disagrees"
+
+
 def test_unchecked_scan() -> None:
     html = "<script><!--<script></script><a href=https://x.example/></script><a href=y>"
     scan = find_html_links(html, check=False)
