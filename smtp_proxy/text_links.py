@@ -9,13 +9,13 @@ clients' linkifiers do, and leaves a URL alone rather than cut it wrongly:
   pieces; the second is not a URL);
 - ``<https://...>`` (RFC 3986 appendix C) gives the URL without the brackets;
 - trailing ``. , ; : ! ? ' *`` are sentence punctuation, not URL (but ``|*`` closes a
-  ``*|MERGE|*`` placeholder), and so is a closing
-  ``)``, ``]`` or ``}`` without its opening partner inside the URL:
-  ``(see https://x.example/a_(b))`` keeps ``a_(b)``;
+  ``*|MERGE|*`` placeholder), and so is a closing ``)``, ``]`` or ``}`` without its
+  opening partner inside the URL: ``(see https://x.example/a_(b))`` keeps ``a_(b)``;
 - a URL directly followed by a non-ASCII letter or digit (``https://bücher.example``,
   or Japanese text glued to a URL) is ambiguous and is not reported at all: replacing
   only its ASCII head would send readers to the wrong page;
-- a URL inside another URL's query string is part of the outer one (one link).
+- a URL inside another URL's query string is part of the outer one (one link), also
+  when the outer one is not http(s) (``ftp://host/?u=https://...``: no link at all).
 
 The text was already decoded from its transfer encoding by the caller (no QP soft line
 breaks here). Offsets are into the given str; ``url == raw``.
