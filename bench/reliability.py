@@ -139,15 +139,21 @@ def report(
     with_figures = {fig["nodeid"] for fig in figures}
     others = [o for nid, o in sorted(outcomes.items()) if nid not in with_figures]
     passed = [o for o in others if o["outcome"] == "passed"]
-    not_run = [o for o in outcomes.values() if o["outcome"] == "skipped"]
+    xfailed = [o for o in outcomes.values() if o.get("xfail")]
+    not_run = [o for o in outcomes.values() if o["outcome"] == "skipped" and not o.get("xfail")]
     failed = [o for o in outcomes.values() if o["outcome"] == "failed"]
     parts.append(
         f"\nTests: {sum(o['outcome'] == 'passed' for o in outcomes.values())} passed, "
-        f"{len(failed)} failed, {len(not_run)} skipped "
+        f"{len(failed)} failed, {len(xfailed)} xfailed (known bugs), {len(not_run)} skipped "
         f"({len(passed)} passing checks without a figures row, e.g. protocol attacks)."
     )
     if not_run:
         parts.append("Not run:\n" + "\n".join(f"- {o['nodeid']}: {o['reason']}" for o in not_run))
+    if xfailed:
+        parts.append(
+            "Known bugs (xfail, strict):\n"
+            + "\n".join(f"- {o['nodeid']}: {o['reason']}" for o in xfailed)
+        )
     if failed:
         parts.append("FAILED:\n" + "\n".join(f"- {o['nodeid']}: {o['reason']}" for o in failed))
     return "\n".join(parts)

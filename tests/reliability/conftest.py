@@ -39,7 +39,9 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         return
     if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
         reason = ""
-        if report.skipped and isinstance(report.longrepr, tuple):
+        if getattr(report, "wasxfail", ""):
+            reason = str(report.wasxfail)
+        elif report.skipped and isinstance(report.longrepr, tuple):
             reason = str(report.longrepr[2])
         elif report.failed:
             reason = str(report.longrepr).splitlines()[-1][:300] if report.longrepr else ""

@@ -253,7 +253,9 @@ async def test_sqlite_data_dir_full_or_read_only(
     service_mod = need("redirector.service", "redirector (RedirectorService)")
     caplog.set_level(logging.INFO, logger="clickrelay")
     per_phase = scale(200, 2000)
-    with tmpfs(tmp_path / "data", "2m") as data:
+    # Big enough for every click of the run once space is back (the filler takes the rest).
+    size_mb = scale(2, 16)
+    with tmpfs(tmp_path / "data", f"{size_mb}m") as data:
         db = data / "clicks.sqlite3"
         config = RedirectorConfig(
             listen="127.0.0.1:0",
@@ -308,7 +310,7 @@ async def test_sqlite_data_dir_full_or_read_only(
         Figures(
             f"click store: SQLite {fault}",
             load=f"{phases * per_phase} clicks, 8 concurrent",
-            faults="2 MB tmpfs filled up mid-run"
+            faults=f"{size_mb} MB tmpfs filled up mid-run"
             if fault == "disk-full"
             else "data dir (tmpfs) read-only at start, then made writable",
             clicks_served=load.served,
