@@ -22,7 +22,7 @@ import email.policy
 import functools
 import itertools
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
 
@@ -261,41 +261,104 @@ def qp_logical_lines(body: bytes) -> list[bytes]:
     return lines
 
 
-def qp_reencode(
-    body: bytes, decoded: bytes, changes: Sequence[tuple[int, int, bytes]], eol: bytes
-) -> bytes:
+Change = tuple[int, int, bytes]
+#: QP bodies are cut into chunks of about this many bytes (at hard line breaks) first, so
+#: only the chunks holding a change are split into lines.
+_QP_CHUNK = 8192
+
+
+def qp_reencode(body: bytes, decoded: bytes, changes: Sequence[Change], eol: bytes) -> bytes:
     """``body`` (quoted-printable, decoding to ``decoded``) with the byte ranges
     ``changes`` = [(start, end, new)] of the decoded content replaced (sorted, disjoint).
 
     Only the logical lines a change touches are re-encoded; every other line keeps its
-    original encoded bytes. Falls back to encoding everything anew if the line split does
-    not reproduce ``decoded`` (it always should).
+    original encoded bytes. Falls back to encoding everything anew if a split does not
+    reproduce ``decoded`` (it always should).
     """
-    lines = qp_logical_lines(body)
-    parts = list(map(binascii.a2b_qp, lines))
+    chunks = _qp_chunks(body)
+    return _rewrite_pieces(
+        chunks,
+        decoded,
+        changes,
+        lambda enc, dec, local: _qp_reencode_lines(enc, dec, local, eol),
+        lambda: qp_encode(_apply(decoded, changes, 0), eol),
+        eol,
+    )
+
+
+def _qp_reencode_lines(body: bytes, decoded: bytes, changes: Sequence[Change], eol: bytes) -> bytes:
+    return _rewrite_pieces(
+        qp_logical_lines(body),
+        decoded,
+        changes,
+        lambda _enc, dec, local: qp_encode(_apply(dec, local, 0), eol),
+        lambda: qp_encode(_apply(decoded, changes, 0), eol),
+        eol,
+    )
+
+
+def _qp_chunks(body: bytes) -> list[bytes]:
+    """``body`` cut after hard line breaks roughly every :data:`_QP_CHUNK` bytes."""
+    cuts = [0]
+    pos = _QP_CHUNK
+    n = len(body)
+    while pos < n:
+        nl = body.find(b"\n", pos)
+        while nl >= 0:
+            j = nl
+            while j > 0 and body[j - 1] in b"\r \t":
+                j -= 1
+            if j == 0 or body[j - 1] != 0x3D:  # not "=": a hard line break
+                break
+            nl = body.find(b"\n", nl + 1)
+        if nl < 0:
+            break
+        cuts.append(nl + 1)
+        pos = nl + 1 + _QP_CHUNK
+    cuts.append(n)
+    return [body[a:b] for a, b in itertools.pairwise(cuts) if b > a]
+
+
+def _rewrite_pieces(
+    pieces: list[bytes],
+    decoded: bytes,
+    changes: Sequence[Change],
+    render: Callable[[bytes, bytes, list[Change]], bytes],
+    fallback: Callable[[], bytes],
+    eol: bytes,
+) -> bytes:
+    """``pieces`` (encoded, each decoding on its own) with every run of pieces touched by
+    a change replaced by ``render(encoded run, decoded run, changes relative to it)``."""
+    parts = list(map(binascii.a2b_qp, pieces))
     if b"".join(parts) != decoded:
-        return qp_encode(_apply(decoded, changes, 0), eol)
-    ends = list(itertools.accumulate(map(len, parts)))  # decoded end offset of each line
+        return fallback()
+    ends = list(itertools.accumulate(map(len, parts)))  # decoded end offset of each piece
     out: list[bytes] = []
-    i = 0  # next line not yet written
+    i = 0  # next piece not yet written
     ci = 0
     while ci < len(changes):
         first = bisect.bisect_right(ends, changes[ci][0], lo=i)
-        out.extend(lines[i:first])
-        # Lines [first, last] form a region: extend it over every change that starts in
-        # it (a change may reach into following lines when an href spans a line break).
+        out.extend(pieces[i:first])
+        # Pieces [first, last] form a run: extend it over every change that starts in it
+        # (a change may reach into following pieces when an href spans a line break).
         last = first
-        region_changes = []
+        local: list[Change] = []
+        region_start = ends[first - 1] if first else 0
         while ci < len(changes) and (last >= len(ends) or changes[ci][0] < ends[last]):
             last = max(last, bisect.bisect_left(ends, changes[ci][1], lo=last))
-            region_changes.append(changes[ci])
+            start, end, new = changes[ci]
+            local.append((start - region_start, end - region_start, new))
             ci += 1
-        last = min(last, len(lines) - 1)
-        region_start = ends[first - 1] if first else 0
-        region = decoded[region_start : ends[last]]
-        out.append(qp_encode(_apply(region, region_changes, region_start), eol))
+        last = min(last, len(pieces) - 1)
+        run = b"".join(pieces[first : last + 1])
+        rendered = render(run, decoded[region_start : ends[last]], local)
         i = last + 1
-    out.extend(lines[i:])
+        if i < len(pieces) and not rendered.endswith(b"\n"):
+            # A change took the run's final line break away: end it with a soft break so
+            # the next piece still starts a physical line of its own.
+            rendered += b"=" + eol
+        out.append(rendered)
+    out.extend(pieces[i:])
     return b"".join(out)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import html as htmllib
+import itertools
 import quopri
 
 import pytest
@@ -177,3 +178,38 @@ def test_qp_encode_round_trip(data: bytes, crlf: bool) -> None:
     lines = mime_parts.qp_logical_lines(encoded)
     assert b"".join(lines) == encoded
     assert b"".join(map(binascii.a2b_qp, lines)) == data == mime_parts.qp_decode(encoded)
+
+
+@st.composite
+def qp_edits(draw: st.DrawFn) -> tuple[bytes, list[tuple[int, int, bytes]]]:
+    lines = draw(st.lists(st.binary(max_size=120), min_size=1, max_size=30))
+    data = b"\r\n".join(lines) + draw(st.sampled_from([b"", b"\r\n"]))
+    cuts = sorted(draw(st.sets(st.integers(0, len(data)), max_size=8)))
+    changes = []
+    for start, end in itertools.pairwise(cuts):
+        if end > start and draw(st.booleans()):
+            changes.append((start, end, draw(st.text("abc:/._-", min_size=1)).encode()))
+    return data, changes
+
+
+@PROFILE
+@given(edit=qp_edits(), chunk=st.sampled_from([16, 100, 8192]))
+def test_qp_reencode_changes_only_what_it_must(
+    edit: tuple[bytes, list[tuple[int, int, bytes]]], chunk: int
+) -> None:
+    data, changes = edit
+    body = mime_parts.qp_encode(data, b"\r\n")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(mime_parts, "_QP_CHUNK", chunk)
+        out = mime_parts.qp_reencode(body, data, changes, b"\r\n")
+    expected = bytearray(data)
+    for start, end, new in reversed(changes):
+        expected[start:end] = new
+    assert binascii.a2b_qp(out) == bytes(expected)
+    assert all(len(line) <= mime_parts.QP_LINE for line in out.split(b"\r\n"))
+    if not changes:
+        assert out == body
+    else:  # lines before the first change are the original encoded lines
+        untouched = data[: changes[0][0]].count(b"\r\n")
+        head = b"\r\n".join(body.split(b"\r\n")[:untouched])
+        assert out.startswith(head)
