@@ -37,7 +37,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
-from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
 from redirector.logfmt import log_event
 from redirector.tokens import Keyring
@@ -317,18 +317,92 @@ class ProxySMTP(SMTP):
             self.proxy_handler.session_ended(self.session)
         self.connections.remove(self)
 
+    @syntax("DATA")
     async def smtp_DATA(self, arg: str) -> None:
         # aiosmtpd's timer is reset per command; the whole DATA phase (receiving the
         # message and relaying it) gets data_timeout instead, then commands get theirs.
         self._reset_timeout(self._data_timeout)
         self.in_data = True
         try:
-            await super().smtp_DATA(arg)
+            await self._receive_data(arg)
         finally:
             self.in_data = False
             self.connections.notify()
             if self.transport is not None:
                 self._reset_timeout()
+
+    async def _receive_data(self, arg: str) -> None:
+        """aiosmtpd's DATA, storing the message in one growing buffer.
+
+        aiosmtpd keeps every line as its own bytearray until the end of data: for a
+        message of short (quoted-printable) lines that costs about 6.5× the message in
+        memory. This is the same protocol logic — the data ends only at CRLF "." CRLF,
+        so bare CR/LF reach the handler untouched (see smtp_proxy.smuggling); a line
+        starting with "." loses that dot; too long a line (500) or too much data (552)
+        is answered after the client has sent it all — with about 1× the message.
+        """
+        if await self.check_helo_needed():
+            return
+        if await self.check_auth_needed("DATA"):
+            return
+        assert self.envelope is not None
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        buffer = bytearray()
+        limit = self.data_size_limit
+        received = 0
+        line_length = 0  # of the line being read (it may arrive in fragments)
+        too_long = too_much = finished = False
+        while self.transport is not None:
+            try:
+                chunk: bytes = await self._reader.readuntil(b"\r\n")
+            except asyncio.CancelledError:
+                self._writer.close()
+                raise
+            except asyncio.LimitOverrunError as exc:
+                # A line longer than the reader's limit: drain it, answer 500 at the end.
+                chunk = await self._reader.read(exc.consumed)
+                too_long = True
+            at_line_start = line_length == 0
+            if at_line_start and chunk == b".\r\n":
+                finished = True
+                break
+            received += len(chunk)
+            line_length += len(chunk)
+            if line_length > self.line_length_limit:
+                too_long = True
+            if limit and received > limit:
+                too_much = True
+            if too_long or too_much:
+                buffer = bytearray()  # keep draining, keep nothing
+            elif at_line_start and chunk.startswith(b"."):
+                buffer += memoryview(chunk)[1:]
+            else:
+                buffer += chunk
+            if chunk.endswith(b"\r\n"):
+                line_length = 0
+        if not finished:
+            return  # connection gone: nothing to hand on
+        if too_long or too_much:
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            await self.push(
+                "500 Line too long (see RFC5321 4.5.3.1.6)"
+                if too_long and not too_much
+                else "552 Error: Too much mail data"
+            )
+            return
+        content = bytes(buffer)
+        del buffer
+        self.envelope.content = content
+        self.envelope.original_content = content
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()  # type: ignore[no-untyped-call]
+        await self.push("250 OK" if status is MISSING else status)
 
 
 class RefuseConnection(asyncio.Protocol):

@@ -722,3 +722,38 @@ async def test_maildir_upstream_quick_start(tmp_path: Path, key_file: Path, keys
     files = [p for p in outbox.rglob("*") if p.is_file() and p.parent.name == "new"]
     assert len(files) == 1
     assert len(decode_links(keys, files[0].read_bytes())) == 2
+
+
+async def test_data_transparency_long_lines_and_a_big_message(
+    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
+) -> None:
+    sink = await smtp_sink_factory()
+    config = proxy_config(tmp_path, sink.url, key_file)
+    big_body = b"".join(b"line %06d " % n + b"x" * 60 + b"\r\n" for n in range(40_000))
+    async with running_proxy(config, keys) as proxy:
+        client = await LineClient.connect(proxy.port)
+        await client.reply()
+        await client.cmd("EHLO c")
+
+        async def transaction(raw: bytes) -> tuple[int, str]:
+            assert (await client.cmd("MAIL FROM:<a@example.com>"))[0] == 250
+            assert (await client.cmd("RCPT TO:<b@example.org>"))[0] == 250
+            assert (await client.cmd("DATA"))[0] == 354
+            await client.send(raw)
+            return await client.reply()
+
+        # Dot-stuffed lines lose one dot; "." inside a line or after a bare LF stays.
+        code, _ = await transaction(b"Subject: dots\r\n\r\n..leading\r\n...\r\nmid . dot\r\n.\r\n")
+        assert code == 250
+        # A line over 1000 octets: 500 after the whole message, nothing relayed.
+        code, _ = await transaction(b"Subject: long\r\n\r\n" + b"y" * 5000 + b"\r\nok\r\n.\r\n")
+        assert code == 500
+        assert (await client.cmd("RSET"))[0] == 250
+        # A 2.8 MB message (rewritten in a worker thread) arrives whole.
+        code, _ = await transaction(b"Subject: big\r\n\r\n" + big_body + b".\r\n")
+        assert code == 250
+        await client.close()
+    assert [m.data for m in sink.messages] == [
+        b"Subject: dots\r\n\r\n.leading\r\n..\r\nmid . dot\r\n",
+        b"Subject: big\r\n\r\n" + big_body,
+    ]
