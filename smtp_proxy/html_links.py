@@ -10,8 +10,9 @@ tokenizer does, but only as far as the links need:
   tags are split into attributes; the first ``href`` wins (HTML5 drops duplicates);
 - comments are skipped, except Outlook conditional comments (``<!--[if mso]> ...
   <![endif]-->``), whose content is scanned as HTML: that is where VML buttons live;
-- the content of ``<script>``, ``<style>``, ``<title>``, ``<textarea>``, ``<xmp>``,
-  ``<iframe>``, ``<noembed>``, ``<noframes>`` is raw text, ``<plaintext>`` ends the scan;
+- the content of ``<script>`` (with its HTML5 escape states), ``<style>``, ``<title>``,
+  ``<textarea>``, ``<xmp>``, ``<iframe>``, ``<noembed>``, ``<noframes>`` is raw text,
+  ``<plaintext>`` ends the scan (``<noscript>`` is scanned: lxml parses it as HTML);
 - attribute values may be double-quoted, single-quoted or unquoted; a tag cut off by the
   end of the input is dropped, as HTML5 does.
 
@@ -89,7 +90,7 @@ _ATTR_RE = re.compile(
 )
 _RAW_TEXT = ("script", "style", "title", "textarea", "xmp", "iframe", "noembed", "noframes")
 # Skips text, end tags, uninteresting start tags, plain comments, bogus comments
-# (doctype, "<![endif]>") and the content of <style>/<script>/<title>; stops at an
+# (doctype, "<![endif]>") and the content of <style>/<title>; stops at an
 # interesting "<", at anything the input cuts off, or at the end. The Python loop in
 # _scan handles every case this skips too (it is only a fast path), so the alternatives
 # are shaped for speed: a start tag is recognised as uninteresting by its first letter,
@@ -112,7 +113,6 @@ _SKIP_RE = re.compile(
     rf"|<!--(?:-?>|(?![{_WS}]*+\[(?i:if)\b)[^-]*+(?:-(?!-!?>)[^-]*+)*+--!?>)"
     rf"|<!(?!--)[^>]*+>|<\?[^>]*+>"
     rf"|<(?i:style)(?={_E}){_ATTRS}>(?:[^<]++|<(?!/(?i:style){_E}))*+"
-    rf"|<(?i:script)(?={_E}){_ATTRS}>(?:[^<]++|<(?!/(?i:script){_E}))*+"
     rf"|<(?i:title)(?={_E}){_ATTRS}>(?:[^<]++|<(?!/(?i:title){_E}))*+"
     rf"|<(?![A-Za-z/!?])"
     rf")*+"
@@ -132,6 +132,10 @@ _LINK_RE = re.compile(
 _RAW_END_RE = {
     name: re.compile(rf"</(?i:{name})(?=[{_WS}/>])|</(?i:{name})\Z") for name in _RAW_TEXT
 }
+_SCRIPT_TOKEN_RE = re.compile(
+    rf"(?P<comment><!--)|(?P<uncomment>-->)"
+    rf"|(?P<open><(?i:script)(?=[{_WS}/>]))|(?P<close></(?i:script)(?=[{_WS}/>]|\Z))"
+)
 _CONDITIONAL_RE = re.compile(r"[\t\n\f\r ]*\[if\b", re.IGNORECASE)
 _TRIM = _WS
 
@@ -277,6 +281,8 @@ def _scan(
                 link = _link(html, tag, name)
                 if link is not None:
                     out.append((link, in_comment))
+            elif name == "script":
+                pos = _script_end(html, pos, end)
             elif name in _RAW_END_RE:
                 raw_end = _RAW_END_RE[name].search(html, pos, end)
                 if raw_end is None:
@@ -305,6 +311,34 @@ def _fast_link(html: str, m: re.Match[str]) -> FoundLink:
 
 _A_NAMES = frozenset({"a", "A"})
 _AREA_NAMES = frozenset({"".join(c) for c in itertools.product("aA", "rR", "eE", "aA")})
+
+
+def _script_end(html: str, pos: int, end: int) -> int:
+    """Start of the ``</script>`` closing a script whose content starts at ``pos``; -1
+    if the script runs to the end.
+
+    HTML5 script data has escape states: after ``<!--`` a ``<script>`` starts a
+    "double-escaped" stretch in which ``</script>`` does not end the element (until
+    ``-->`` or the matching ``</script>``). lxml follows them, and so does this.
+    """
+    state = 0  # 0: script data, 1: escaped (after "<!--"), 2: double-escaped
+    while True:
+        m = _SCRIPT_TOKEN_RE.search(html, pos, end)
+        if m is None:
+            return -1
+        token = m.lastgroup
+        pos = m.end()
+        if token == "close":
+            if state != 2:
+                return m.start()
+            state = 1
+        elif token == "comment" and state == 0:
+            state = 1
+            pos = m.start() + 2  # its "--" may also begin the "-->" ("<!-->")
+        elif token == "uncomment" and state != 0:
+            state = 0
+        elif token == "open" and state == 1:
+            state = 2
 
 
 def _comment_end(html: str, pos: int, end: int) -> int:
