@@ -22,6 +22,7 @@ Startup: logging, the key file (created 0600 with one key if missing), the servi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -48,6 +49,11 @@ logger = logging.getLogger("clickrelay.lifecycle")
 
 Kind = Literal["serve", "proxy", "redirector"]
 T = TypeVar("T")
+
+
+#: Seconds between checks whether the STATUS line changed (e.g. a preflight verdict);
+#: a changed line is sent to systemd, so ``systemctl status`` stays current.
+STATUS_INTERVAL = 5.0
 
 
 class StartupError(ClickrelayError):
@@ -357,12 +363,18 @@ class Supervisor:
             logger, logging.INFO, "ready", command=self.kind, loop=loop_kind, **stack.listening()
         )
         self.notifier.ready(stack.status_line())
-        while True:
-            name = await self._signals.get()
-            if name == "SIGHUP":
-                await self._reload(stack)
-                continue
-            break
+        status = asyncio.create_task(self._status_loop(stack), name="sd-status")
+        try:
+            while True:
+                name = await self._signals.get()
+                if name == "SIGHUP":
+                    await self._reload(stack)
+                    continue
+                break
+        finally:
+            status.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await status
         log_event(logger, logging.INFO, "stopping", signal=name)
         if name == "SIGINT" and sys.stderr.isatty():
             print("stopping gracefully; press Ctrl-C again to quit at once", file=sys.stderr)
@@ -370,6 +382,17 @@ class Supervisor:
         await stack.stop()
         log_event(logger, logging.INFO, "stopped", command=self.kind)
         return 0
+
+    async def _status_loop(self, stack: Stack) -> None:
+        if not self.notifier.enabled:
+            return
+        last = stack.status_line()
+        while True:
+            await asyncio.sleep(STATUS_INTERVAL)
+            line = stack.status_line()
+            if line != last:
+                self.notifier.status(line)
+                last = line
 
     async def _reload(self, stack: Stack) -> None:
         self.notifier.reloading("reloading")

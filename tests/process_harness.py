@@ -127,6 +127,15 @@ class ClickrelayProcess:
     def wait_for(self, key: str, timeout: float = 60.0) -> dict[str, str]:
         return self.notify.wait_for(key, self.proc, timeout)
 
+    def wait_for_status(self, text: str, timeout: float = 60.0) -> dict[str, str]:
+        """The next datagram whose STATUS contains ``text``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = max(deadline - time.monotonic(), 0.1)
+            fields = self.notify.wait_for("STATUS", self.proc, remaining)
+            if text in fields["STATUS"]:
+                return fields
+
     def send_signal(self, sig: signal.Signals) -> None:
         self.proc.send_signal(sig)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import re
 import shutil
 import signal
 import smtplib
@@ -491,3 +492,46 @@ def test_second_sigint_quits_at_once_and_second_sigterm_is_ignored(tmp_path: Pat
             client.close()
     assert "event=forced-exit" in proc.stderr()
     assert outbox(tmp_path) == []  # never answered 250, so never accepted
+
+
+def test_links_are_rewritten_once_a_failing_tracking_domain_recovers(tmp_path: Path) -> None:
+    """serve starts while its tracking base URL points at a redirector that is not up
+    yet (mail goes out unrewritten); a separate ``clickrelay redirector`` sharing the key
+    file comes up there; SIGHUP re-checks at once, STATUS turns to verified, and from
+    then on links are tracked and redirect through that redirector."""
+    smtp_port, http_port, other_http, other_admin = free_ports(4)
+    config = write_config(tmp_path, smtp_port=smtp_port, http_port=http_port)
+    config.write_text(
+        config.read_text().replace(
+            f'base_url = "http://127.0.0.1:{http_port}"',
+            f'base_url = "http://127.0.0.1:{other_http}"',
+        )
+    )
+    other_dir = tmp_path / "other"
+    other_dir.mkdir()
+    key_file = tmp_path / "clickrelay-data" / "keys"
+    other_config = write_config(
+        other_dir,
+        http_port=other_http,
+        admin_port=other_admin,
+        tracking=f'key_file = "{key_file}"',
+    )
+    html = MESSAGE_HEAD.replace(b"text/plain", b"text/html")
+    with ClickrelayProcess(["serve", "-c", str(config)], cwd=tmp_path) as serve:
+        assert "probe-refused" in serve.wait_ready()["STATUS"]
+        with ClickrelayProcess(["redirector", "-c", str(other_config)], cwd=other_dir) as other:
+            other.wait_ready()
+            serve.send_signal(signal.SIGHUP)
+            serve.wait_for("RELOADING")
+            serve.wait_for_status(f"http://127.0.0.1:{other_http} verified", timeout=60)
+
+            body = html + b'<a href="https://example.com/recovered">x</a>\r\n'
+            with smtplib.SMTP("127.0.0.1", smtp_port, timeout=60) as client:
+                assert client.sendmail("app@sender.test", ["someone@example.test"], body) == {}
+            (delivered,) = outbox(tmp_path)
+            text = delivered.read_text()
+            assert "https://example.com/recovered" not in text
+            (path,) = re.findall(rf"http://127\.0\.0\.1:{other_http}(/c/[A-Za-z0-9_-]+)", text)
+            assert http_get(other_http, path) == (302, "https://example.com/recovered")
+            assert other.stop() == 0
+        assert serve.stop() == 0
