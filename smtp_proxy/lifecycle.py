@@ -79,8 +79,7 @@ def restart_only_changes(old: Config, new: Config, kind: Kind) -> list[str]:
         for fld in dataclasses.fields(old.redirector):
             if getattr(old.redirector, fld.name) != getattr(new.redirector, fld.name):
                 changed.append(f"redirector.{fld.name}")
-    if old.tracking.key_file != new.tracking.key_file:
-        changed.append("tracking.key_file")
+    # (tracking.key_file is not here: the keys are read from the new path on reload.)
     return changed
 
 
