@@ -46,6 +46,11 @@ _HREF_B_RE = re.compile(rb"href", re.I)
 _HTTP_B_RE = re.compile(rb"https?:", re.I)
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 _PGP_MARK = "-----BEGIN PGP "
+#: Charsets (Python codec names) in which every byte < 0x80 is that ASCII character on its
+#: own, whatever comes before or after it.
+_STATELESS_ASCII_CODECS = frozenset(
+    {"ascii", "utf-8", "iso8859-1", "iso8859-15", "cp1252", "cp1250", "cp1251", "koi8-r"}
+)
 
 
 @dataclass(frozen=True)
@@ -277,7 +282,12 @@ def _spliced_decoded(job: _Job) -> tuple[bytes, list[tuple[int, int, bytes]]] | 
         return None
     pieces.append(tail)
     new_decoded = b"".join(pieces)
-    # The reference: what the link finder's own splice says the text must become.
+    if enc in _STATELESS_ASCII_CODECS:
+        # Every unchanged byte was compared above and the new values are ASCII: in these
+        # charsets the bytes therefore decode to exactly the spliced text.
+        return new_decoded, changes
+    # Other charsets (stateful ones like ISO-2022-JP): check against the reference, what
+    # the link finder's own splice says the text must become.
     expected = splice(job.text, [(link, url) for link, url in tracked])
     try:
         if new_decoded.decode(enc, job.errors) != expected:
