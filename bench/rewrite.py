@@ -36,7 +36,11 @@ sys.path.insert(0, str(ROOT))
 
 from redirector.tokens import new_key_line, parse_keys  # noqa: E402
 from smtp_proxy.config import load_config_text  # noqa: E402
-from smtp_proxy.rewriter import TrackingSettings, rewrite_message  # noqa: E402
+from smtp_proxy.rewriter import (  # noqa: E402
+    TrackingSettings,
+    clear_caches,
+    rewrite_message,
+)
 
 
 def corpus_dir() -> Path:
@@ -145,7 +149,12 @@ def main() -> int:
         for d in rewrite_message(m, settings, queue_id="B").links
     )
 
-    def rewrite_all() -> None:
+    def rewrite_cold() -> None:
+        for m in messages:
+            clear_caches()  # each message as if its HTML had never been seen
+            rewrite_message(m, settings, queue_id="BENCH")
+
+    def rewrite_warm() -> None:
         for m in messages:
             rewrite_message(m, settings, queue_id="BENCH")
 
@@ -153,19 +162,24 @@ def main() -> int:
         for h in htmls:
             lxml.html.tostring(lxml.html.document_fromstring(h))
 
-    r_secs, l_secs, passes = timed_pair(rewrite_all, lxml_all, args.seconds * 0.8)
-    rewrite_mbs = msg_bytes / r_secs / 1e6
-    lxml_mbs = html_bytes / l_secs / 1e6
-    # Per pass over the same corpus: the rewriter also handles everything else in the
-    # messages (headers, text parts, transfer encodings), lxml only their HTML.
-    ratio = l_secs / r_secs
+    r_secs, l_secs, passes = timed_pair(rewrite_cold, lxml_all, args.seconds * 0.6)
+    w_secs, l2_secs, _ = timed_pair(rewrite_warm, lxml_all, args.seconds * 0.2)
+    l_secs = min(l_secs, l2_secs)
     print(
         f"corpus: {len(messages)} messages, {msg_bytes / 1e6:.2f} MB "
         f"({html_bytes / 1e6:.2f} MB of HTML), {tracked} links tracked per pass"
     )
-    print(f"rewrite_message:        {rewrite_mbs:8.2f} MB/s of messages ({passes} passes)")
-    print(f"lxml parse+serialize:   {lxml_mbs:8.2f} MB/s of their HTML")
-    print(f"ratio (lxml time / rewrite time, same corpus): {ratio:.2f}x  (target >= 1.0x)")
+    # Per pass over the same corpus: the rewriter also handles everything else in the
+    # messages (headers, text parts, transfer encodings), lxml only their HTML.
+    print(f"lxml parse+serialize:   {html_bytes / l_secs / 1e6:8.2f} MB/s of the HTML")
+    print(
+        f"rewrite_message, cold:  {msg_bytes / r_secs / 1e6:8.2f} MB/s of messages "
+        f"({passes} passes)  ratio {l_secs / r_secs:.2f}x lxml  (target >= 1.0x)"
+    )
+    print(
+        f"rewrite_message, warm:  {msg_bytes / w_secs / 1e6:8.2f} MB/s "
+        f"(campaign: same HTML again, scan cached)  ratio {l_secs / w_secs:.2f}x lxml"
+    )
 
     big = big_message(25 * 1024 * 1024)
     tracemalloc.start()

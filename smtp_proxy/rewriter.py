@@ -23,6 +23,7 @@ function never raises.
 from __future__ import annotations
 
 import codecs
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -185,10 +186,47 @@ def _decode_job(data: bytes, job: _Job, settings: TrackingSettings) -> None:
             return
         # The lxml cross-check is the costly half: it runs later, only for parts in
         # which some link is really going to be tracked.
-        job.scan = find_html_links(job.text, check=False)
+        job.scan = _scan_html(job.text)
         job.links = job.scan.links
     elif settings.text_links and ("http" in job.text or _HTTP_RE.search(job.text)):
         job.links = tuple(find_text_links(job.text))
+
+
+# A campaign sends the same HTML to many recipients, one message each: the scan and the
+# lxml cross-check depend on the text alone, so their results are kept for recent texts.
+# Bounded: at most _CACHE_ENTRIES texts of at most _CACHE_MAX_CHARS characters are held.
+_CACHE_ENTRIES = 64
+_CACHE_MAX_CHARS = 256 * 1024
+
+
+@functools.lru_cache(maxsize=_CACHE_ENTRIES)
+def _cached_scan(html: str) -> HtmlScan:
+    return find_html_links(html, check=False)
+
+
+@functools.lru_cache(maxsize=_CACHE_ENTRIES)
+def _cached_verdict(html: str) -> str | None:
+    return check_links(html, _cached_scan(html))
+
+
+def _scan_html(html: str) -> HtmlScan:
+    """The links of ``html`` (without the lxml cross-check)."""
+    if len(html) > _CACHE_MAX_CHARS:
+        return find_html_links(html, check=False)
+    return _cached_scan(html)
+
+
+def _html_verdict(html: str, scan: HtmlScan) -> str | None:
+    """lxml's verdict on ``scan`` of ``html``: None, or why the part must be left alone."""
+    if len(html) > _CACHE_MAX_CHARS:
+        return check_links(html, scan)
+    return _cached_verdict(html)
+
+
+def clear_caches() -> None:
+    """Forget cached scans (benchmarks measure the cold path with it)."""
+    _cached_scan.cache_clear()
+    _cached_verdict.cache_clear()
 
 
 # --- phase 2: decide -------------------------------------------------------------------
@@ -457,7 +495,7 @@ def _rewrite(
         if not any(d.tracked_url for _, d in job.decisions):
             final.extend(d for _, d in job.decisions)
             continue
-        problem = check_links(job.text, job.scan) if job.scan is not None else None
+        problem = _html_verdict(job.text, job.scan) if job.scan is not None else None
         result = _encode_job(data, job) if problem is None else problem
         if isinstance(result, str):
             notes.append(f"{job.entity.path}:{result}")
