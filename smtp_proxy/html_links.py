@@ -229,9 +229,10 @@ _VALUED_OPT_OUTS: dict[str, frozenset[str]] = {
 
 
 def _scan(
-    html: str, pos: int, end: int, in_comment: bool, out: list[tuple[FoundLink, bool]]
+    html: str, pos: int, end: int, in_comment: bool, out: list[tuple[FoundLink, bool, int]]
 ) -> None:
-    """Append the links of ``html[pos:end]`` to ``out`` (offsets into ``html``)."""
+    """Append the links of ``html[pos:end]`` to ``out`` (offsets into ``html``), each
+    with whether it is inside a conditional comment and where its tag ends."""
     skip = _SKIP_RE.match
     while True:
         skipped = skip(html, pos, end)
@@ -267,7 +268,7 @@ def _scan(
         else:
             fast = _LINK_RE.match(html, pos, end)
             if fast is not None and not _may_opt_out(html[pos : fast.end()]):
-                out.append((_fast_link(html, fast), in_comment))
+                out.append((_fast_link(html, fast), in_comment, fast.end()))
                 pos = fast.end()
                 continue
             tag = _TAG_RE.match(html, pos, end)
@@ -280,7 +281,7 @@ def _scan(
             if name == "a" or name == "area" or name.startswith("v:"):
                 link = _link(html, tag, name)
                 if link is not None:
-                    out.append((link, in_comment))
+                    out.append((link, in_comment, pos))
             elif name == "script":
                 pos = _script_end(html, pos, end)
             elif name in _RAW_END_RE:
@@ -417,14 +418,15 @@ def _dom_value(link: FoundLink) -> str:
 def _parse(data: bytes, keep_comments: bool) -> etree._Element | None:
     """lxml's tree of ``data``; ``None`` if lxml refuses it.
 
-    A document without any element (only a comment, say) gets an empty ``<p>`` appended
-    so that lxml still returns a tree (with the comments, when kept).
+    A document without any element (only a comment, say) gets an empty ``<p>`` put first
+    so that lxml still returns a tree (with the comments, when kept; a "<p>" appended
+    could end up inside an unterminated comment).
     """
     options = dict(_PARSER_OPTIONS, remove_comments=not keep_comments)
     try:
         root = etree.fromstring(data, etree.HTMLParser(**options))  # type: ignore[arg-type]
         if root is None:
-            root = etree.fromstring(data + b"<p>", etree.HTMLParser(**options))  # type: ignore[arg-type]
+            root = etree.fromstring(b"<p>" + data, etree.HTMLParser(**options))  # type: ignore[arg-type]
     except (etree.LxmlError, ValueError):
         return None
     return root
@@ -477,13 +479,18 @@ def find_html_links(html: str, *, check: bool = True) -> HtmlScan:
     caller that knows its policy can first decide whether any link would change, and
     only then pay for the parse with ``check_links(html, scan)``.
     """
-    found: list[tuple[FoundLink, bool]] = []
+    found: list[tuple[FoundLink, bool, int]] = []
     _scan(html, 0, len(html), False, found)
-    hidden = frozenset(i for i, (_, in_comment) in enumerate(found) if in_comment)
-    scan = HtmlScan(tuple(link for link, _ in found), None, hidden)
-    if not check or not any(map(_may_be_tracked, scan.links)):
+    hidden = frozenset(i for i, (_, in_comment, _) in enumerate(found) if in_comment)
+    scan = HtmlScan(tuple(link for link, _, _ in found), None, hidden)
+    if not check:
         return scan
-    return HtmlScan(scan.links, check_links(html, scan), hidden)
+    last = max((i for i, f in enumerate(found) if _may_be_tracked(f[0])), default=-1)
+    if last < 0:
+        return scan
+    # lxml reads the text only up to the end of the tag of the last link that may change:
+    # what follows cannot move a link before it (tokenizing runs front to back).
+    return HtmlScan(scan.links, _check(html[: found[last][2]], scan, last + 1), hidden)
 
 
 _NO_POLICY = LinkPolicy(frozenset())
@@ -508,10 +515,16 @@ def check_links(html: str, scan: HtmlScan) -> str | None:
     """
     if not scan.links:
         return None  # nothing to rewrite: whatever lxml sees, the part stays as it is
+    return _check(html, scan, len(scan.links))
+
+
+def _check(html: str, scan: HtmlScan, count: int) -> str | None:
+    """``check_links`` for the first ``count`` links of ``scan``, which all lie in
+    ``html`` (the scanned text or a prefix of it ending after the last one's tag)."""
     visible: list[str] = []
     hidden: list[str] = []
     with_vml = False
-    for i, link in enumerate(scan.links):
+    for i, link in enumerate(scan.links[:count]):
         value = _dom_value(link).strip(_TRIM)
         if not value:
             continue

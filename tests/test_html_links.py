@@ -414,6 +414,15 @@ def test_links_after_the_end_of_html() -> None:
     assert checked(html).problem == "html-disagrees"
 
 
+def test_check_stops_after_the_last_link_that_may_change() -> None:
+    # What follows the last trackable link cannot move it: lxml reads only up to there.
+    html = "<a href=https://x.example/>x</a>" + DEEP + "<a href=#top><a href=mailto:a@b>"
+    assert find_html_links(html).problem is None
+    assert checked(html).problem == "html-disagrees"
+    html = "<a href=https://x.example/>x</a>" + DEEP + "<a href=https://y.example/>"
+    assert find_html_links(html).problem == "html-disagrees"
+
+
 def test_unchecked_scan() -> None:
     html = DEEP + "<a href=https://x.example/><a href=y>"
     scan = find_html_links(html, check=False)
