@@ -661,3 +661,72 @@ def test_settings_from_config_knows_every_tracking_host(keyring: Keyring, tmp_pa
     data = msg("Content-Type: text/html", b'<a href="https://t.default.example/c/abc">x</a>')
     result = rw(data, settings)
     assert [d.reason for d in result.links] == ["already-tracked"]
+
+
+# --- links the finders report in odd places ---------------------------------------------
+
+
+def test_vml_button_in_conditional_comment_is_tracked(settings: TrackingSettings) -> None:
+    html = (
+        b'<!--[if mso]><v:roundrect href="https://example.com/buy?a=1&amp;b=2" '
+        b'style="height:40px"><w:anchorlock/></v:roundrect><![endif]-->'
+        b'<a href="https://example.com/buy?a=1&amp;b=2">Buy</a>'
+    )
+    data = msg("Content-Type: text/html", html)
+    result = rw(data, settings)
+    assert [(d.url, d.action) for d in result.links] == [
+        ("https://example.com/buy?a=1&b=2", "tracked"),
+        ("https://example.com/buy?a=1&b=2", "tracked"),
+    ]
+    assert result.data.count(b"https://t.example.net/c/") == 2
+    assert b"<![endif]-->" in result.data and b"<!--[if mso]>" in result.data
+
+
+def test_part_where_lxml_disagrees_is_left_alone(settings: TrackingSettings) -> None:
+    # lxml drops elements nested thousands deep; the splicer still sees the link.
+    html = b"<div>" * 6000 + b'<a href="https://deep.example/">x</a>'
+    data = _alternative(b"https://example.com/text", html)
+    result = rw(data, settings)
+    assert [(d.part, d.action, d.reason) for d in result.links] == [
+        ("1", "tracked", "tracked"),
+        ("2", "skipped", "html-disagrees"),
+    ]
+    assert "2:html-disagrees" in result.notes
+    tracked = result.links[0].tracked_url
+    assert tracked is not None
+    assert result.data == data.replace(b"https://example.com/text", tracked.encode())
+
+
+def test_href_split_by_a_soft_line_break(settings: TrackingSettings, keyring: Keyring) -> None:
+    body = (
+        b"<p>first line</p>\r\n"
+        b'<a href=3D"https://example.com/a-long-path/that-is-split-across-two-qp-l=\r\n'
+        b'ines?x=3D1">go</a>\r\n'
+        b"<p>last =C3=A9 line</p>\r\n"
+    )
+    data = msg(
+        "Content-Type: text/html; charset=utf-8\nContent-Transfer-Encoding: quoted-printable",
+        body,
+    )
+    result = rw(data, settings)
+    url = "https://example.com/a-long-path/that-is-split-across-two-qp-lines?x=1"
+    assert [(d.url, d.action) for d in result.links] == [(url, "tracked")]
+    new_body = result.data.split(b"\r\n\r\n", 1)[1]
+    assert new_body.startswith(b'<p>first line</p>\r\n<a href=3D"https://t.example.net/c/')
+    assert new_body.endswith(b'">go</a>\r\n<p>last =C3=A9 line</p>\r\n')
+    assert all(len(line) <= 76 for line in new_body.split(b"\r\n"))
+    tracked = result.links[0].tracked_url
+    assert tracked is not None
+    assert binascii.a2b_qp(new_body) == binascii.a2b_qp(body).replace(
+        url.encode(), tracked.encode()
+    )
+    assert keyring.open(tracked.rsplit("/", 1)[1]).url == url
+
+
+def test_same_html_again_gives_fresh_tokens(settings: TrackingSettings) -> None:
+    # Scans are cached by text (campaigns); tokens never are.
+    data = msg("Content-Type: text/html", b'<a href="https://example.com/">x</a>')
+    first = rw(data, settings, recipient="a@example.org")
+    second = rw(data, settings, recipient="b@example.org")
+    assert first.links[0].tracked_url != second.links[0].tracked_url
+    assert first.data != second.data
