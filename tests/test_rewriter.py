@@ -730,3 +730,14 @@ def test_same_html_again_gives_fresh_tokens(settings: TrackingSettings) -> None:
     second = rw(data, settings, recipient="b@example.org")
     assert first.links[0].tracked_url != second.links[0].tracked_url
     assert first.data != second.data
+
+
+def test_charset_that_does_not_round_trip_leaves_part(settings: TrackingSettings) -> None:
+    # UTF-7 lets "B" be written as "+AEI-"; encoding the decoded text gives "B" back, so
+    # the part cannot be re-encoded byte for byte.
+    html = b'<a href="https://example.com/">+AEI-</a>'
+    data = msg("Content-Type: text/html; charset=utf-7", html)
+    result = rw(data, settings)
+    assert result.data == data and not result.changed
+    assert [(d.action, d.reason) for d in result.links] == [("skipped", "charset-not-roundtrip")]
+    assert result.reason == "charset-not-roundtrip"
