@@ -71,6 +71,9 @@ class HtmlScan:
     #: Indexes into ``links`` of the links inside Outlook conditional comments (lxml
     #: sees those as comment text; the cross-check parses that text separately).
     hidden: frozenset[int] = frozenset()
+    #: Where the tag of each link ends (parallel to ``links``), so that the cross-check
+    #: can stop reading after the last link that matters (``check_links(upto=)``).
+    tag_ends: tuple[int, ...] = ()
 
 
 # --- the scanner's regular expressions ------------------------------------------------
@@ -482,15 +485,15 @@ def find_html_links(html: str, *, check: bool = True) -> HtmlScan:
     found: list[tuple[FoundLink, bool, int]] = []
     _scan(html, 0, len(html), False, found)
     hidden = frozenset(i for i, (_, in_comment, _) in enumerate(found) if in_comment)
-    scan = HtmlScan(tuple(link for link, _, _ in found), None, hidden)
+    links = tuple(link for link, _, _ in found)
+    ends = tuple(end for _, _, end in found)
+    scan = HtmlScan(links, None, hidden, ends)
     if not check:
         return scan
-    last = max((i for i, f in enumerate(found) if _may_be_tracked(f[0])), default=-1)
+    last = max((i for i, link in enumerate(links) if _may_be_tracked(link)), default=-1)
     if last < 0:
         return scan
-    # lxml reads the text only up to the end of the tag of the last link that may change:
-    # what follows cannot move a link before it (tokenizing runs front to back).
-    return HtmlScan(scan.links, _check(html[: found[last][2]], scan, last + 1), hidden)
+    return HtmlScan(links, check_links(html, scan, upto=last + 1), hidden, ends)
 
 
 _NO_POLICY = LinkPolicy(frozenset())
@@ -502,7 +505,7 @@ def _may_be_tracked(link: FoundLink) -> bool:
     return link.opt_out is None and skip_reason(link.url, _NO_POLICY) is None
 
 
-def check_links(html: str, scan: HtmlScan) -> str | None:
+def check_links(html: str, scan: HtmlScan, *, upto: int | None = None) -> str | None:
     """lxml's verdict on a scan of ``html``.
 
     ``None`` if lxml finds the same links with the same values in the same order: the
@@ -512,10 +515,19 @@ def check_links(html: str, scan: HtmlScan) -> str | None:
     comments and which are therefore parsed on their own (all of them in one parse).
     Else ``"html-disagrees"``, or ``"html-unparseable"`` when lxml refuses a part in
     which links were found.
+
+    ``upto``: verify only the first ``upto`` links (say, up to the last one the caller
+    will change). lxml then reads the text only up to the end of that link's tag: what
+    follows cannot move a link before it, as tokenizing runs front to back.
     """
-    if not scan.links:
+    count = len(scan.links)
+    if upto is not None and len(scan.tag_ends) == count:  # (no tag ends: check all)
+        count = max(0, min(upto, count))
+    if count == 0:
         return None  # nothing to rewrite: whatever lxml sees, the part stays as it is
-    return _check(html, scan, len(scan.links))
+    if count < len(scan.links):
+        html = html[: scan.tag_ends[count - 1]]
+    return _check(html, scan, count)
 
 
 def _check(html: str, scan: HtmlScan, count: int) -> str | None:

@@ -423,6 +423,19 @@ def test_check_stops_after_the_last_link_that_may_change() -> None:
     assert find_html_links(html).problem == "html-disagrees"
 
 
+def test_check_links_upto() -> None:
+    html = "<a href=https://x.example/>x</a>" + DEEP + "<a href=https://y.example/>"
+    scan = find_html_links(html, check=False)
+    assert len(scan.tag_ends) == 2
+    assert html[: scan.tag_ends[0]] == "<a href=https://x.example/>"
+    assert check_links(html, scan) == "html-disagrees"
+    assert check_links(html, scan, upto=2) == "html-disagrees"
+    assert check_links(html, scan, upto=1) is None
+    assert check_links(html, scan, upto=0) is None
+    # Without tag ends (a scan built by hand) the whole text is read.
+    assert check_links(html, HtmlScan(scan.links, None), upto=1) == "html-disagrees"
+
+
 def test_unchecked_scan() -> None:
     html = DEEP + "<a href=https://x.example/><a href=y>"
     scan = find_html_links(html, check=False)
