@@ -7,7 +7,9 @@
    ``rewrite_message``; in the same run the same HTML goes through
    ``lxml.html.document_fromstring`` + ``lxml.html.tostring`` (what a parse-and-serialise
    rewriter would at least have to do). Printed: MB/s of each and the ratio
-   (target >= 1.0x lxml, aim 2x).
+   (target >= 1.0x lxml, aim 2x): "cold" (the engine's scan cache cleared before every
+   message) and "x2" (every message rewritten for two recipients in a row, as a campaign
+   does: the second finds its HTML scan cached).
 2. Memory: a 25 MB multipart/mixed message (HTML body with links + large base64
    attachments) is rewritten under tracemalloc; printed: peak extra memory / message size
    (target < 4x).
@@ -154,16 +156,18 @@ def main() -> int:
             clear_caches()  # each message as if its HTML had never been seen
             rewrite_message(m, settings, queue_id="BENCH")
 
-    def rewrite_warm() -> None:
-        for m in messages:
-            rewrite_message(m, settings, queue_id="BENCH")
+    def rewrite_twice() -> None:
+        for m in messages:  # a campaign: the same HTML for the next recipient too
+            clear_caches()
+            rewrite_message(m, settings, queue_id="BENCH", recipient="a@example.org")
+            rewrite_message(m, settings, queue_id="BENCH", recipient="b@example.org")
 
     def lxml_all() -> None:
         for h in htmls:
             lxml.html.tostring(lxml.html.document_fromstring(h))
 
     r_secs, l_secs, passes = timed_pair(rewrite_cold, lxml_all, args.seconds * 0.6)
-    w_secs, l2_secs, _ = timed_pair(rewrite_warm, lxml_all, args.seconds * 0.2)
+    w_secs, l2_secs, _ = timed_pair(rewrite_twice, lxml_all, args.seconds * 0.2)
     l_secs = min(l_secs, l2_secs)
     print(
         f"corpus: {len(messages)} messages, {msg_bytes / 1e6:.2f} MB "
@@ -177,8 +181,9 @@ def main() -> int:
         f"({passes} passes)  ratio {l_secs / r_secs:.2f}x lxml  (target >= 1.0x)"
     )
     print(
-        f"rewrite_message, warm:  {msg_bytes / w_secs / 1e6:8.2f} MB/s "
-        f"(campaign: same HTML again, scan cached)  ratio {l_secs / w_secs:.2f}x lxml"
+        f"rewrite_message, x2:    {2 * msg_bytes / w_secs / 1e6:8.2f} MB/s "
+        f"(each message for 2 recipients, 2nd scan cached)  ratio {2 * l_secs / w_secs:.2f}x"
+        " lxml"
     )
 
     big = big_message(25 * 1024 * 1024)

@@ -205,8 +205,8 @@ def _cached_scan(html: str) -> HtmlScan:
 
 
 @functools.lru_cache(maxsize=_CACHE_ENTRIES)
-def _cached_verdict(html: str) -> str | None:
-    return check_links(html, _cached_scan(html))
+def _cached_verdict(html: str, upto: int) -> str | None:
+    return check_links(html, _cached_scan(html), upto=upto)
 
 
 def _scan_html(html: str) -> HtmlScan:
@@ -216,11 +216,12 @@ def _scan_html(html: str) -> HtmlScan:
     return _cached_scan(html)
 
 
-def _html_verdict(html: str, scan: HtmlScan) -> str | None:
-    """lxml's verdict on ``scan`` of ``html``: None, or why the part must be left alone."""
+def _html_verdict(html: str, scan: HtmlScan, upto: int) -> str | None:
+    """lxml's verdict on the first ``upto`` links of ``scan`` of ``html`` (links after
+    the last changed one do not matter): None, or why the part must be left alone."""
     if len(html) > _CACHE_MAX_CHARS:
-        return check_links(html, scan)
-    return _cached_verdict(html)
+        return check_links(html, scan, upto=upto)
+    return _cached_verdict(html, upto)
 
 
 def clear_caches() -> None:
@@ -495,7 +496,10 @@ def _rewrite(
         if not any(d.tracked_url for _, d in job.decisions):
             final.extend(d for _, d in job.decisions)
             continue
-        problem = _html_verdict(job.text, job.scan) if job.scan is not None else None
+        problem = None
+        if job.scan is not None:
+            upto = 1 + max(i for i, (_, d) in enumerate(job.decisions) if d.tracked_url)
+            problem = _html_verdict(job.text, job.scan, upto)
         result = _encode_job(data, job) if problem is None else problem
         if isinstance(result, str):
             notes.append(f"{job.entity.path}:{result}")
