@@ -8,7 +8,9 @@ thread; attacks are sent as raw bytes over loopback sockets or with ``http.clien
 from __future__ import annotations
 
 import http.client
+import signal
 import socket
+import subprocess
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -18,9 +20,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from redirector.tokens import Keyring, new_key_line, parse_keys
-from tests.reliability.harness import Figures, need, scale
-from tests.reliability.servers import ServiceThread, forge_token, get, raw_http
+from redirector.tokens import Keyring, load_keyring, new_key_line
+from tests.reliability.harness import (
+    Figures,
+    clickrelay_cmd,
+    config_text,
+    free_port,
+    need,
+    port_open,
+    scale,
+    wait_until,
+)
+from tests.reliability.servers import forge_token, get, raw_http
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(900)]
 
@@ -34,14 +45,17 @@ MINTED_URLS = (
 
 
 class Redirector:
-    def __init__(self, thread: ServiceThread, keyring: Keyring, tokens: dict[str, str]) -> None:
-        self.thread = thread
-        self.keyring = keyring
-        self.tokens = tokens  # token -> url
+    """``clickrelay redirector`` as a subprocess: the hypothesis client and the server
+    then run on separate cores instead of sharing one interpreter lock."""
 
-    @property
-    def port(self) -> int:
-        return int(self.thread.service.public_port)
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, keyring: Keyring) -> None:
+        self.proc = proc
+        self.port = port
+        self.keyring = keyring
+        self.tokens = {
+            keyring.seal(url, queue_id=f"Q{i}", link_index=i): url
+            for i, url in enumerate(MINTED_URLS)
+        }
 
     @property
     def minted_urls(self) -> set[str]:
@@ -50,21 +64,40 @@ class Redirector:
 
 @pytest.fixture(scope="module")
 def redirector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Redirector]:
-    service_mod = need("redirector.service", "redirector (RedirectorService)")
-    from redirector.config import RedirectorConfig
-
+    need("redirector.service", "redirector (RedirectorService)")
+    need("smtp_proxy.lifecycle", "clickrelay redirector command")
     tmp: Path = tmp_path_factory.mktemp("redirector")
-    keyring = parse_keys(new_key_line())
-    config = RedirectorConfig(
-        listen="127.0.0.1:0",
-        admin_listen="127.0.0.1:0",
-        store=f"sqlite:{tmp / 'clicks.sqlite3'}",
+    key_file = tmp / "keys"
+    key_file.write_text(new_key_line() + "\n")
+    key_file.chmod(0o600)
+    port = free_port()
+    cfg = tmp / "redirector.toml"
+    cfg.write_text(
+        config_text(
+            {
+                "tracking": {"key_file": key_file},
+                "redirector": {
+                    "listen": f"127.0.0.1:{port}",
+                    "admin_listen": f"127.0.0.1:{free_port()}",
+                    "store": f"sqlite:{tmp / 'clicks.sqlite3'}",
+                },
+            }
+        )
     )
-    tokens = {
-        keyring.seal(url, queue_id=f"Q{i}", link_index=i): url for i, url in enumerate(MINTED_URLS)
-    }
-    with ServiceThread(lambda: service_mod.RedirectorService(config, keyring)) as thread:
-        yield Redirector(thread, keyring, tokens)
+    with open(tmp / "redirector.log", "wb") as log:
+        proc = subprocess.Popen(
+            clickrelay_cmd("redirector", "-c", str(cfg)), stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_until(lambda: port_open(port) or proc.poll() is not None, 60, "redirector")
+        assert proc.poll() is None, (tmp / "redirector.log").read_text()[-2000:]
+        yield Redirector(proc, port, load_keyring(key_file))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
 
 
 def check_reply(red: Redirector, status: int, location: list[bytes]) -> None:
