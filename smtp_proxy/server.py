@@ -63,6 +63,9 @@ from smtp_proxy.users import UsersFile
 
 logger = logging.getLogger("clickrelay.proxy")
 
+#: DATA is read in pieces of up to this many bytes (see ProxySMTP._receive_data).
+READ_PIECE = 65_536
+
 #: Messages larger than this are rewritten in a worker thread so the event loop keeps
 #: serving other connections; smaller ones are faster inline (no thread hop).
 THREAD_THRESHOLD = 1_000_000
@@ -332,14 +335,17 @@ class ProxySMTP(SMTP):
                 self._reset_timeout()
 
     async def _receive_data(self, arg: str) -> None:
-        """aiosmtpd's DATA, storing the message in one growing buffer.
+        """aiosmtpd's DATA command, receiving the message in large pieces.
 
-        aiosmtpd keeps every line as its own bytearray until the end of data: for a
-        message of short (quoted-printable) lines that costs about 6.5× the message in
-        memory. This is the same protocol logic — the data ends only at CRLF "." CRLF,
-        so bare CR/LF reach the handler untouched (see smtp_proxy.smuggling); a line
-        starting with "." loses that dot; too long a line (500) or too much data (552)
-        is answered after the client has sent it all — with about 1× the message.
+        aiosmtpd reads the message one line at a time and keeps every line as its own
+        bytearray: for a message of short (quoted-printable) lines that costs about
+        6.5x the message in memory, and a read call per line dominates the proxy's
+        CPU time. This keeps aiosmtpd's protocol semantics — the data ends only at
+        CRLF "." CRLF, so bare CR/LF reach the handler untouched (see
+        smtp_proxy.smuggling); a line starting with "." loses that dot; a line over
+        1000 octets (500) or too much data (552) is answered once the client has sent
+        everything — but reading pieces of up to READ_PIECE bytes into one buffer:
+        about 2x the message at peak (the buffer and the final bytes copy).
         """
         if await self.check_helo_needed():
             return
@@ -353,56 +359,85 @@ class ProxySMTP(SMTP):
             await self.push("501 Syntax: DATA")
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
+        size_limit = self.data_size_limit or 0
+        reader = self._reader
+        # The reader's limit is aiosmtpd's line length (1001); it bounds how far
+        # readuntil() looks for the separator and how much the reader buffers. During
+        # DATA it is raised to READ_PIECE: pieces of up to that size, whether or not they
+        # end in ".\r\n". Restored for the command lines that follow.
+        line_limit = reader._limit  # type: ignore[attr-defined]
+        reader._limit = READ_PIECE  # type: ignore[attr-defined]
         buffer = bytearray()
-        limit = self.data_size_limit
+        tail = b""  # the last 5 bytes received: is a ".\r\n" at a line start?
         received = 0
-        line_length = 0  # of the line being read (it may arrive in fragments)
-        too_long = too_much = finished = False
-        while self.transport is not None:
-            try:
-                chunk: bytes = await self._reader.readuntil(b"\r\n")
-            except asyncio.CancelledError:
-                self._writer.close()
-                raise
-            except asyncio.LimitOverrunError as exc:
-                # A line longer than the reader's limit: drain it, answer 500 at the end.
-                chunk = await self._reader.read(exc.consumed)
-                too_long = True
-            at_line_start = line_length == 0
-            if at_line_start and chunk == b".\r\n":
-                finished = True
-                break
-            received += len(chunk)
-            line_length += len(chunk)
-            if line_length > self.line_length_limit:
-                too_long = True
-            if limit and received > limit:
-                too_much = True
-            if too_long or too_much:
-                buffer = bytearray()  # keep draining, keep nothing
-            elif at_line_start and chunk.startswith(b"."):
-                buffer += memoryview(chunk)[1:]
-            else:
-                buffer += chunk
-            if chunk.endswith(b"\r\n"):
-                line_length = 0
+        too_much = finished = False
+        try:
+            while self.transport is not None:
+                try:
+                    piece: bytes = await reader.readuntil(b".\r\n")
+                except asyncio.CancelledError:
+                    self._writer.close()
+                    raise
+                except asyncio.LimitOverrunError as exc:
+                    # No ".\r\n" in the next READ_PIECE bytes: take them as they are
+                    # (``consumed`` stops short of a separator that may be starting).
+                    piece = await reader.read(exc.consumed)
+                received += len(piece)
+                tail = (tail + piece[-5:])[-5:]
+                if size_limit and received > size_limit + 3:
+                    too_much = True
+                    buffer = bytearray()  # keep draining, keep nothing
+                elif not too_much:
+                    buffer += piece
+                if piece.endswith(b".\r\n") and (received == 3 or tail[:2] == b"\r\n"):
+                    finished = True
+                    break
+        finally:
+            reader._limit = line_limit  # type: ignore[attr-defined]
         if not finished:
             return  # connection gone: nothing to hand on
-        if too_long or too_much:
+        if too_much:
             self._set_post_data_state()  # type: ignore[no-untyped-call]
-            await self.push(
-                "500 Line too long (see RFC5321 4.5.3.1.6)"
-                if too_long and not too_much
-                else "552 Error: Too much mail data"
-            )
+            await self.push("552 Error: Too much mail data")
             return
+        del buffer[-3:]  # the final ".\r\n"
         content = bytes(buffer)
         del buffer
+        if _longest_line(content) > self.line_length_limit:
+            self._set_post_data_state()  # type: ignore[no-untyped-call]
+            await self.push("500 Line too long (see RFC5321 4.5.3.1.6)")
+            return
+        content = _unstuff(content)
         self.envelope.content = content
         self.envelope.original_content = content
         status = await self._call_handler_hook("DATA")
         self._set_post_data_state()  # type: ignore[no-untyped-call]
         await self.push("250 OK" if status is MISSING else status)
+
+
+def _longest_line(data: bytes) -> int:
+    """Length of the longest CRLF-terminated line, CRLF included (as aiosmtpd counts)."""
+    if len(data) < 1_000_000:
+        # Fast in C; for big messages the list of lines would cost memory instead.
+        return max(map(len, data.split(b"\r\n"))) + 2
+    longest = 0
+    start = 0
+    find = data.find
+    while True:
+        end = find(b"\r\n", start)
+        if end < 0:
+            return max(longest, len(data) - start)
+        if end + 2 - start > longest:
+            longest = end + 2 - start
+        start = end + 2
+
+
+def _unstuff(data: bytes) -> bytes:
+    """Remove the transparency dot of every line that starts with "." (RFC 5321 4.5.2).
+
+    Returns ``data`` itself when no line starts with "." (no copy)."""
+    out = data.replace(b"\r\n.", b"\r\n")
+    return out[1:] if out.startswith(b".") else out
 
 
 class RefuseConnection(asyncio.Protocol):
