@@ -78,6 +78,7 @@ REPLY_BARE_NEWLINE = "550 5.6.0 bare CR or LF not allowed"
 REPLY_AUTH_BLOCKED = "421 4.7.0 Too many failed authentication attempts, try again later"
 REPLY_AUTH_INVALID = "535 5.7.8 Authentication credentials invalid"
 REPLY_INTERNAL = "451 4.3.0 internal error, try again later"
+REPLY_SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
 
 
 # --- small pure helpers -------------------------------------------------------------------
@@ -204,6 +205,8 @@ class Connections:
         self.metrics = metrics
         self.protocols: set[ProxySMTP] = set()
         self.tasks: set[asyncio.Task[Any]] = set()
+        #: Set by ProxyService.stop(): transactions in flight finish, new ones are refused.
+        self.draining = False
         self._changed = asyncio.Event()
 
     def add(self, protocol: ProxySMTP) -> None:
@@ -555,6 +558,13 @@ class ProxyHandler:
         sess = cast(ProxySession, session)
         runtime = self.runtime()
         client = peer_host(session.peer)
+        if self.connections.draining:
+            # Shutting down: an open connection must not start a new transaction (a
+            # client that keeps its connection busy would hold the shutdown for the
+            # whole grace period). 421 and hang up once the reply is written.
+            if server.transport is not None:
+                asyncio.get_running_loop().call_soon(server.transport.close)
+            return REPLY_SHUTTING_DOWN
         if not self._may_relay(runtime, session):
             self.metrics.relay_denied.inc()
             log_event(logger, logging.INFO, "relay-denied", stage="MAIL", client=client)

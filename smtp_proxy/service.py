@@ -105,6 +105,8 @@ class ProxyService:
         self._tls_server: asyncio.Server | None = None
         self._admin_runner: web.AppRunner | None = None
         self._admin_port: int | None = None
+        self._port: int | None = None
+        self._tls_port: int | None = None
         self._pool: Upstream | None = None
         self.handler: ProxyHandler | None = None
 
@@ -169,6 +171,7 @@ class ProxyService:
                 reuse_address=True,
             )
             self._servers.append(self._smtp_server)
+            self._port = int(self._smtp_server.sockets[0].getsockname()[1])
             if config.proxy.tls_listen:
                 tls_host, tls_port = parse_hostport(config.proxy.tls_listen)
                 self._tls_server = await loop.create_server(
@@ -181,6 +184,7 @@ class ProxyService:
                     reuse_address=True,
                 )
                 self._servers.append(self._tls_server)
+                self._tls_port = int(self._tls_server.sockets[0].getsockname()[1])
             if self._admin and config.proxy.admin_listen:
                 admin_host, admin_port = parse_hostport(config.proxy.admin_listen)
                 runner = web.AppRunner(create_admin_app(self.registry), access_log=None)
@@ -214,6 +218,7 @@ class ProxyService:
         started = time.monotonic()
         connections = self.connections
         if connections is not None:
+            connections.draining = True
             try:
                 async with asyncio.timeout(grace):
                     await connections.wait_idle()
@@ -272,14 +277,13 @@ class ProxyService:
 
     @property
     def port(self) -> int:
-        assert self._smtp_server is not None, "ProxyService not started"
-        return int(self._smtp_server.sockets[0].getsockname()[1])
+        """The SMTP port bound at start (still answers after stop())."""
+        assert self._port is not None, "ProxyService not started"
+        return self._port
 
     @property
     def tls_port(self) -> int | None:
-        if self._tls_server is None:
-            return None
-        return int(self._tls_server.sockets[0].getsockname()[1])
+        return self._tls_port
 
     @property
     def admin_port(self) -> int | None:

@@ -648,7 +648,10 @@ async def test_stop_lets_in_flight_transaction_finish(
     service = ProxyService(config, keys, admin=False)
     await service.start()
     client = await LineClient.connect(service.port)
+    late = await LineClient.connect(service.port)
     try:
+        await late.reply()
+        await late.cmd("EHLO late")
         await client.reply()
         await client.cmd("EHLO c")
         await client.cmd("MAIL FROM:<a@example.com>")
@@ -661,6 +664,9 @@ async def test_stop_lets_in_flight_transaction_finish(
                     probe = await LineClient.connect(service.port)
                     await probe.close()
         assert not stopping.done()
+        # Another open connection cannot start a new transaction while draining.
+        assert (await late.cmd("MAIL FROM:<late@example.com>"))[0] == 421
+        assert await late.closed_by_server()
         assert (await client.cmd("DATA"))[0] == 354
         await client.send(b"Subject: last\r\n\r\nin flight\r\n.\r\n")
         assert (await client.reply())[0] == 250
