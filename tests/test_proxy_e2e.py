@@ -763,3 +763,46 @@ async def test_data_transparency_long_lines_and_a_big_message(
         b"Subject: dots\r\n\r\n.leading\r\n..\r\nmid . dot\r\n",
         b"Subject: big\r\n\r\n" + big_body,
     ]
+
+
+@pytest.mark.parametrize("write_size", [1, 7, 1000, 70_000])
+async def test_end_of_data_is_found_across_read_boundaries(
+    tmp_path: Path,
+    key_file: Path,
+    keys: Keyring,
+    smtp_sink_factory: SinkFactory,
+    write_size: int,
+) -> None:
+    """Sentence-ending lines ("….\\r\\n"), dot-stuffed lines and a message longer than
+    one read piece (64 KB), sent in writes of various sizes: the sink gets exactly
+    the client's message, once."""
+    sink = await smtp_sink_factory()
+    config = proxy_config(tmp_path, sink.url, key_file)
+    lines = [b"Subject: boundaries", b""]
+    for n in range(1500):
+        lines.append(b"Sentence number %d ends here." % n)
+        if n % 7 == 0:
+            lines.append(b".")  # a lone dot line inside the message
+        if n % 11 == 0:
+            lines.append(b".starts with a dot.")
+    message = b"".join(line + b"\r\n" for line in lines)
+    if write_size == 1:
+        message = message[: message.rindex(b"\r\n", 0, 3000) + 2]  # byte by byte: short
+    stuffed = b"".join(
+        (b"." + line if line.startswith(b".") else line) + b"\r\n"
+        for line in message.split(b"\r\n")[:-1]
+    )
+    async with running_proxy(config, keys) as proxy:
+        client = await LineClient.connect(proxy.port)
+        await client.reply()
+        await client.cmd("EHLO c")
+        await client.cmd("MAIL FROM:<a@example.com>")
+        await client.cmd("RCPT TO:<b@example.org>")
+        assert (await client.cmd("DATA"))[0] == 354
+        wire = stuffed + b".\r\n"
+        for start in range(0, len(wire), write_size):
+            await client.send(wire[start : start + write_size])
+        assert (await client.reply())[0] == 250
+        assert (await client.cmd("NOOP"))[0] == 250  # the command stream is in step
+        await client.close()
+    assert [m.data for m in sink.messages] == [message]
