@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from email.message import EmailMessage
@@ -806,3 +807,72 @@ async def test_end_of_data_is_found_across_read_boundaries(
         assert (await client.cmd("NOOP"))[0] == 250  # the command stream is in step
         await client.close()
     assert [m.data for m in sink.messages] == [message]
+
+
+class BrokenKeyring(Keyring):
+    """A keyring whose sealing fails: a stand-in for a broken crypto backend."""
+
+    def seal(self, url: str, **kwargs: Any) -> str:
+        raise RuntimeError("crypto backend unavailable")
+
+
+async def test_rewrite_failure_relays_the_original_and_is_counted(
+    tmp_path: Path,
+    key_file: Path,
+    keys: Keyring,
+    smtp_sink_factory: SinkFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sink = await smtp_sink_factory()
+    config = proxy_config(tmp_path, sink.url, key_file)
+    registry = CollectorRegistry()
+    message = html_message(SIMPLE_HTML)
+    caplog.set_level(logging.INFO, logger="clickrelay.proxy")
+    async with running_proxy(config, BrokenKeyring(keys.keys), registry=registry) as proxy:
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=proxy.port) as client:
+            errors, text = await client.sendmail("a@example.com", ["b@example.org"], message)
+    assert errors == {} and "clickrelay id" in text
+    assert sink.messages[0].data == message
+    assert registry.get_sample_value("clickrelay_proxy_rewrite_errors_total") == 1.0
+    assert any("rewrite-failed" in r.getMessage() for r in caplog.records)
+
+
+async def test_one_structured_log_line_per_message(
+    tmp_path: Path,
+    key_file: Path,
+    keys: Keyring,
+    smtp_sink_factory: SinkFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sink = await smtp_sink_factory()
+    sink.rcpt_replies = {"gone@example.org": "550 5.1.1 gone"}
+    config = proxy_config(tmp_path, sink.url, key_file)
+    caplog.set_level(logging.INFO, logger="clickrelay.proxy")
+    async with running_proxy(config, keys) as proxy:
+        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=proxy.port) as client:
+            _, text = await client.sendmail(
+                "news@example.com",
+                ["reader@example.org", "gone@example.org"],
+                html_message(SIMPLE_HTML),
+            )
+    match = QID_RE.search(text)
+    assert match
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("event=message ")]
+    assert len(lines) == 1
+    line = lines[0]
+    for field in (
+        f"queue_id={match.group(1)}",
+        "client=127.0.0.1",
+        "sender=news@example.com",
+        "rcpts=1",
+        "tracking=http://127.0.0.1:8080",
+        "preflight=disabled",
+        "rewrite=rewritten",
+        "tracked=2",
+        "skipped=1",
+        "skip_reasons=not-http:1",
+        "outcome=accepted",
+        "upstream=250",
+        "duration_ms=",
+    ):
+        assert field in line, (field, line)
