@@ -1,68 +1,20 @@
-"""Services under test, run where a synchronous test (hypothesis, raw sockets) can reach them.
-
-:class:`ServiceThread` runs any ``start()``/``stop()`` service (here the redirector) on
-its own event loop in a background thread, so a plain synchronous test — a hypothesis
-property with 100,000 examples, a slowloris made of blocking sockets — talks to it over
-real loopback sockets exactly as a browser would.
+"""Raw HTTP for attacks on the redirector.
 
 :func:`raw_http` sends bytes as they are (no client-side normalisation of the path or
 headers) and parses the reply head; attacks are written byte for byte.
+:func:`forge_token` seals arbitrary bytes with our own key (a stand-in for a minting bug).
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import os
 import socket
 import struct
-import threading
 import zlib
-from collections.abc import Awaitable, Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
 
 from redirector.tokens import Keyring
-
-
-class ServiceThread:
-    """``factory()`` builds the service inside the thread's loop; ``start()``/``stop()``."""
-
-    def __init__(self, factory: Callable[[], Any]) -> None:
-        self._factory = factory
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="svc", daemon=True)
-        self.service: Any = None
-
-    def call(self, coro_fn: Callable[[], Awaitable[Any]], timeout: float = 60) -> Any:
-        """Run ``coro_fn()`` on the service loop and wait for its result."""
-
-        async def run() -> Any:
-            return await coro_fn()
-
-        future: Future[Any] = asyncio.run_coroutine_threadsafe(run(), self.loop)
-        return future.result(timeout)
-
-    def __enter__(self) -> ServiceThread:
-        self._thread.start()
-
-        async def build() -> Any:
-            self.service = self._factory()
-            await self.service.start()
-            return self.service
-
-        self.call(build)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            if self.service is not None:
-                self.call(lambda: self.service.stop(10))
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(timeout=30)
-            self.loop.close()
 
 
 @dataclass(frozen=True)
