@@ -189,3 +189,45 @@ def test_auth_limiter_reconfigure() -> None:
     assert not limiter.blocked("k")
     limiter.reconfigure(2, 60.0)
     assert limiter.blocked("k")
+
+
+# --- small pure helpers of the handler ----------------------------------------------------
+
+
+def test_queue_ids_are_short_unique_and_time_ordered() -> None:
+    from smtp_proxy.server import new_queue_id
+
+    ids = [new_queue_id() for _ in range(5000)]
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch(r"[0-9a-hjkmnp-tv-z]{14}", i) for i in ids)
+    assert ids[0][:6] <= ids[-1][:6]  # millisecond prefix: sortable by time
+
+
+def test_upstream_mail_options_are_rebuilt() -> None:
+    from smtp_proxy.server import upstream_mail_options
+
+    assert upstream_mail_options(["SIZE=00123", "BODY=8BITMIME", "SMTPUTF8"]) == [
+        "SIZE=123",
+        "BODY=8BITMIME",
+        "SMTPUTF8",
+    ]
+    assert upstream_mail_options(["BODY=7BIT"]) == []
+    assert upstream_mail_options(["SIZE=12x", "SIZE=", "RET=HDRS", "ENVID=<x>", "X=Y"]) == []
+    assert upstream_mail_options(["SIZE=" + "9" * 21, "SMTPUTF8=1"]) == []
+
+
+def test_format_reply() -> None:
+    from smtp_proxy.server import format_reply
+    from smtp_proxy.upstream import Reply
+
+    assert format_reply(Reply(250, "2.0.0 Ok: queued as 7"), "q1") == (
+        "250 2.0.0 Ok: queued as 7 (clickrelay id q1)"
+    )
+    assert format_reply(Reply(550, "5.1.1 no\n5.1.1 such user")) == (
+        "550-5.1.1 no\r\n550 5.1.1 such user"
+    )
+    # 421 would tell our client we are closing: it becomes 451; junk codes too.
+    assert format_reply(Reply(421, "4.3.2 bye")).startswith("451 4.3.2 bye")
+    assert format_reply(Reply(999, "odd")).startswith("451 ")
+    assert format_reply(Reply(250, "ok\x00\x1b[31m")) == "250 ok??[31m"
+    assert format_reply(Reply(250, "")) == "250"
