@@ -235,7 +235,7 @@ enabled = {"false" if rewriting else "true"}
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--messages", type=int, default=100, help="per scenario per round")
+    parser.add_argument("--messages", type=int, default=80, help="per scenario per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
