@@ -412,19 +412,14 @@ async def test_dns_stops_answering_rewriting_stops_within_ttl_mail_flows(
     assert rewritten["recovered"] == per_phase
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: smtp_proxy/service.py ProxyService.stop() drains by waiting for idle "
-    "connections, but open connections may still start NEW transactions (MAIL -> 250), "
-    "so a busy client keeps the proxy up for the whole shutdown_grace and is then cut",
-)
 async def test_drain_refuses_new_transactions_on_open_connections(
     tmp_path: Path, key_file: Path, sink: SinkProcess
 ) -> None:
     """During the SIGTERM drain, a connection that is open but idle starts a new
-    transaction: it should get a 4xx ("shutting down"), or a client that keeps its
+    transaction: it must get a 4xx ("shutting down"), or a client that keeps its
     connection busy (Postfix's connection cache, an app's pooled client) holds the proxy
-    open for the whole grace period and is then cut mid-transaction."""
+    open for the whole grace period and is then cut mid-transaction. (Found by this
+    suite; fixed in b60c91a.)"""
     service_mod = need("smtp_proxy.service", "proxy (smtp_proxy/service.py ProxyService)")
     from tests.reliability.harness import RawSmtp, dot_stuff
 
