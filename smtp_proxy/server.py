@@ -33,7 +33,7 @@ import os
 import ssl
 import time
 from collections import Counter
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
@@ -527,6 +527,37 @@ class ProxyHandler:
         if txn is not None:
             self.connections.spawn(self._close_txn(txn, reusable=False))
 
+    async def _upstream_call(
+        self,
+        session: ProxySession,
+        stage: str,
+        client: str | None,
+        call: Callable[[], Awaitable[Reply]],
+    ) -> Reply | None:
+        """Await one upstream command of a MAIL/RCPT hook; ``None`` means "answer 451".
+
+        While the call runs the session is marked busy, so a hang-up meanwhile leaves the
+        transaction to this hook. An :class:`UpstreamError` is counted, logged as
+        ``upstream-error`` with the stage, and the (now unusable) transaction discarded;
+        a cancellation (client gone) abandons the transaction, whose state is unknown.
+        """
+        session.txn_busy = True
+        try:
+            return await call()
+        except UpstreamError as exc:
+            session.txn_busy = False
+            self.metrics.upstream_errors.labels(stage=stage).inc()
+            log_event(
+                logger, logging.WARNING, "upstream-error", stage=stage, client=client, error=exc
+            )
+            await self._release(session, reusable=False)
+            return None
+        except asyncio.CancelledError:
+            self._abandon(session)
+            raise
+        finally:
+            session.txn_busy = False
+
     def _may_relay(self, runtime: ProxyRuntime, session: Session) -> bool:
         return bool(session.authenticated) or runtime.relay.is_trusted(peer_host(session.peer))
 
@@ -571,25 +602,16 @@ class ProxyHandler:
             return REPLY_RELAY_AUTH
         if sess.txn is not None:  # a transaction left over from a refused MAIL: start afresh
             await self._release(sess, reusable=True)
-        sess.txn_busy = True
-        try:
+
+        async def begin() -> Reply:
             txn = await self.pool.transaction()
             sess.txn = txn
             sess.txn_started = time.monotonic()
-            reply = await txn.mail(address, upstream_mail_options(mail_options))
-        except UpstreamError as exc:
-            sess.txn_busy = False
-            self.metrics.upstream_errors.labels(stage="MAIL").inc()
-            log_event(
-                logger, logging.WARNING, "upstream-error", stage="MAIL", client=client, error=exc
-            )
-            await self._release(sess, reusable=False)
+            return await txn.mail(address, upstream_mail_options(mail_options))
+
+        reply = await self._upstream_call(sess, "MAIL", client, begin)
+        if reply is None:
             return REPLY_UPSTREAM_DOWN
-        except asyncio.CancelledError:
-            self._abandon(sess)
-            raise
-        finally:
-            sess.txn_busy = False
         if 200 <= reply.code < 300:
             envelope.mail_from = address
             envelope.mail_options.extend(mail_options)
@@ -618,28 +640,12 @@ class ProxyHandler:
             return REPLY_UPSTREAM_DOWN
         if len(envelope.rcpt_tos) >= runtime.config.proxy.max_recipients:
             return REPLY_TOO_MANY_RCPTS
-        sess.txn_busy = True
-        try:
-            # aiosmtpd refuses every RCPT parameter (555), so there is nothing to forward.
-            reply = await txn.rcpt(address, [])
-        except UpstreamError as exc:
-            sess.txn_busy = False
-            self.metrics.upstream_errors.labels(stage="RCPT").inc()
-            log_event(
-                logger,
-                logging.WARNING,
-                "upstream-error",
-                stage="RCPT",
-                client=peer_host(session.peer),
-                error=exc,
-            )
-            await self._release(sess, reusable=False)
+        # aiosmtpd refuses every RCPT parameter (555), so there is nothing to forward.
+        reply = await self._upstream_call(
+            sess, "RCPT", peer_host(session.peer), lambda: txn.rcpt(address, [])
+        )
+        if reply is None:
             return REPLY_UPSTREAM_DOWN
-        except asyncio.CancelledError:
-            self._abandon(sess)
-            raise
-        finally:
-            sess.txn_busy = False
         if 200 <= reply.code < 300:
             envelope.rcpt_tos.append(address)
             envelope.rcpt_options.extend(rcpt_options)
