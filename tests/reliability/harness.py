@@ -32,7 +32,6 @@ from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
 
 #: The full run: every scenario at its full size (``bench/reliability.py`` sets it).
