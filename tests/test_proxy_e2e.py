@@ -1,225 +1,45 @@
 """End to end over real sockets: SMTP client → ProxyService → recording aiosmtpd sink.
 
-The helpers at the top (config builder, ``running_proxy``, raw SMTP line client) are
-also used by tests/test_proxy_security.py and tests/test_proxy_load.py.
+The helpers (config builder, ``running_proxy``, raw SMTP line client) live in
+tests/proxy_helpers.py, shared with tests/test_proxy_security.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
-import re
-from collections.abc import AsyncIterator, Awaitable, Callable
-from email.message import EmailMessage
-from email.policy import SMTP as SMTP_POLICY
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import aiohttp
 import aiosmtplib
 import pytest
 from prometheus_client import CollectorRegistry
 
-from redirector.tokens import Keyring, load_keyring
-from smtp_proxy.config import Config, load_config_text
+from redirector.tokens import Keyring
 from smtp_proxy.preflight.monitor import PreflightMonitor
 from smtp_proxy.service import ProxyService
-from tests.smtp_sink import SmtpSink, smtp_sink_factory
-
-__all__ = ["smtp_sink_factory"]  # fixture, re-exported for pytest
-
-BASE_URL = "http://127.0.0.1:8080"
-TOKEN_RE = re.compile(re.escape(BASE_URL) + r"/c/([A-Za-z0-9_-]+)")
-QID_RE = re.compile(r"clickrelay id ([0-9a-z]+)")
-
-SinkFactory = Callable[..., Awaitable[SmtpSink]]
-
-
-# --- helpers shared by the proxy test modules ------------------------------------------------
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def proxy_config(
-    tmp_path: Path,
-    upstream_url: str,
-    key_file: Path,
-    *,
-    preflight: bool = False,
-    upstream: dict[str, Any] | None = None,
-    tracking: dict[str, Any] | None = None,
-    **proxy: Any,
-) -> Config:
-    """A config for a proxy on 127.0.0.1:0 relaying to ``upstream_url``.
-
-    ``preflight=False`` (default) switches preflight off, which means "rewriting
-    allowed" for a proxy without a monitor.
-    """
-    proxy_table: dict[str, Any] = {
-        "listen": "127.0.0.1:0",
-        "admin_listen": "",
-        "hostname": "proxy.test",
-        "trusted_networks": ["127.0.0.1/32"],
-        "command_timeout": 30,
-        "data_timeout": 30,
-        "shutdown_grace": 5,
-    }
-    proxy_table.update(proxy)
-    upstream_table: dict[str, Any] = {
-        "url": upstream_url,
-        "pool_size": 2,
-        "connect_timeout": 5,
-        "timeout": 10,
-    }
-    upstream_table.update(upstream or {})
-    tracking_table: dict[str, Any] = {"base_url": BASE_URL, "key_file": str(key_file)}
-    tracking_table.update(tracking or {})
-    lines = []
-    for name, table in (
-        ("proxy", proxy_table),
-        ("upstream", upstream_table),
-        ("tracking", tracking_table),
-        ("preflight", {"enabled": preflight}),
-    ):
-        lines.append(f"[{name}]")
-        lines.extend(f"{k} = {_toml(v)}" for k, v in table.items())
-    return load_config_text("\n".join(lines) + "\n", base_dir=tmp_path)
-
-
-@contextlib.asynccontextmanager
-async def running_proxy(
-    config: Config,
-    keyring: Keyring,
-    *,
-    preflight: PreflightMonitor | None = None,
-    admin: bool = False,
-    registry: CollectorRegistry | None = None,
-) -> AsyncIterator[ProxyService]:
-    service = ProxyService(config, keyring, registry=registry, preflight=preflight, admin=admin)
-    await service.start()
-    try:
-        yield service
-    finally:
-        await service.stop(grace=5)
-
-
-def html_message(
-    html: str,
-    *,
-    sender: str = "news@example.com",
-    to: str = "reader@example.org",
-    subject: str = "Newsletter",
-    message_id: str | None = None,
-    cte: str = "quoted-printable",
-) -> bytes:
-    msg = EmailMessage(policy=SMTP_POLICY)
-    msg["From"] = sender
-    msg["To"] = to
-    msg["Subject"] = subject
-    if message_id:
-        msg["Message-ID"] = message_id
-    msg.set_content(html, subtype="html", cte=cte)
-    return msg.as_bytes()
-
-
-SIMPLE_HTML = (
-    "<html><body><p>Hello</p>"
-    '<a href="https://shop.example.net/sale?id=1&amp;x=2">Sale</a> '
-    '<a href="https://blog.example.net/post/42">Post</a> '
-    '<a href="mailto:someone@example.com">mail</a>'
-    "</body></html>\n"
+from tests.proxy_helpers import (
+    BASE_URL,
+    QID_RE,
+    SIMPLE_HTML,
+    TOKEN_RE,
+    LineClient,
+    SinkFactory,
+    close_line_clients,
+    decode_links,
+    html_message,
+    keys,
+    proxy_config,
+    running_proxy,
+    smtp_client,
+    smtp_sink_factory,
 )
 
-
-class LineClient:
-    """A raw SMTP client over a real socket: exact bytes out, reply lines in.
-
-    Clients a failing test did not close are closed by the autouse fixture
-    ``close_line_clients`` (import it into any module that uses LineClient).
-    """
-
-    open_clients: ClassVar[set[LineClient]] = set()
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        LineClient.open_clients.add(self)
-
-    @classmethod
-    async def connect(cls, port: int, *, source: str | None = None) -> LineClient:
-        reader, writer = await asyncio.open_connection(
-            "127.0.0.1", port, local_addr=(source, 0) if source else None
-        )
-        return cls(reader, writer)
-
-    async def reply(self, timeout: float = 10.0) -> tuple[int, str]:  # noqa: ASYNC109
-        """One (possibly multi-line) reply: code and the text lines joined by \\n."""
-        lines: list[str] = []
-        async with asyncio.timeout(timeout):
-            while True:
-                raw = await self.reader.readline()
-                if not raw:
-                    raise ConnectionError("server closed the connection: " + "|".join(lines))
-                line = raw.decode("utf-8", "replace").rstrip("\r\n")
-                lines.append(line[4:])
-                if line[3:4] != "-":
-                    return int(line[:3]), "\n".join(lines)
-
-    async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
-
-    async def cmd(self, line: str) -> tuple[int, str]:
-        await self.send(line.encode() + b"\r\n")
-        return await self.reply()
-
-    async def closed_by_server(self, timeout: float = 10.0) -> bool:  # noqa: ASYNC109
-        """True when the server hangs up (EOF) within ``timeout``."""
-        async with asyncio.timeout(timeout):
-            while await self.reader.read(4096):
-                pass
-        return True
-
-    async def close(self) -> None:
-        LineClient.open_clients.discard(self)
-        self.writer.close()
-        with contextlib.suppress(ConnectionError):
-            await self.writer.wait_closed()
-
-
-def decode_links(keyring: Keyring, data: bytes) -> list[tuple[str, str, int, str | None]]:
-    """(url, queue_id, link_index, recipient) of every tracked link in a raw message."""
-    text = data.replace(b"=\r\n", b"").decode("ascii", "replace")
-    found = []
-    for token in TOKEN_RE.findall(text):
-        link = keyring.open(token)
-        found.append((link.url, link.queue_id, link.link_index, link.recipient))
-    return found
-
-
-# --- fixtures -----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def keys(key_file: Path) -> Keyring:
-    return load_keyring(key_file)
-
-
-@pytest.fixture(autouse=True)
-async def close_line_clients() -> AsyncIterator[None]:
-    yield
-    for client in list(LineClient.open_clients):
-        await client.close()
+# Fixtures used here; TOKEN_RE and the helpers above are also imported from this module
+# by tests/test_proxy_load.py (it predates tests/proxy_helpers.py).
+__all__ = ["TOKEN_RE", "close_line_clients", "keys", "smtp_sink_factory"]
 
 
 # --- tests --------------------------------------------------------------------------------------
@@ -232,7 +52,7 @@ async def test_rewritten_message_arrives_with_envelope_unchanged(
     config = proxy_config(tmp_path, sink.url, key_file)
     message = html_message(SIMPLE_HTML)
     async with running_proxy(config, keys) as proxy:
-        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=proxy.port) as client:
+        async with smtp_client(proxy.port) as client:
             errors, text = await client.sendmail(
                 "news@example.com", ["reader@example.org"], message
             )
@@ -262,7 +82,7 @@ async def test_two_recipients_give_tokens_without_recipient(
     sink = await smtp_sink_factory()
     config = proxy_config(tmp_path, sink.url, key_file)
     async with running_proxy(config, keys) as proxy:
-        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=proxy.port) as client:
+        async with smtp_client(proxy.port) as client:
             await client.sendmail(
                 "news@example.com", ["a@example.org", "b@example.org"], html_message(SIMPLE_HTML)
             )
@@ -279,9 +99,7 @@ async def test_refused_recipient_is_refused_and_others_delivered(
     sink.rcpt_replies = {"nobody@example.org": "550 5.1.1 <nobody@example.org>: no such user"}
     config = proxy_config(tmp_path, sink.url, key_file)
     async with running_proxy(config, keys) as proxy:
-        client = await LineClient.connect(proxy.port)
-        assert (await client.reply())[0] == 220
-        assert (await client.cmd("EHLO client.test"))[0] == 250
+        client = await LineClient.start(proxy.port, helo="client.test")
         assert (await client.cmd("MAIL FROM:<news@example.com>"))[0] == 250
         code, text = await client.cmd("RCPT TO:<nobody@example.org>")
         assert (code, text) == (550, "5.1.1 <nobody@example.org>: no such user")
@@ -321,7 +139,7 @@ async def test_upstream_4xx_and_5xx_are_passed_through(
     config = proxy_config(tmp_path, sink.url, key_file)
     code, _, text = reply.partition(" ")
     async with running_proxy(config, keys) as proxy:
-        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=proxy.port) as client:
+        async with smtp_client(proxy.port) as client:
             with pytest.raises(aiosmtplib.SMTPResponseException) as info:
                 await client.sendmail(
                     "news@example.com", ["reader@example.org"], html_message(SIMPLE_HTML)
@@ -344,7 +162,7 @@ async def test_upstream_down_gives_451_then_retry_delivers_exactly_once(
     config = proxy_config(tmp_path, sink.url, key_file)
     message = html_message(SIMPLE_HTML, message_id="<retry-1@example.com>")
     async with running_proxy(config, keys) as proxy:
-        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=proxy.port) as client:
+        async with smtp_client(proxy.port) as client:
             await sink.stop()
             with pytest.raises(aiosmtplib.SMTPResponseException) as info:
                 await client.sendmail("news@example.com", ["reader@example.org"], message)
@@ -368,7 +186,7 @@ async def test_upstream_cut_mid_data_gives_451_and_nothing_accepted(
     config = proxy_config(tmp_path, sink.url, key_file)
     message = html_message(SIMPLE_HTML, message_id="<cut-1@example.com>")
     async with running_proxy(config, keys) as proxy:
-        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=proxy.port) as client:
+        async with smtp_client(proxy.port) as client:
             with pytest.raises(aiosmtplib.SMTPResponseException) as info:
                 await client.sendmail("news@example.com", ["reader@example.org"], message)
             assert info.value.code == 451
@@ -388,7 +206,7 @@ async def test_second_transaction_reuses_client_and_upstream_connections(
     sink = await smtp_sink_factory()
     config = proxy_config(tmp_path, sink.url, key_file)
     async with running_proxy(config, keys) as proxy:
-        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=proxy.port) as client:
+        async with smtp_client(proxy.port) as client:
             ids = []
             for n in range(3):
                 _, text = await client.sendmail(
@@ -419,9 +237,7 @@ async def test_client_rset_and_abandoned_transactions_leave_upstream_reusable(
     config = proxy_config(tmp_path, sink.url, key_file, upstream={"pool_size": 1})
     async with running_proxy(config, keys) as proxy:
         # 1: RSET after RCPT.
-        client = await LineClient.connect(proxy.port)
-        await client.reply()
-        await client.cmd("EHLO c")
+        client = await LineClient.start(proxy.port)
         assert (await client.cmd("MAIL FROM:<a@example.com>"))[0] == 250
         assert (await client.cmd("RCPT TO:<b@example.org>"))[0] == 250
         assert (await client.cmd("RSET"))[0] == 250
@@ -429,7 +245,7 @@ async def test_client_rset_and_abandoned_transactions_leave_upstream_reusable(
         assert (await client.cmd("MAIL FROM:<a@example.com>"))[0] == 250
         await client.close()
         # 3: a new client's message goes over the same upstream connection.
-        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=proxy.port) as smtp:
+        async with smtp_client(proxy.port) as smtp:
             await sink.wait_for(lambda: sink.commands.count((1, "RSET")) >= 2, what="RSETs")
             await smtp.sendmail("a@example.com", ["c@example.org"], b"Subject: s\r\n\r\nx\r\n")
     assert [m.rcpt_tos for m in sink.messages] == [["c@example.org"]]
@@ -447,7 +263,7 @@ async def test_preflight_not_verified_relays_byte_identical(
     assert not monitor.may_rewrite(BASE_URL)
     message = html_message(SIMPLE_HTML, message_id="<pf@example.com>")
     async with running_proxy(config, keys, preflight=monitor) as proxy:
-        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=proxy.port) as client:
+        async with smtp_client(proxy.port) as client:
             _, text = await client.sendmail("news@example.com", ["reader@example.org"], message)
     assert "clickrelay id" in text
     assert sink.messages[0].data == message
@@ -461,7 +277,7 @@ async def test_preflight_enabled_without_monitor_does_not_rewrite(
     config = proxy_config(tmp_path, sink.url, key_file, preflight=True)
     message = html_message(SIMPLE_HTML)
     async with running_proxy(config, keys) as proxy:
-        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=proxy.port) as client:
+        async with smtp_client(proxy.port) as client:
             await client.sendmail("news@example.com", ["reader@example.org"], message)
     assert sink.messages[0].data == message
 
@@ -473,7 +289,7 @@ async def test_opt_out_header_is_honoured(
     config = proxy_config(tmp_path, sink.url, key_file)
     message = b"X-Clickrelay-Track: off\r\n" + html_message(SIMPLE_HTML)
     async with running_proxy(config, keys) as proxy:
-        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=proxy.port) as client:
+        async with smtp_client(proxy.port) as client:
             await client.sendmail("news@example.com", ["reader@example.org"], message)
     assert decode_links(keys, sink.messages[0].data) == []
     assert b"https://blog.example.net/post/42" in sink.messages[0].data.replace(b"=\r\n", b"")
@@ -485,22 +301,19 @@ async def test_mail_parameters_are_rebuilt_not_copied(
     sink = await smtp_sink_factory()
     config = proxy_config(tmp_path, sink.url, key_file)
     async with running_proxy(config, keys) as proxy:
-        client = await LineClient.connect(proxy.port)
-        await client.reply()
-        code, ehlo = await client.cmd("EHLO client.test")
-        assert code == 250
-        assert "8BITMIME" in ehlo.split("\n") and "SMTPUTF8" in ehlo.split("\n")
-        assert "CHUNKING" not in ehlo
-        assert any(line.startswith("SIZE ") for line in ehlo.split("\n"))
+        client = await LineClient.start(proxy.port, helo="client.test")
+        ehlo = client.ehlo.split("\n")
+        assert "8BITMIME" in ehlo and "SMTPUTF8" in ehlo
+        assert "CHUNKING" not in client.ehlo
+        assert any(line.startswith("SIZE ") for line in ehlo)
         # Unknown parameters never get past the proxy.
         code, _ = await client.cmd("MAIL FROM:<a@example.com> RET=HDRS ENVID=x")
         assert code == 555
-        code, _ = await client.cmd("MAIL FROM:<a@example.com> size=00012 body=8bitmime SMTPUTF8")
+        code, _ = await client.transaction(
+            "Subject: ü\r\n\r\nGrüße\r\n.\r\n".encode(),
+            params="size=00012 body=8bitmime SMTPUTF8",
+        )
         assert code == 250
-        assert (await client.cmd("RCPT TO:<b@example.org>"))[0] == 250
-        assert (await client.cmd("DATA"))[0] == 354
-        await client.send("Subject: ü\r\n\r\nGrüße\r\n.\r\n".encode())
-        assert (await client.reply())[0] == 250
         await client.cmd("QUIT")
         await client.close()
     assert sink.commands.count((1, "MAIL")) == 1
@@ -515,14 +328,14 @@ async def test_smtputf8_addresses_are_relayed(
     sink = await smtp_sink_factory()
     config = proxy_config(tmp_path, sink.url, key_file)
     async with running_proxy(config, keys) as proxy:
-        client = await LineClient.connect(proxy.port)
-        await client.reply()
-        await client.cmd("EHLO client.test")
-        assert (await client.cmd("MAIL FROM:<jörg@example.com> SMTPUTF8"))[0] == 250
-        assert (await client.cmd("RCPT TO:<ü@example.org>"))[0] == 250
-        assert (await client.cmd("DATA"))[0] == 354
-        await client.send("Subject: ü\r\n\r\nGrüße\r\n.\r\n".encode())
-        assert (await client.reply())[0] == 250
+        client = await LineClient.start(proxy.port, helo="client.test")
+        code, _ = await client.transaction(
+            "Subject: ü\r\n\r\nGrüße\r\n.\r\n".encode(),
+            "jörg@example.com",
+            params="SMTPUTF8",
+            recipients=["ü@example.org"],
+        )
+        assert code == 250
         await client.close()
     got = sink.messages[0]
     assert (got.mail_from, got.rcpt_tos) == ("jörg@example.com", ["ü@example.org"])
@@ -534,23 +347,14 @@ async def test_size_limit_is_advertised_and_enforced(
     sink = await smtp_sink_factory()
     config = proxy_config(tmp_path, sink.url, key_file, max_message_size=2000)
     async with running_proxy(config, keys) as proxy:
-        client = await LineClient.connect(proxy.port)
-        await client.reply()
-        _, ehlo = await client.cmd("EHLO c")
-        assert "SIZE 2000" in ehlo.split("\n")
+        client = await LineClient.start(proxy.port)
+        assert "SIZE 2000" in client.ehlo.split("\n")
         assert (await client.cmd("MAIL FROM:<a@example.com> SIZE=5000"))[0] == 552
-        assert (await client.cmd("MAIL FROM:<a@example.com>"))[0] == 250
-        assert (await client.cmd("RCPT TO:<b@example.org>"))[0] == 250
-        assert (await client.cmd("DATA"))[0] == 354
-        await client.send(b"Subject: big\r\n\r\n" + (b"x" * 900 + b"\r\n") * 3 + b".\r\n")
-        assert (await client.reply())[0] == 552
+        big = b"Subject: big\r\n\r\n" + (b"x" * 900 + b"\r\n") * 3 + b".\r\n"
+        assert (await client.transaction(big))[0] == 552
         # The session goes on: RSET and a small message pass.
         assert (await client.cmd("RSET"))[0] == 250
-        assert (await client.cmd("MAIL FROM:<a@example.com>"))[0] == 250
-        assert (await client.cmd("RCPT TO:<b@example.org>"))[0] == 250
-        assert (await client.cmd("DATA"))[0] == 354
-        await client.send(b"Subject: small\r\n\r\nok\r\n.\r\n")
-        assert (await client.reply())[0] == 250
+        assert (await client.transaction(b"Subject: small\r\n\r\nok\r\n.\r\n"))[0] == 250
         await client.close()
     assert [m.data for m in sink.messages] == [b"Subject: small\r\n\r\nok\r\n"]
 
@@ -561,9 +365,7 @@ async def test_recipient_cap_answers_452_and_keeps_going(
     sink = await smtp_sink_factory()
     config = proxy_config(tmp_path, sink.url, key_file, max_recipients=2)
     async with running_proxy(config, keys) as proxy:
-        client = await LineClient.connect(proxy.port)
-        await client.reply()
-        await client.cmd("EHLO c")
+        client = await LineClient.start(proxy.port)
         await client.cmd("MAIL FROM:<a@example.com>")
         assert (await client.cmd("RCPT TO:<r1@example.org>"))[0] == 250
         assert (await client.cmd("RCPT TO:<r2@example.org>"))[0] == 250
@@ -612,9 +414,7 @@ async def test_command_timeout_hangs_up_idle_clients(
     sink = await smtp_sink_factory()
     config = proxy_config(tmp_path, sink.url, key_file, command_timeout=1.0)
     async with running_proxy(config, keys) as proxy:
-        client = await LineClient.connect(proxy.port)
-        assert (await client.reply())[0] == 220
-        assert (await client.cmd("EHLO c"))[0] == 250
+        client = await LineClient.start(proxy.port)
         assert (await client.cmd("MAIL FROM:<a@example.com>"))[0] == 250
         assert await client.closed_by_server(timeout=10)
         await client.close()
@@ -629,12 +429,8 @@ async def test_data_timeout_hangs_up_and_delivers_nothing(
     sink = await smtp_sink_factory()
     config = proxy_config(tmp_path, sink.url, key_file, data_timeout=0.5)
     async with running_proxy(config, keys) as proxy:
-        client = await LineClient.connect(proxy.port)
-        await client.reply()
-        await client.cmd("EHLO c")
-        await client.cmd("MAIL FROM:<a@example.com>")
-        await client.cmd("RCPT TO:<b@example.org>")
-        assert (await client.cmd("DATA"))[0] == 354
+        client = await LineClient.start(proxy.port)
+        await client.open_data()
         await client.send(b"Subject: slow\r\n\r\nstarted but never finished\r\n")
         assert await client.closed_by_server(timeout=10)
         await client.close()
@@ -685,9 +481,7 @@ async def test_reload_applies_new_trusted_networks(
     sink = await smtp_sink_factory()
     config = proxy_config(tmp_path, sink.url, key_file)
     async with running_proxy(config, keys) as proxy:
-        client = await LineClient.connect(proxy.port)
-        await client.reply()
-        await client.cmd("EHLO c")
+        client = await LineClient.start(proxy.port)
         assert (await client.cmd("MAIL FROM:<a@example.com>"))[0] == 250
         assert (await client.cmd("RSET"))[0] == 250
         untrusted = dataclasses.replace(
@@ -705,7 +499,7 @@ async def test_admin_metrics_count_messages(
     sink = await smtp_sink_factory()
     config = proxy_config(tmp_path, sink.url, key_file, admin_listen="127.0.0.1:0")
     async with running_proxy(config, keys, admin=True) as proxy:
-        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=proxy.port) as client:
+        async with smtp_client(proxy.port) as client:
             await client.sendmail("a@example.com", ["b@example.org"], html_message(SIMPLE_HTML))
         assert proxy.admin_port
         async with aiohttp.ClientSession() as session:
@@ -721,7 +515,7 @@ async def test_maildir_upstream_quick_start(tmp_path: Path, key_file: Path, keys
     outbox = tmp_path / "outbox"
     config = proxy_config(tmp_path, f"maildir:{outbox}", key_file)
     async with running_proxy(config, keys) as proxy:
-        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=proxy.port) as client:
+        async with smtp_client(proxy.port) as client:
             errors, text = await client.sendmail(
                 "a@example.com", ["b@example.org"], html_message(SIMPLE_HTML)
             )
@@ -738,26 +532,20 @@ async def test_data_transparency_long_lines_and_a_big_message(
     config = proxy_config(tmp_path, sink.url, key_file)
     big_body = b"".join(b"line %06d " % n + b"x" * 60 + b"\r\n" for n in range(40_000))
     async with running_proxy(config, keys) as proxy:
-        client = await LineClient.connect(proxy.port)
-        await client.reply()
-        await client.cmd("EHLO c")
-
-        async def transaction(raw: bytes) -> tuple[int, str]:
-            assert (await client.cmd("MAIL FROM:<a@example.com>"))[0] == 250
-            assert (await client.cmd("RCPT TO:<b@example.org>"))[0] == 250
-            assert (await client.cmd("DATA"))[0] == 354
-            await client.send(raw)
-            return await client.reply()
-
+        client = await LineClient.start(proxy.port)
         # Dot-stuffed lines lose one dot; "." inside a line or after a bare LF stays.
-        code, _ = await transaction(b"Subject: dots\r\n\r\n..leading\r\n...\r\nmid . dot\r\n.\r\n")
+        code, _ = await client.transaction(
+            b"Subject: dots\r\n\r\n..leading\r\n...\r\nmid . dot\r\n.\r\n"
+        )
         assert code == 250
         # A line over 1000 octets: 500 after the whole message, nothing relayed.
-        code, _ = await transaction(b"Subject: long\r\n\r\n" + b"y" * 5000 + b"\r\nok\r\n.\r\n")
+        code, _ = await client.transaction(
+            b"Subject: long\r\n\r\n" + b"y" * 5000 + b"\r\nok\r\n.\r\n"
+        )
         assert code == 500
         assert (await client.cmd("RSET"))[0] == 250
         # A 2.8 MB message (rewritten in a worker thread) arrives whole.
-        code, _ = await transaction(b"Subject: big\r\n\r\n" + big_body + b".\r\n")
+        code, _ = await client.transaction(b"Subject: big\r\n\r\n" + big_body + b".\r\n")
         assert code == 250
         await client.close()
     assert [m.data for m in sink.messages] == [
@@ -794,12 +582,8 @@ async def test_end_of_data_is_found_across_read_boundaries(
         for line in message.split(b"\r\n")[:-1]
     )
     async with running_proxy(config, keys) as proxy:
-        client = await LineClient.connect(proxy.port)
-        await client.reply()
-        await client.cmd("EHLO c")
-        await client.cmd("MAIL FROM:<a@example.com>")
-        await client.cmd("RCPT TO:<b@example.org>")
-        assert (await client.cmd("DATA"))[0] == 354
+        client = await LineClient.start(proxy.port)
+        await client.open_data()
         wire = stuffed + b".\r\n"
         for start in range(0, len(wire), write_size):
             await client.send(wire[start : start + write_size])
@@ -829,7 +613,7 @@ async def test_rewrite_failure_relays_the_original_and_is_counted(
     message = html_message(SIMPLE_HTML)
     caplog.set_level(logging.INFO, logger="clickrelay.proxy")
     async with running_proxy(config, BrokenKeyring(keys.keys), registry=registry) as proxy:
-        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=proxy.port) as client:
+        async with smtp_client(proxy.port) as client:
             errors, text = await client.sendmail("a@example.com", ["b@example.org"], message)
     assert errors == {} and "clickrelay id" in text
     assert sink.messages[0].data == message
@@ -849,7 +633,7 @@ async def test_one_structured_log_line_per_message(
     config = proxy_config(tmp_path, sink.url, key_file)
     caplog.set_level(logging.INFO, logger="clickrelay.proxy")
     async with running_proxy(config, keys) as proxy:
-        async with aiosmtplib.SMTP(hostname="127.0.0.1", port=proxy.port) as client:
+        async with smtp_client(proxy.port) as client:
             _, text = await client.sendmail(
                 "news@example.com",
                 ["reader@example.org", "gone@example.org"],

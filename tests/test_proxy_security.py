@@ -18,16 +18,17 @@ import pytest
 from redirector.tokens import Keyring
 from smtp_proxy.smuggling import has_bare_newline
 from smtp_proxy.users import add_user
-from tests.smtp_sink import make_test_ca
-from tests.test_proxy_e2e import (
+from tests.proxy_helpers import (
     LineClient,
     SinkFactory,
     close_line_clients,
     keys,
     proxy_config,
     running_proxy,
+    smtp_client,
     smtp_sink_factory,
 )
+from tests.smtp_sink import make_test_ca
 
 __all__ = ["close_line_clients", "keys", "smtp_sink_factory"]  # fixtures used here
 
@@ -43,6 +44,20 @@ def client_context(ca_file: Path) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(ca_file))
 
 
+def tls_client(
+    port: int, ca_file: Path, *, implicit: bool = False, source: str | None = UNTRUSTED
+) -> aiosmtplib.SMTP:
+    """An aiosmtplib client that trusts ``ca_file``: TLS from the first byte
+    (``implicit``) or STARTTLS, from ``source`` (default: an untrusted address)."""
+    return smtp_client(
+        port,
+        use_tls=implicit,
+        start_tls=not implicit,
+        tls_context=client_context(ca_file),
+        source_address=(source, 0) if source else None,
+    )
+
+
 @pytest.fixture
 def users_file(tmp_path: Path) -> Path:
     path = tmp_path / "users"
@@ -56,10 +71,8 @@ async def test_untrusted_unauthenticated_client_cannot_relay(
     sink = await smtp_sink_factory()
     config = proxy_config(tmp_path, sink.url, key_file)
     async with running_proxy(config, keys) as proxy:
-        client = await LineClient.connect(proxy.port, source=UNTRUSTED)
-        assert (await client.reply())[0] == 220
-        code, ehlo = await client.cmd("EHLO attacker.test")
-        assert code == 250 and "AUTH" not in ehlo  # no users file: no AUTH at all
+        client = await LineClient.start(proxy.port, source=UNTRUSTED, helo="attacker.test")
+        assert "AUTH" not in client.ehlo  # no users file: no AUTH at all
         assert await client.cmd("MAIL FROM:<spam@example.net>") == (
             530,
             "5.7.0 Authentication required",
@@ -70,9 +83,7 @@ async def test_untrusted_unauthenticated_client_cannot_relay(
         assert (await client.cmd("MAIL FROM:<spam@example.net>"))[0] == 530
         await client.close()
         # The same proxy relays for a trusted client.
-        trusted = await LineClient.connect(proxy.port)
-        await trusted.reply()
-        await trusted.cmd("EHLO ok.test")
+        trusted = await LineClient.start(proxy.port, helo="ok.test")
         assert (await trusted.cmd("MAIL FROM:<a@example.com>"))[0] == 250
         await trusted.close()
     assert sink.messages == []
@@ -85,9 +96,7 @@ async def test_rcpt_after_trust_is_withdrawn_is_denied(
     sink = await smtp_sink_factory()
     config = proxy_config(tmp_path, sink.url, key_file)
     async with running_proxy(config, keys) as proxy:
-        client = await LineClient.connect(proxy.port)
-        await client.reply()
-        await client.cmd("EHLO c")
+        client = await LineClient.start(proxy.port)
         assert (await client.cmd("MAIL FROM:<a@example.com>"))[0] == 250
         proxy.reload(
             dataclasses.replace(
@@ -118,24 +127,15 @@ async def test_auth_is_offered_only_after_starttls(
         users_file=str(users_file),
     )
     async with running_proxy(config, keys) as proxy:
-        raw = await LineClient.connect(proxy.port, source=UNTRUSTED)
-        await raw.reply()
-        code, ehlo = await raw.cmd("EHLO c")
-        assert code == 250
-        lines = ehlo.split("\n")
+        raw = await LineClient.start(proxy.port, source=UNTRUSTED)
+        lines = raw.ehlo.split("\n")
         assert "STARTTLS" in lines
         assert not any(line.startswith("AUTH") for line in lines)
         assert (await raw.cmd("AUTH PLAIN " + plain(USER, PASSWORD)))[0] == 538
         assert (await raw.cmd("MAIL FROM:<a@example.com>"))[0] == 530
         await raw.close()
 
-        async with aiosmtplib.SMTP(
-            hostname="127.0.0.1",
-            port=proxy.port,
-            source_address=(UNTRUSTED, 0),
-            start_tls=True,
-            tls_context=client_context(ca.ca_file),
-        ) as client:
+        async with tls_client(proxy.port, ca.ca_file) as client:
             await client.ehlo()
             assert client.supports_extension("auth")
             assert {"plain", "login"} <= {m.lower() for m in client.server_auth_methods}
@@ -149,13 +149,7 @@ async def test_auth_is_offered_only_after_starttls(
                 "a@example.com", ["b@example.org"], b"Subject: authed\r\n\r\nx\r\n"
             )
             assert errors == {} and "clickrelay id" in text
-        async with aiosmtplib.SMTP(
-            hostname="127.0.0.1",
-            port=proxy.port,
-            source_address=(UNTRUSTED, 0),
-            start_tls=True,
-            tls_context=client_context(ca.ca_file),
-        ) as client:
+        async with tls_client(proxy.port, ca.ca_file) as client:
             await client.ehlo()  # aiosmtplib does not repeat EHLO after STARTTLS by itself
             await client.auth_plain(USER, PASSWORD)
             await client.sendmail("a@example.com", ["c@example.org"], b"Subject: 2\r\n\r\nx\r\n")
@@ -179,10 +173,8 @@ async def test_plain_auth_on_loopback_only_when_allowed(
             allow_plain_auth_on_loopback=allowed,
         )
         async with running_proxy(config, keys) as proxy:
-            client = await LineClient.connect(proxy.port, source=UNTRUSTED)
-            await client.reply()
-            _, ehlo = await client.cmd("EHLO c")
-            offered = any(line.startswith("AUTH") for line in ehlo.split("\n"))
+            client = await LineClient.start(proxy.port, source=UNTRUSTED)
+            offered = any(line.startswith("AUTH") for line in client.ehlo.split("\n"))
             assert offered is allowed
             code, _ = await client.cmd("AUTH PLAIN " + plain(USER, PASSWORD))
             assert code == (235 if allowed else 538)
@@ -209,9 +201,7 @@ async def test_wrong_passwords_are_rate_limited_per_client(
         auth_fail_window=3600,
     )
     async with running_proxy(config, keys) as proxy:
-        client = await LineClient.connect(proxy.port, source=UNTRUSTED)
-        await client.reply()
-        await client.cmd("EHLO guesser")
+        client = await LineClient.start(proxy.port, source=UNTRUSTED, helo="guesser")
         assert (await client.cmd("AUTH PLAIN " + plain(USER, "guess1")))[0] == 535
         assert (await client.cmd("AUTH PLAIN " + plain("root", "guess2")))[0] == 535
         code, text = await client.cmd("AUTH PLAIN " + plain(USER, "guess3"))
@@ -220,24 +210,18 @@ async def test_wrong_passwords_are_rate_limited_per_client(
         await client.close()
 
         # Reconnecting does not help: even the right password is refused while blocked.
-        again = await LineClient.connect(proxy.port, source=UNTRUSTED)
-        await again.reply()
-        await again.cmd("EHLO guesser")
+        again = await LineClient.start(proxy.port, source=UNTRUSTED, helo="guesser")
         assert (await again.cmd("AUTH PLAIN " + plain(USER, PASSWORD)))[0] == 421
         assert await again.closed_by_server()
         await again.close()
 
         # AUTH LOGIN is limited the same way.
-        login = await LineClient.connect(proxy.port, source=UNTRUSTED)
-        await login.reply()
-        await login.cmd("EHLO guesser")
+        login = await LineClient.start(proxy.port, source=UNTRUSTED, helo="guesser")
         assert (await login.cmd("AUTH LOGIN"))[0] == 421
         await login.close()
 
         # Another client address is not affected.
-        other = await LineClient.connect(proxy.port, source="127.0.0.3")
-        await other.reply()
-        await other.cmd("EHLO other")
+        other = await LineClient.start(proxy.port, source="127.0.0.3", helo="other")
         assert (await other.cmd("AUTH PLAIN " + plain(USER, PASSWORD)))[0] == 235
         assert (await other.cmd("MAIL FROM:<a@example.com>"))[0] == 250
         await other.close()
@@ -259,9 +243,7 @@ async def test_auth_login_challenge_flow_and_bad_base64(
         return base64.b64encode(text.encode()).decode()
 
     async with running_proxy(config, keys) as proxy:
-        client = await LineClient.connect(proxy.port, source=UNTRUSTED)
-        await client.reply()
-        await client.cmd("EHLO c")
+        client = await LineClient.start(proxy.port, source=UNTRUSTED)
         assert (await client.cmd("AUTH PLAIN not-base64!"))[0] == 501
         assert (await client.cmd("AUTH PLAIN " + b64("no-nul-separators")))[0] == 501
         assert (await client.cmd("AUTH LOGIN"))[0] == 334
@@ -293,14 +275,7 @@ async def test_implicit_tls_listener_and_certificate_reload(
     )
 
     async def fingerprint(port: int, ca: Path, *, use_tls: bool) -> str:
-        async with aiosmtplib.SMTP(
-            hostname="127.0.0.1",
-            port=port,
-            use_tls=use_tls,
-            start_tls=not use_tls,
-            tls_context=client_context(ca),
-            source_address=(UNTRUSTED, 0),
-        ) as client:
+        async with tls_client(port, ca, implicit=use_tls) as client:
             await client.ehlo()
             assert client.supports_extension("auth")  # TLS from the first byte counts
             await client.auth_plain(USER, PASSWORD)
@@ -354,12 +329,7 @@ async def test_reload_with_a_broken_certificate_keeps_the_old_one(
                 ),
                 keys,
             )
-        async with aiosmtplib.SMTP(
-            hostname="127.0.0.1",
-            port=proxy.port,
-            start_tls=True,
-            tls_context=client_context(ca.ca_file),
-        ) as client:
+        async with tls_client(proxy.port, ca.ca_file, source=None) as client:
             await client.sendmail("a@example.com", ["b@example.org"], b"Subject: t\r\n\r\nx\r\n")
     assert len(sink.messages) == 1
 
@@ -390,12 +360,8 @@ async def test_smuggling_never_yields_a_second_message(
         + b"\r\n.\r\n"
     )
     async with running_proxy(config, keys) as proxy:
-        client = await LineClient.connect(proxy.port)
-        await client.reply()
-        await client.cmd("EHLO c")
-        assert (await client.cmd("MAIL FROM:<news@example.com>"))[0] == 250
-        assert (await client.cmd("RCPT TO:<reader@example.org>"))[0] == 250
-        assert (await client.cmd("DATA"))[0] == 354
+        client = await LineClient.start(proxy.port)
+        await client.open_data("news@example.com", recipients=["reader@example.org"])
         await client.send(payload)
         code, text = await client.reply()
         # The very next reply answers our QUIT: nothing in the payload ran as a command.
@@ -423,19 +389,10 @@ async def test_bare_newline_in_headers_is_rejected_before_parsing(
     sink = await smtp_sink_factory()
     config = proxy_config(tmp_path, sink.url, key_file)
     async with running_proxy(config, keys) as proxy:
-        client = await LineClient.connect(proxy.port)
-        await client.reply()
-        await client.cmd("EHLO c")
-        await client.cmd("MAIL FROM:<a@example.com>")
-        await client.cmd("RCPT TO:<b@example.org>")
-        await client.cmd("DATA")
-        await client.send(b"Subject: a\nBcc: victim@example.org\r\n\r\nbody\r\n.\r\n")
-        assert (await client.reply())[0] == 550
+        client = await LineClient.start(proxy.port)
+        smuggled = b"Subject: a\nBcc: victim@example.org\r\n\r\nbody\r\n.\r\n"
+        assert (await client.transaction(smuggled))[0] == 550
         # The session continues normally after the refusal.
-        assert (await client.cmd("MAIL FROM:<a@example.com>"))[0] == 250
-        assert (await client.cmd("RCPT TO:<b@example.org>"))[0] == 250
-        assert (await client.cmd("DATA"))[0] == 354
-        await client.send(b"Subject: fine\r\n\r\nbody\r\n.\r\n")
-        assert (await client.reply())[0] == 250
+        assert (await client.transaction(b"Subject: fine\r\n\r\nbody\r\n.\r\n"))[0] == 250
         await client.close()
     assert [m.data for m in sink.messages] == [b"Subject: fine\r\n\r\nbody\r\n"]
