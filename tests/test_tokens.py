@@ -167,6 +167,85 @@ def test_round_trip_property(path: str, index: int, qid: str, rcpt: str | None) 
     assert (data.url, data.queue_id, data.link_index, data.recipient) == (url, qid, index, rcpt)
 
 
+# Minted by the code before the decoder was rewritten for speed (commit 1938129), with
+# key id 0a0b0c0d and secret bytes 0..31: the token format did not change, old links work.
+_OLD_KEYS = "0a0b0c0d AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"
+_OLD_TOKENS = [
+    (
+        "AQoLDA1VDODdYxiNl9t7sgxWVIlAyKJKeaFl_e-1FSY3sM9Zsel5LnMZwKBKrFWynTy8fwJLGuQLHNQO-9NiZG7-"
+        "pZU85diGJArO5wQoccTWJETr4vD-MQ",
+        ("https://example.com/a?b=1", "4XbQ1", 3, "a@example.org", 1700000000),
+    ),
+    (  # long enough to be zlib-compressed inside
+        "AQoLDA3EbABh9xJE_oqLs9nWKIagXtMEdq5Z0Tg4XziFJKlIpuBXaXvKbo9qGhK_OH9nXCvhWjLk6ziDJnZzLHHD8w"
+        "jsfPGCAvEj38A-MMYqYLg8WbHmIVQgrWDOwFrdLAMvamnjWwcScuLhvP1j4cZOAB1YE2NNt-FcfdhE8PmbL6Aoc67A"
+        "MMcYRsHPci3JMPpP2AC60MR0",
+        (
+            "https://shop.example.com/products/12345?utm_source=newsletter&utm_medium=email"
+            "&utm_campaign=winter-sale&ref=mail12345",
+            "4XbQ2",
+            0,
+            None,
+            1700000001,
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize(("token", "expected"), _OLD_TOKENS)
+def test_tokens_minted_by_earlier_code_still_decode(
+    token: str, expected: tuple[str, str, int, str | None, int]
+) -> None:
+    data = parse_keys(_OLD_KEYS).open(token)
+    assert (data.url, data.queue_id, data.link_index, data.recipient, data.sent_at) == expected
+    assert data.key_id == "0a0b0c0d"
+
+
+def _tokens_by_tail_length() -> dict[int, str]:
+    """Tokens whose length % 4 is 2, 3 and 0 (the tail carries 4, 2, 0 unused bits)."""
+    found: dict[int, str] = {}
+    for n in range(12):
+        token = _KEYRING.seal("https://example.com/" + "x" * n, queue_id="Q", link_index=0)
+        found.setdefault(len(token) % 4, token)
+    assert set(found) == {0, 2, 3}
+    return found
+
+
+@pytest.mark.parametrize("rem", [2, 3])
+def test_non_canonical_last_character_never_decodes(rem: int) -> None:
+    token = _tokens_by_tail_length()[rem]
+    assert _KEYRING.open(token).url.startswith("https://example.com/")
+    unused = 4 if rem == 2 else 2  # bits of the last character that carry no data
+    last = ALPHABET.index(token[-1])
+    assert last % (1 << unused) == 0  # what we mint is canonical
+    # Same data bits, other unused bits: plain base64 would decode these to the same bytes.
+    for other in range(last + 1, last + (1 << unused)):
+        with pytest.raises(TokenError):
+            _KEYRING.open(token[:-1] + ALPHABET[other])
+
+
+@pytest.mark.parametrize("rem", [0, 2, 3])
+def test_standard_base64_padding_space_and_non_ascii_never_decode(rem: int) -> None:
+    token = _tokens_by_tail_length()[rem]
+    std = token.replace("-", "+").replace("_", "/")
+    variants = [
+        token + "=" * (-len(token) % 4 or 4),
+        token[:10] + "+" + token[11:],
+        token[:10] + "/" + token[11:],
+        token[:10] + "=" + token[11:],
+        token[:10] + " " + token[11:],
+        token[:10] + "\n" + token[11:],
+        token[:10] + "é" + token[11:],
+        token[:10] + "\uff21" + token[11:],  # full-width A
+        token + "\x00",
+    ]
+    if std != token:
+        variants.append(std)
+    for variant in variants:
+        with pytest.raises(TokenError):
+            _KEYRING.open(variant)
+
+
 # --- key files --------------------------------------------------------------------------
 
 
