@@ -21,16 +21,16 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
 import pytest
+
+from tests.netutil import poll, wait_for_port
 
 POSTFIX = "/usr/sbin/postfix"
 DOMAIN = "example.test"
@@ -53,26 +53,6 @@ def require_postfix() -> None:
         if in_ci:
             pytest.fail(reason)
         pytest.skip(reason)
-
-
-def free_port() -> int:
-    """A port that was free a moment ago (Postfix cannot be told to use port 0)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_for_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=2):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(0.05)  # polling a condition with a deadline, not synchronising
 
 
 MASTER_CF_BASE = """\
@@ -221,11 +201,12 @@ class PostfixInstance:
 
     def wait_for_log(self, text: str, timeout: float = 60.0) -> None:
         """Poll the mail log until it contains ``text``."""
-        deadline = time.monotonic() + timeout
-        while text not in self.log():
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{text!r} not in maillog after {timeout:.0f}s:\n{self.log()}")
-            time.sleep(0.1)  # polling a condition with a deadline
+        poll(
+            lambda: True if text in self.log() else None,
+            timeout=timeout,
+            interval=0.1,
+            failure=lambda: f"{text!r} not in maillog after {timeout:.0f}s:\n{self.log()}",
+        )
 
     def delivered(self) -> list[Path]:
         new = self.maildir / "new"
@@ -233,17 +214,20 @@ class PostfixInstance:
 
     def wait_for_messages(self, count: int, timeout: float = 60.0) -> list[Path]:
         """Poll the maildir until ``count`` messages arrived (fails with the mail log)."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def arrived() -> list[Path] | None:
             found = self.delivered()
-            if len(found) >= count:
-                return found
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"{len(found)} of {count} messages delivered after {timeout:.0f}s; "
-                    f"maillog:\n{self.log()[-4000:]}"
-                )
-            time.sleep(0.1)  # polling a condition with a deadline
+            return found if len(found) >= count else None
+
+        return poll(
+            arrived,
+            timeout=timeout,
+            interval=0.1,
+            failure=lambda: (
+                f"{len(self.delivered())} of {count} messages delivered after {timeout:.0f}s; "
+                f"maillog:\n{self.log()[-4000:]}"
+            ),
+        )
 
     def __enter__(self) -> PostfixInstance:
         try:

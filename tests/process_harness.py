@@ -20,20 +20,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from tests.netutil import free_ports as free_ports  # re-exported: tests import it from here
+from tests.netutil import poll
+
 CLICKRELAY = Path(sys.executable).parent / "clickrelay"
-
-
-def free_ports(count: int) -> list[int]:
-    """Ports free a moment ago (for settings that must be known before start, such as
-    a base URL naming the redirector's port)."""
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
-    try:
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
-    finally:
-        for sock in socks:
-            sock.close()
 
 
 class NotifySocket:
@@ -159,16 +149,21 @@ class ClickrelayProcess:
 
     def wait_for_log(self, text: str, timeout: float = 60.0) -> str:
         """Poll stderr until it contains ``text``; returns the matching line."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def logged() -> str | None:
             for line in self.stderr().splitlines():
                 if text in line:
                     return line
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{text!r} not logged within {timeout}s:\n{self.stderr()}")
             if self.proc.poll() is not None:
                 raise AssertionError(f"exited before logging {text!r}:\n{self.stderr()}")
-            time.sleep(0.05)  # polling a condition with a deadline
+            return None
+
+        return poll(
+            logged,
+            timeout=timeout,
+            interval=0.05,
+            failure=lambda: f"{text!r} not logged within {timeout}s:\n{self.stderr()}",
+        )
 
     def close(self) -> None:
         if self.proc.poll() is None:
