@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from redirector.config import RedirectorConfig
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+#: Most distinct (peer, forwarded-for) pairs ClientIpPolicy.describe() remembers.
+_MEMO_SIZE = 4096
 
 
 @lru_cache(maxsize=4096)  # peers repeat (keep-alive, proxies); ipaddress parsing is slow
@@ -53,6 +55,10 @@ class ClientIpPolicy:
     ip_mode: str = "truncate"
     ipv4_prefix: int = 24
     ipv6_prefix: int = 48
+    #: describe()'s answers by (peer, forwarded-for headers); bounded, see describe().
+    _memo: dict[tuple[str | None, tuple[str, ...]], tuple[str | None, str | None]] = field(
+        default_factory=dict, init=False, repr=False, compare=False, hash=False
+    )
 
     @classmethod
     def from_config(cls, config: RedirectorConfig) -> ClientIpPolicy:
@@ -84,6 +90,26 @@ class ClientIpPolicy:
             if not self.is_trusted(hop):
                 return hop
         return current
+
+    def describe(
+        self, peer: str | None, forwarded_for: tuple[str, ...] = ()
+    ) -> tuple[str | None, str | None]:
+        """``(client address as text, its stored form)`` for one request; memoised.
+
+        The same answer as ``str(client_address(...))`` and ``stored(client_address(...))``
+        — but a redirect is answered many times per peer (keep-alive, a few proxies), and
+        formatting an address object costs more than the rest of the lookup.
+        """
+        key = (peer, forwarded_for)
+        known = self._memo.get(key)
+        if known is not None:
+            return known
+        address = self.client_address(peer, forwarded_for)
+        answer = (None if address is None else str(address), self.stored(address))
+        if len(self._memo) >= _MEMO_SIZE:
+            self._memo.clear()  # crude but bounded; refills with the busy peers at once
+        self._memo[key] = answer
+        return answer
 
     def stored(self, address: IPAddress | None) -> str | None:
         """The form of ``address`` that may be recorded with a click."""

@@ -32,8 +32,11 @@ import contextlib
 import logging
 import time
 from collections import deque
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from redirector.clicks import Click
 from redirector.logfmt import log_event
@@ -43,6 +46,20 @@ logger = logging.getLogger("clickrelay.recorder")
 
 #: Overflow is logged at most this often (seconds), with the count since the last line.
 DROP_LOG_INTERVAL = 10.0
+
+
+class _RecordedCollector(Collector):
+    """Exports ``clickrelay_clicks_recorded_total`` from the recorder's plain counter."""
+
+    def __init__(self, recorder: ClickRecorder) -> None:
+        self._recorder = recorder
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "clickrelay_clicks_recorded", "Clicks handed to the recorder by the redirector"
+        )
+        family.add_metric([], self._recorder._recorded)
+        yield family
 
 
 class ClickRecorder:
@@ -84,11 +101,10 @@ class ClickRecorder:
         self._task: asyncio.Task[None] | None = None
 
         registry = registry if registry is not None else CollectorRegistry()
-        self._m_recorded = Counter(
-            "clickrelay_clicks_recorded",
-            "Clicks handed to the recorder by the redirector",
-            registry=registry,
-        )
+        #: Clicks handed to record(): a plain int on the hot path (a prometheus Counter's
+        #: inc() takes a lock), exported as a counter when scraped.
+        self._recorded = 0
+        registry.register(_RecordedCollector(self))
         self._m_dropped = Counter(
             "clickrelay_clicks_dropped",
             "Clicks lost: queue overflow (oldest dropped) or refused by the store",
@@ -122,7 +138,7 @@ class ClickRecorder:
                 self._drop(1)  # (else the in-flight batch is the whole queue: drop this one)
             else:
                 queue.append(click)
-            self._m_recorded.inc()
+            self._recorded += 1
             n = len(queue)
             if n == 1 or n >= self.batch_size:
                 self._wakeup.set()

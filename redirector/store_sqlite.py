@@ -17,7 +17,7 @@ import contextlib
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -60,6 +60,8 @@ def time_text(value: datetime) -> str:
 
     ``2026-11-01T12:00:00.000000+00:00`` (isoformat is several times faster than strftime).
     """
+    if value.tzinfo is UTC:  # what the redirector makes: no conversion needed
+        return value.isoformat(timespec="microseconds")
     return utc(value).isoformat(timespec="microseconds")
 
 

@@ -522,6 +522,21 @@ def test_client_address(peer: str | None, xff: list[str], expected: str | None) 
     p = policy(trusted_proxies=("10.0.0.0/8", "fd00::/8"))
     got = p.client_address(peer, xff)
     assert (str(got) if got is not None else None) == expected
+    # describe() (the memoised form the redirect path uses) agrees, asked twice.
+    for _ in range(2):
+        assert p.describe(peer, tuple(xff)) == (expected, p.stored(got))
+
+
+def test_describe_memo_is_bounded_and_keyed_by_forwarded_for() -> None:
+    p = policy(trusted_proxies=("10.0.0.0/8",), ip_mode="full")
+    assert p.describe("10.0.0.1", ("198.51.100.7",)) == ("198.51.100.7", "198.51.100.7")
+    assert p.describe("10.0.0.1", ("198.51.100.8",)) == ("198.51.100.8", "198.51.100.8")
+    assert p.describe("10.0.0.1") == ("10.0.0.1", "10.0.0.1")
+    for n in range(10_000):  # a client varying its header cannot grow memory unbounded
+        hop = f"198.51.{n // 256 % 256}.{n % 256}"
+        assert p.describe("10.0.0.1", (hop,)) == (hop, hop)
+    assert len(p._memo) <= 4096
+    assert p == policy(trusted_proxies=("10.0.0.0/8",), ip_mode="full")  # memo not compared
 
 
 @pytest.mark.parametrize(
@@ -542,6 +557,8 @@ def test_stored_address_follows_ip_mode(
     p = policy(ip_mode=mode, ipv4_prefix=v4, ipv6_prefix=v6)
     assert p.stored(parse_ip(address)) == stored
     assert p.stored(None) is None
+    assert p.describe(address) == (str(parse_ip(address)), stored)
+    assert p.describe(None) == (None, None)
 
 
 # --- healthz and admin --------------------------------------------------------------

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import sqlite3
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -14,7 +17,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from redirector.clicks import Click, clean_text
+from redirector.clicks import Click, _ClickIds, clean_text, new_click_id
 from redirector.store import ClickStore, StoreError, open_store
 from redirector.store_pg import PgStore, safe_dsn_name
 from redirector.store_sqlite import SqliteStore
@@ -81,6 +84,38 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
         yield pg
         await pg.drop_tables()
         await pg.close()
+
+
+def test_click_ids_are_32_hex_unique_and_ascending_within_a_process() -> None:
+    ids = [make_click(n).id for n in range(20_000)]
+    assert all(len(i) == 32 and int(i, 16) >= 0 and i == i.lower() for i in ids)
+    assert len(set(ids)) == len(ids)
+    assert ids == sorted(ids)  # ascending: the stores' id indexes are appended to
+
+
+def test_click_ids_of_different_processes_differ() -> None:
+    code = "from redirector.clicks import new_click_id as n; print(n(), n())"
+    outputs = [
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.split()
+        for _ in range(2)
+    ]
+    ids = [i for out in outputs for i in out] + [new_click_id()]
+    assert len(set(ids)) == 5
+    assert len({i[:20] for i in ids}) == 3  # one random prefix per process
+
+
+def test_click_ids_never_wrap_the_counter() -> None:
+    ids = _ClickIds()
+    first = ids.new()
+    prefix, _ = ids._state
+    ids._state = (prefix, itertools.count((1 << 48) - 1))  # the last number of the counter
+    last = ids.new()
+    after = ids.new()
+    assert last == prefix + "f" * 12
+    assert after[:20] != prefix and after.endswith("0" * 12)  # a fresh prefix, from zero
+    assert len({first, last, after}) == 3
 
 
 async def test_write_is_exactly_once_by_click_id(store: ClickStore) -> None:
