@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from pathlib import Path
@@ -254,6 +255,42 @@ def decode_links(keyring: Keyring, data: bytes) -> list[tuple[str, str, int, str
 @pytest.fixture
 def keys(key_file: Path) -> Keyring:
     return load_keyring(key_file)
+
+
+@dataclass(frozen=True)
+class ProxyLab:
+    """What most proxy tests set up, behind one fixture (``lab``): a recording sink,
+    a config for a proxy relaying to it, and that proxy for an ``async with``::
+
+        sink = await lab.sink()
+        config = lab.config(sink.url, max_recipients=2)
+        async with lab.proxy(config) as proxy: ...
+    """
+
+    tmp_path: Path
+    key_file: Path
+    keys: Keyring
+    sink_factory: SinkFactory
+
+    async def sink(self, **options: Any) -> SmtpSink:
+        """A started recording sink (stopped at teardown)."""
+        return await self.sink_factory(**options)
+
+    def config(self, upstream_url: str, **settings: Any) -> Config:
+        """:func:`proxy_config` with this test's tmp_path and key file."""
+        return proxy_config(self.tmp_path, upstream_url, self.key_file, **settings)
+
+    def proxy(
+        self, config: Config, **kwargs: Any
+    ) -> contextlib.AbstractAsyncContextManager[ProxyService]:
+        """:func:`running_proxy` with this test's keyring."""
+        return running_proxy(config, self.keys, **kwargs)
+
+
+@pytest.fixture
+def lab(tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory) -> ProxyLab:
+    """Needs the fixtures ``keys`` and ``smtp_sink_factory`` imported next to it."""
+    return ProxyLab(tmp_path, key_file, keys, smtp_sink_factory)
 
 
 @pytest.fixture(autouse=True)

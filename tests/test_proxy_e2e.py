@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -26,32 +25,43 @@ from tests.proxy_helpers import (
     SIMPLE_HTML,
     TOKEN_RE,
     LineClient,
+    ProxyLab,
     SinkFactory,
     close_line_clients,
     decode_links,
     html_message,
     keys,
+    lab,
     proxy_config,
     running_proxy,
     smtp_client,
     smtp_sink_factory,
 )
 
-# Fixtures used here; TOKEN_RE and the helpers above are also imported from this module
-# by tests/test_proxy_load.py (it predates tests/proxy_helpers.py).
-__all__ = ["TOKEN_RE", "close_line_clients", "keys", "smtp_sink_factory"]
+# Fixtures used here, and the names tests/test_proxy_load.py still imports from this
+# module rather than from tests/proxy_helpers.py.
+__all__ = [
+    "QID_RE",
+    "TOKEN_RE",
+    "SinkFactory",
+    "close_line_clients",
+    "html_message",
+    "keys",
+    "lab",
+    "proxy_config",
+    "running_proxy",
+    "smtp_sink_factory",
+]
 
 
 # --- tests --------------------------------------------------------------------------------------
 
 
-async def test_rewritten_message_arrives_with_envelope_unchanged(
-    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
-) -> None:
-    sink = await smtp_sink_factory()
-    config = proxy_config(tmp_path, sink.url, key_file)
+async def test_rewritten_message_arrives_with_envelope_unchanged(lab: ProxyLab) -> None:
+    sink = await lab.sink()
+    config = lab.config(sink.url)
     message = html_message(SIMPLE_HTML)
-    async with running_proxy(config, keys) as proxy:
+    async with lab.proxy(config) as proxy:
         async with smtp_client(proxy.port) as client:
             errors, text = await client.sendmail(
                 "news@example.com", ["reader@example.org"], message
@@ -66,7 +76,7 @@ async def test_rewritten_message_arrives_with_envelope_unchanged(
     assert got.mail_from == "news@example.com"
     assert got.rcpt_tos == ["reader@example.org"]
     assert got.data != message
-    links = decode_links(keys, got.data)
+    links = decode_links(lab.keys, got.data)
     assert [(url, qid, rcpt) for url, qid, _i, rcpt in links] == [
         ("https://shop.example.net/sale?id=1&x=2", queue_id, "reader@example.org"),
         ("https://blog.example.net/post/42", queue_id, "reader@example.org"),
@@ -76,29 +86,25 @@ async def test_rewritten_message_arrives_with_envelope_unchanged(
     assert got.data.split(b"\r\n\r\n", 1)[0] == message.split(b"\r\n\r\n", 1)[0]
 
 
-async def test_two_recipients_give_tokens_without_recipient(
-    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
-) -> None:
-    sink = await smtp_sink_factory()
-    config = proxy_config(tmp_path, sink.url, key_file)
-    async with running_proxy(config, keys) as proxy:
+async def test_two_recipients_give_tokens_without_recipient(lab: ProxyLab) -> None:
+    sink = await lab.sink()
+    config = lab.config(sink.url)
+    async with lab.proxy(config) as proxy:
         async with smtp_client(proxy.port) as client:
             await client.sendmail(
                 "news@example.com", ["a@example.org", "b@example.org"], html_message(SIMPLE_HTML)
             )
     assert sink.messages[0].rcpt_tos == ["a@example.org", "b@example.org"]
-    links = decode_links(keys, sink.messages[0].data)
+    links = decode_links(lab.keys, sink.messages[0].data)
     assert len(links) == 2
     assert all(rcpt is None for *_rest, rcpt in links)
 
 
-async def test_refused_recipient_is_refused_and_others_delivered(
-    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
-) -> None:
-    sink = await smtp_sink_factory()
+async def test_refused_recipient_is_refused_and_others_delivered(lab: ProxyLab) -> None:
+    sink = await lab.sink()
     sink.rcpt_replies = {"nobody@example.org": "550 5.1.1 <nobody@example.org>: no such user"}
-    config = proxy_config(tmp_path, sink.url, key_file)
-    async with running_proxy(config, keys) as proxy:
+    config = lab.config(sink.url)
+    async with lab.proxy(config) as proxy:
         client = await LineClient.start(proxy.port, helo="client.test")
         assert (await client.cmd("MAIL FROM:<news@example.com>"))[0] == 250
         code, text = await client.cmd("RCPT TO:<nobody@example.org>")
@@ -124,21 +130,16 @@ async def test_refused_recipient_is_refused_and_others_delivered(
     ],
 )
 async def test_upstream_4xx_and_5xx_are_passed_through(
-    tmp_path: Path,
-    key_file: Path,
-    keys: Keyring,
-    smtp_sink_factory: SinkFactory,
-    stage: str,
-    reply: str,
+    lab: ProxyLab, stage: str, reply: str
 ) -> None:
-    sink = await smtp_sink_factory()
+    sink = await lab.sink()
     if stage == "mail":
         sink.mail_reply = reply
     else:
         sink.data_reply = reply
-    config = proxy_config(tmp_path, sink.url, key_file)
+    config = lab.config(sink.url)
     code, _, text = reply.partition(" ")
-    async with running_proxy(config, keys) as proxy:
+    async with lab.proxy(config) as proxy:
         async with smtp_client(proxy.port) as client:
             with pytest.raises(aiosmtplib.SMTPResponseException) as info:
                 await client.sendmail(
@@ -155,13 +156,11 @@ async def test_upstream_4xx_and_5xx_are_passed_through(
     assert [m.data for m in sink.messages] == [b"Subject: 2\r\n\r\nx\r\n"]
 
 
-async def test_upstream_down_gives_451_then_retry_delivers_exactly_once(
-    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
-) -> None:
-    sink = await smtp_sink_factory()
-    config = proxy_config(tmp_path, sink.url, key_file)
+async def test_upstream_down_gives_451_then_retry_delivers_exactly_once(lab: ProxyLab) -> None:
+    sink = await lab.sink()
+    config = lab.config(sink.url)
     message = html_message(SIMPLE_HTML, message_id="<retry-1@example.com>")
-    async with running_proxy(config, keys) as proxy:
+    async with lab.proxy(config) as proxy:
         async with smtp_client(proxy.port) as client:
             await sink.stop()
             with pytest.raises(aiosmtplib.SMTPResponseException) as info:
@@ -178,14 +177,12 @@ async def test_upstream_down_gives_451_then_retry_delivers_exactly_once(
     assert b"<retry-1@example.com>" in sink.messages[0].data
 
 
-async def test_upstream_cut_mid_data_gives_451_and_nothing_accepted(
-    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
-) -> None:
-    sink = await smtp_sink_factory()
+async def test_upstream_cut_mid_data_gives_451_and_nothing_accepted(lab: ProxyLab) -> None:
+    sink = await lab.sink()
     sink.data_action = "cut"
-    config = proxy_config(tmp_path, sink.url, key_file)
+    config = lab.config(sink.url)
     message = html_message(SIMPLE_HTML, message_id="<cut-1@example.com>")
-    async with running_proxy(config, keys) as proxy:
+    async with lab.proxy(config) as proxy:
         async with smtp_client(proxy.port) as client:
             with pytest.raises(aiosmtplib.SMTPResponseException) as info:
                 await client.sendmail("news@example.com", ["reader@example.org"], message)
@@ -200,12 +197,10 @@ async def test_upstream_cut_mid_data_gives_451_and_nothing_accepted(
     assert b"<cut-1@example.com>" in sink.messages[0].data
 
 
-async def test_second_transaction_reuses_client_and_upstream_connections(
-    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
-) -> None:
-    sink = await smtp_sink_factory()
-    config = proxy_config(tmp_path, sink.url, key_file)
-    async with running_proxy(config, keys) as proxy:
+async def test_second_transaction_reuses_client_and_upstream_connections(lab: ProxyLab) -> None:
+    sink = await lab.sink()
+    config = lab.config(sink.url)
+    async with lab.proxy(config) as proxy:
         async with smtp_client(proxy.port) as client:
             ids = []
             for n in range(3):
@@ -226,16 +221,16 @@ async def test_second_transaction_reuses_client_and_upstream_connections(
     assert {m.connection for m in sink.messages} == {1}
     assert sink.connections == 1
     for n, message in enumerate(sink.messages):
-        links = decode_links(keys, message.data)
+        links = decode_links(lab.keys, message.data)
         assert {qid for _u, qid, _i, _r in links} == {ids[n]}
 
 
 async def test_client_rset_and_abandoned_transactions_leave_upstream_reusable(
-    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
+    lab: ProxyLab,
 ) -> None:
-    sink = await smtp_sink_factory()
-    config = proxy_config(tmp_path, sink.url, key_file, upstream={"pool_size": 1})
-    async with running_proxy(config, keys) as proxy:
+    sink = await lab.sink()
+    config = lab.config(sink.url, upstream={"pool_size": 1})
+    async with lab.proxy(config) as proxy:
         # 1: RSET after RCPT.
         client = await LineClient.start(proxy.port)
         assert (await client.cmd("MAIL FROM:<a@example.com>"))[0] == 250
@@ -253,54 +248,46 @@ async def test_client_rset_and_abandoned_transactions_leave_upstream_reusable(
     assert sink.connections == 1
 
 
-async def test_preflight_not_verified_relays_byte_identical(
-    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
-) -> None:
-    sink = await smtp_sink_factory()
-    config = proxy_config(tmp_path, sink.url, key_file, preflight=True)
+async def test_preflight_not_verified_relays_byte_identical(lab: ProxyLab) -> None:
+    sink = await lab.sink()
+    config = lab.config(sink.url, preflight=True)
     # A real monitor that has not verified the domain (never started: "pending").
-    monitor = PreflightMonitor(config, keys, registry=CollectorRegistry())
+    monitor = PreflightMonitor(config, lab.keys, registry=CollectorRegistry())
     assert not monitor.may_rewrite(BASE_URL)
     message = html_message(SIMPLE_HTML, message_id="<pf@example.com>")
-    async with running_proxy(config, keys, preflight=monitor) as proxy:
+    async with lab.proxy(config, preflight=monitor) as proxy:
         async with smtp_client(proxy.port) as client:
             _, text = await client.sendmail("news@example.com", ["reader@example.org"], message)
     assert "clickrelay id" in text
     assert sink.messages[0].data == message
-    assert decode_links(keys, sink.messages[0].data) == []
+    assert decode_links(lab.keys, sink.messages[0].data) == []
 
 
-async def test_preflight_enabled_without_monitor_does_not_rewrite(
-    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
-) -> None:
-    sink = await smtp_sink_factory()
-    config = proxy_config(tmp_path, sink.url, key_file, preflight=True)
+async def test_preflight_enabled_without_monitor_does_not_rewrite(lab: ProxyLab) -> None:
+    sink = await lab.sink()
+    config = lab.config(sink.url, preflight=True)
     message = html_message(SIMPLE_HTML)
-    async with running_proxy(config, keys) as proxy:
+    async with lab.proxy(config) as proxy:
         async with smtp_client(proxy.port) as client:
             await client.sendmail("news@example.com", ["reader@example.org"], message)
     assert sink.messages[0].data == message
 
 
-async def test_opt_out_header_is_honoured(
-    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
-) -> None:
-    sink = await smtp_sink_factory()
-    config = proxy_config(tmp_path, sink.url, key_file)
+async def test_opt_out_header_is_honoured(lab: ProxyLab) -> None:
+    sink = await lab.sink()
+    config = lab.config(sink.url)
     message = b"X-Clickrelay-Track: off\r\n" + html_message(SIMPLE_HTML)
-    async with running_proxy(config, keys) as proxy:
+    async with lab.proxy(config) as proxy:
         async with smtp_client(proxy.port) as client:
             await client.sendmail("news@example.com", ["reader@example.org"], message)
-    assert decode_links(keys, sink.messages[0].data) == []
+    assert decode_links(lab.keys, sink.messages[0].data) == []
     assert b"https://blog.example.net/post/42" in sink.messages[0].data.replace(b"=\r\n", b"")
 
 
-async def test_mail_parameters_are_rebuilt_not_copied(
-    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
-) -> None:
-    sink = await smtp_sink_factory()
-    config = proxy_config(tmp_path, sink.url, key_file)
-    async with running_proxy(config, keys) as proxy:
+async def test_mail_parameters_are_rebuilt_not_copied(lab: ProxyLab) -> None:
+    sink = await lab.sink()
+    config = lab.config(sink.url)
+    async with lab.proxy(config) as proxy:
         client = await LineClient.start(proxy.port, helo="client.test")
         ehlo = client.ehlo.split("\n")
         assert "8BITMIME" in ehlo and "SMTPUTF8" in ehlo
@@ -322,12 +309,10 @@ async def test_mail_parameters_are_rebuilt_not_copied(
     assert got.data == "Subject: ü\r\n\r\nGrüße\r\n".encode()
 
 
-async def test_smtputf8_addresses_are_relayed(
-    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
-) -> None:
-    sink = await smtp_sink_factory()
-    config = proxy_config(tmp_path, sink.url, key_file)
-    async with running_proxy(config, keys) as proxy:
+async def test_smtputf8_addresses_are_relayed(lab: ProxyLab) -> None:
+    sink = await lab.sink()
+    config = lab.config(sink.url)
+    async with lab.proxy(config) as proxy:
         client = await LineClient.start(proxy.port, helo="client.test")
         code, _ = await client.transaction(
             "Subject: ü\r\n\r\nGrüße\r\n.\r\n".encode(),
@@ -341,12 +326,10 @@ async def test_smtputf8_addresses_are_relayed(
     assert (got.mail_from, got.rcpt_tos) == ("jörg@example.com", ["ü@example.org"])
 
 
-async def test_size_limit_is_advertised_and_enforced(
-    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
-) -> None:
-    sink = await smtp_sink_factory()
-    config = proxy_config(tmp_path, sink.url, key_file, max_message_size=2000)
-    async with running_proxy(config, keys) as proxy:
+async def test_size_limit_is_advertised_and_enforced(lab: ProxyLab) -> None:
+    sink = await lab.sink()
+    config = lab.config(sink.url, max_message_size=2000)
+    async with lab.proxy(config) as proxy:
         client = await LineClient.start(proxy.port)
         assert "SIZE 2000" in client.ehlo.split("\n")
         assert (await client.cmd("MAIL FROM:<a@example.com> SIZE=5000"))[0] == 552
@@ -359,12 +342,10 @@ async def test_size_limit_is_advertised_and_enforced(
     assert [m.data for m in sink.messages] == [b"Subject: small\r\n\r\nok\r\n"]
 
 
-async def test_recipient_cap_answers_452_and_keeps_going(
-    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
-) -> None:
-    sink = await smtp_sink_factory()
-    config = proxy_config(tmp_path, sink.url, key_file, max_recipients=2)
-    async with running_proxy(config, keys) as proxy:
+async def test_recipient_cap_answers_452_and_keeps_going(lab: ProxyLab) -> None:
+    sink = await lab.sink()
+    config = lab.config(sink.url, max_recipients=2)
+    async with lab.proxy(config) as proxy:
         client = await LineClient.start(proxy.port)
         await client.cmd("MAIL FROM:<a@example.com>")
         assert (await client.cmd("RCPT TO:<r1@example.org>"))[0] == 250
@@ -378,12 +359,10 @@ async def test_recipient_cap_answers_452_and_keeps_going(
     assert sink.commands.count((1, "RCPT")) == 2
 
 
-async def test_connection_limit_refuses_extra_clients_with_421(
-    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
-) -> None:
-    sink = await smtp_sink_factory()
-    config = proxy_config(tmp_path, sink.url, key_file, max_connections=2)
-    async with running_proxy(config, keys) as proxy:
+async def test_connection_limit_refuses_extra_clients_with_421(lab: ProxyLab) -> None:
+    sink = await lab.sink()
+    config = lab.config(sink.url, max_connections=2)
+    async with lab.proxy(config) as proxy:
         first = await LineClient.connect(proxy.port)
         second = await LineClient.connect(proxy.port)
         assert (await first.reply())[0] == 220
@@ -408,12 +387,10 @@ async def test_connection_limit_refuses_extra_clients_with_421(
         await second.close()
 
 
-async def test_command_timeout_hangs_up_idle_clients(
-    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
-) -> None:
-    sink = await smtp_sink_factory()
-    config = proxy_config(tmp_path, sink.url, key_file, command_timeout=1.0)
-    async with running_proxy(config, keys) as proxy:
+async def test_command_timeout_hangs_up_idle_clients(lab: ProxyLab) -> None:
+    sink = await lab.sink()
+    config = lab.config(sink.url, command_timeout=1.0)
+    async with lab.proxy(config) as proxy:
         client = await LineClient.start(proxy.port)
         assert (await client.cmd("MAIL FROM:<a@example.com>"))[0] == 250
         assert await client.closed_by_server(timeout=10)
@@ -423,12 +400,10 @@ async def test_command_timeout_hangs_up_idle_clients(
     assert sink.messages == []
 
 
-async def test_data_timeout_hangs_up_and_delivers_nothing(
-    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
-) -> None:
-    sink = await smtp_sink_factory()
-    config = proxy_config(tmp_path, sink.url, key_file, data_timeout=0.5)
-    async with running_proxy(config, keys) as proxy:
+async def test_data_timeout_hangs_up_and_delivers_nothing(lab: ProxyLab) -> None:
+    sink = await lab.sink()
+    config = lab.config(sink.url, data_timeout=0.5)
+    async with lab.proxy(config) as proxy:
         client = await LineClient.start(proxy.port)
         await client.open_data()
         await client.send(b"Subject: slow\r\n\r\nstarted but never finished\r\n")
@@ -437,12 +412,10 @@ async def test_data_timeout_hangs_up_and_delivers_nothing(
     assert sink.messages == [] and sink.refused == []
 
 
-async def test_stop_lets_in_flight_transaction_finish(
-    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
-) -> None:
-    sink = await smtp_sink_factory()
-    config = proxy_config(tmp_path, sink.url, key_file)
-    service = ProxyService(config, keys, admin=False)
+async def test_stop_lets_in_flight_transaction_finish(lab: ProxyLab) -> None:
+    sink = await lab.sink()
+    config = lab.config(sink.url)
+    service = ProxyService(config, lab.keys, admin=False)
     await service.start()
     client = await LineClient.connect(service.port)
     late = await LineClient.connect(service.port)
@@ -475,30 +448,26 @@ async def test_stop_lets_in_flight_transaction_finish(
     assert [m.data for m in sink.messages] == [b"Subject: last\r\n\r\nin flight\r\n"]
 
 
-async def test_reload_applies_new_trusted_networks(
-    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
-) -> None:
-    sink = await smtp_sink_factory()
-    config = proxy_config(tmp_path, sink.url, key_file)
-    async with running_proxy(config, keys) as proxy:
+async def test_reload_applies_new_trusted_networks(lab: ProxyLab) -> None:
+    sink = await lab.sink()
+    config = lab.config(sink.url)
+    async with lab.proxy(config) as proxy:
         client = await LineClient.start(proxy.port)
         assert (await client.cmd("MAIL FROM:<a@example.com>"))[0] == 250
         assert (await client.cmd("RSET"))[0] == 250
         untrusted = dataclasses.replace(
             config, proxy=dataclasses.replace(config.proxy, trusted_networks=("10.0.0.0/8",))
         )
-        proxy.reload(untrusted, keys)
+        proxy.reload(untrusted, lab.keys)
         assert (await client.cmd("MAIL FROM:<a@example.com>"))[0] == 530
         await client.close()
     assert sink.messages == []
 
 
-async def test_admin_metrics_count_messages(
-    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
-) -> None:
-    sink = await smtp_sink_factory()
-    config = proxy_config(tmp_path, sink.url, key_file, admin_listen="127.0.0.1:0")
-    async with running_proxy(config, keys, admin=True) as proxy:
+async def test_admin_metrics_count_messages(lab: ProxyLab) -> None:
+    sink = await lab.sink()
+    config = lab.config(sink.url, admin_listen="127.0.0.1:0")
+    async with lab.proxy(config, admin=True) as proxy:
         async with smtp_client(proxy.port) as client:
             await client.sendmail("a@example.com", ["b@example.org"], html_message(SIMPLE_HTML))
         assert proxy.admin_port
@@ -511,10 +480,10 @@ async def test_admin_metrics_count_messages(
     assert len(sink.messages) == 1
 
 
-async def test_maildir_upstream_quick_start(tmp_path: Path, key_file: Path, keys: Keyring) -> None:
-    outbox = tmp_path / "outbox"
-    config = proxy_config(tmp_path, f"maildir:{outbox}", key_file)
-    async with running_proxy(config, keys) as proxy:
+async def test_maildir_upstream_quick_start(lab: ProxyLab) -> None:
+    outbox = lab.tmp_path / "outbox"
+    config = lab.config(f"maildir:{outbox}")
+    async with lab.proxy(config) as proxy:
         async with smtp_client(proxy.port) as client:
             errors, text = await client.sendmail(
                 "a@example.com", ["b@example.org"], html_message(SIMPLE_HTML)
@@ -522,16 +491,14 @@ async def test_maildir_upstream_quick_start(tmp_path: Path, key_file: Path, keys
     assert errors == {} and "clickrelay id" in text
     files = [p for p in outbox.rglob("*") if p.is_file() and p.parent.name == "new"]
     assert len(files) == 1
-    assert len(decode_links(keys, files[0].read_bytes())) == 2
+    assert len(decode_links(lab.keys, files[0].read_bytes())) == 2
 
 
-async def test_data_transparency_long_lines_and_a_big_message(
-    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
-) -> None:
-    sink = await smtp_sink_factory()
-    config = proxy_config(tmp_path, sink.url, key_file)
+async def test_data_transparency_long_lines_and_a_big_message(lab: ProxyLab) -> None:
+    sink = await lab.sink()
+    config = lab.config(sink.url)
     big_body = b"".join(b"line %06d " % n + b"x" * 60 + b"\r\n" for n in range(40_000))
-    async with running_proxy(config, keys) as proxy:
+    async with lab.proxy(config) as proxy:
         client = await LineClient.start(proxy.port)
         # Dot-stuffed lines lose one dot; "." inside a line or after a bare LF stays.
         code, _ = await client.transaction(
@@ -555,18 +522,12 @@ async def test_data_transparency_long_lines_and_a_big_message(
 
 
 @pytest.mark.parametrize("write_size", [1, 7, 1000, 70_000])
-async def test_end_of_data_is_found_across_read_boundaries(
-    tmp_path: Path,
-    key_file: Path,
-    keys: Keyring,
-    smtp_sink_factory: SinkFactory,
-    write_size: int,
-) -> None:
+async def test_end_of_data_is_found_across_read_boundaries(lab: ProxyLab, write_size: int) -> None:
     """Sentence-ending lines ("….\\r\\n"), dot-stuffed lines and a message longer than
     one read piece (64 KB), sent in writes of various sizes: the sink gets exactly
     the client's message, once."""
-    sink = await smtp_sink_factory()
-    config = proxy_config(tmp_path, sink.url, key_file)
+    sink = await lab.sink()
+    config = lab.config(sink.url)
     lines = [b"Subject: boundaries", b""]
     for n in range(1500):
         lines.append(b"Sentence number %d ends here." % n)
@@ -581,7 +542,7 @@ async def test_end_of_data_is_found_across_read_boundaries(
         (b"." + line if line.startswith(b".") else line) + b"\r\n"
         for line in message.split(b"\r\n")[:-1]
     )
-    async with running_proxy(config, keys) as proxy:
+    async with lab.proxy(config) as proxy:
         client = await LineClient.start(proxy.port)
         await client.open_data()
         wire = stuffed + b".\r\n"
@@ -601,18 +562,14 @@ class BrokenKeyring(Keyring):
 
 
 async def test_rewrite_failure_relays_the_original_and_is_counted(
-    tmp_path: Path,
-    key_file: Path,
-    keys: Keyring,
-    smtp_sink_factory: SinkFactory,
-    caplog: pytest.LogCaptureFixture,
+    lab: ProxyLab, caplog: pytest.LogCaptureFixture
 ) -> None:
-    sink = await smtp_sink_factory()
-    config = proxy_config(tmp_path, sink.url, key_file)
+    sink = await lab.sink()
+    config = lab.config(sink.url)
     registry = CollectorRegistry()
     message = html_message(SIMPLE_HTML)
     caplog.set_level(logging.INFO, logger="clickrelay.proxy")
-    async with running_proxy(config, BrokenKeyring(keys.keys), registry=registry) as proxy:
+    async with running_proxy(config, BrokenKeyring(lab.keys.keys), registry=registry) as proxy:
         async with smtp_client(proxy.port) as client:
             errors, text = await client.sendmail("a@example.com", ["b@example.org"], message)
     assert errors == {} and "clickrelay id" in text
@@ -622,17 +579,13 @@ async def test_rewrite_failure_relays_the_original_and_is_counted(
 
 
 async def test_one_structured_log_line_per_message(
-    tmp_path: Path,
-    key_file: Path,
-    keys: Keyring,
-    smtp_sink_factory: SinkFactory,
-    caplog: pytest.LogCaptureFixture,
+    lab: ProxyLab, caplog: pytest.LogCaptureFixture
 ) -> None:
-    sink = await smtp_sink_factory()
+    sink = await lab.sink()
     sink.rcpt_replies = {"gone@example.org": "550 5.1.1 gone"}
-    config = proxy_config(tmp_path, sink.url, key_file)
+    config = lab.config(sink.url)
     caplog.set_level(logging.INFO, logger="clickrelay.proxy")
-    async with running_proxy(config, keys) as proxy:
+    async with lab.proxy(config) as proxy:
         async with smtp_client(proxy.port) as client:
             _, text = await client.sendmail(
                 "news@example.com",

@@ -15,22 +15,20 @@ from pathlib import Path
 import aiosmtplib
 import pytest
 
-from redirector.tokens import Keyring
 from smtp_proxy.smuggling import has_bare_newline
 from smtp_proxy.users import add_user
 from tests.proxy_helpers import (
     LineClient,
-    SinkFactory,
+    ProxyLab,
     close_line_clients,
     keys,
-    proxy_config,
-    running_proxy,
+    lab,
     smtp_client,
     smtp_sink_factory,
 )
 from tests.smtp_sink import make_test_ca
 
-__all__ = ["close_line_clients", "keys", "smtp_sink_factory"]  # fixtures used here
+__all__ = ["close_line_clients", "keys", "lab", "smtp_sink_factory"]  # fixtures used here
 
 UNTRUSTED = "127.0.0.2"  # loopback, but outside trusted_networks = ["127.0.0.1/32"]
 USER, PASSWORD = "mailer", "correct horse battery staple"
@@ -65,12 +63,10 @@ def users_file(tmp_path: Path) -> Path:
     return path
 
 
-async def test_untrusted_unauthenticated_client_cannot_relay(
-    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
-) -> None:
-    sink = await smtp_sink_factory()
-    config = proxy_config(tmp_path, sink.url, key_file)
-    async with running_proxy(config, keys) as proxy:
+async def test_untrusted_unauthenticated_client_cannot_relay(lab: ProxyLab) -> None:
+    sink = await lab.sink()
+    config = lab.config(sink.url)
+    async with lab.proxy(config) as proxy:
         client = await LineClient.start(proxy.port, source=UNTRUSTED, helo="attacker.test")
         assert "AUTH" not in client.ehlo  # no users file: no AUTH at all
         assert await client.cmd("MAIL FROM:<spam@example.net>") == (
@@ -90,43 +86,33 @@ async def test_untrusted_unauthenticated_client_cannot_relay(
     assert "RCPT" not in [verb for _n, verb in sink.commands]
 
 
-async def test_rcpt_after_trust_is_withdrawn_is_denied(
-    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
-) -> None:
-    sink = await smtp_sink_factory()
-    config = proxy_config(tmp_path, sink.url, key_file)
-    async with running_proxy(config, keys) as proxy:
+async def test_rcpt_after_trust_is_withdrawn_is_denied(lab: ProxyLab) -> None:
+    sink = await lab.sink()
+    config = lab.config(sink.url)
+    async with lab.proxy(config) as proxy:
         client = await LineClient.start(proxy.port)
         assert (await client.cmd("MAIL FROM:<a@example.com>"))[0] == 250
         proxy.reload(
             dataclasses.replace(
                 config, proxy=dataclasses.replace(config.proxy, trusted_networks=())
             ),
-            keys,
+            lab.keys,
         )
         assert await client.cmd("RCPT TO:<b@example.org>") == (554, "5.7.1 relay access denied")
         await client.close()
     assert "RCPT" not in [verb for _n, verb in sink.commands]
 
 
-async def test_auth_is_offered_only_after_starttls(
-    tmp_path: Path,
-    key_file: Path,
-    keys: Keyring,
-    smtp_sink_factory: SinkFactory,
-    users_file: Path,
-) -> None:
-    sink = await smtp_sink_factory()
-    ca = make_test_ca(tmp_path / "ca")
-    config = proxy_config(
-        tmp_path,
+async def test_auth_is_offered_only_after_starttls(lab: ProxyLab, users_file: Path) -> None:
+    sink = await lab.sink()
+    ca = make_test_ca(lab.tmp_path / "ca")
+    config = lab.config(
         sink.url,
-        key_file,
         tls_cert=str(ca.cert_file),
         tls_key=str(ca.key_file),
         users_file=str(users_file),
     )
-    async with running_proxy(config, keys) as proxy:
+    async with lab.proxy(config) as proxy:
         raw = await LineClient.start(proxy.port, source=UNTRUSTED)
         lines = raw.ehlo.split("\n")
         assert "STARTTLS" in lines
@@ -156,23 +142,15 @@ async def test_auth_is_offered_only_after_starttls(
     assert [m.rcpt_tos for m in sink.messages] == [["b@example.org"], ["c@example.org"]]
 
 
-async def test_plain_auth_on_loopback_only_when_allowed(
-    tmp_path: Path,
-    key_file: Path,
-    keys: Keyring,
-    smtp_sink_factory: SinkFactory,
-    users_file: Path,
-) -> None:
-    sink = await smtp_sink_factory()
+async def test_plain_auth_on_loopback_only_when_allowed(lab: ProxyLab, users_file: Path) -> None:
+    sink = await lab.sink()
     for allowed in (False, True):
-        config = proxy_config(
-            tmp_path,
+        config = lab.config(
             sink.url,
-            key_file,
             users_file=str(users_file),
             allow_plain_auth_on_loopback=allowed,
         )
-        async with running_proxy(config, keys) as proxy:
+        async with lab.proxy(config) as proxy:
             client = await LineClient.start(proxy.port, source=UNTRUSTED)
             offered = any(line.startswith("AUTH") for line in client.ehlo.split("\n"))
             assert offered is allowed
@@ -183,24 +161,16 @@ async def test_plain_auth_on_loopback_only_when_allowed(
             await client.close()
 
 
-async def test_wrong_passwords_are_rate_limited_per_client(
-    tmp_path: Path,
-    key_file: Path,
-    keys: Keyring,
-    smtp_sink_factory: SinkFactory,
-    users_file: Path,
-) -> None:
-    sink = await smtp_sink_factory()
-    config = proxy_config(
-        tmp_path,
+async def test_wrong_passwords_are_rate_limited_per_client(lab: ProxyLab, users_file: Path) -> None:
+    sink = await lab.sink()
+    config = lab.config(
         sink.url,
-        key_file,
         users_file=str(users_file),
         allow_plain_auth_on_loopback=True,
         auth_fail_limit=3,
         auth_fail_window=3600,
     )
-    async with running_proxy(config, keys) as proxy:
+    async with lab.proxy(config) as proxy:
         client = await LineClient.start(proxy.port, source=UNTRUSTED, helo="guesser")
         assert (await client.cmd("AUTH PLAIN " + plain(USER, "guess1")))[0] == 535
         assert (await client.cmd("AUTH PLAIN " + plain("root", "guess2")))[0] == 535
@@ -227,22 +197,14 @@ async def test_wrong_passwords_are_rate_limited_per_client(
         await other.close()
 
 
-async def test_auth_login_challenge_flow_and_bad_base64(
-    tmp_path: Path,
-    key_file: Path,
-    keys: Keyring,
-    smtp_sink_factory: SinkFactory,
-    users_file: Path,
-) -> None:
-    sink = await smtp_sink_factory()
-    config = proxy_config(
-        tmp_path, sink.url, key_file, users_file=str(users_file), allow_plain_auth_on_loopback=True
-    )
+async def test_auth_login_challenge_flow_and_bad_base64(lab: ProxyLab, users_file: Path) -> None:
+    sink = await lab.sink()
+    config = lab.config(sink.url, users_file=str(users_file), allow_plain_auth_on_loopback=True)
 
     def b64(text: str) -> str:
         return base64.b64encode(text.encode()).decode()
 
-    async with running_proxy(config, keys) as proxy:
+    async with lab.proxy(config) as proxy:
         client = await LineClient.start(proxy.port, source=UNTRUSTED)
         assert (await client.cmd("AUTH PLAIN not-base64!"))[0] == 501
         assert (await client.cmd("AUTH PLAIN " + b64("no-nul-separators")))[0] == 501
@@ -255,19 +217,13 @@ async def test_auth_login_challenge_flow_and_bad_base64(
 
 
 async def test_implicit_tls_listener_and_certificate_reload(
-    tmp_path: Path,
-    key_file: Path,
-    keys: Keyring,
-    smtp_sink_factory: SinkFactory,
-    users_file: Path,
+    lab: ProxyLab, users_file: Path
 ) -> None:
-    sink = await smtp_sink_factory()
-    old_ca = make_test_ca(tmp_path / "old")
-    new_ca = make_test_ca(tmp_path / "new")
-    config = proxy_config(
-        tmp_path,
+    sink = await lab.sink()
+    old_ca = make_test_ca(lab.tmp_path / "old")
+    new_ca = make_test_ca(lab.tmp_path / "new")
+    config = lab.config(
         sink.url,
-        key_file,
         tls_cert=str(old_ca.cert_file),
         tls_key=str(old_ca.key_file),
         tls_listen="127.0.0.1:0",
@@ -289,10 +245,10 @@ async def test_implicit_tls_listener_and_certificate_reload(
         pem = (ca_dir / "cert.pem").read_text()
         return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
 
-    async with running_proxy(config, keys) as proxy:
+    async with lab.proxy(config) as proxy:
         assert proxy.tls_port
         assert await fingerprint(proxy.tls_port, old_ca.ca_file, use_tls=True) == der_sha(
-            tmp_path / "old"
+            lab.tmp_path / "old"
         )
         proxy.reload(
             dataclasses.replace(
@@ -301,33 +257,29 @@ async def test_implicit_tls_listener_and_certificate_reload(
                     config.proxy, tls_cert=new_ca.cert_file, tls_key=new_ca.key_file
                 ),
             ),
-            keys,
+            lab.keys,
         )
-        new_sha = der_sha(tmp_path / "new")
+        new_sha = der_sha(lab.tmp_path / "new")
         assert await fingerprint(proxy.tls_port, new_ca.ca_file, use_tls=True) == new_sha
         assert await fingerprint(proxy.port, new_ca.ca_file, use_tls=False) == new_sha
     assert len(sink.messages) == 3
 
 
-async def test_reload_with_a_broken_certificate_keeps_the_old_one(
-    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
-) -> None:
+async def test_reload_with_a_broken_certificate_keeps_the_old_one(lab: ProxyLab) -> None:
     from redirector.errors import ConfigError
 
-    sink = await smtp_sink_factory()
-    ca = make_test_ca(tmp_path / "ca")
-    config = proxy_config(
-        tmp_path, sink.url, key_file, tls_cert=str(ca.cert_file), tls_key=str(ca.key_file)
-    )
-    broken = tmp_path / "broken.pem"
+    sink = await lab.sink()
+    ca = make_test_ca(lab.tmp_path / "ca")
+    config = lab.config(sink.url, tls_cert=str(ca.cert_file), tls_key=str(ca.key_file))
+    broken = lab.tmp_path / "broken.pem"
     broken.write_text("not a certificate\n")
-    async with running_proxy(config, keys) as proxy:
+    async with lab.proxy(config) as proxy:
         with pytest.raises(ConfigError):
             proxy.reload(
                 dataclasses.replace(
                     config, proxy=dataclasses.replace(config.proxy, tls_cert=broken)
                 ),
-                keys,
+                lab.keys,
             )
         async with tls_client(proxy.port, ca.ca_file, source=None) as client:
             await client.sendmail("a@example.com", ["b@example.org"], b"Subject: t\r\n\r\nx\r\n")
@@ -340,15 +292,10 @@ SMUGGLING_VECTORS = [b"\n.\n", b"\r.\r", b"\n.\r\n", b"\r\n.\n"]
 @pytest.mark.parametrize("mode", ["reject", "normalize"])
 @pytest.mark.parametrize("vector", SMUGGLING_VECTORS, ids=repr)
 async def test_smuggling_never_yields_a_second_message(
-    tmp_path: Path,
-    key_file: Path,
-    keys: Keyring,
-    smtp_sink_factory: SinkFactory,
-    vector: bytes,
-    mode: str,
+    lab: ProxyLab, vector: bytes, mode: str
 ) -> None:
-    sink = await smtp_sink_factory()
-    config = proxy_config(tmp_path, sink.url, key_file, bare_newline=mode)
+    sink = await lab.sink()
+    config = lab.config(sink.url, bare_newline=mode)
     payload = (
         b"From: news@example.com\r\nSubject: legit\r\n\r\nhello"
         + vector
@@ -359,7 +306,7 @@ async def test_smuggling_never_yields_a_second_message(
         + vector
         + b"\r\n.\r\n"
     )
-    async with running_proxy(config, keys) as proxy:
+    async with lab.proxy(config) as proxy:
         client = await LineClient.start(proxy.port)
         await client.open_data("news@example.com", recipients=["reader@example.org"])
         await client.send(payload)
@@ -383,12 +330,10 @@ async def test_smuggling_never_yields_a_second_message(
         assert b"MAIL FROM:<evil@example.net>\r\n" in got.data  # harmless body text
 
 
-async def test_bare_newline_in_headers_is_rejected_before_parsing(
-    tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory
-) -> None:
-    sink = await smtp_sink_factory()
-    config = proxy_config(tmp_path, sink.url, key_file)
-    async with running_proxy(config, keys) as proxy:
+async def test_bare_newline_in_headers_is_rejected_before_parsing(lab: ProxyLab) -> None:
+    sink = await lab.sink()
+    config = lab.config(sink.url)
+    async with lab.proxy(config) as proxy:
         client = await LineClient.start(proxy.port)
         smuggled = b"Subject: a\nBcc: victim@example.org\r\n\r\nbody\r\n.\r\n"
         assert (await client.transaction(smuggled))[0] == 550
