@@ -815,20 +815,26 @@ class ProxyHandler:
     # Built-in PLAIN/LOGIN would call a synchronous authenticator; argon2 verification
     # takes tens of milliseconds, so it runs in a thread here instead of stalling the loop.
 
+    async def _first_response(self, server: SMTP, args: list[str], challenge: str) -> bytes | None:
+        """The client's first AUTH answer: the base64 initial response on the AUTH line
+        itself, or else its reply to ``challenge``. None when the exchange is over: the
+        client cancelled (``*``), or the initial response was not base64 (501 sent).
+        """
+        if len(args) == 1:
+            blob = await server.challenge_auth(challenge)
+            return None if blob is MISSING else blob
+        try:
+            return base64.b64decode(args[1].encode(), validate=True)
+        except (binascii.Error, ValueError):
+            await server.push("501 5.5.2 Can't decode base64")
+            return None
+
     async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:
         if await self._auth_blocked(server):
             return AuthResult(success=False, handled=True)
-        if len(args) == 1:
-            blob = await server.challenge_auth("")
-            if blob is MISSING:
-                return AuthResult(success=False, handled=True)
-        else:
-            try:
-                blob = base64.b64decode(args[1].encode(), validate=True)
-            except (binascii.Error, ValueError):
-                await server.push("501 5.5.2 Can't decode base64")
-                return AuthResult(success=False, handled=True)
-        assert isinstance(blob, bytes)
+        blob = await self._first_response(server, args, "")
+        if blob is None:
+            return AuthResult(success=False, handled=True)
         parts = blob.split(b"\x00")
         if len(parts) != 3:
             await server.push("501 5.5.2 Can't split auth value")
@@ -838,20 +844,13 @@ class ProxyHandler:
     async def auth_LOGIN(self, server: SMTP, args: list[str]) -> AuthResult:
         if await self._auth_blocked(server):
             return AuthResult(success=False, handled=True)
-        if len(args) == 1:
-            login = await server.challenge_auth(SMTP.AuthLoginUsernameChallenge)
-            if login is MISSING:
-                return AuthResult(success=False, handled=True)
-        else:
-            try:
-                login = base64.b64decode(args[1].encode(), validate=True)
-            except (binascii.Error, ValueError):
-                await server.push("501 5.5.2 Can't decode base64")
-                return AuthResult(success=False, handled=True)
+        login = await self._first_response(server, args, SMTP.AuthLoginUsernameChallenge)
+        if login is None:
+            return AuthResult(success=False, handled=True)
         password = await server.challenge_auth(SMTP.AuthLoginPasswordChallenge)
         if password is MISSING:
             return AuthResult(success=False, handled=True)
-        assert isinstance(login, bytes) and isinstance(password, bytes)
+        assert isinstance(password, bytes)
         return await self._check_password(server, login, password)
 
     async def _auth_blocked(self, server: SMTP) -> bool:

@@ -216,6 +216,33 @@ async def test_auth_login_challenge_flow_and_bad_base64(lab: ProxyLab, users_fil
         await client.close()
 
 
+async def test_auth_first_response_inline_or_after_a_challenge_and_cancel(
+    lab: ProxyLab, users_file: Path
+) -> None:
+    """Both mechanisms take their first answer on the AUTH line or after a 334, and a
+    client may cancel with "*" (RFC 4954): no session, and the next attempt still works."""
+    sink = await lab.sink()
+    config = lab.config(sink.url, users_file=str(users_file), allow_plain_auth_on_loopback=True)
+    user = base64.b64encode(USER.encode()).decode()
+    password = base64.b64encode(PASSWORD.encode()).decode()
+    async with lab.proxy(config) as proxy:
+        client = await LineClient.start(proxy.port, source=UNTRUSTED)
+        assert (await client.cmd("AUTH PLAIN"))[0] == 334
+        assert (await client.cmd("*"))[0] == 501
+        assert (await client.cmd("AUTH LOGIN"))[0] == 334
+        assert (await client.cmd("*"))[0] == 501
+        assert (await client.cmd("AUTH LOGIN not-base64!"))[0] == 501
+        assert (await client.cmd("MAIL FROM:<a@example.com>"))[0] == 530
+        assert (await client.cmd("AUTH LOGIN " + user))[0] == 334
+        assert (await client.cmd(password))[0] == 235
+        await client.close()
+        again = await LineClient.start(proxy.port, source=UNTRUSTED)
+        assert (await again.cmd("AUTH PLAIN"))[0] == 334
+        assert (await again.cmd(plain(USER, PASSWORD)))[0] == 235
+        assert (await again.cmd("MAIL FROM:<a@example.com>"))[0] == 250
+        await again.close()
+
+
 async def test_implicit_tls_listener_and_certificate_reload(
     lab: ProxyLab, users_file: Path
 ) -> None:
