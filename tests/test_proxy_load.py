@@ -19,7 +19,7 @@ import aiosmtplib
 from redirector.tokens import Keyring
 from smtp_proxy.rewriter import TrackingSettings, rewrite_message
 from tests.conftest import corpus_html_files
-from tests.test_proxy_e2e import (
+from tests.proxy_helpers import (
     QID_RE,
     TOKEN_RE,
     SinkFactory,
