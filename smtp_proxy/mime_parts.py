@@ -244,7 +244,7 @@ def _walk(
 _QP_LOGICAL_RE = re.compile(rb"(?:[^\n]*=[ \t\r]*\n)*[^\n]*(?:\n|\Z)")
 
 
-def qp_decode(body: bytes) -> bytes:
+def qp_decode(body: bytes | memoryview) -> bytes:
     """Decode a quoted-printable body; MimeError("bad-quoted-printable") when an ``=`` is
     neither an escape nor a soft line break."""
     if _BAD_QP_RE.search(body):
@@ -267,13 +267,17 @@ Change = tuple[int, int, bytes]
 _QP_CHUNK = 8192
 
 
-def qp_reencode(body: bytes, decoded: bytes, changes: Sequence[Change], eol: bytes) -> bytes:
+def qp_reencode(
+    body: bytes | memoryview, decoded: bytes, changes: Sequence[Change], eol: bytes
+) -> bytes | bytearray:
     """``body`` (quoted-printable, decoding to ``decoded``) with the byte ranges
     ``changes`` = [(start, end, new)] of the decoded content replaced (sorted, disjoint).
 
     Only the logical lines a change touches are re-encoded; every other line keeps its
     original encoded bytes. Falls back to encoding everything anew if a split does not
-    reproduce ``decoded`` (it always should).
+    reproduce ``decoded`` (it always should). ``body`` may be a memoryview (of the whole
+    message, say): it is never copied as a whole, except into the result, which is built
+    in place (a bytearray: no list of pieces and a joined copy of them held at once).
     """
     chunks = _qp_chunks(body)
     return _rewrite_pieces(
@@ -286,7 +290,9 @@ def qp_reencode(body: bytes, decoded: bytes, changes: Sequence[Change], eol: byt
     )
 
 
-def _qp_reencode_lines(body: bytes, decoded: bytes, changes: Sequence[Change], eol: bytes) -> bytes:
+def _qp_reencode_lines(
+    body: bytes, decoded: bytes, changes: Sequence[Change], eol: bytes
+) -> bytes | bytearray:
     return _rewrite_pieces(
         qp_logical_lines(body),
         decoded,
@@ -297,48 +303,73 @@ def _qp_reencode_lines(body: bytes, decoded: bytes, changes: Sequence[Change], e
     )
 
 
-def _qp_chunks(body: bytes) -> list[bytes]:
-    """``body`` cut after hard line breaks roughly every :data:`_QP_CHUNK` bytes."""
+_NL_RE = re.compile(rb"\n")
+
+
+def _qp_chunks(body: bytes | memoryview) -> list[memoryview]:
+    """``body`` cut after hard line breaks roughly every :data:`_QP_CHUNK` bytes (views
+    into ``body``, not copies)."""
+    view = memoryview(body)
     cuts = [0]
     pos = _QP_CHUNK
-    n = len(body)
+    n = len(view)
+    find = _NL_RE.search  # (works on any buffer, a memoryview included)
     while pos < n:
-        nl = body.find(b"\n", pos)
-        while nl >= 0:
+        m = find(view, pos)
+        while m is not None:
+            nl = m.start()
             j = nl
-            while j > 0 and body[j - 1] in b"\r \t":
+            while j > 0 and view[j - 1] in b"\r \t":
                 j -= 1
-            if j == 0 or body[j - 1] != 0x3D:  # not "=": a hard line break
+            if j == 0 or view[j - 1] != 0x3D:  # not "=": a hard line break
                 break
-            nl = body.find(b"\n", nl + 1)
-        if nl < 0:
+            m = find(view, nl + 1)
+        if m is None:
             break
-        cuts.append(nl + 1)
-        pos = nl + 1 + _QP_CHUNK
+        cuts.append(m.end())
+        pos = m.end() + _QP_CHUNK
     cuts.append(n)
-    return [body[a:b] for a, b in itertools.pairwise(cuts) if b > a]
+    return [view[a:b] for a, b in itertools.pairwise(cuts) if b > a]
 
 
 def _rewrite_pieces(
-    pieces: list[bytes],
+    pieces: Sequence[bytes | memoryview],
     decoded: bytes,
     changes: Sequence[Change],
-    render: Callable[[bytes, bytes, list[Change]], bytes],
+    render: Callable[[bytes, bytes, list[Change]], bytes | bytearray],
     fallback: Callable[[], bytes],
     eol: bytes,
-) -> bytes:
+) -> bytes | bytearray:
     """``pieces`` (encoded, each decoding on its own) with every run of pieces touched by
-    a change replaced by ``render(encoded run, decoded run, changes relative to it)``."""
-    parts = list(map(binascii.a2b_qp, pieces))
-    if b"".join(parts) != decoded:
-        return fallback()
-    ends = list(itertools.accumulate(map(len, parts)))  # decoded end offset of each piece
-    out: list[bytes] = []
+    a change replaced by ``render(encoded run, decoded run, changes relative to it)``.
+
+    Pieces are decoded (and compared with ``decoded``, without copying it) only as far
+    as the changes reach: the pieces after the last change are copied as they are.
+    """
+    if not changes:
+        return b"".join(pieces)
+    reach = max(max(start + 1, end) for start, end, _ in changes)
+    whole = memoryview(decoded)
+    ends: list[int] = []  # decoded end offset of each piece decoded so far
+    pos = 0
+    for piece in pieces:
+        part = binascii.a2b_qp(piece)
+        if whole[pos : pos + len(part)] != part:
+            return fallback()
+        pos += len(part)
+        ends.append(pos)
+        if pos >= reach:
+            break
+    else:
+        if pos != len(decoded):
+            return fallback()
+    out = bytearray()
     i = 0  # next piece not yet written
     ci = 0
     while ci < len(changes):
         first = bisect.bisect_right(ends, changes[ci][0], lo=i)
-        out.extend(pieces[i:first])
+        for piece in pieces[i:first]:
+            out += piece
         # Pieces [first, last] form a run: extend it over every change that starts in it
         # (a change may reach into following pieces when an href spans a line break).
         last = first
@@ -349,7 +380,7 @@ def _rewrite_pieces(
             start, end, new = changes[ci]
             local.append((start - region_start, end - region_start, new))
             ci += 1
-        last = min(last, len(pieces) - 1)
+        last = min(last, len(ends) - 1)
         run = b"".join(pieces[first : last + 1])
         rendered = render(run, decoded[region_start : ends[last]], local)
         i = last + 1
@@ -357,9 +388,10 @@ def _rewrite_pieces(
             # A change took the run's final line break away: end it with a soft break so
             # the next piece still starts a physical line of its own.
             rendered += b"=" + eol
-        out.append(rendered)
-    out.extend(pieces[i:])
-    return b"".join(out)
+        out += rendered
+    for piece in pieces[i:]:
+        out += piece
+    return out
 
 
 def _apply(data: bytes, changes: Sequence[tuple[int, int, bytes]], offset: int) -> bytes:
@@ -372,10 +404,30 @@ def _apply(data: bytes, changes: Sequence[tuple[int, int, bytes]], offset: int) 
     return b"".join(pieces)
 
 
+#: Large contents are encoded in slices of about this many bytes (cut after a line
+#: break), so that only the result is ever held whole.
+_ENCODE_SLICE = 1 << 20
+
+
 def qp_encode(data: bytes, eol: bytes) -> bytes:
     """Quoted-printable encode ``data`` whose hard line breaks are ``eol``; physical lines
     are at most 76 characters, soft breaks never split an escape, and a CR or LF that is
     not part of ``eol`` is escaped (so decoding gives back exactly ``data``)."""
+    if len(data) <= _ENCODE_SLICE:
+        return _qp_encode_lines(data, eol)
+    # Cut right after a line break: each slice then encodes exactly as it would within
+    # the whole (lines are encoded one by one).
+    pieces: list[bytes] = []
+    pos = 0
+    while pos < len(data):
+        cut = data.find(eol, pos + _ENCODE_SLICE)
+        stop = len(data) if cut < 0 else cut + len(eol)
+        pieces.append(_qp_encode_lines(data[pos:stop], eol))
+        pos = stop
+    return b"".join(pieces)
+
+
+def _qp_encode_lines(data: bytes, eol: bytes) -> bytes:
     lines = data.split(eol)
     if lines[-1] == b"":
         lines.pop()  # data ended with a line break: no partial last line
@@ -417,9 +469,17 @@ def b64_line_length(body: bytes) -> int:
 def b64_encode(data: bytes, line_length: int, eol: bytes, trailer: bytes) -> bytes:
     """Base64 in lines of ``line_length`` characters joined by ``eol``, then ``trailer``
     (the whitespace the original body ended with)."""
-    encoded = binascii.b2a_base64(data, newline=False)
-    lines = [encoded[i : i + line_length] for i in range(0, len(encoded), line_length)]
-    return eol.join(lines) + trailer
+    # Slices of whole lines' worth of input (a multiple of 3 bytes), so that only the
+    # result is ever held whole.
+    step = max(1, _ENCODE_SLICE // (line_length * 3)) * line_length * 3
+    view = memoryview(data)
+    pieces: list[bytes] = []
+    for pos in range(0, len(data), step):
+        encoded = binascii.b2a_base64(view[pos : pos + step], newline=False)
+        pieces.append(
+            eol.join([encoded[i : i + line_length] for i in range(0, len(encoded), line_length)])
+        )
+    return eol.join(pieces) + trailer
 
 
 def has_long_line(data: bytes, around: Sequence[int] = ()) -> bool:

@@ -122,7 +122,9 @@ class _Job:
 
     entity: Entity
     kind: str  # "html" | "text"
-    body: bytes = b""
+    #: The encoded body: a view into the message for quoted-printable (never copied
+    #: whole), else a copy of its bytes.
+    body: bytes | memoryview = b""
     decoded: bytes = b""  # after transfer decoding
     text: str = ""
     codec: str = "ascii"
@@ -145,13 +147,16 @@ def _is_body_text(entity: Entity) -> str | None:
 
 def _decode_job(data: bytes, job: _Job, settings: TrackingSettings) -> None:
     entity = job.entity
-    job.body = data[entity.body_start : entity.end]
     cte = entity.headers.transfer_encoding
     if cte in ("", "7bit", "8bit", "binary"):
-        job.decoded = job.body
+        job.body = job.decoded = data[entity.body_start : entity.end]
     elif cte == "quoted-printable":
+        # A view: the encoded body is only read (decoded now, unchanged lines copied
+        # into the new body later), so a large part costs no copy of it.
+        job.body = memoryview(data)[entity.body_start : entity.end]
         job.decoded = mime_parts.qp_decode(job.body)
     elif cte == "base64":
+        job.body = data[entity.body_start : entity.end]
         job.decoded = mime_parts.b64_decode(job.body)
     else:
         raise MimeError("unknown-transfer-encoding")
@@ -290,40 +295,61 @@ def _decide(
 # --- phase 3: splice and re-encode -----------------------------------------------------
 
 
-def _spliced_decoded(job: _Job) -> tuple[bytes, list[tuple[int, int, bytes]]] | None:
+def _spliced_decoded(job: _Job) -> tuple[bytes | None, list[tuple[int, int, bytes]]] | None:
     """The part's new decoded bytes and the byte ranges (in the old ones) that changed;
-    None when the charset does not let us map text offsets to bytes exactly."""
+    None when the charset does not let us map text offsets to bytes exactly.
+
+    The new bytes are None for a quoted-printable part in a charset in which every byte
+    < 0x80 is ASCII: re-encoding needs only the changes there, and a large part then
+    costs no copy of its content.
+    """
     tracked = [(link, d.tracked_url) for link, d in job.decisions if d.tracked_url]
     tracked.sort(key=lambda item: item[0].start)
     enc = job.codec
-    pieces: list[bytes] = []
+    stateless = enc in _STATELESS_ASCII_CODECS
+    want_bytes = not stateless or job.entity.headers.transfer_encoding != "quoted-printable"
+    old = memoryview(job.decoded)
+    text = job.text
+    # Unchanged stretches are compared with the old bytes in place (memoryview slices:
+    # no copies) and, when the new content is wanted, taken from there.
+    pieces: list[bytes | memoryview] = []
     changes: list[tuple[int, int, bytes]] = []
     text_pos = 0
     byte_pos = 0
-    old = job.decoded
     for link, new_url in tracked:
         if link.start < text_pos:
             return None  # overlapping links: refuse rather than guess
-        before = job.text[text_pos : link.start].encode(enc, job.errors)
+        before = text[text_pos : link.start].encode(enc, job.errors)
         raw = link.raw.encode(enc, job.errors)
-        if old[byte_pos : byte_pos + len(before)] != before:
-            return None
         start = byte_pos + len(before)
-        if old[start : start + len(raw)] != raw:
+        if old[byte_pos:start] != before or old[start : start + len(raw)] != raw:
             return None
         new = new_url.encode(enc)
-        pieces += (before, new)
+        if want_bytes:
+            pieces += (old[byte_pos:start], new)
         changes.append((start, start + len(raw), new))
         byte_pos = start + len(raw)
         text_pos = link.end
-    tail = job.text[text_pos:].encode(enc, job.errors)
-    if old[byte_pos:] != tail:
+    # The tail; in a stateless charset compared in slices, so that a large part is not
+    # encoded again whole (a stateful one must be encoded in one go).
+    step = 1 << 20 if stateless else max(1, len(text))
+    tail_start = byte_pos
+    while text_pos < len(text):
+        chunk = text[text_pos : text_pos + step].encode(enc, job.errors)
+        if old[byte_pos : byte_pos + len(chunk)] != chunk:
+            return None
+        text_pos += step
+        byte_pos += len(chunk)
+    if byte_pos != len(old):
         return None
-    pieces.append(tail)
-    new_decoded = b"".join(pieces)
-    if enc in _STATELESS_ASCII_CODECS:
+    if not want_bytes:
         # Every unchanged byte was compared above and the new values are ASCII: in these
-        # charsets the bytes therefore decode to exactly the spliced text.
+        # charsets the bytes with the changes applied decode to exactly the spliced text.
+        return None, changes
+    pieces.append(old[tail_start:])
+    new_decoded = b"".join(pieces)
+    del pieces
+    if stateless:
         return new_decoded, changes
     # Other charsets (stateful ones like ISO-2022-JP): check against the reference, what
     # the link finder's own splice says the text must become.
@@ -340,7 +366,7 @@ def _spliced_decoded(job: _Job) -> tuple[bytes, list[tuple[int, int, bytes]]] | 
 class _Edit:
     start: int
     end: int
-    new: bytes
+    new: bytes | bytearray
 
 
 def _encode_job(data: bytes, job: _Job) -> list[_Edit] | str:
@@ -349,15 +375,19 @@ def _encode_job(data: bytes, job: _Job) -> list[_Edit] | str:
     if spliced is None:
         return "charset-not-roundtrip"
     new_decoded, changes = spliced
+    job.text = ""  # not needed any more (a large part's text can go before encoding)
     entity = job.entity
     cte = entity.headers.transfer_encoding
-    eol = _body_eol(job.body, entity.eol)
+    eol = _body_eol(data, entity.body_start, entity.end, entity.eol)
     edits: list[_Edit] = []
     if cte == "quoted-printable":
-        new_body = mime_parts.qp_reencode(job.body, job.decoded, changes, eol)
+        new_body: bytes | bytearray = mime_parts.qp_reencode(job.body, job.decoded, changes, eol)
+    elif new_decoded is None:  # only quoted-printable parts go without new bytes
+        return "charset-not-roundtrip"
     elif cte == "base64":
-        trailer = job.body[len(job.body.rstrip()) :]
-        length = mime_parts.b64_line_length(job.body)
+        body = bytes(job.body)
+        trailer = body[len(body.rstrip()) :]
+        length = mime_parts.b64_line_length(body)
         new_body = mime_parts.b64_encode(new_decoded, length, eol, trailer)
     elif mime_parts.has_long_line(new_decoded, _new_offsets(changes)):
         # A 7bit/8bit line would grow past 998 octets: switch this part to QP.
@@ -384,16 +414,17 @@ def _new_offsets(changes: Sequence[tuple[int, int, bytes]]) -> list[int]:
     return out
 
 
-def _body_eol(body: bytes, default: bytes) -> bytes:
-    nl = body.find(b"\n")
+def _body_eol(data: bytes, start: int, end: int, default: bytes) -> bytes:
+    """The line ending of the body ``data[start:end]`` (``default`` if it has none)."""
+    nl = data.find(b"\n", start, end)
     if nl < 0:
         return default
-    return b"\r\n" if nl > 0 and body[nl - 1] == 0x0D else b"\n"
+    return b"\r\n" if nl > start and data[nl - 1] == 0x0D else b"\n"
 
 
 def _assemble(data: bytes, edits: Sequence[_Edit]) -> bytes:
     view = memoryview(data)
-    pieces: list[bytes | memoryview] = []
+    pieces: list[bytes | bytearray | memoryview] = []
     pos = 0
     for edit in sorted(edits, key=lambda e: e.start):
         pieces.append(view[pos : edit.start])
@@ -501,6 +532,9 @@ def _rewrite(
             upto = 1 + max(i for i, (_, d) in enumerate(job.decisions) if d.tracked_url)
             problem = _html_verdict(job.text, job.scan, upto)
         result = _encode_job(data, job) if problem is None else problem
+        # The part's decoded content is not needed any more: let a large one go before
+        # the next part is encoded and the message is assembled (peak memory).
+        job.body, job.decoded, job.text = b"", b"", ""
         if isinstance(result, str):
             notes.append(f"{job.entity.path}:{result}")
             final.extend(_as_skipped(d, result) for _, d in job.decisions)

@@ -741,3 +741,43 @@ def test_charset_that_does_not_round_trip_leaves_part(settings: TrackingSettings
     assert result.data == data and not result.changed
     assert [(d.action, d.reason) for d in result.links] == [("skipped", "charset-not-roundtrip")]
     assert result.reason == "charset-not-roundtrip"
+
+
+@pytest.mark.parametrize("cte", ["quoted-printable", "8bit", "base64"])
+def test_large_part_with_links_throughout_round_trips(settings: TrackingSettings, cte: str) -> None:
+    """A part of several QP chunks (and encoding slices) with a link in every paragraph:
+    everything but the href values comes back, lines after the last link unchanged."""
+    paragraphs = "".join(
+        f'<p>Item {i} caf\u00e9: <a href="https://shop.example/i/{i}?a=1&amp;b=2">x</a>\n'
+        + "Lorem ipsum dolor sit amet, consectetur adipiscing elit.\n" * 20
+        + "</p>\n"
+        for i in range(300)
+    )
+    html = ("<html><body>\n" + paragraphs + "<p>end</p>\n</body></html>\n").encode()
+    if cte == "quoted-printable":
+        body = quopri.encodestring(html)
+    elif cte == "base64":
+        body = base64.encodebytes(html)
+    else:
+        body = html
+    data = msg(
+        f"From: a@example.com\nContent-Type: text/html; charset=utf-8\n"
+        f"Content-Transfer-Encoding: {cte}",
+        body.replace(b"\n", b"\r\n"),
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(mime_parts, "_ENCODE_SLICE", 4096)
+        result = rw(data, settings)
+    assert result.reason == "rewritten"
+    tracked = [d for d in result.links if d.action == "tracked"]
+    assert len(tracked) == 300
+    raws = {d.url: d.url.replace("&", "&amp;").encode() for d in tracked}
+    new = email.message_from_bytes(result.data, policy=email.policy.compat32)
+    decoded = new.get_payload(decode=True)
+    assert isinstance(decoded, bytes)
+    for d in tracked:
+        assert d.tracked_url is not None
+        decoded = decoded.replace(d.tracked_url.encode(), raws[d.url], 1)
+    assert decoded == (html if cte == "base64" else html.replace(b"\n", b"\r\n"))
+    if cte != "base64":  # the lines after the last link are the original bytes
+        assert result.data.endswith(data[data.rindex(b"<p>end</p>") - 2 :])

@@ -213,3 +213,57 @@ def test_qp_reencode_changes_only_what_it_must(
         untouched = data[: changes[0][0]].count(b"\r\n")
         head = b"\r\n".join(body.split(b"\r\n")[:untouched])
         assert out.startswith(head)
+
+
+@PROFILE
+@given(edit=qp_edits(), chunk=st.sampled_from([16, 100, 8192]))
+def test_qp_reencode_of_a_view_keeps_the_lines_after_the_last_change(
+    edit: tuple[bytes, list[tuple[int, int, bytes]]], chunk: int
+) -> None:
+    """The rewriter passes a memoryview into the whole message; pieces after the last
+    change are copied without being decoded: they must come out as they were."""
+    data, changes = edit
+    body = mime_parts.qp_encode(data, b"\r\n")
+    message = b"head\r\n\r\n" + body + b"\r\n--tail--\r\n"
+    view = memoryview(message)[8 : 8 + len(body)]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(mime_parts, "_QP_CHUNK", chunk)
+        from_view = mime_parts.qp_reencode(view, data, changes, b"\r\n")
+        from_bytes = mime_parts.qp_reencode(body, data, changes, b"\r\n")
+    assert bytes(from_view) == bytes(from_bytes)
+    if changes:
+        after = data[changes[-1][1] :]
+        if b"\r\n" in after:  # the whole lines after the last change's line
+            tail_lines = after.split(b"\r\n", 1)[1]
+            assert binascii.a2b_qp(bytes(from_view)).endswith(tail_lines)
+            encoded_tail = mime_parts.qp_encode(tail_lines, b"\r\n")
+            assert bytes(from_view).endswith(encoded_tail)
+
+
+@PROFILE
+@given(data=st.binary(max_size=600), crlf=st.booleans(), size=st.integers(1, 64))
+def test_qp_encode_in_slices_is_the_same_as_whole(data: bytes, crlf: bool, size: int) -> None:
+    eol = b"\r\n" if crlf else b"\n"
+    whole = mime_parts.qp_encode(data, eol)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(mime_parts, "_ENCODE_SLICE", size)
+        sliced = mime_parts.qp_encode(data, eol)
+    assert sliced == whole
+    assert binascii.a2b_qp(sliced) == data
+
+
+@PROFILE
+@given(
+    data=st.binary(max_size=2000),
+    length=st.sampled_from([4, 64, 76, 996]),
+    size=st.integers(1, 5000),
+)
+def test_b64_encode_in_slices_is_the_same_as_whole(data: bytes, length: int, size: int) -> None:
+    encoded = base64.b64encode(data)
+    expected = (
+        b"\r\n".join(encoded[i : i + length] for i in range(0, len(encoded), length)) + b"\r\n"
+    )
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(mime_parts, "_ENCODE_SLICE", size)
+        assert mime_parts.b64_encode(data, length, b"\r\n", b"\r\n") == expected
+    assert mime_parts.b64_encode(data, length, b"\r\n", b"\r\n") == expected
