@@ -19,6 +19,12 @@ Targets (issue 5): redirector rps >= 70% of the baseline's, p99 < 10 ms at 50
 connections, clicks stored == 302s served. On a small machine the Python load generator
 itself may be the bottleneck (it then caps both sides alike and the ratio reads high);
 the printed client CPU share helps to judge that.
+
+The rounds above are a closed loop (each connection sends as soon as it has its answer),
+so their latency is mostly queueing: with 50 connections p50 is about 50 / throughput.
+Then both servers get fixed-rate phases (``--paced-fractions``, default 25% and 50% of
+the bare app's flat-out rate) with latency counted from the scheduled send time: the
+p99 a click sees when the server is not saturated. Those clicks count as served too.
 """
 
 from __future__ import annotations
@@ -183,10 +189,17 @@ async def load(
     warmup: list[str],
     connections: int,
     time_limit: float,
+    rate: float | None = None,
 ) -> tuple[Result, int]:
     """GET every path in ``warmup`` (unmeasured), then every path in ``paths``, over
     ``connections`` keep-alive connections; returns the measured result and the number
     of 302s among the warm-up requests.
+
+    Without ``rate`` each connection sends its next request as soon as the answer is in
+    (closed loop: the server runs flat out, and latency is mostly queueing — with N
+    connections p50 is about N / throughput). With ``rate`` (requests/s over all
+    connections) requests are sent on a fixed schedule and latency is counted from the
+    scheduled time, so a server that falls behind is charged for the wait.
 
     A minimal HTTP/1.1 client on asyncio streams: aiohttp's client costs several times
     more CPU per request than the servers under test, and on a 2-core machine the load
@@ -231,18 +244,27 @@ async def load(
         deadline = time.perf_counter() + time_limit
         todo = iter(paths)
 
-        async def worker(conn: Conn) -> None:
+        async def worker(conn: Conn, k: int) -> None:
+            interval = connections / rate if rate else 0.0
+            due = t0 + k * interval / connections  # connections start staggered
             for path in todo:
-                if time.perf_counter() > deadline:
+                now = time.perf_counter()
+                if now > deadline:
                     return
-                start = time.perf_counter()
+                if rate:
+                    if due > now:
+                        await asyncio.sleep(due - now)
+                    start = due
+                    due += interval
+                else:
+                    start = now
                 status = await one(conn, path)
                 latencies.append(time.perf_counter() - start)
                 statuses[status] = statuses.get(status, 0) + 1
 
         cpu0 = time.process_time()
         t0 = time.perf_counter()
-        await asyncio.gather(*(worker(c) for c in conns))
+        await asyncio.gather(*(worker(c, k) for k, c in enumerate(conns)))
         elapsed = time.perf_counter() - t0
         cpu = time.process_time() - cpu0
     finally:
@@ -379,6 +401,7 @@ def bench(args: argparse.Namespace) -> int:
         parts: dict[str, list[Result]] = {side: [] for side in sides}
         served = 0
         final: dict[str, Any] = {}
+        paced: list[tuple[float, float, Result]] = []
         try:
             for side in sides:  # warm-up, unmeasured (every 302 is still a click)
                 result, warm = run_loop(
@@ -420,6 +443,31 @@ def bench(args: argparse.Namespace) -> int:
                         result.server_cpu = cpu1 - cpu0
                     parts[side].append(result)
                     print(f"  round {rnd + 1} {report(result)}")
+            # Latency at a fixed offered load (a fraction of what the bare app managed
+            # flat out), on bare and redirector: the closed-loop p99 above is mostly
+            # queueing behind 50 busy connections.
+            bare_rps = merge("bare", parts["bare"]).rps
+            for fraction in args.paced_fractions:
+                rate = bare_rps * fraction
+                paced_paths = measured[: min(len(measured), int(rate * args.paced_seconds))]
+                for side in ("bare", "real"):
+                    proc, port = servers[side]
+                    result, _ = run_loop(
+                        partial(
+                            load,
+                            side,
+                            port,
+                            paced_paths,
+                            warmup=[],
+                            connections=args.connections,
+                            time_limit=args.time_limit,
+                            rate=rate,
+                        )
+                    )
+                    if side == "real":
+                        served += result.statuses.get(302, 0)
+                        run_loop(partial(wait_flushed, port))
+                    paced.append((fraction, rate, result))
         finally:
             for side, (proc, _) in servers.items():
                 answer = stop_server(proc)
@@ -443,6 +491,11 @@ def bench(args: argparse.Namespace) -> int:
             f" us -> CPU-bound capacity ratio {bare_us / real_us:.2f}"
         )
     print(f"redirector p99: {p99:.2f} ms, bare p99: {base.pct(0.99):.2f} ms  (target < 10 ms)")
+    for fraction, rate, res in paced:
+        print(
+            f"fixed {rate:5.0f} req/s ({fraction:.0%} of bare's flat-out rps, latency from the"
+            f" scheduled send): {report(res)}"
+        )
     print(
         f"302s served: {served}, clicks stored: {stored}, dropped: {final.get('dropped')}"
         f"  ({'equal' if stored == served else 'MISMATCH'})"
@@ -458,6 +511,15 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per side")
     parser.add_argument("--time-limit", type=float, default=8.0, help="seconds per round, max")
+    parser.add_argument(
+        "--paced-fractions",
+        type=lambda text: [float(x) for x in text.split(",") if x],
+        default=[0.25, 0.5],
+        help="fixed-rate latency phases: offered loads as fractions of bare's measured rps",
+    )
+    parser.add_argument(
+        "--paced-seconds", type=float, default=3.0, help="length of the fixed-rate phase"
+    )
     parser.add_argument("--serve", choices=["bare", "real", "nostore"], help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
