@@ -42,7 +42,7 @@ from lxml import etree
 from smtp_proxy.linkrules import LinkPolicy, skip_reason
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class FoundLink:
     """One link: where its value sits in the scanned text and what it means.
 
@@ -484,9 +484,13 @@ def find_html_links(html: str, *, check: bool = True) -> HtmlScan:
     """
     found: list[tuple[FoundLink, bool, int]] = []
     _scan(html, 0, len(html), False, found)
-    hidden = frozenset(i for i, (_, in_comment, _) in enumerate(found) if in_comment)
-    links = tuple(link for link, _, _ in found)
-    ends = tuple(end for _, _, end in found)
+    links: tuple[FoundLink, ...] = ()
+    ends: tuple[int, ...] = ()
+    hidden: frozenset[int] = frozenset()
+    if found:
+        links, in_comments, ends = zip(*found, strict=True)
+        if any(in_comments):
+            hidden = frozenset(i for i, flag in enumerate(in_comments) if flag)
     scan = HtmlScan(links, None, hidden, ends)
     if not check:
         return scan
@@ -505,7 +509,9 @@ def _may_be_tracked(link: FoundLink) -> bool:
     return link.opt_out is None and skip_reason(link.url, _NO_POLICY) is None
 
 
-def check_links(html: str, scan: HtmlScan, *, upto: int | None = None) -> str | None:
+def check_links(
+    html: str, scan: HtmlScan, *, upto: int | None = None, data: bytes | None = None
+) -> str | None:
     """lxml's verdict on a scan of ``html``.
 
     ``None`` if lxml finds the same links with the same values in the same order: the
@@ -519,20 +525,28 @@ def check_links(html: str, scan: HtmlScan, *, upto: int | None = None) -> str | 
     ``upto``: verify only the first ``upto`` links (say, up to the last one the caller
     will change). lxml then reads the text only up to the end of that link's tag: what
     follows cannot move a link before it, as tokenizing runs front to back.
+
+    ``data``: ``html`` encoded in UTF-8, when the caller has those bytes anyway (a
+    part's decoded content). For an all-ASCII text lxml then reads them (or a slice)
+    instead of a new encoded copy: for a large part that is one copy of it less.
     """
     count = len(scan.links)
     if upto is not None and len(scan.tag_ends) == count:  # (no tag ends: check all)
         count = max(0, min(upto, count))
     if count == 0:
         return None  # nothing to rewrite: whatever lxml sees, the part stays as it is
-    if count < len(scan.links):
-        html = html[: scan.tag_ends[count - 1]]
-    return _check(html, scan, count)
+    limit = scan.tag_ends[count - 1] if count < len(scan.links) else len(html)
+    return _check(html, scan, count, limit, data)
 
 
-def _check(html: str, scan: HtmlScan, count: int) -> str | None:
+def _check(
+    html: str, scan: HtmlScan, count: int, limit: int | None = None, data: bytes | None = None
+) -> str | None:
     """``check_links`` for the first ``count`` links of ``scan``, which all lie in
-    ``html`` (the scanned text or a prefix of it ending after the last one's tag)."""
+    ``html[:limit]`` (the scanned text, or a prefix of it ending after the last one's
+    tag; lxml reads only that). ``data``: ``html`` in UTF-8, or None."""
+    if limit is None:
+        limit = len(html)
     visible: list[str] = []
     hidden: list[str] = []
     with_vml = False
@@ -545,13 +559,21 @@ def _check(html: str, scan: HtmlScan, count: int) -> str | None:
         else:
             visible.append(value)
             with_vml = with_vml or link.kind == "vml"
-    if not html.isascii():  # lone surrogates: lxml sees what "replace" made of them
+    ascii_text = html.isascii()
+    if data is not None and (not ascii_text or len(data) != len(html)):
+        data = None  # only an ASCII text has the same offsets in its bytes
+    if not ascii_text:  # lone surrogates: lxml sees what "replace" made of them
         visible = [v.encode("utf-8", "replace").decode("utf-8") for v in visible]
         hidden = [v.encode("utf-8", "replace").decode("utf-8") for v in hidden]
     theirs: list[str] = []
     texts: list[str] = []
-    for start, end in _segments(html):
-        root = _parse(html[start:end].encode("utf-8", "replace"), keep_comments=bool(hidden))
+    for start, end in _segments(html, limit):
+        if data is None:
+            chunk = html[start:end].encode("utf-8", "replace")
+        else:
+            chunk = data if end - start == len(data) else data[start:end]
+        root = _parse(chunk, keep_comments=bool(hidden))
+        del chunk
         if root is None:
             return "html-unparseable"
         theirs += _link_values(root, with_vml)
@@ -575,18 +597,21 @@ def _check(html: str, scan: HtmlScan, count: int) -> str | None:
 _HTML_END_RE = re.compile(r"</(?i:html)(?=[\t\n\f\r />]|\Z)")
 
 
-def _segments(html: str) -> list[tuple[int, int]]:
-    """Where to cut ``html`` for lxml: before every ``</html>`` followed by more markup.
+def _segments(html: str, limit: int | None = None) -> list[tuple[int, int]]:
+    """Where to cut ``html[:limit]`` for lxml: before every ``</html>`` followed by more
+    markup (within the limit).
 
     libxml2 drops everything after ``</html>`` (HTML5 would put it in the body), and
     footers appended after ``</html>`` are real: each part is parsed on its own, as
     it would be tokenized in the whole document. Usually one segment: the whole text.
     """
+    end = len(html) if limit is None else limit
     cuts = [0]
-    for m in _HTML_END_RE.finditer(html):
-        if html.find("<", m.end()) >= 0:
+    # (With an end position, "\Z" and the look-ahead see the text as ending there.)
+    for m in _HTML_END_RE.finditer(html, 0, end):
+        if html.find("<", m.end(), end) >= 0:
             cuts.append(m.start())
-    cuts.append(len(html))
+    cuts.append(end)
     return list(itertools.pairwise(cuts))
 
 

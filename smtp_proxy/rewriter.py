@@ -83,7 +83,7 @@ class TrackingSettings:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LinkDecision:
     """What happened to one link: ``action`` is "tracked" or "skipped" (with ``reason``)."""
 
@@ -221,11 +221,12 @@ def _scan_html(html: str) -> HtmlScan:
     return _cached_scan(html)
 
 
-def _html_verdict(html: str, scan: HtmlScan, upto: int) -> str | None:
+def _html_verdict(html: str, scan: HtmlScan, upto: int, data: bytes | None) -> str | None:
     """lxml's verdict on the first ``upto`` links of ``scan`` of ``html`` (links after
-    the last changed one do not matter): None, or why the part must be left alone."""
+    the last changed one do not matter): None, or why the part must be left alone.
+    ``data``: ``html`` in UTF-8 if the part has those bytes (lxml may read them)."""
     if len(html) > _CACHE_MAX_CHARS:
-        return check_links(html, scan, upto=upto)
+        return check_links(html, scan, upto=upto, data=data)
     return _cached_verdict(html, upto)
 
 
@@ -530,7 +531,8 @@ def _rewrite(
         problem = None
         if job.scan is not None:
             upto = 1 + max(i for i, (_, d) in enumerate(job.decisions) if d.tracked_url)
-            problem = _html_verdict(job.text, job.scan, upto)
+            utf8 = job.codec == "utf-8" and job.errors == "strict"
+            problem = _html_verdict(job.text, job.scan, upto, job.decoded if utf8 else None)
         result = _encode_job(data, job) if problem is None else problem
         # The part's decoded content is not needed any more: let a large one go before
         # the next part is encoded and the message is assembled (peak memory).

@@ -436,6 +436,39 @@ def test_check_links_upto() -> None:
     assert check_links(html, HtmlScan(scan.links, None), upto=1) == "html-disagrees"
 
 
+@pytest.mark.parametrize(
+    "html",
+    [
+        "<a href=https://x.example/>x</a>" + DEEP + "<a href=https://y.example/>",
+        "<html><body><a href=https://a.example/>A</a></body></html>\n"
+        "<p>Footer <a href='https://b.example/'>B</a></p></HTML><a href=https://c.example/>C</a>",
+        "<script>w('</html><a href=https://x.example/>')</script><a href=https://y.example/>",
+        "<p><!--[if mso]><v:rect href=https://v.example/></v:rect><![endif]-->"
+        "<a href='https://a.example/?a=1&amp;b=2'>x</a></p>",
+        "<p>caf\u00e9 <a href=https://x.example/\u00e9>x</a></p>",
+    ],
+)
+def test_check_links_reading_the_callers_bytes_gives_the_same_verdict(html: str) -> None:
+    """``data=`` (the part's UTF-8 bytes) only saves a copy: same verdict for every
+    ``upto``; bytes that cannot be the text's (non-ASCII text, wrong length) are ignored."""
+    scan = find_html_links(html, check=False)
+    data = html.encode("utf-8")
+    for upto in (None, *range(len(scan.links) + 1)):
+        expected = check_links(html, scan, upto=upto)
+        assert check_links(html, scan, upto=upto, data=data) == expected
+        assert check_links(html, scan, upto=upto, data=data + b"<a href=z>") == expected
+
+
+def test_check_links_reads_ascii_bytes_as_given() -> None:
+    # An ASCII text's bytes are what lxml reads: bytes naming another link disagree
+    # (so the rewriter must only ever pass the text's own bytes, which it does).
+    html = "<p><a href=https://x.example/>x</a></p>"
+    scan = find_html_links(html, check=False)
+    assert check_links(html, scan, data=html.encode()) is None
+    other = html.replace("x.example", "y.example").encode()
+    assert check_links(html, scan, data=other) == "html-disagrees"
+
+
 def test_unchecked_scan() -> None:
     html = DEEP + "<a href=https://x.example/><a href=y>"
     scan = find_html_links(html, check=False)
@@ -763,3 +796,11 @@ def test_corpus_messages_html_parts_agree_with_lxml() -> None:
 def test_pathological_inputs(html: str, count: int) -> None:
     # Possessive patterns: no catastrophic backtracking, whatever the input.
     assert len(find_html_links(html, check=False).links) == count
+
+
+def test_found_links_have_no_instance_dict() -> None:
+    # A large part has tens of thousands of links: slots keep each one small.
+    link = FoundLink(0, 1, "a", "a", "text", None)
+    assert not hasattr(link, "__dict__")
+    with pytest.raises(AttributeError):
+        link.start = 2  # type: ignore[misc]

@@ -781,3 +781,20 @@ def test_large_part_with_links_throughout_round_trips(settings: TrackingSettings
     assert decoded == (html if cte == "base64" else html.replace(b"\n", b"\r\n"))
     if cte != "base64":  # the lines after the last link are the original bytes
         assert result.data.endswith(data[data.rindex(b"<p>end</p>") - 2 :])
+
+
+@pytest.mark.parametrize("charset", ["utf-8", "iso-8859-1"])
+def test_large_part_still_cross_checked_with_lxml(settings: TrackingSettings, charset: str) -> None:
+    """Parts too large for the scan cache are checked against lxml too (reading the
+    part's own bytes when they are ASCII UTF-8): a disagreement leaves the part alone."""
+    padding = "<p>Lorem ipsum dolor sit amet.</p>\n" * 10_000  # > 256 K characters
+    good = f"<a href=https://x.example/>x</a>\n{padding}<a href=https://y.example/>y</a>\n"
+    bad = good + "<script>w('</html><a href=https://z.example/>')</script>"
+    bad += "<a href=https://w.example/>w</a>\n"
+    head = f"From: a@example.com\nContent-Type: text/html; charset={charset}"
+    result = rw(msg(head, good.encode()), settings)
+    assert result.reason == "rewritten"
+    assert sum(d.action == "tracked" for d in result.links) == 2
+    result = rw(msg(head, bad.encode()), settings)
+    assert result.reason == "html-disagrees" and not result.changed
+    assert all(d.reason == "html-disagrees" for d in result.links)
