@@ -309,10 +309,11 @@ def _spliced_decoded(job: _Job) -> tuple[bytes | None, list[tuple[int, int, byte
     enc = job.codec
     stateless = enc in _STATELESS_ASCII_CODECS
     want_bytes = not stateless or job.entity.headers.transfer_encoding != "quoted-printable"
-    old = memoryview(job.decoded)
+    decoded = job.decoded
+    old = memoryview(decoded)
     text = job.text
-    # Unchanged stretches are compared with the old bytes in place (memoryview slices:
-    # no copies) and, when the new content is wanted, taken from there.
+    # Unchanged stretches are compared with the old bytes in place (no copies) and, when
+    # the new content is wanted, taken from there as memoryview slices.
     pieces: list[bytes | memoryview] = []
     changes: list[tuple[int, int, bytes]] = []
     text_pos = 0
@@ -323,7 +324,8 @@ def _spliced_decoded(job: _Job) -> tuple[bytes | None, list[tuple[int, int, byte
         before = text[text_pos : link.start].encode(enc, job.errors)
         raw = link.raw.encode(enc, job.errors)
         start = byte_pos + len(before)
-        if old[byte_pos:start] != before or old[start : start + len(raw)] != raw:
+        # startswith compares in place (memcmp), without a copy of the old bytes.
+        if not decoded.startswith(before, byte_pos) or not decoded.startswith(raw, start):
             return None
         new = new_url.encode(enc)
         if want_bytes:
@@ -337,7 +339,7 @@ def _spliced_decoded(job: _Job) -> tuple[bytes | None, list[tuple[int, int, byte
     tail_start = byte_pos
     while text_pos < len(text):
         chunk = text[text_pos : text_pos + step].encode(enc, job.errors)
-        if old[byte_pos : byte_pos + len(chunk)] != chunk:
+        if not decoded.startswith(chunk, byte_pos):
             return None
         text_pos += step
         byte_pos += len(chunk)
