@@ -216,18 +216,25 @@ def test_qp_reencode_changes_only_what_it_must(
 
 
 @PROFILE
-@given(edit=qp_edits(), chunk=st.sampled_from([16, 100, 8192]))
+@given(edit=qp_edits(), chunk=st.sampled_from([16, 100, 8192]), small_run=st.sampled_from([0, 64]))
 def test_qp_reencode_of_a_view_keeps_the_lines_after_the_last_change(
-    edit: tuple[bytes, list[tuple[int, int, bytes]]], chunk: int
+    edit: tuple[bytes, list[tuple[int, int, bytes]]], chunk: int, small_run: int
 ) -> None:
     """The rewriter passes a memoryview into the whole message; pieces after the last
-    change are copied without being decoded: they must come out as they were."""
+    change are copied without being decoded: they must come out as they were.
+    ``small_run``: below this decoded size pieces are decoded all at once, above it
+    one by one, only up to the last change (the path of large parts)."""
     data, changes = edit
     body = mime_parts.qp_encode(data, b"\r\n")
     message = b"head\r\n\r\n" + body + b"\r\n--tail--\r\n"
     view = memoryview(message)[8 : 8 + len(body)]
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(mime_parts, "_QP_CHUNK", chunk)
+        mp.setattr(mime_parts, "_SMALL_RUN", small_run)
+        reference = mime_parts.qp_reencode(body, data, changes, b"\r\n")
+        mp.setattr(mime_parts, "_SMALL_RUN", 1 << 30)
+        assert bytes(mime_parts.qp_reencode(body, data, changes, b"\r\n")) == bytes(reference)
+        mp.setattr(mime_parts, "_SMALL_RUN", small_run)
         from_view = mime_parts.qp_reencode(view, data, changes, b"\r\n")
         from_bytes = mime_parts.qp_reencode(body, data, changes, b"\r\n")
     assert bytes(from_view) == bytes(from_bytes)
