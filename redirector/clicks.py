@@ -10,8 +10,10 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 #: The two classifications; a bot click also carries a ``reason``.
 HUMAN = "human"
@@ -103,3 +105,20 @@ def clean_text(value: str | None) -> str | None:
     except UnicodeEncodeError:
         value = value.encode("utf-8", "replace").decode("utf-8")
     return value
+
+
+def click_row(click: Click, time_value: Callable[[datetime], Any]) -> tuple[Any, ...]:
+    """One INSERT row in the stores' column order; ``time_value`` is the store's time form."""
+    return (
+        click.id,
+        time_value(click.time),
+        clean_text(click.queue_id),
+        int(click.link_index),
+        clean_text(click.url),
+        clean_text(click.recipient),
+        clean_text(click.client_ip),
+        clean_text(click.user_agent),
+        clean_text(click.method),
+        clean_text(click.classification),
+        clean_text(click.reason),
+    )

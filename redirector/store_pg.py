@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import asyncpg
 
-from redirector.clicks import Click, clean_text, utc
+from redirector.clicks import Click, click_row, utc
 from redirector.stats import LINK_STATS_SQL, MESSAGE_STATS_SQL, LinkRow, MessageRow, build_stats
 from redirector.store import StoreError
 
@@ -72,22 +72,6 @@ def split_table_prefix(url: str) -> tuple[str, str | None]:
     prefixes = [v for k, v in query if k == "table_prefix"]
     rest = [(k, v) for k, v in query if k != "table_prefix"]
     return parts._replace(query=urlencode(rest)).geturl(), prefixes[-1]
-
-
-def _row(click: Click) -> tuple[Any, ...]:
-    return (
-        click.id,
-        utc(click.time),
-        clean_text(click.queue_id),
-        int(click.link_index),
-        clean_text(click.url),
-        clean_text(click.recipient),
-        clean_text(click.client_ip),
-        clean_text(click.user_agent),
-        clean_text(click.method),
-        clean_text(click.classification),
-        clean_text(click.reason),
-    )
 
 
 class PgStore:
@@ -193,7 +177,7 @@ class PgStore:
 
     async def write(self, clicks: Sequence[Click]) -> None:
         try:
-            rows = [_row(click) for click in clicks]
+            rows = [click_row(click, utc) for click in clicks]
         except (TypeError, ValueError, AttributeError) as exc:
             raise StoreError(f"{self.name}: malformed click: {exc}", retryable=False) from exc
         await self._guarded(self._write, rows)

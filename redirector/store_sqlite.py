@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from redirector.clicks import Click, clean_text, utc
+from redirector.clicks import Click, click_row, utc
 from redirector.stats import LINK_STATS_SQL, MESSAGE_STATS_SQL, LinkRow, MessageRow, build_stats
 from redirector.store import StoreError
 
@@ -67,22 +67,6 @@ def time_text(value: datetime) -> str:
 
 def _parse_time(value: str) -> datetime:
     return utc(datetime.fromisoformat(value))
-
-
-def _row(click: Click) -> tuple[Any, ...]:
-    return (
-        click.id,
-        time_text(click.time),
-        clean_text(click.queue_id),
-        int(click.link_index),
-        clean_text(click.url),
-        clean_text(click.recipient),
-        clean_text(click.client_ip),
-        clean_text(click.user_agent),
-        clean_text(click.method),
-        clean_text(click.classification),
-        clean_text(click.reason),
-    )
 
 
 class SqliteStore:
@@ -169,7 +153,7 @@ class SqliteStore:
             return
         # Converted here, not on the event loop: the loop is busy answering redirects.
         try:
-            rows = [_row(click) for click in clicks]
+            rows = [click_row(click, time_text) for click in clicks]
         except (TypeError, ValueError, AttributeError) as exc:
             raise StoreError(f"{self.name}: malformed click: {exc}", retryable=False) from exc
         conn.execute("BEGIN IMMEDIATE")

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,37 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-from redirector.clicks import Click
 from redirector.recorder import ClickRecorder
 from redirector.store_sqlite import SqliteStore
+from tests.click_helpers import make_click, until
 
-T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 LOGGER = "clickrelay.recorder"
-
-
-def make_click(n: int) -> Click:
-    return Click(
-        time=T0 + timedelta(seconds=n),
-        queue_id=f"Q{n % 4}",
-        link_index=n % 3,
-        url=f"https://example.com/{n % 3}",
-        recipient=f"r{n % 5}@example.org",
-        client_ip="192.0.2.0",
-        user_agent="Mozilla/5.0",
-        method="GET",
-        classification="human",
-        reason=None,
-    )
-
-
-async def until(cond: Callable[[], bool], what: str, within: float = 30.0) -> None:
-    """Poll ``cond`` until true; fail after ``within`` seconds (a deadline, not a sleep)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for: {what}")
-        await asyncio.sleep(0.01)
 
 
 def stored_ids(store: SqliteStore) -> list[str]:
