@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -624,10 +625,9 @@ def test_any_url_round_trips_through_an_attribute(url: str) -> None:
 # --- the real corpus -------------------------------------------------------------------------
 
 
-def test_corpus_templates_agree_with_lxml() -> None:
+def test_corpus_templates_agree_with_lxml(corpus: Path) -> None:
     files = corpus_html_files()
-    if not files:
-        pytest.skip("corpus not found")
+    assert files, f"no corpus files under {corpus}"
     disagree = []
     total = 0
     for path in files:
@@ -741,10 +741,9 @@ def test_generated_documents(doc: tuple[str, list[tuple[str, str]]]) -> None:
         assert html[link.start : link.end] == link.raw
 
 
-def test_corpus_messages_html_parts_agree_with_lxml() -> None:
+def test_corpus_messages_html_parts_agree_with_lxml(corpus: Path) -> None:
     files = corpus_eml_files()
-    if not files:
-        pytest.skip("corpus not found")
+    assert files, f"no corpus files under {corpus}"
     parts = disagree = found = 0
     for path in files:
         message = email.message_from_bytes(path.read_bytes(), policy=email.policy.compat32)

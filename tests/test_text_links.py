@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -166,10 +167,9 @@ def test_random_text(text: str) -> None:
     assert len(find_text_links(out)) == len(found) + text.count("https://t.example/c/X")
 
 
-def test_corpus_text_parts() -> None:
+def test_corpus_text_parts(corpus: Path) -> None:
     files = corpus_eml_files()
-    if not files:
-        pytest.skip("corpus not found")
+    assert files, f"no corpus files under {corpus}"
     found = 0
     for path in files:
         message = email.message_from_bytes(path.read_bytes(), policy=email.policy.compat32)

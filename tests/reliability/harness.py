@@ -52,11 +52,9 @@ def scale(quick: int, full: int) -> int:
 
 
 def need(module: str, component: str | None = None) -> ModuleType:
-    """Import ``module`` or skip: "component X not available" (it has not landed yet)."""
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        pytest.skip(f"component {component or module} not available: {exc}")
+    """Import ``module``. Every component has landed, so an import failure is a test error,
+    never a skip (``component`` is kept for the callers' readability)."""
+    return importlib.import_module(module)
 
 
 # --- figures -----------------------------------------------------------------------------
