@@ -388,6 +388,51 @@ def clickrelay_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "smtp_proxy", *args]
 
 
+class CommandProcess:
+    """``clickrelay COMMAND -c CFG`` as a real child process, its output appended to ``log``;
+    started again after :meth:`terminate` (SIGTERM) for restart scenarios."""
+
+    def __init__(
+        self, command: str, cfg: Path, ports: tuple[int, ...], log: Path, start_within: float
+    ) -> None:
+        self.command = command
+        self.start_within = start_within
+        self.cfg = cfg
+        self.ports = ports
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start and wait until every port listens; fail with the log's tail if it exits."""
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                clickrelay_cmd(self.command, "-c", str(self.cfg)),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        proc = self.proc
+        wait_until(
+            lambda: all(port_open(p) for p in self.ports) or proc.poll() is not None,
+            self.start_within,
+            f"clickrelay {self.command} to listen",
+        )
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"clickrelay {self.command} exited {proc.returncode}: "
+                f"{self.log.read_text()[-2000:]}"
+            )
+
+    def terminate(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(60)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
 # --- the proxy under test ------------------------------------------------------------------------
 
 PROXY_BASE_URL = "http://127.0.0.1:8080"

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -28,10 +26,10 @@ from redirector.tokens import load_keyring
 from tests.dns_server import DnsServer, dns_server_fixture  # noqa: F401 (fixture)
 from tests.reliability.checks import tokens_in
 from tests.reliability.harness import (
+    CommandProcess,
     Figures,
     SendStats,
     SinkProcess,
-    clickrelay_cmd,
     eventually,
     free_port,
     make_message,
@@ -41,7 +39,6 @@ from tests.reliability.harness import (
     proxy_config_text,
     scale,
     send_with_retry,
-    wait_until,
 )
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(600)]
@@ -208,35 +205,6 @@ async def test_upstream_slow_gives_451_within_timeout_then_delivers_once(
 # --- clickrelay proxy: SIGTERM mid-load ---------------------------------------------------
 
 
-class ProxyProcess:
-    def __init__(self, cfg: Path, port: int, log: Path) -> None:
-        self.cfg = cfg
-        self.port = port
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                clickrelay_cmd("proxy", "-c", str(self.cfg)), stdout=log, stderr=subprocess.STDOUT
-            )
-        proc = self.proc
-        wait_until(lambda: port_open(self.port) or proc.poll() is not None, 30, "proxy to listen")
-        if proc.poll() is not None:
-            text = self.log.read_text()
-            raise AssertionError(f"clickrelay proxy exited {proc.returncode}: {text[-2000:]}")
-
-    def terminate(self) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(60)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
 async def test_proxy_sigterm_mid_load(
     tmp_path: Path, key_file: Path, sink: SinkProcess, figures: list[Figures]
 ) -> None:
@@ -255,7 +223,7 @@ async def test_proxy_sigterm_mid_load(
     total = scale(80, 800)
     clients = 4
     restarts = scale(2, 5)
-    proxy = ProxyProcess(cfg, port, tmp_path / "proxy.log")
+    proxy = CommandProcess("proxy", cfg, (port,), tmp_path / "proxy.log", start_within=30)
     await asyncio.to_thread(proxy.start)
     # Each upstream DATA takes 0.2 s, so transactions are surely in flight at SIGTERM.
     sink.set_delay(0.2)

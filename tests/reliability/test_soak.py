@@ -12,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import html
 import re
-import signal
 import sqlite3
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -26,56 +24,22 @@ from redirector.tokens import load_keyring
 from tests.reliability.checks import tokens_in
 from tests.reliability.harness import (
     MESSAGE_ID_RE,
+    CommandProcess,
     Figures,
     SendStats,
     SinkProcess,
-    clickrelay_cmd,
     config_text,
     eventually,
     free_port,
     full_only,
     make_message,
     need,
-    port_open,
     send_with_retry,
-    wait_until,
 )
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(600), full_only]
 
 HREF_RE = re.compile(rb'href="([^"]+)"')
-
-
-class Serve:
-    def __init__(self, cfg: Path, ports: tuple[int, int], log: Path) -> None:
-        self.cfg = cfg
-        self.ports = ports
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                clickrelay_cmd("serve", "-c", str(self.cfg)), stdout=log, stderr=subprocess.STDOUT
-            )
-        proc = self.proc
-        wait_until(
-            lambda: all(port_open(p) for p in self.ports) or proc.poll() is not None,
-            60,
-            "serve to listen",
-        )
-        if proc.poll() is not None:
-            raise AssertionError(f"serve exited {proc.returncode}: {self.log.read_text()[-2000:]}")
-
-    def terminate(self) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(60)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
 
 
 async def test_soak_serve_messages_and_clicks_under_faults(
@@ -109,7 +73,9 @@ async def test_soak_serve_messages_and_clicks_under_faults(
         )
     )
     keyring = load_keyring(key_file)
-    serve = Serve(cfg, (smtp_port, http_port), tmp_path / "serve.log")
+    serve = CommandProcess(
+        "serve", cfg, (smtp_port, http_port), tmp_path / "serve.log", start_within=60
+    )
     await asyncio.to_thread(serve.start)
     run = uuid.uuid4().hex[:8]
     total = 600
