@@ -79,14 +79,10 @@ def loop_name() -> str:
 # --- servers (child processes) --------------------------------------------------------
 
 
-async def _serve_bare() -> None:
+async def _serve_app(app: Any) -> None:
+    """Serve ``app`` on a free loopback port (told on stdout) until stdin closes."""
     from aiohttp import web
 
-    async def found(request: web.Request) -> web.Response:
-        return web.Response(status=302, headers={"Location": "https://example.com/"})
-
-    app = web.Application()
-    app.router.add_get("/c/{token}", found)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -97,9 +93,19 @@ async def _serve_bare() -> None:
     print(json.dumps({"done": True}), flush=True)
 
 
+async def _serve_bare() -> None:
+    from aiohttp import web
+
+    async def found(request: web.Request) -> web.Response:
+        return web.Response(status=302, headers={"Location": "https://example.com/"})
+
+    app = web.Application()
+    app.router.add_get("/c/{token}", found)
+    await _serve_app(app)
+
+
 async def _serve_nostore(workdir: Path) -> None:
     """The redirector's app without a click store (informational: the cost of recording)."""
-    from aiohttp import web
     from prometheus_client import CollectorRegistry
 
     from redirector.app import create_app
@@ -109,14 +115,7 @@ async def _serve_nostore(workdir: Path) -> None:
     app = create_app(
         RedirectorConfig(), load_keyring(workdir / "keys"), None, registry=CollectorRegistry()
     )
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    print(json.dumps({"port": runner.addresses[0][1]}), flush=True)
-    await _wait_for_stdin_eof()
-    await runner.cleanup()
-    print(json.dumps({"done": True}), flush=True)
+    await _serve_app(app)
 
 
 async def _serve_real(workdir: Path) -> None:
