@@ -464,12 +464,6 @@ def _comments(root: etree._Element) -> list[etree._Element]:
     return [c for c in (*before, *inside, *after) if isinstance(c, etree._Comment)]
 
 
-def _lxml_hrefs(data: bytes) -> list[str] | None:
-    """Non-empty hrefs of every ``<a>``/``<area>`` lxml sees (None: lxml refuses)."""
-    root = _parse(data, keep_comments=False)
-    return None if root is None else _link_values(root, with_vml=False)
-
-
 def find_html_links(html: str, *, check: bool = True) -> HtmlScan:
     """Every ``<a>``/``<area>``/VML link of ``html``, checked against lxml's reading.
 
@@ -539,14 +533,10 @@ def check_links(
     return _check(html, scan, count, limit, data)
 
 
-def _check(
-    html: str, scan: HtmlScan, count: int, limit: int | None = None, data: bytes | None = None
-) -> str | None:
+def _check(html: str, scan: HtmlScan, count: int, limit: int, data: bytes | None) -> str | None:
     """``check_links`` for the first ``count`` links of ``scan``, which all lie in
     ``html[:limit]`` (the scanned text, or a prefix of it ending after the last one's
     tag; lxml reads only that). ``data``: ``html`` in UTF-8, or None."""
-    if limit is None:
-        limit = len(html)
     visible: list[str] = []
     hidden: list[str] = []
     with_vml = False
@@ -597,15 +587,14 @@ def _check(
 _HTML_END_RE = re.compile(r"</(?i:html)(?=[\t\n\f\r />]|\Z)")
 
 
-def _segments(html: str, limit: int | None = None) -> list[tuple[int, int]]:
-    """Where to cut ``html[:limit]`` for lxml: before every ``</html>`` followed by more
-    markup (within the limit).
+def _segments(html: str, end: int) -> list[tuple[int, int]]:
+    """Where to cut ``html[:end]`` for lxml: before every ``</html>`` followed by more
+    markup (before ``end``).
 
     libxml2 drops everything after ``</html>`` (HTML5 would put it in the body), and
     footers appended after ``</html>`` are real: each part is parsed on its own, as
     it would be tokenized in the whole document. Usually one segment: the whole text.
     """
-    end = len(html) if limit is None else limit
     cuts = [0]
     # (With an end position, "\Z" and the look-ahead see the text as ending there.)
     for m in _HTML_END_RE.finditer(html, 0, end):
