@@ -285,7 +285,7 @@ def qp_reencode(
         decoded,
         changes,
         lambda enc, dec, local: _qp_reencode_lines(enc, dec, local, eol),
-        lambda: qp_encode(_apply(decoded, changes, 0), eol),
+        lambda: qp_encode(_apply(decoded, changes), eol),
         eol,
     )
 
@@ -297,8 +297,8 @@ def _qp_reencode_lines(
         qp_logical_lines(body),
         decoded,
         changes,
-        lambda _enc, dec, local: qp_encode(_apply(dec, local, 0), eol),
-        lambda: qp_encode(_apply(decoded, changes, 0), eol),
+        lambda _enc, dec, local: qp_encode(_apply(dec, local), eol),
+        lambda: qp_encode(_apply(decoded, changes), eol),
         eol,
     )
 
@@ -431,12 +431,13 @@ def _splice_pieces(
     return out
 
 
-def _apply(data: bytes, changes: Sequence[tuple[int, int, bytes]], offset: int) -> bytes:
+def _apply(data: bytes, changes: Sequence[Change]) -> bytes:
+    """``data`` with the byte ranges ``changes`` = [(start, end, new)] replaced."""
     pieces: list[bytes] = []
     pos = 0
     for start, end, new in changes:
-        pieces += (data[pos : start - offset], new)
-        pos = end - offset
+        pieces += (data[pos:start], new)
+        pos = end
     pieces.append(data[pos:])
     return b"".join(pieces)
 
@@ -519,17 +520,11 @@ def b64_encode(data: bytes, line_length: int, eol: bytes, trailer: bytes) -> byt
     return eol.join(pieces) + trailer
 
 
-def has_long_line(data: bytes, around: Sequence[int] = ()) -> bool:
-    """Whether a line of ``data`` (without its CRLF/LF) is longer than 998 octets; with
-    ``around``, only the lines holding those offsets are looked at."""
+def has_long_line(data: bytes, around: Sequence[int]) -> bool:
+    """Whether one of the lines of ``data`` holding the offsets ``around`` is longer than
+    998 octets (without its CRLF/LF): only lines with a change can have grown."""
     if len(data) <= MAX_LINE_OCTETS:
         return False
-    if not around:
-        return any(
-            len(line.rstrip(b"\r")) > MAX_LINE_OCTETS
-            for line in data.split(b"\n")
-            if len(line) > MAX_LINE_OCTETS
-        )
     for pos in around:
         start = data.rfind(b"\n", 0, pos) + 1
         end = data.find(b"\n", pos)
