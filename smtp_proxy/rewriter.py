@@ -162,9 +162,9 @@ def _decode_job(data: bytes, job: _Job, settings: TrackingSettings) -> None:
         raise MimeError("unknown-transfer-encoding")
     # Most parts have no link at all: look for one in the bytes before paying for the
     # charset decoding (links are ASCII in every charset a mail client would use here).
-    marker, marker_re = (b"href", _HREF_B_RE) if job.kind == "html" else (b"http", _HTTP_B_RE)
     if job.kind == "text" and not settings.text_links:
         return
+    marker, marker_re = (b"href", _HREF_B_RE) if job.kind == "html" else (b"http", _HTTP_B_RE)
     if marker not in job.decoded and marker_re.search(job.decoded) is None:
         return
     charset = entity.headers.charset
@@ -193,8 +193,8 @@ def _decode_job(data: bytes, job: _Job, settings: TrackingSettings) -> None:
         # which some link is really going to be tracked.
         job.scan = _scan_html(job.text)
         job.links = job.scan.links
-    elif settings.text_links and ("http" in job.text or _HTTP_RE.search(job.text)):
-        job.links = tuple(find_text_links(job.text))
+    elif "http" in job.text or _HTTP_RE.search(job.text):
+        job.links = find_text_links(job.text)
 
 
 # A campaign sends the same HTML to many recipients, one message each: the scan and the
@@ -356,7 +356,7 @@ def _spliced_decoded(job: _Job) -> tuple[bytes | None, list[tuple[int, int, byte
         return new_decoded, changes
     # Other charsets (stateful ones like ISO-2022-JP): check against the reference, what
     # the link finder's own splice says the text must become.
-    expected = splice(job.text, [(link, url) for link, url in tracked])
+    expected = splice(job.text, tracked)
     try:
         if new_decoded.decode(enc, job.errors) != expected:
             return None
@@ -478,10 +478,8 @@ def _rewrite(
     when = int((sent_at or datetime.now(UTC)).timestamp())
 
     # Per-message opt-out: report the links, change nothing but removing the header.
-    force_reason: str | None = None
     opt_out = [str(v).strip().lower() for v in top_headers.get_all(OPT_OUT_HEADER) or []]
-    if any(v in _OFF_VALUES for v in opt_out):
-        force_reason = "opt-out-header"
+    force_reason = "opt-out-header" if any(v in _OFF_VALUES for v in opt_out) else None
 
     sigs = dkim_resign.signatures(top_headers)
     resign_keys = dkim_resign.resign_keys(sigs, settings.dkim) if sigs else []
@@ -516,9 +514,7 @@ def _rewrite(
     )
 
     if force_reason is not None:
-        if any(v in _OFF_VALUES for v in opt_out) and not any(
-            OPT_OUT_HEADER.lower() in s.signed_headers for s in sigs
-        ):
+        if not any(OPT_OUT_HEADER.lower() in s.signed_headers for s in sigs):
             block = mime_parts.remove_header(data[: top.header_end], OPT_OUT_HEADER)
             out = block + data[top.header_end :]
             return RewriteResult(out, tuple(decisions), out != data, force_reason, tuple(notes))
