@@ -51,8 +51,9 @@ def run(args: argparse.Namespace) -> int:
     outdir = Path(args.outdir) if args.outdir else None
     if len(files) > 1 and outdir is None and not args.explain:
         raise ClickrelayError("several files need --outdir DIR (or --explain)")
+    # The file name each input is written under in --outdir.
+    names = [("stdin.eml" if f == "-" else Path(f).name) for f in files]
     if outdir is not None:
-        names = [("stdin.eml" if f == "-" else Path(f).name) for f in files]
         if len(set(names)) != len(names):
             raise ClickrelayError("--outdir: two inputs have the same file name")
         outdir.mkdir(parents=True, exist_ok=True)
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = config_from_cli(args.config)
     keyring = ensure_key_file(config.tracking.key_file)
-    for name in files:
+    for name, out_name in zip(files, names, strict=True):
         data = _read(name)
         base_url = sender_base_url(config, "", data)
         settings = TrackingSettings.from_config(config, keyring, base_url)
@@ -82,8 +83,7 @@ def run(args: argparse.Namespace) -> int:
                 }
                 print(json.dumps(record, ensure_ascii=False), flush=True)
         if outdir is not None:
-            target = outdir / ("stdin.eml" if name == "-" else Path(name).name)
-            target.write_bytes(result.data)
+            (outdir / out_name).write_bytes(result.data)
         elif not args.explain:
             sys.stdout.flush()
             sys.stdout.buffer.write(result.data)
