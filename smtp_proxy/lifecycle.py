@@ -430,9 +430,11 @@ def _print_flush(line: str) -> None:
 
 
 def run_command(kind: Kind, config_path: str | None) -> int:
-    """Entry point of ``clickrelay serve|proxy|redirector``."""
-    # Read the config once before the loop so a bad file fails fast with a clean error.
-    config_from_cli(config_path)
+    """Entry point of ``clickrelay serve|proxy|redirector``.
+
+    The supervisor reads the config first thing, before any service starts, so a bad
+    file still fails fast with a clean error (a ConfigError out of ``run_in_loop``).
+    """
 
     async def main() -> int:
         supervisor = Supervisor(kind, lambda: config_from_cli(config_path))
