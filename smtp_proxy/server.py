@@ -57,7 +57,7 @@ from smtp_proxy.rewriter import (
     rewrite_message,
     sender_base_url,
 )
-from smtp_proxy.smuggling import find_bare_newline, normalize_newlines
+from smtp_proxy.smuggling import has_bare_newline, normalize_newlines
 from smtp_proxy.upstream import Reply, UpstreamError, UpstreamTransaction
 from smtp_proxy.users import UsersFile
 
@@ -670,7 +670,7 @@ class ProxyHandler:
             self.metrics.messages.labels(outcome="tempfail").inc()
             log_event(logger, logging.WARNING, "message", **fields, outcome="no-upstream")
             return with_queue_id(REPLY_UPSTREAM_DOWN, queue_id)
-        if find_bare_newline(content) >= 0:
+        if has_bare_newline(content):
             if runtime.config.proxy.bare_newline == "reject":
                 await self._release(sess, reusable=True)
                 self.metrics.messages.labels(outcome="rejected").inc()
