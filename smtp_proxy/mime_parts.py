@@ -537,9 +537,7 @@ def has_long_line(data: bytes, around: Sequence[int]) -> bool:
 def replace_header(block: bytes, name: str, value: str, eol: bytes) -> bytes:
     """``block`` with header ``name`` (every occurrence, folded lines included) replaced by
     one ``name: value`` line, or with that line appended when absent."""
-    pattern = re.compile(
-        rb"(?im)^" + re.escape(name.encode("ascii")) + rb"[ \t]*:[^\n]*\n(?:[ \t][^\n]*\n)*"
-    )
+    pattern = _header_re(name)
     new_line = f"{name}: {value}".encode("ascii") + eol
     if not block.endswith(b"\n"):
         block += eol
@@ -559,9 +557,13 @@ def replace_header(block: bytes, name: str, value: str, eol: bytes) -> bytes:
 
 def remove_header(block: bytes, name: str) -> bytes:
     """``block`` without any occurrence of header ``name`` (folded lines included)."""
-    pattern = re.compile(
+    return _header_re(name).sub(b"", block)
+
+
+def _header_re(name: str) -> re.Pattern[bytes]:
+    """Every occurrence of header ``name``: its line and its folded continuation lines."""
+    return re.compile(
         rb"(?im)^"
         + re.escape(name.encode("ascii"))
         + rb"[ \t]*:[^\n]*(?:\n|\Z)(?:[ \t][^\n]*(?:\n|\Z))*"
     )
-    return pattern.sub(b"", block)
