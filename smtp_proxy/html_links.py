@@ -302,15 +302,21 @@ def _fast_link(html: str, m: re.Match[str]) -> FoundLink:
     """The link of a tag matched by ``_LINK_RE`` (no opt-out attribute on it)."""
     start, stop = m.span(m.lastindex or 4)  # the value group that matched (2, 3 or 4)
     if start < stop and (html[start] in _TRIM or html[stop - 1] in _TRIM):
-        while start < stop and html[start] in _TRIM:
-            start += 1
-        while stop > start and html[stop - 1] in _TRIM:
-            stop -= 1
+        start, stop = _strip_span(html, start, stop)
     raw = html[start:stop]
     name = m.group(1)
     kind = "a" if name in _A_NAMES else "area" if name in _AREA_NAMES else "vml"
     url = unescape_attribute(raw) if "&" in raw else raw
     return FoundLink(start, stop, raw, url, kind, None)
+
+
+def _strip_span(html: str, start: int, stop: int) -> tuple[int, int]:
+    """``html[start:stop]`` without leading and trailing ASCII whitespace, as a span."""
+    while start < stop and html[start] in _TRIM:
+        start += 1
+    while stop > start and html[stop - 1] in _TRIM:
+        stop -= 1
+    return start, stop
 
 
 _A_NAMES = frozenset({"a", "A"})
@@ -379,11 +385,7 @@ def _link(html: str, tag: re.Match[str], name: str) -> FoundLink | None:
                 break
     if href is None:
         return None
-    start, stop = href
-    while start < stop and html[start] in _TRIM:
-        start += 1
-    while stop > start and html[stop - 1] in _TRIM:
-        stop -= 1
+    start, stop = _strip_span(html, *href)
     raw = html[start:stop]
     kind = name if name in ("a", "area") else "vml"
     opt_out = _opt_out(attrs) if want_all else None
