@@ -27,8 +27,8 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from redirector import __version__
-from redirector.classify import BOT, HUMAN, Classifier, Verdict
-from redirector.clicks import Click
+from redirector.classify import Classifier, Verdict
+from redirector.clicks import BOT, HUMAN, Click
 from redirector.clientip import ClientIpPolicy
 from redirector.config import RedirectorConfig
 from redirector.errors import ClickrelayError, TokenError

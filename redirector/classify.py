@@ -32,11 +32,9 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from redirector.clicks import BOT, HUMAN
 from redirector.config import RedirectorConfig
 from redirector.errors import ConfigError
-
-HUMAN = "human"
-BOT = "bot"
 
 
 @dataclass(frozen=True)
