@@ -39,14 +39,16 @@ KEY_ID_LEN = 4
 NONCE_LEN = 12
 TAG_LEN = 16
 _HEADER = struct.Struct(">B4s")
-_FIXED = struct.Struct(">BII")
-#: ``_FIXED`` plus the queue id length, read in one call when opening a token.
+#: flags, sent_at, link index and the queue id length: packed and read in one call.
 _FIXED_QLEN = struct.Struct(">BIIB")
+#: The recipient length.
 _U16 = struct.Struct(">H")
 _FLAG_ZLIB = 1
 #: Base64url alphabet only: a token needs no escaping in HTML, QP or plain text.
 TOKEN_RE = re.compile(r"[A-Za-z0-9_-]+")
-_MIN_TOKEN_BYTES = _HEADER.size + NONCE_LEN + TAG_LEN + _FIXED.size + 1 + 2 + len("http://x")
+_MIN_TOKEN_BYTES = (
+    _HEADER.size + NONCE_LEN + TAG_LEN + _FIXED_QLEN.size + _U16.size + len("http://x")
+)
 #: A URL longer than this is never minted (tracked links are capped far below it anyway).
 MAX_URL_BYTES = 65_536
 #: Upper bound on a token we are willing to decode; longer input is rejected before base64.
@@ -178,10 +180,9 @@ class Keyring:
             packed_url = raw_url
         plaintext = b"".join(
             (
-                _FIXED.pack(flags, when & 0xFFFFFFFF, link_index),
-                bytes((len(qid),)),
+                _FIXED_QLEN.pack(flags, when & 0xFFFFFFFF, link_index, len(qid)),
                 qid,
-                struct.pack(">H", len(rcpt)),
+                _U16.pack(len(rcpt)),
                 rcpt,
                 packed_url,
             )
@@ -221,7 +222,7 @@ def _unpack(plaintext: bytes, key_id: str) -> LinkData:
         pos = _FIXED_QLEN.size + qlen
         queue_id = plaintext[_FIXED_QLEN.size : pos].decode("utf-8")
         (rlen,) = _U16.unpack_from(plaintext, pos)
-        pos += 2
+        pos += _U16.size
         recipient = plaintext[pos : pos + rlen].decode("utf-8")
         packed = plaintext[pos + rlen :]
         raw_url = zlib.decompress(packed, bufsize=len(packed) * 4) if flags & _FLAG_ZLIB else packed
