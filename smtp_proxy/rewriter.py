@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 from email.utils import getaddresses
 
 from redirector.errors import TokenError
-from redirector.tokens import Keyring, url_is_sealable
+from redirector.tokens import Keyring
 from smtp_proxy import dkim_resign, mime_parts
 from smtp_proxy.config import Config, DkimConfig
 from smtp_proxy.html_links import FoundLink, HtmlScan, check_links, find_html_links, splice
@@ -45,7 +45,6 @@ _HREF_RE = re.compile(r"href", re.I)
 _HTTP_RE = re.compile(r"https?:", re.I)
 _HREF_B_RE = re.compile(rb"href", re.I)
 _HTTP_B_RE = re.compile(rb"https?:", re.I)
-_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 _PGP_MARK = "-----BEGIN PGP "
 #: Charsets (Python codec names) in which every byte < 0x80 is that ASCII character on its
 #: own, whatever comes before or after it.
@@ -261,8 +260,6 @@ def _decide(
                 reason = OPT_OUT_REASON
             if reason is None and link.url.startswith(prefix):
                 reason = "already-tracked"
-            if reason is None and (not url_is_sealable(link.url) or _SURROGATE_RE.search(link.url)):
-                reason = "malformed"
             tracked: str | None = None
             if reason is None:
                 try:
@@ -274,6 +271,8 @@ def _decide(
                         sent_at=sent_at,
                     )
                 except TokenError:
+                    # seal() refuses what url_is_sealable refuses (skip_reason already
+                    # took out surrogates and everything else but the byte length).
                     reason = "malformed"
                 else:
                     tracked = prefix + token

@@ -17,7 +17,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from redirector.tokens import Keyring
+from redirector.tokens import MAX_URL_BYTES, Keyring
 from smtp_proxy import mime_parts
 from smtp_proxy.config import DkimConfig, DkimDomainConfig, default_config, load_config_text
 from smtp_proxy.rewriter import (
@@ -311,6 +311,16 @@ def test_too_long_links_are_left(keyring: Keyring, tmp_path: Path) -> None:
     result = rw(data, settings)
     assert not result.changed and result.data == data
     assert [(d.action, d.reason) for d in result.links] == [("skipped", "too-long")]
+
+
+def test_url_a_token_cannot_carry_is_malformed(settings: TrackingSettings) -> None:
+    # Over MAX_URL_BYTES: the rules pass it, the keyring refuses to seal it.
+    long_url = "https://example.com/" + "a" * MAX_URL_BYTES
+    settings = dataclasses.replace(settings, max_link_length=10 * MAX_URL_BYTES)
+    data = msg("Content-Type: text/html", f'<a href="{long_url}">x</a>'.encode())
+    result = rw(data, settings)
+    assert not result.changed and result.data == data
+    assert [(d.action, d.reason) for d in result.links] == [("skipped", "malformed")]
 
 
 def test_text_links_can_be_turned_off(settings: TrackingSettings) -> None:
