@@ -222,12 +222,14 @@ def add_user(path: Path, user: str, password: str) -> bool:
             raise UsersFileError(f"{path}: users file is not UTF-8") from None
         except OSError as exc:
             raise UsersFileError(f"{path}: cannot read users file: {exc.strerror}") from None
+        # The user's lines, found as UsersFile.parse reads the file.
+        theirs = {
+            number for number, name, value in _entries(old) if value is not None and name == user
+        }
         lines: list[str] = []
         replaced = False
-        for line in old.splitlines():
-            stripped = line.strip()
-            name, sep, _ = stripped.partition(":")
-            if sep and not stripped.startswith("#") and name.strip() == user:
+        for number, line in enumerate(old.splitlines(), 1):
+            if number in theirs:
                 if not replaced:
                     lines.append(new_line)
                 replaced = True  # later duplicates are dropped
