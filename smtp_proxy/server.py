@@ -545,7 +545,6 @@ class ProxyHandler:
         try:
             return await call()
         except UpstreamError as exc:
-            session.txn_busy = False
             self.metrics.upstream_errors.labels(stage=stage).inc()
             log_event(
                 logger, logging.WARNING, "upstream-error", stage=stage, client=client, error=exc
