@@ -51,6 +51,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from redirector.errors import ClickrelayError, ConfigError
 from redirector.logfmt import log_event
 from smtp_proxy.config import UpstreamConfig
+from smtp_proxy.smuggling import normalize_newlines
 
 logger = logging.getLogger("clickrelay.upstream")
 
@@ -595,15 +596,12 @@ class _SmtpTransaction:
 
 #: Target size of one DATA write; chunks are cut after a line end.
 DATA_CHUNK = 256 * 1024
-_LINE_ENDINGS = re.compile(rb"\r\n|\r|\n")
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
 def _chunk_for_wire(piece: bytes) -> bytes:
     """CRLF line ends and dot-stuffing for a piece that starts at a line start."""
-    crlf = piece.count(b"\r\n")
-    if piece.count(b"\n") != crlf or piece.count(b"\r") != crlf:
-        piece = _LINE_ENDINGS.sub(b"\r\n", piece)
+    piece = normalize_newlines(piece)
     if piece.startswith(b".") or b"\n." in piece:
         piece = _LEADING_DOT.sub(b"..", piece)
     return piece
