@@ -504,9 +504,8 @@ class _SmtpTransaction:
         except BaseException:
             self._break()
             raise
-        if not 200 <= reply.code <= 599:
-            raise self._fail(SMTPResponseException(reply.code, reply.message), stage="data")
-        if reply.code == 421:
+        if reply.code == 421 or not 200 <= reply.code <= 599:
+            # "Closing channel", or not an SMTP reply at all: the connection is done.
             raise self._fail(SMTPResponseException(reply.code, reply.message), stage="data")
         if not self._conn.alive:
             # The upstream hung up right after answering. The answer stands (a 250 here
