@@ -290,10 +290,7 @@ def _dumps(doc: Any) -> str:
 
 
 def create_admin_app(
-    config: RedirectorConfig,
-    recorder: ClickRecorder | None,
-    *,
-    registry: CollectorRegistry,
+    recorder: ClickRecorder | None, *, registry: CollectorRegistry
 ) -> web.Application:
     """The admin application: ``GET /metrics`` (Prometheus) and ``GET /api/stats?since=``."""
     app = web.Application()

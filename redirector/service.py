@@ -124,7 +124,7 @@ class RedirectorService:
                 registry=self.registry,
                 classifier=self._classifier,
             )
-            admin = create_admin_app(config, recorder, registry=self.registry)
+            admin = create_admin_app(recorder, registry=self.registry)
             self._public_port = await self._serve(self._app, self._listen)
             self._admin_port = await self._serve(admin, self._admin_listen)
         except BaseException:

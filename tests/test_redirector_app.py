@@ -611,7 +611,7 @@ async def test_admin_metrics_count_redirects_and_clicks(keyring: Keyring) -> Non
     registry = CollectorRegistry()
     config = RedirectorConfig()
     public = create_app(config, keyring, None, registry=registry)
-    admin = create_admin_app(config, None, registry=registry)
+    admin = create_admin_app(None, registry=registry)
     async with client_for(public) as client, client_for(admin) as admin_client:
         token = seal(keyring, "https://example.com/")
         await get(client, f"/c/{token}")
@@ -655,7 +655,7 @@ async def test_admin_api_stats_returns_the_store_document(tmp_path: Path, keyrin
         store = open_store(f"sqlite:{tmp_path / 'clicks.sqlite3'}")
         await store.open()
         recorder = ClickRecorder(store, registry=CollectorRegistry())
-        admin = create_admin_app(config, recorder, registry=CollectorRegistry())
+        admin = create_admin_app(recorder, registry=CollectorRegistry())
         try:
             async with client_for(admin) as admin_client:
                 resp = await get(admin_client, "/api/stats")
