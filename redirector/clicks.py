@@ -107,8 +107,24 @@ def clean_text(value: str | None) -> str | None:
     return value
 
 
+#: The stores' column order: :func:`click_row` fills it, both stores' INSERTs name it.
+CLICK_COLUMNS = (
+    "id",
+    "time",
+    "queue_id",
+    "link_index",
+    "url",
+    "recipient",
+    "client_ip",
+    "user_agent",
+    "method",
+    "classification",
+    "reason",
+)
+
+
 def click_row(click: Click, time_value: Callable[[datetime], Any]) -> tuple[Any, ...]:
-    """One INSERT row in the stores' column order; ``time_value`` is the store's time form."""
+    """One INSERT row in :data:`CLICK_COLUMNS` order; ``time_value`` is the store's time form."""
     return (
         click.id,
         time_value(click.time),

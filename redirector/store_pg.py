@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import asyncpg
 
-from redirector.clicks import Click, click_row, utc
+from redirector.clicks import CLICK_COLUMNS, Click, click_row, utc
 from redirector.stats import LINK_STATS_SQL, MESSAGE_STATS_SQL, LinkRow, MessageRow, build_stats
 from redirector.store import StoreError
 
@@ -98,11 +98,10 @@ class PgStore:
         self._pool: asyncpg.Pool | None = None
         self._migrated = False
         self._lock = asyncio.Lock()  # one open/migrate at a time
+        placeholders = ", ".join(f"${n}" for n in range(1, len(CLICK_COLUMNS) + 1))
         self._insert = (
-            f"INSERT INTO {self.table} (id, time, queue_id, link_index, url, recipient,"
-            " client_ip, user_agent, method, classification, reason)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
-            " ON CONFLICT (id) DO NOTHING"
+            f"INSERT INTO {self.table} ({', '.join(CLICK_COLUMNS)})"
+            f" VALUES ({placeholders}) ON CONFLICT (id) DO NOTHING"
         )
 
     def _error(self, exc: BaseException) -> StoreError:

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from redirector.clicks import Click, click_row, utc
+from redirector.clicks import CLICK_COLUMNS, Click, click_row, utc
 from redirector.stats import LINK_STATS_SQL, MESSAGE_STATS_SQL, LinkRow, MessageRow, build_stats
 from redirector.store import StoreError
 
@@ -49,9 +49,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 )
 
 _INSERT = (
-    "INSERT INTO clicks (id, time, queue_id, link_index, url, recipient, client_ip,"
-    " user_agent, method, classification, reason)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+    f"INSERT INTO clicks ({', '.join(CLICK_COLUMNS)})"
+    f" VALUES ({', '.join('?' * len(CLICK_COLUMNS))}) ON CONFLICT (id) DO NOTHING"
 )
 
 
