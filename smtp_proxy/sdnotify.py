@@ -70,6 +70,11 @@ def _clean(text: str) -> str:
     return one_line[:MAX_STATUS_CHARS]
 
 
+def _status(text: str | None) -> tuple[str, ...]:
+    """The ``STATUS=`` assignment that goes with a state change, if there is a text."""
+    return (f"STATUS={_clean(text)}",) if text else ()
+
+
 class Notifier:
     """Sends state changes to systemd; does nothing when not run as a notify service.
 
@@ -103,25 +108,16 @@ class Notifier:
         return True
 
     def ready(self, status: str | None = None) -> bool:
-        fields = ["READY=1"]
-        if status:
-            fields.append(f"STATUS={_clean(status)}")
-        return self.notify(*fields)
+        return self.notify("READY=1", *_status(status))
 
     def reloading(self, status: str | None = None) -> bool:
         # MONOTONIC_USEC lets systemd >= 253 (Type=notify-reload) match the reload it
         # asked for with this answer; older versions ignore it.
         usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
-        fields = ["RELOADING=1", f"MONOTONIC_USEC={usec}"]
-        if status:
-            fields.append(f"STATUS={_clean(status)}")
-        return self.notify(*fields)
+        return self.notify("RELOADING=1", f"MONOTONIC_USEC={usec}", *_status(status))
 
     def stopping(self, status: str | None = None) -> bool:
-        fields = ["STOPPING=1"]
-        if status:
-            fields.append(f"STATUS={_clean(status)}")
-        return self.notify(*fields)
+        return self.notify("STOPPING=1", *_status(status))
 
     def status(self, text: str) -> bool:
         return self.notify(f"STATUS={_clean(text)}")
