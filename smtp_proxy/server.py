@@ -859,10 +859,14 @@ class ProxyHandler:
             return False
         self.metrics.auth.labels(result="blocked").inc()
         log_event(logger, logging.WARNING, "auth-blocked", client=key)
+        await self._hang_up_blocked(server)
+        return True
+
+    async def _hang_up_blocked(self, server: SMTP) -> None:
+        """421 and close: the client has failed AUTH too often (see AuthFailureLimiter)."""
         await server.push(REPLY_AUTH_BLOCKED)
         if server.transport is not None:
             server.transport.close()
-        return True
 
     async def _check_password(self, server: SMTP, login: bytes, password: bytes) -> AuthResult:
         runtime = self.runtime()
@@ -886,9 +890,7 @@ class ProxyHandler:
             logger, logging.WARNING, "auth-failed", client=client, user=user, blocked=now_blocked
         )
         if now_blocked:
-            await server.push(REPLY_AUTH_BLOCKED)
-            if server.transport is not None:
-                server.transport.close()
+            await self._hang_up_blocked(server)
             return AuthResult(success=False, handled=True)
         return AuthResult(success=False, handled=False, message=REPLY_AUTH_INVALID)
 
