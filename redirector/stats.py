@@ -23,9 +23,10 @@ from typing import Any
 
 from redirector.clicks import utc
 
-#: Shared by both stores: one row per (message, link, url), and one per message. ``:since``
-#: is replaced by each store's placeholder; the time column compares correctly in both
-#: (timestamptz in PostgreSQL, fixed-format UTC text in SQLite).
+#: Shared by both stores: one row per (message, link, url), and one per message. Each store
+#: fills in ``{table}`` and ``{where}`` (its ``time >= placeholder`` clause, or nothing); the
+#: time column compares correctly in both (timestamptz in PostgreSQL, fixed-format UTC text
+#: in SQLite).
 LINK_STATS_SQL = """
 SELECT queue_id, link_index, url,
        SUM(CASE WHEN classification = 'human' THEN 1 ELSE 0 END) AS human_clicks,
