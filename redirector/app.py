@@ -56,11 +56,11 @@ _COMMON_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Robots-Tag": "noindex",
 }
+#: The headers of the 302 (before its Location) and of the 404. Built once: web.Response
+#: copies a CIMultiDict cheaper than it converts a dict.
+_TEXT_HEADERS = CIMultiDict({**_COMMON_HEADERS, "Content-Type": "text/plain"})
 _FOUND_BODY = b"Found\n"
-#: Built once: web.Response copies a CIMultiDict cheaper than it converts a dict.
-_FOUND_HEADERS = CIMultiDict({**_COMMON_HEADERS, "Content-Type": "text/plain"})
 _NOT_FOUND_BODY = b"Not Found\n"
-_NOT_FOUND_HEADERS = CIMultiDict({**_COMMON_HEADERS, "Content-Type": "text/plain"})
 
 
 class RedirectorMetrics(Collector):
@@ -122,7 +122,7 @@ REGISTRY_KEY = web.AppKey("redirector_registry", CollectorRegistry)
 
 def not_found_response() -> web.Response:
     """The one failure answer of the public listener, whatever went wrong."""
-    return web.Response(status=404, body=_NOT_FOUND_BODY, headers=_NOT_FOUND_HEADERS)
+    return web.Response(status=404, body=_NOT_FOUND_BODY, headers=_TEXT_HEADERS)
 
 
 async def _redirect(request: web.Request) -> web.StreamResponse:
@@ -155,7 +155,7 @@ async def _redirect(request: web.Request) -> web.StreamResponse:
         _note_click(request, state, link)
     except Exception as exc:  # a click we fail to note must never cost the redirect
         log_event(log, logging.ERROR, "click-not-recorded", queue_id=link.queue_id, error=repr(exc))
-    response = web.Response(status=302, body=_FOUND_BODY, headers=_FOUND_HEADERS)
+    response = web.Response(status=302, body=_FOUND_BODY, headers=_TEXT_HEADERS)
     # Set after construction: the CIMultiDict copy of the constant headers is cheaper
     # than building one from a new dict per redirect.
     response.headers[hdrs.LOCATION] = location
