@@ -134,9 +134,8 @@ def format_reply(reply: Reply, queue_id: str | None = None) -> str:
     lines = [_printable(line) for line in lines]
     if queue_id:
         lines[-1] = f"{lines[-1]} (clickrelay id {queue_id})".lstrip()
-    out = [f"{code}-{line}" for line in lines[:-1]]
-    out.append(f"{code} {lines[-1]}".rstrip())
-    return "\r\n".join(out)
+    # _printable left no newline inside a line, so Reply splits them back as they are.
+    return str(Reply(code, "\n".join(lines)))
 
 
 def _printable(text: str) -> str:
