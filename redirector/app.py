@@ -13,7 +13,6 @@ target we would not send anyone to, any other path or method — gets one and th
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -282,11 +281,7 @@ async def _api_stats(request: web.Request) -> web.Response:
     except ClickrelayError as exc:
         log_event(log, logging.WARNING, "stats-failed", error=str(exc))
         return web.json_response({"error": f"click store unavailable: {exc}"}, status=503)
-    return web.json_response(doc, dumps=_dumps)
-
-
-def _dumps(doc: Any) -> str:
-    return json.dumps(doc, default=str)
+    return web.json_response(doc)
 
 
 def create_admin_app(
