@@ -35,6 +35,7 @@ from prometheus_client import CollectorRegistry
 from redirector.errors import ConfigError
 from redirector.logfmt import log_event
 from smtp_proxy.config import UpstreamConfig
+from smtp_proxy.fsutil import write_atomically
 from smtp_proxy.upstream import Reply, UpstreamError
 
 logger = logging.getLogger("clickrelay.upstream")
@@ -72,27 +73,7 @@ def deliver(path: Path, data: bytes, host: str | None = None) -> str:
     """
     ensure_maildir(path)
     name = unique_name(host)
-    tmp = path / "tmp" / name
-    new = path / "new" / name
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, new)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path / "new", os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomically(path / "tmp" / name, path / "new" / name, data)
     return name
 
 

@@ -41,6 +41,7 @@ import argon2
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from redirector.errors import ConfigError
+from smtp_proxy.fsutil import write_atomically
 
 #: Mode bits a users file must not have: other read/write, group write.
 _UNSAFE_BITS = stat.S_IROTH | stat.S_IWOTH | stat.S_IWGRP
@@ -242,27 +243,12 @@ def add_user(path: Path, user: str, password: str) -> bool:
 
 
 def _write_atomically(path: Path, data: bytes, old: os.stat_result | None) -> None:
+    def keep_ownership(fd: int) -> None:
+        if old is not None:
+            # Keep the owner/group (e.g. root:clickrelay) and group read if it had it.
+            os.fchmod(fd, stat.S_IMODE(old.st_mode) & 0o640 | 0o600)
+            with contextlib.suppress(PermissionError):
+                os.fchown(fd, old.st_uid, old.st_gid)
+
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        try:
-            if old is not None:
-                # Keep the owner/group (e.g. root:clickrelay) and group read if it had it.
-                os.fchmod(fd, stat.S_IMODE(old.st_mode) & 0o640 | 0o600)
-                with contextlib.suppress(PermissionError):
-                    os.fchown(fd, old.st_uid, old.st_gid)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_atomically(tmp, path, data, prepare=keep_ownership)
