@@ -13,6 +13,35 @@ from pathlib import Path
 from typing import Any
 
 
+def parse_hostport(value: str, default_port: int | None = None) -> tuple[str, int]:
+    """``host:port``, ``[v6]:port`` or (with a default port) a bare host."""
+    text = value.strip()
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep:
+            raise ValueError("expected [ipv6]:port")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    elif text.count(":") > 1:
+        host, port_text = text, ""
+    else:
+        host, port_text = text, ""
+    if not host:
+        raise ValueError("expected host:port")
+    if not port_text:
+        if default_port is None:
+            raise ValueError("expected host:port")
+        return host, default_port
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError("expected a port number 0-65535")
+    return host, int(port_text)
+
+
+def _check_listen(value: str) -> None:
+    parse_hostport(value)
+
+
 def _check_store(value: str) -> None:
     if value.startswith("sqlite:") and len(value) > len("sqlite:"):
         return
@@ -50,9 +79,9 @@ def _check(fn: Callable[[Any], None]) -> dict[str, Any]:
 @dataclass(frozen=True)
 class RedirectorConfig:
     #: Public listener: serves only ``/c/<token>`` and ``/healthz``.
-    listen: str = "127.0.0.1:8080"
+    listen: str = field(default="127.0.0.1:8080", metadata=_check(_check_listen))
     #: Admin listener: ``/metrics`` and ``/api/stats``; keep it off the internet.
-    admin_listen: str = "127.0.0.1:8081"
+    admin_listen: str = field(default="127.0.0.1:8081", metadata=_check(_check_listen))
     #: ``sqlite:PATH`` or ``postgresql://user@host:port/db``.
     store: str = field(
         default="sqlite:clickrelay-data/clicks.sqlite3", metadata=_check(_check_store)

@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 
 from redirector.app import create_admin_app, create_app, set_keyring
 from redirector.classify import Classifier
-from redirector.config import RedirectorConfig
+from redirector.config import RedirectorConfig, parse_hostport
 from redirector.errors import ConfigError
 from redirector.logfmt import log_event
 from redirector.recorder import ClickRecorder
@@ -39,17 +39,12 @@ LISTENER_SHUTDOWN_TIMEOUT = 5.0
 
 def parse_listen(value: str, *, key: str = "listen") -> tuple[str, int]:
     """``host:port`` or ``[v6]:port`` (port 0 = any free port) → (host, port)."""
-    text = value.strip()
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        port_text = rest[1:] if sep and rest.startswith(":") else ""
-    else:
-        host, _, port_text = text.rpartition(":")
-        if ":" in host:  # a bare IPv6 address without brackets: ambiguous
-            host, port_text = "", ""
-    if not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ConfigError(f"[redirector] {key}: expected host:port or [ipv6]:port, got {value!r}")
-    return host, int(port_text)
+    try:
+        return parse_hostport(value)
+    except ValueError:
+        raise ConfigError(
+            f"[redirector] {key}: expected host:port or [ipv6]:port, got {value!r}"
+        ) from None
 
 
 class RedirectorService:

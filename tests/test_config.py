@@ -83,6 +83,8 @@ def test_quick_start_defaults_live_under_clickrelay_data(tmp_path: Path) -> None
         ('[tracking.sender_domains]\n"a.com" = "nope"\n', ["tracking.sender_domains", "http"]),
         ('[upstream]\nurl = "http://mx"\n', ["upstream.url", "smtp://"]),
         ('[redirector]\nstore = "mysql://x"\n', ["redirector.store", "sqlite:"]),
+        ('[redirector]\nlisten = "8080"\n', ["redirector.listen", "host:port"]),
+        ('[redirector]\nadmin_listen = "::1"\n', ["redirector.admin_listen", "host:port"]),
         ("[preflight]\ninterval = -1\n", ["preflight.interval", "> 0"]),
         ('[dkim.domains."a.com"]\nkey_file = "k"\n', ['dkim.domains."a.com".selector', "missing"]),
         ('[log]\nlevel = "loud"\n', ["log.level", "'info'"]),
