@@ -258,7 +258,8 @@ def set_keyring(app: web.Application, keyring: Keyring) -> None:
 # --- admin ---------------------------------------------------------------------------
 
 
-async def _metrics(request: web.Request) -> web.Response:
+async def metrics_handler(request: web.Request) -> web.Response:
+    """``GET /metrics``: the Prometheus text format of the app's ``REGISTRY_KEY`` registry."""
     registry = request.app[REGISTRY_KEY]
     return web.Response(
         body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
@@ -291,6 +292,6 @@ def create_admin_app(
     app = web.Application()
     app[REGISTRY_KEY] = registry
     app[RECORDER_KEY] = recorder
-    app.router.add_get("/metrics", _metrics)
+    app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/api/stats", _api_stats)
     return app

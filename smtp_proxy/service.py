@@ -23,8 +23,9 @@ import ssl
 import time
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
+from redirector.app import REGISTRY_KEY, metrics_handler
 from redirector.errors import ConfigError
 from redirector.logfmt import log_event
 from redirector.tokens import Keyring
@@ -44,8 +45,6 @@ from smtp_proxy.users import UsersFile
 
 logger = logging.getLogger("clickrelay.proxy")
 
-REGISTRY_KEY = web.AppKey("registry", CollectorRegistry)
-
 
 def make_tls_context(cert: str, key: str) -> ssl.SSLContext:
     """Server-side TLS context for STARTTLS and the implicit-TLS listener."""
@@ -63,16 +62,10 @@ def create_admin_app(registry: CollectorRegistry) -> web.Application:
     app = web.Application()
     app[REGISTRY_KEY] = registry
 
-    async def metrics(request: web.Request) -> web.Response:
-        body = generate_latest(request.app[REGISTRY_KEY])
-        response = web.Response(body=body)
-        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
-        return response
-
     async def healthz(request: web.Request) -> web.Response:
         return web.json_response({"service": "clickrelay-proxy", "status": "ok"})
 
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/healthz", healthz)
     return app
 
