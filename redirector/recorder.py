@@ -38,6 +38,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from redirector.aiotasks import cancel_and_wait
 from redirector.clicks import Click
 from redirector.logfmt import log_event
 from redirector.store import ClickStore, StoreError
@@ -334,9 +335,7 @@ class ClickRecorder:
             async with asyncio.timeout(timeout):
                 await asyncio.shield(task)
         except TimeoutError:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         finally:
             if not task.done():  # stop() itself was cancelled
                 task.cancel()

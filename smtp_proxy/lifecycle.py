@@ -22,7 +22,6 @@ Startup: logging, the key file (created 0600 with one key if missing), the servi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import os
@@ -33,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from prometheus_client import CollectorRegistry
 
+from redirector.aiotasks import cancel_and_wait
 from redirector.errors import ClickrelayError
 from redirector.logfmt import log_event
 from redirector.tokens import Keyring, ensure_key_file, load_keyring
@@ -326,13 +326,9 @@ class Supervisor:
         try:
             return await self._run()
         finally:
-            watchdog.cancel()
             for sig in handled:
                 loop.remove_signal_handler(sig)
-            try:
-                await watchdog
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(watchdog)
 
     async def _run(self) -> int:
         config = self.load()
@@ -371,9 +367,7 @@ class Supervisor:
                     continue
                 break
         finally:
-            status.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await status
+            await cancel_and_wait(status)
         log_event(logger, logging.INFO, "stopping", signal=name)
         if name == "SIGINT" and sys.stderr.isatty():
             print("stopping gracefully; press Ctrl-C again to quit at once", file=sys.stderr)

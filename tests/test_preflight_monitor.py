@@ -210,3 +210,32 @@ async def test_a_failing_check_keeps_the_loop_alive_and_fails_closed(
     finally:
         await monitor.stop()
     assert "nameservers" in caplog.records[0].getMessage()
+
+
+async def test_stop_returns_when_a_cancellation_is_swallowed(
+    dns_server: DnsServer, keyring: Keyring
+) -> None:
+    """dnspython waits with asyncio.wait_for, which on Python 3.11 drops a cancel that
+    arrives together with the reply; stop() must still end the refresh loop (CI once
+    hung here for 300 s)."""
+    dns_server.add(HOST, "CNAME", TARGET, ttl=1)
+    loop = asyncio.get_running_loop()
+    entered = asyncio.Event()
+    replies: list[asyncio.Future[None]] = []
+
+    class ReplyRacesCancel(PreflightMonitor):
+        async def _check(self, domain):  # type: ignore[no-untyped-def]
+            reply: asyncio.Future[None] = loop.create_future()
+            replies.append(reply)
+            entered.set()
+            await asyncio.wait_for(reply, 30)  # the way dnspython waits for a datagram
+            return await super()._check(domain)
+
+    monitor = ReplyRacesCancel(dns_config(dns_server), keyring, min_ttl=0.2)
+    await monitor.start()
+    await entered.wait()
+    loops = list(monitor._tasks)
+    replies[0].set_result(None)  # the reply lands, and in the same turn stop() cancels
+    async with asyncio.timeout(10):
+        await monitor.stop()
+    assert loops and all(task.done() for task in loops)
