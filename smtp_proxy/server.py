@@ -27,10 +27,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import itertools
 import logging
 import os
 import ssl
+import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
@@ -84,21 +84,46 @@ REPLY_SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
 # --- small pure helpers -------------------------------------------------------------------
 
 _B32 = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32: no i/l/o/u confusion
-_QID_COUNTER = itertools.count(int.from_bytes(os.urandom(2), "big"))
+_QID_LOW_BITS = 25
+_QID_MILLIS_MASK = (1 << 45) - 1
+
+
+class _QueueIdClock:
+    """Monotonic (millisecond, low bits) state, in the manner of ULID's monotonic mode.
+
+    A fresh random low part per millisecond keeps ids of different processes apart;
+    within one process, an id minted in the same millisecond as the previous one (or
+    after the wall clock stepped back) is the previous value plus one, so this process
+    never mints the same id twice and ids sort in minting order.
+    """
+
+    def __init__(self) -> None:
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def next_value(self) -> int:
+        millis = int(time.time() * 1000) & _QID_MILLIS_MASK
+        # The top low bit starts clear, leaving 2**24 increments before the
+        # millisecond field has to be borrowed.
+        fresh = (millis << _QID_LOW_BITS) | (int.from_bytes(os.urandom(3), "big") >> 1)
+        with self._lock:
+            value = fresh if fresh > self._last else self._last + 1
+            self._last = value
+        return value
+
+
+_QID_CLOCK = _QueueIdClock()
 
 
 def new_queue_id() -> str:
-    """A 14-character queue id: 45 bits of milliseconds, 25 bits of randomness.
+    """A 14-character queue id: 45 bits of milliseconds, 25 bits that make it unique.
 
-    Sortable by time (handy when reading logs), and unique in practice: two ids only
-    collide when minted in the same millisecond with the same 25 random bits. The
-    lowest bits come from a per-process counter so ids minted in one millisecond by
-    this process differ even if the random bits repeat.
+    Sortable by time (handy when reading logs) and never repeated by one process: ids
+    minted in the same millisecond count up from a random start (`_QueueIdClock`).
+    Two processes collide only when they start the same millisecond within a few ids
+    of the same 24 random bits.
     """
-    millis = int(time.time() * 1000) & ((1 << 45) - 1)
-    rand = int.from_bytes(os.urandom(3), "big") >> 3  # 21 bits
-    seq = next(_QID_COUNTER) & 0xF  # 4 bits
-    value = (millis << 25) | (rand << 4) | seq
+    value = _QID_CLOCK.next_value() & ((1 << 70) - 1)
     return "".join(_B32[(value >> shift) & 31] for shift in range(65, -1, -5))
 
 
