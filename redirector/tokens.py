@@ -173,7 +173,7 @@ class Keyring:
         when = int(sent_at if sent_at is not None else datetime.now(UTC).timestamp())
         raw_url = url.encode("utf-8", "surrogatepass")
         flags = 0
-        packed_url = zlib.compress(raw_url, 9) if len(raw_url) > 96 else raw_url
+        packed_url = _compress(raw_url) if len(raw_url) > 96 else raw_url
         if len(packed_url) < len(raw_url):
             flags |= _FLAG_ZLIB
         else:
@@ -213,6 +213,19 @@ class Keyring:
         except InvalidTag:
             raise TokenError("token failed authentication") from None
         return _unpack(plaintext, key_hex)
+
+
+def _compress(data: bytes) -> bytes:
+    """zlib with a 1 KiB window and a small hash table (memLevel 2).
+
+    ``zlib.compress(data, 9)`` sets up 256 KiB of state per call, about 90 us for a
+    100-byte URL; this is ~12 us with the same size for URLs (they are short, so a big
+    window finds nothing more). The stream header records the window, and any zlib
+    decoder (``zlib.decompress`` with its default 15-bit window) reads it, so tokens
+    minted either way decode alike; the redirector's inflate also allocates only 1 KiB.
+    """
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 10, 2)
+    return compressor.compress(data) + compressor.flush()
 
 
 def _unpack(plaintext: bytes, key_id: str) -> LinkData:
