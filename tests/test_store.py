@@ -128,6 +128,18 @@ async def test_write_is_exactly_once_by_click_id(store: ClickStore) -> None:
     assert sorted(await fetch_ids(store)) == sorted([c.id for c in batch] + [extra.id])
 
 
+async def test_large_batches_with_overlap_land_exactly_once(store: ClickStore) -> None:
+    # Sizes around the SQLite store's 100 rows per INSERT: full statements, a short
+    # last one, and a retried batch overlapping the last.
+    first = [make_click(i) for i in range(250)]
+    second = [*first[150:], *(make_click(1000 + i) for i in range(101))]
+    await store.write(first)
+    await store.write(second)
+    await store.write(first[:100])
+    assert await count_rows(store) == 351
+    assert sorted(await fetch_ids(store)) == sorted({c.id for c in first + second})
+
+
 async def test_empty_write_checks_the_store_and_writes_nothing(store: ClickStore) -> None:
     await store.write([])
     assert await count_rows(store) == 0
