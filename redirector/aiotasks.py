@@ -3,17 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
+
+#: Seconds between cancellations of a task that has not ended yet.
+RECANCEL_INTERVAL = 1.0
 
 
-async def cancel_and_wait(*tasks: asyncio.Task[object] | asyncio.Task[None]) -> None:
+async def cancel_and_wait(*tasks: asyncio.Task[Any], recancel: float = RECANCEL_INTERVAL) -> None:
     """Cancel ``tasks`` and wait until they have ended.
 
-    The common ``task.cancel(); with suppress(CancelledError): await task`` also
-    swallows a cancellation aimed at the caller (a shutdown timeout around it then
-    never fires). ``gather(return_exceptions=True)`` keeps the tasks' own
-    CancelledError as a result and lets the caller's propagate.
+    Two traps this avoids:
+
+    * ``task.cancel(); with suppress(CancelledError): await task`` also swallows a
+      cancellation aimed at the caller, so a shutdown timeout around it never fires.
+      ``asyncio.wait`` lets the caller's cancellation through and leaves the tasks'
+      own CancelledError in the tasks.
+    * On Python 3.11, ``asyncio.wait_for`` (used inside dnspython and asyncpg) drops a
+      cancellation that arrives just as what it waits for completes; the task then
+      runs on as if never cancelled. A task still running after ``recancel`` seconds
+      is cancelled again.
     """
-    for task in tasks:
+    pending = set(tasks)
+    for task in pending:
         task.cancel()
-    if tasks:
-        await asyncio.gather(*tasks, return_exceptions=True)
+    while pending:
+        done, pending = await asyncio.wait(pending, timeout=recancel)
+        for task in done:
+            if not task.cancelled():
+                task.exception()  # retrieved: asyncio does not log it as lost
+        for task in pending:
+            task.cancel()

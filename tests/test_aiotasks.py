@@ -1,4 +1,5 @@
-"""cancel_and_wait: ends tasks, and never eats the caller's own cancellation."""
+"""cancel_and_wait: ends tasks, even one that drops a cancel, and never eats the
+caller's own cancellation."""
 
 from __future__ import annotations
 
@@ -24,21 +25,39 @@ async def test_cancelled_and_failed_tasks_end_without_raising() -> None:
     await cancel_and_wait()  # nothing to do is fine
 
 
-async def test_a_timeout_around_it_still_fires_when_a_task_ignores_cancel() -> None:
-    ignored = asyncio.Event()
+async def test_a_task_that_drops_one_cancel_is_cancelled_again() -> None:
+    dropped = asyncio.Event()
 
-    async def stubborn() -> None:
+    async def drops_the_first() -> None:
         try:
             await asyncio.Event().wait()
         except asyncio.CancelledError:
-            ignored.set()  # swallows the cancel, as wait_for can on Python 3.11
-            await asyncio.Event().wait()
+            dropped.set()  # as wait_for does on Python 3.11 when its awaitable is done
+        await asyncio.Event().wait()
 
-    task = asyncio.create_task(stubborn())
+    task = asyncio.create_task(drops_the_first())
     await asyncio.sleep(0)  # let it reach its first await
+    async with asyncio.timeout(30):
+        await cancel_and_wait(task, recancel=0.05)
+    assert dropped.is_set()
+    assert task.cancelled()
+
+
+async def test_a_timeout_around_it_still_fires() -> None:
+    release = asyncio.Event()
+
+    async def never_ends_on_cancel() -> None:
+        while not release.is_set():
+            try:
+                await release.wait()
+            except asyncio.CancelledError:
+                continue  # ignores every cancellation
+
+    task = asyncio.create_task(never_ends_on_cancel())
+    await asyncio.sleep(0)
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.2):
-            await cancel_and_wait(task)
-    assert ignored.is_set()
-    # gather passed the caller's cancellation on to the task, so it has ended too.
-    assert task.cancelled()
+            await cancel_and_wait(task, recancel=0.05)
+    assert not task.done()
+    release.set()
+    await task
