@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import aiosmtplib
 import pytest
@@ -146,6 +146,8 @@ class LineClient:
     """
 
     open_clients: ClassVar[set[LineClient]] = set()
+    #: Seconds a reply is waited for when the caller does not say.
+    reply_timeout: ClassVar[float] = 10.0
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
@@ -155,14 +157,15 @@ class LineClient:
         LineClient.open_clients.add(self)
 
     @classmethod
-    async def connect(cls, port: int, *, source: str | None = None) -> LineClient:
+    async def connect(cls, port: int, *, source: str | None = None) -> Self:
+        # A 1 MiB line limit: hostile-input tests read replies far longer than 64 KiB.
         reader, writer = await asyncio.open_connection(
-            "127.0.0.1", port, local_addr=(source, 0) if source else None
+            "127.0.0.1", port, local_addr=(source, 0) if source else None, limit=2**20
         )
         return cls(reader, writer)
 
     @classmethod
-    async def start(cls, port: int, *, source: str | None = None, helo: str = "c") -> LineClient:
+    async def start(cls, port: int, *, source: str | None = None, helo: str = "c") -> Self:
         """Connected, greeted with 220 and past ``EHLO helo`` (250): ready for MAIL."""
         client = await cls.connect(port, source=source)
         code, text = await client.reply()
@@ -199,10 +202,10 @@ class LineClient:
         await self.send(wire)
         return await self.reply()
 
-    async def reply(self, timeout: float = 10.0) -> tuple[int, str]:  # noqa: ASYNC109
+    async def reply(self, timeout: float | None = None) -> tuple[int, str]:  # noqa: ASYNC109
         """One (possibly multi-line) reply: code and the text lines joined by \\n."""
         lines: list[str] = []
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(self.reply_timeout if timeout is None else timeout):
             while True:
                 raw = await self.reader.readline()
                 if not raw:
@@ -216,9 +219,9 @@ class LineClient:
         self.writer.write(data)
         await self.writer.drain()
 
-    async def cmd(self, line: str) -> tuple[int, str]:
-        await self.send(line.encode() + b"\r\n")
-        return await self.reply()
+    async def cmd(self, line: str | bytes, timeout: float | None = None) -> tuple[int, str]:  # noqa: ASYNC109
+        await self.send((line.encode() if isinstance(line, str) else line) + b"\r\n")
+        return await self.reply(timeout)
 
     async def closed_by_server(self, timeout: float = 10.0) -> bool:  # noqa: ASYNC109
         """True when the server hangs up (EOF) within ``timeout``."""
@@ -230,7 +233,7 @@ class LineClient:
     async def close(self) -> None:
         LineClient.open_clients.discard(self)
         self.writer.close()
-        with contextlib.suppress(ConnectionError):
+        with contextlib.suppress(OSError):  # (ConnectionError included)
             await self.writer.wait_closed()
 
 

@@ -32,6 +32,8 @@ from typing import Any
 
 import pytest
 
+from tests.proxy_helpers import LineClient
+
 VENV_BIN = Path(sys.executable).parent
 
 #: The full run: every scenario at its full size (``bench/reliability.py`` sets it).
@@ -506,45 +508,11 @@ def proxy_config_text(
     )
 
 
-class RawSmtp:
-    """A raw SMTP client over a real socket: exact bytes out, reply lines in."""
+class RawSmtp(LineClient):
+    """The proxy tests' raw SMTP client, waiting up to 30 s for a reply by default: the
+    suite loads the machine harder than the unit tests do."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    @classmethod
-    async def connect(cls, port: int, *, source: str | None = None) -> RawSmtp:
-        reader, writer = await asyncio.open_connection(
-            "127.0.0.1", port, local_addr=(source, 0) if source else None, limit=2**20
-        )
-        return cls(reader, writer)
-
-    async def reply(self, within: float = 30.0) -> tuple[int, str]:
-        """One (possibly multi-line) reply: code and text lines joined by newlines."""
-        lines: list[str] = []
-        async with asyncio.timeout(within):
-            while True:
-                raw = await self.reader.readline()
-                if not raw:
-                    raise ConnectionError("server closed the connection: " + "|".join(lines))
-                line = raw.decode("utf-8", "replace").rstrip("\r\n")
-                lines.append(line[4:])
-                if line[3:4] != "-":
-                    return int(line[:3]), "\n".join(lines)
-
-    async def send(self, data: bytes) -> None:
-        self.writer.write(data)
-        await self.writer.drain()
-
-    async def cmd(self, line: str | bytes, within: float = 30.0) -> tuple[int, str]:
-        await self.send((line.encode() if isinstance(line, str) else line) + b"\r\n")
-        return await self.reply(within)
-
-    async def close(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(ConnectionError, OSError):
-            await self.writer.wait_closed()
+    reply_timeout = 30.0
 
 
 def dot_stuff(data: bytes) -> bytes:
