@@ -157,6 +157,21 @@ def _via_relay(dsn: str, port: int) -> str:
     return parts._replace(netloc=netloc).geturl()
 
 
+def _pg_address(dsn: str) -> tuple[str, int]:
+    parts = urlsplit(dsn)
+    return parts.hostname or "127.0.0.1", parts.port or 5432
+
+
+def _relayed_pg_store(dsn: str, relay: TcpRelay) -> PgStore:
+    """A store of fresh tables reaching PostgreSQL through ``relay``, with short timeouts."""
+    return PgStore(
+        _via_relay(dsn, relay.port),
+        table_prefix=f"t{uuid.uuid4().hex[:12]}_",
+        connect_timeout=0.5,
+        command_timeout=2.0,
+    )
+
+
 async def _pg_ids(dsn: str, table: str) -> list[str]:
     conn = await asyncpg.connect(dsn)
     try:
@@ -169,15 +184,8 @@ async def _pg_ids(dsn: str, table: str) -> list[str]:
 async def test_pg_outage_through_relay_loses_and_duplicates_nothing(
     pg_dsn: str, hold: bool
 ) -> None:
-    parts = urlsplit(pg_dsn)
-    target = (parts.hostname or "127.0.0.1", parts.port or 5432)
-    async with TcpRelay(target) as relay:
-        store = PgStore(
-            _via_relay(pg_dsn, relay.port),
-            table_prefix=f"t{uuid.uuid4().hex[:12]}_",
-            connect_timeout=0.5,
-            command_timeout=2.0,
-        )
+    async with TcpRelay(_pg_address(pg_dsn)) as relay:
+        store = _relayed_pg_store(pg_dsn, relay)
         await store.open()
         recorder = fast_recorder(store)
         await recorder.start()
@@ -211,16 +219,9 @@ async def test_pg_outage_through_relay_loses_and_duplicates_nothing(
 
 
 async def test_pg_outage_at_startup_recovers_without_a_restart(pg_dsn: str) -> None:
-    parts = urlsplit(pg_dsn)
-    target = (parts.hostname or "127.0.0.1", parts.port or 5432)
-    async with TcpRelay(target) as relay:
+    async with TcpRelay(_pg_address(pg_dsn)) as relay:
         await relay.cut()
-        store = PgStore(
-            _via_relay(pg_dsn, relay.port),
-            table_prefix=f"t{uuid.uuid4().hex[:12]}_",
-            connect_timeout=0.5,
-            command_timeout=2.0,
-        )
+        store = _relayed_pg_store(pg_dsn, relay)
         recorder = fast_recorder(store)
         await recorder.start()  # store never opened: the writer's first contact fails
         try:
@@ -299,15 +300,8 @@ async def test_sqlite_unusable_data_dir_then_fixed(tmp_path: Path) -> None:
 
 
 async def test_idle_recorder_notices_pg_going_down_and_coming_back(pg_dsn: str) -> None:
-    parts = urlsplit(pg_dsn)
-    target = (parts.hostname or "127.0.0.1", parts.port or 5432)
-    async with TcpRelay(target) as relay:
-        store = PgStore(
-            _via_relay(pg_dsn, relay.port),
-            table_prefix=f"t{uuid.uuid4().hex[:12]}_",
-            connect_timeout=0.5,
-            command_timeout=2.0,
-        )
+    async with TcpRelay(_pg_address(pg_dsn)) as relay:
+        store = _relayed_pg_store(pg_dsn, relay)
         await store.open()
         recorder = ClickRecorder(
             store,
