@@ -124,27 +124,9 @@ ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
 
 @st.composite
 def mutated_token(draw: st.DrawFn, tokens: list[str]) -> str:
+    """One of ``tokens`` with 1-4 random edits (:func:`mutate`, driven by hypothesis)."""
     token = draw(st.sampled_from(tokens))
-    for _ in range(draw(st.integers(1, 4))):
-        op = draw(st.sampled_from(["flip", "delete", "insert", "truncate", "append", "swap"]))
-        i = draw(st.integers(0, max(len(token) - 1, 0)))
-        c = draw(st.sampled_from(ALPHABET))
-        if op == "flip" and token:
-            token = token[:i] + c + token[i + 1 :]
-        elif op == "delete":
-            token = token[:i] + token[i + 1 :]
-        elif op == "insert":
-            token = token[:i] + c + token[i:]
-        elif op == "truncate":
-            token = token[:i]
-        elif op == "append":
-            token += draw(st.text(ALPHABET, max_size=20))
-        elif op == "swap" and len(token) > 1:
-            j = draw(st.integers(0, len(token) - 1))
-            chars = list(token)
-            chars[i], chars[j] = chars[j], chars[i]
-            token = "".join(chars)
-    return token
+    return mutate(draw(st.randoms(use_true_random=False)), token)
 
 
 def token_strategy(tokens: list[str]) -> st.SearchStrategy[str]:
@@ -156,7 +138,7 @@ def token_strategy(tokens: list[str]) -> st.SearchStrategy[str]:
 
 
 def mutate(rnd: random.Random, token: str) -> str:
-    """The same mutations as :func:`mutated_token`, driven by a hypothesis-seeded Random."""
+    """1-4 random edits of ``token``: flip, delete, insert, truncate, append or swap."""
     for _ in range(rnd.randint(1, 4)):
         op = rnd.choice(["flip", "delete", "insert", "truncate", "append", "swap"])
         i = rnd.randrange(max(len(token), 1))
