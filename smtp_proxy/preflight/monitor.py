@@ -94,7 +94,6 @@ class PreflightMonitor:
                 self._domains[key] = _Domain(url, host_of(url), asyncio.Event())
                 self._gauge.labels(domain=host_of(url)).set(0)
         self._tasks: list[asyncio.Task[None]] = []
-        self._stopping = False
         self._resolver: dns.asyncresolver.Resolver | None = None
         self._ready = asyncio.Event()
         if not self._enabled or not self._domains:
@@ -136,20 +135,13 @@ class PreflightMonitor:
         """Start one refresh task per domain and return at once."""
         if not self._enabled or self._tasks:
             return
-        self._stopping = False
         for key, domain in self._domains.items():
             task = asyncio.create_task(self._run(domain), name=f"preflight {key}")
             self._tasks.append(task)
 
     async def stop(self) -> None:
-        # Cancelling alone is not enough on Python 3.11: dnspython waits with
-        # asyncio.wait_for, which drops a cancellation that arrives as the DNS reply
-        # does, and the loop would then run on and this await never return. The flag
-        # and the wake-up end the loop at its next turn whatever happened to the cancel.
+        # cancel_and_wait, not a bare cancel: dnspython's wait_for can drop the cancel.
         tasks, self._tasks = self._tasks, []
-        self._stopping = True
-        for domain in self._domains.values():
-            domain.wake.set()
         await cancel_and_wait(*tasks)
 
     async def wait_ready(self) -> None:
@@ -204,7 +196,7 @@ class PreflightMonitor:
         return max(ttl / 2, ttl - margin)
 
     async def _run(self, domain: _Domain) -> None:
-        while not self._stopping:
+        while True:
             domain.wake.clear()
             try:
                 report = await self._check(domain)
@@ -223,8 +215,6 @@ class PreflightMonitor:
                 self._gauge.labels(domain=domain.label).set(0)
                 domain.expires = 0.0
                 delay = self._min_ttl
-            if self._stopping:
-                return
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await domain.wake.wait()
