@@ -103,9 +103,9 @@ class _QueueIdClock:
 
     def next_value(self) -> int:
         millis = int(time.time() * 1000) & _QID_MILLIS_MASK
-        # The top low bit starts clear, leaving 2**24 increments before the
-        # millisecond field has to be borrowed.
-        fresh = (millis << _QID_LOW_BITS) | (int.from_bytes(os.urandom(3), "big") >> 1)
+        # 24 random bits in the 25-bit low part: its top bit starts clear, leaving
+        # 2**24 increments before the millisecond field has to be borrowed.
+        fresh = (millis << _QID_LOW_BITS) | int.from_bytes(os.urandom(3), "big")
         with self._lock:
             value = fresh if fresh > self._last else self._last + 1
             self._last = value
