@@ -26,6 +26,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from email.message import Message
 
+from smtp_proxy.speedups import speedups
+
+_qp_valid = speedups.qp_valid if speedups else None
+_qp_line_starts = speedups.qp_line_starts if speedups else None
+
 #: Deeper nesting than this is treated as hostile (and left alone).
 MAX_DEPTH = 50
 #: RFC 5322: a line must not be longer than 998 octets (without CRLF).
@@ -247,7 +252,7 @@ _QP_LOGICAL_RE = re.compile(rb"(?:[^\n]*=[ \t\r]*\n)*[^\n]*(?:\n|\Z)")
 def qp_decode(body: bytes | memoryview) -> bytes:
     """Decode a quoted-printable body; MimeError("bad-quoted-printable") when an ``=`` is
     neither an escape nor a soft line break."""
-    if _BAD_QP_RE.search(body):
+    if not _qp_valid(body) if _qp_valid is not None else _BAD_QP_RE.search(body):
         raise MimeError("bad-quoted-printable")
     return binascii.a2b_qp(body)
 
@@ -279,6 +284,10 @@ def qp_reencode(
     message, say): it is never copied as a whole, except into the result, which is built
     in place (a bytearray: no list of pieces and a joined copy of them held at once).
     """
+    if changes and _qp_line_starts is not None:
+        mapped = _qp_reencode_mapped(body, decoded, changes, eol, _qp_line_starts)
+        if mapped is not None:
+            return mapped
     chunks = _qp_chunks(body)
     return _rewrite_pieces(
         chunks,
@@ -288,6 +297,71 @@ def qp_reencode(
         lambda: qp_encode(_apply(decoded, changes), eol),
         eol,
     )
+
+
+def _qp_reencode_mapped(
+    body: bytes | memoryview,
+    decoded: bytes,
+    changes: Sequence[Change],
+    eol: bytes,
+    line_starts: Callable[[bytes | memoryview, Sequence[int]], list[int] | None],
+) -> bytearray | None:
+    """:func:`qp_reencode` without decoding any line no change touches.
+
+    The n-th line of ``decoded`` is the n-th logical line of ``body`` unless an escaped
+    line feed (``=0A``) comes before it: the lines holding a change are numbered by
+    counting line breaks in ``decoded``, found in ``body`` by ``line_starts`` (the C
+    helper, which also reports such an escape), checked by decoding them alone, and only
+    they are encoded anew. None when the mapping does not hold: the caller then takes
+    the general path.
+    """
+    runs: list[tuple[int, int, list[Change], int]] = []  # first, stop, changes, index
+    lines: list[int] = []
+    line = counted = 0
+    i = 0
+    while i < len(changes):
+        start, end, new = changes[i]
+        first = decoded.rfind(b"\n", 0, start) + 1
+        stop = _line_end(decoded, max(start, end - 1))
+        local = [(start - first, end - first, new)]
+        i += 1
+        while i < len(changes) and changes[i][0] < stop:  # more changes on these lines
+            start, end, new = changes[i]
+            stop = max(stop, _line_end(decoded, max(start, end - 1)))
+            local.append((start - first, end - first, new))
+            i += 1
+        line += decoded.count(b"\n", counted, first)
+        counted = first
+        runs.append((first, stop, local, len(lines)))
+        lines.append(line)
+        if decoded[stop - 1 : stop] == b"\n":  # else the run is the body's last line
+            lines.append(line + decoded.count(b"\n", first, stop))
+    offsets = line_starts(body, lines)
+    if offsets is None:
+        return None
+    offsets.append(len(body))  # where a run without a final line break ends
+    out = bytearray()
+    written = 0  # body bytes already copied or replaced
+    for first, stop, local, index in runs:
+        enc_start, enc_stop = offsets[index], offsets[index + 1]
+        if decoded[stop - 1 : stop] != b"\n":
+            enc_stop = len(body)
+        if binascii.a2b_qp(body[enc_start:enc_stop]) != decoded[first:stop]:
+            return None
+        rendered = qp_encode(_apply(decoded[first:stop], local), eol)
+        out += body[written:enc_start]
+        out += rendered
+        if enc_stop < len(body) and not rendered.endswith(b"\n"):
+            out += b"=" + eol  # the next line must still start a physical line
+        written = enc_stop
+    out += body[written:]
+    return out
+
+
+def _line_end(data: bytes, pos: int) -> int:
+    """The offset just after the line break ending the line that holds ``pos``."""
+    nl = data.find(b"\n", pos)
+    return len(data) if nl < 0 else nl + 1
 
 
 def _qp_reencode_lines(

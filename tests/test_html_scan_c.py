@@ -1,4 +1,4 @@
-"""The C link scanner (``smtp_proxy/_html_scan.c``) against the Python one it copies.
+"""The C link scanner (``smtp_proxy._speedups.c``) against the Python one it copies.
 
 ``html_links._scan`` is the reference: on every corpus part and on generated HTML the C
 walk must find the same links, with the same conditional-comment flags and tag ends, or
@@ -56,14 +56,14 @@ def test_can_be_switched_off() -> None:
 
 
 def test_bad_arguments_are_errors_not_crashes() -> None:
-    from smtp_proxy import _html_scan
+    from smtp_proxy import _speedups
 
     with pytest.raises(ValueError):
-        _html_scan.scan("<a href=x>", 0, 99)
+        _speedups.scan("<a href=x>", 0, 99)
     with pytest.raises(ValueError):
-        _html_scan.scan("<a href=x>", 5, 2)
+        _speedups.scan("<a href=x>", 5, 2)
     with pytest.raises(TypeError):
-        _html_scan.scan(b"<a href=x>", 0, 10)  # type: ignore[arg-type]
+        _speedups.scan(b"<a href=x>", 0, 10)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -202,10 +202,10 @@ def test_generated_html_agrees(html: str) -> None:
 @settings(max_examples=300, deadline=None)
 @given(_HTML, st.integers(0, 60), st.integers(0, 60))
 def test_bounded_scans_stay_inside_their_bounds(html: str, a: int, b: int) -> None:
-    from smtp_proxy import _html_scan
+    from smtp_proxy import _speedups
 
     start, end = sorted((min(a, len(html)), min(b, len(html))))
-    records = _html_scan.scan(html, start, end)
+    records = _speedups.scan(html, start, end)
     if records is None:
         return
     for _code, value_start, value_end, _in_comment, tag_end in records:

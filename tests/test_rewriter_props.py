@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from smtp_proxy import mime_parts
 from smtp_proxy.config import load_config_text
 from smtp_proxy.rewriter import TrackingSettings, rewrite_message
+from smtp_proxy.speedups import speedups
 from tests.test_rewriter_corpus import BASE, KEYRING, check_rewrite
 
 PROFILE = settings(
@@ -215,6 +216,65 @@ def test_qp_reencode_changes_only_what_it_must(
         assert out.startswith(head)
 
 
+LINE_STARTS = speedups.qp_line_starts if speedups else None
+needs_speedups = pytest.mark.skipif(speedups is None, reason="C extension not built")
+
+
+@st.composite
+def qp_text_edits(draw: st.DrawFn) -> tuple[bytes, list[tuple[int, int, bytes]]]:
+    """Text-like content (what HTML parts hold): long and short lines, "=" and 8-bit
+    bytes to escape, no CR or LF inside a line; so its encoding maps line to line."""
+    line = st.binary(max_size=200).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
+    lines = draw(st.lists(line, min_size=1, max_size=30))
+    data = b"\r\n".join(lines) + draw(st.sampled_from([b"", b"\r\n"]))
+    cuts = sorted(draw(st.sets(st.integers(0, len(data)), max_size=8)))
+    changes = []
+    for start, end in itertools.pairwise(cuts):
+        if end > start and draw(st.booleans()):
+            changes.append((start, end, draw(st.text("abc:/._=-", min_size=1)).encode()))
+    return data, changes
+
+
+@needs_speedups
+@PROFILE
+@given(edit=qp_text_edits(), trailing_soft_break=st.booleans())
+def test_qp_reencode_line_mapping_matches_the_general_path(
+    edit: tuple[bytes, list[tuple[int, int, bytes]]], trailing_soft_break: bool
+) -> None:
+    """The fast path (lines found by counting line breaks, only touched lines decoded)
+    gives the very bytes of the general one (every piece decoded and compared)."""
+    data, changes = edit
+    body = mime_parts.qp_encode(data, b"\r\n") + (b"=" if trailing_soft_break else b"")
+    assert mime_parts.qp_decode(body) == data
+    mapped = None
+    if changes:
+        mapped = mime_parts._qp_reencode_mapped(body, data, changes, b"\r\n", LINE_STARTS)
+        assert mapped is not None  # text content always maps line to line
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(mime_parts, "_qp_line_starts", None)
+        general = mime_parts.qp_reencode(body, data, changes, b"\r\n")
+    assert bytes(mime_parts.qp_reencode(body, data, changes, b"\r\n")) == bytes(general)
+    if mapped is not None:
+        assert bytes(mapped) == bytes(general)
+
+
+@needs_speedups
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'a=3Db=0Ac\r\nhref=3D"x"\r\n',  # an escaped line feed: lines do not map
+        b'a=0a\nhref=3D"x"\n',
+    ],
+)
+def test_qp_reencode_line_mapping_declines_bodies_it_cannot_map(body: bytes) -> None:
+    decoded = mime_parts.qp_decode(body)
+    start = decoded.index(b"x")
+    changes = [(start, start + 1, b"https://t.example/c/T")]
+    assert mime_parts._qp_reencode_mapped(body, decoded, changes, b"\r\n", LINE_STARTS) is None
+    out = mime_parts.qp_reencode(body, decoded, changes, b"\r\n")  # the general path
+    assert binascii.a2b_qp(bytes(out)) == decoded.replace(b"x", b"https://t.example/c/T")
+
+
 @PROFILE
 @given(edit=qp_edits(), chunk=st.sampled_from([16, 100, 8192]), small_run=st.sampled_from([0, 64]))
 def test_qp_reencode_of_a_view_keeps_the_lines_after_the_last_change(
@@ -274,3 +334,30 @@ def test_b64_encode_in_slices_is_the_same_as_whole(data: bytes, length: int, siz
         mp.setattr(mime_parts, "_ENCODE_SLICE", size)
         assert mime_parts.b64_encode(data, length, b"\r\n", b"\r\n") == expected
     assert mime_parts.b64_encode(data, length, b"\r\n", b"\r\n") == expected
+
+
+@needs_speedups
+@PROFILE
+@given(body=st.binary(max_size=300).map(lambda b: b.replace(b"\0", b"=")))
+def test_qp_line_starts_agree_with_decoding_line_by_line(body: bytes) -> None:
+    """Any bytes, soft breaks and "==" included: where the C helper says decoded line
+    n starts, decoding the body from there gives the decoded content from line n on."""
+    decoded = binascii.a2b_qp(body)
+    count = decoded.count(b"\n")
+    starts = LINE_STARTS(body, list(range(count + 1)))
+    if starts is None:
+        assert b"=0a" in body.lower()  # only an escaped line feed may refuse
+        return
+    assert starts[0] == 0
+    for n, start in enumerate(starts):
+        expected = decoded.split(b"\n", n)[n] if n else decoded
+        assert binascii.a2b_qp(body[start:]) == expected
+
+
+@needs_speedups
+@PROFILE
+@given(body=st.binary(max_size=200).map(lambda b: b.replace(b"\0", b"=")))
+def test_qp_valid_is_the_regex(body: bytes) -> None:
+    assert speedups is not None
+    assert speedups.qp_valid(body) == (mime_parts._BAD_QP_RE.search(body) is None)
+    assert speedups.qp_valid(memoryview(body)) == speedups.qp_valid(body)

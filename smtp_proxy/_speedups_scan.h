@@ -1,4 +1,4 @@
-/* The scanner proper, compiled once per string kind (see _html_scan.c): CHAR_T,
+/* The scanner proper, compiled once per string kind (see _speedups.c): CHAR_T,
  * CHAR_SIZE and SUFFIX are defined by the includer. */
 
 #define CH(t, i) ((Py_UCS4)((const CHAR_T *)(t)->data)[i])
