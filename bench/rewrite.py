@@ -47,6 +47,7 @@ from smtp_proxy.rewriter import (  # noqa: E402
     clear_caches,
     rewrite_message,
 )
+from smtp_proxy.speedups import speedups  # noqa: E402
 
 
 def corpus_dir() -> Path:
@@ -244,6 +245,10 @@ def main() -> int:
     s_secs, l3_secs, _ = timed_pair(scan_all, lxml_all, args.seconds * 0.1)
     c_secs, l4_secs, _ = timed_pair(check_all, lxml_all, args.seconds * 0.1)
     l_secs = min(l_secs, l2_secs, l3_secs, l4_secs)
+    print(
+        "C speedups (smtp_proxy._speedups): "
+        + ("on" if speedups else "off (pure Python: not built, or CLICKRELAY_NO_EXTENSIONS)")
+    )
     print(
         f"corpus: {len(messages)} messages, {msg_bytes / 1e6:.2f} MB "
         f"({html_bytes / 1e6:.2f} MB of HTML), {tracked} links tracked per pass"
