@@ -211,3 +211,17 @@ def test_bounded_scans_stay_inside_their_bounds(html: str, a: int, b: int) -> No
     for _code, value_start, value_end, _in_comment, tag_end in records:
         assert start <= value_start <= value_end <= end
         assert tag_end <= end
+
+
+def test_qp_helpers_refuse_bad_arguments() -> None:
+    from smtp_proxy import _speedups
+
+    with pytest.raises(ValueError):
+        _speedups.qp_line_starts(b"a\nb", [1, 0])
+    with pytest.raises(TypeError):
+        _speedups.qp_line_starts("a\nb", [0])  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        _speedups.qp_valid("=3D")  # type: ignore[arg-type]
+    assert _speedups.qp_line_starts(b"a=\nb\nc", [0, 1, 2]) is None  # no third line
+    assert _speedups.qp_line_starts(b"a=\nb\nc", [0, 1]) == [0, 5]
+    assert _speedups.qp_line_starts(b"a=0Ab\nc", [1]) is None  # an escaped line feed
