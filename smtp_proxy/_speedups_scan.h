@@ -103,6 +103,24 @@ FN(value_end)(Text *t, Py_ssize_t q, Py_ssize_t end)
     return q;
 }
 
+/* One attribute from its name's first character at q (anything but WS, "/" and ">"):
+ * [^WS/>][^WS/>=]*+(?:[WS]*+=[WS]*+VALUE)?+ ; where it ends, or -2 on error. */
+static Py_ssize_t
+FN(attribute_end)(Text *t, Py_ssize_t q, Py_ssize_t end)
+{
+    q++;
+    while (q < end) {
+        Py_UCS4 c = CH(t, q);
+        if (IS_E(c) || c == '=')
+            break;
+        q++;
+    }
+    Py_ssize_t s = FN(skip_ws)(t, q, end);
+    if (s < end && CH(t, s) == '=')
+        return FN(value_end)(t, FN(skip_ws)(t, s + 1, end), end);
+    return q;
+}
+
 /* _ATTRS: (?:[WS/]*+[^WS/>][^WS/>=]*+(?:[WS]*+=[WS]*+VALUE)?+)*+[WS/]*+
  * Returns where it ends (the caller then wants a ">" there), or -2 on error. */
 static Py_ssize_t
@@ -118,20 +136,9 @@ FN(attrs_end)(Text *t, Py_ssize_t q, Py_ssize_t end)
         }
         if (r >= end || CH(t, r) == '>')
             return r;
-        r++; /* the name's first character: anything but WS, "/" and ">" */
-        while (r < end) {
-            Py_UCS4 c = CH(t, r);
-            if (IS_E(c) || c == '=')
-                break;
-            r++;
-        }
-        Py_ssize_t s = FN(skip_ws)(t, r, end);
-        if (s < end && CH(t, s) == '=') {
-            r = FN(value_end)(t, FN(skip_ws)(t, s + 1, end), end);
-            if (r == -2)
-                return -2;
-        }
-        q = r;
+        q = FN(attribute_end)(t, r, end);
+        if (q == -2)
+            return -2;
     }
 }
 
@@ -297,36 +304,28 @@ FN(skip)(Text *t, Py_ssize_t p, Py_ssize_t end)
                 continue;
             return p;
         }
-        if (c1 == '!') {
-            if (p + 3 < end && CH(t, p + 2) == '-' && CH(t, p + 3) == '-') {
-                q = p + 4;
-                if (q < end && CH(t, q) == '>') {
-                    p = q + 1;
-                    continue;
-                }
-                if (q + 1 < end && CH(t, q) == '-' && CH(t, q + 1) == '>') {
-                    p = q + 2;
-                    continue;
-                }
-                if (FN(conditional)(t, q, end) || t->bail)
-                    return p;
-                Py_ssize_t close = FN(comment_end)(t, q, end);
-                if (close == -2)
-                    return -2;
-                if (close < 0)
-                    return p;
-                p = close + (CH(t, close + 2) == '!' ? 4 : 3);
+        if (c1 == '!' && p + 3 < end && CH(t, p + 2) == '-' && CH(t, p + 3) == '-') {
+            /* a comment: <!--(?:-?>|(?!conditional)...--!?>) */
+            q = p + 4;
+            if (q < end && CH(t, q) == '>') {
+                p = q + 1;
                 continue;
             }
-            q = FN(find_char)(t, '>', p + 2, end);
-            if (q == -2)
-                return -2;
-            if (q < 0)
+            if (q + 1 < end && CH(t, q) == '-' && CH(t, q + 1) == '>') {
+                p = q + 2;
+                continue;
+            }
+            if (FN(conditional)(t, q, end) || t->bail)
                 return p;
-            p = q + 1;
+            Py_ssize_t close = FN(comment_end)(t, q, end);
+            if (close == -2)
+                return -2;
+            if (close < 0)
+                return p;
+            p = close + (CH(t, close + 2) == '!' ? 4 : 3);
             continue;
         }
-        if (c1 == '?') {
+        if (c1 == '!' || c1 == '?') { /* <!(?!--)[^>]*+> and <\?[^>]*+> */
             q = FN(find_char)(t, '>', p + 2, end);
             if (q == -2)
                 return -2;
@@ -386,19 +385,9 @@ FN(link_match)(Text *t, Py_ssize_t p, Py_ssize_t end, LinkMatch *m)
         if (FN(seq_re)(t, q, end, "href") && q + 4 < end &&
             (IS_E(CH(t, q + 4)) || CH(t, q + 4) == '='))
             break;
-        q++;
-        while (q < end) {
-            c = CH(t, q);
-            if (IS_E(c) || c == '=')
-                break;
-            q++;
-        }
-        Py_ssize_t s = FN(skip_ws)(t, q, end);
-        if (s < end && CH(t, s) == '=') {
-            q = FN(value_end)(t, FN(skip_ws)(t, s + 1, end), end);
-            if (q == -2)
-                return -2;
-        }
+        q = FN(attribute_end)(t, q, end);
+        if (q == -2)
+            return -2;
     }
     /* (?i:href)[WS]*+=[WS]*+(?>"([^"]*+)(?:"|\Z)|'([^']*+)(?:'|\Z)|([^WS>]*+)) */
     q = FN(skip_ws)(t, q + 4, end);

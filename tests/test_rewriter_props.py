@@ -181,15 +181,23 @@ def test_qp_encode_round_trip(data: bytes, crlf: bool) -> None:
     assert b"".join(map(binascii.a2b_qp, lines)) == data == mime_parts.qp_decode(encoded)
 
 
+_ANY_LINE = st.binary(max_size=120)
+
+
 @st.composite
-def qp_edits(draw: st.DrawFn) -> tuple[bytes, list[tuple[int, int, bytes]]]:
-    lines = draw(st.lists(st.binary(max_size=120), min_size=1, max_size=30))
+def qp_edits(
+    draw: st.DrawFn,
+    line: st.SearchStrategy[bytes] = _ANY_LINE,
+    new_chars: str = "abc:/._-",
+) -> tuple[bytes, list[tuple[int, int, bytes]]]:
+    """CRLF-separated ``line``s and sorted, disjoint changes of some of their bytes."""
+    lines = draw(st.lists(line, min_size=1, max_size=30))
     data = b"\r\n".join(lines) + draw(st.sampled_from([b"", b"\r\n"]))
     cuts = sorted(draw(st.sets(st.integers(0, len(data)), max_size=8)))
     changes = []
     for start, end in itertools.pairwise(cuts):
         if end > start and draw(st.booleans()):
-            changes.append((start, end, draw(st.text("abc:/._-", min_size=1)).encode()))
+            changes.append((start, end, draw(st.text(new_chars, min_size=1)).encode()))
     return data, changes
 
 
@@ -222,19 +230,11 @@ LINE_STARTS = speedups.qp_line_starts if speedups else None
 needs_speedups = pytest.mark.skipif(speedups is None, reason="C extension not built")
 
 
-@st.composite
-def qp_text_edits(draw: st.DrawFn) -> tuple[bytes, list[tuple[int, int, bytes]]]:
+def qp_text_edits() -> st.SearchStrategy[tuple[bytes, list[tuple[int, int, bytes]]]]:
     """Text-like content (what HTML parts hold): long and short lines, "=" and 8-bit
     bytes to escape, no CR or LF inside a line; so its encoding maps line to line."""
     line = st.binary(max_size=200).map(lambda b: b.replace(b"\r", b"").replace(b"\n", b""))
-    lines = draw(st.lists(line, min_size=1, max_size=30))
-    data = b"\r\n".join(lines) + draw(st.sampled_from([b"", b"\r\n"]))
-    cuts = sorted(draw(st.sets(st.integers(0, len(data)), max_size=8)))
-    changes = []
-    for start, end in itertools.pairwise(cuts):
-        if end > start and draw(st.booleans()):
-            changes.append((start, end, draw(st.text("abc:/._=-", min_size=1)).encode()))
-    return data, changes
+    return qp_edits(line=line, new_chars="abc:/._=-")
 
 
 @needs_speedups
