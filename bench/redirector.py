@@ -1,6 +1,7 @@
 """Benchmark: the redirector against a bare aiohttp app answering 302, in the same run.
 
     python bench/redirector.py [--requests 20000] [--connections 50] [--time-limit 15]
+    python bench/redirector.py --breakdown
 
 Each server runs in its own subprocess (so it does not share a CPU-bound event loop with
 the load generator), both on the same event loop choice (uvloop when installed):
@@ -14,6 +15,10 @@ The load generator is a minimal asyncio HTTP/1.1 client with N keep-alive connec
 number of GETs per side (bounded by a time limit too), after a short warm-up. It prints
 requests/s and latency percentiles of both, the ratio, and — after the redirector has
 shut down and flushed — whether the clicks in the store equal the 302s it served.
+
+``--breakdown`` instead starts one server per stage — bare, + token decryption,
++ Location, + classification (no store), + click store — and prints the server CPU per
+request of each: where the redirector's cost goes beyond aiohttp's own.
 
 Targets (issue 5): redirector rps >= 70% of the baseline's, p99 < 10 ms at 50
 connections, clicks stored == 302s served. On a small machine the Python load generator
@@ -98,6 +103,31 @@ async def _serve_bare() -> None:
 
     async def found(request: web.Request) -> web.Response:
         return web.Response(status=302, headers={"Location": "https://example.com/"})
+
+    app = web.Application()
+    app.router.add_get("/c/{token}", found)
+    await _serve_app(app)
+
+
+async def _serve_partial(workdir: Path, upto: str) -> None:
+    """For --breakdown: the redirector's 302 after only part of its work per request:
+    ``open`` (token decryption) or ``location`` (that, and the Location header)."""
+    from aiohttp import web
+
+    from redirector import app as redirector_app
+    from redirector.location import location_for
+    from redirector.tokens import load_keyring
+
+    keyring = load_keyring(workdir / "keys")
+
+    async def found(request: web.Request) -> web.Response:
+        link = keyring.open(request.match_info["token"])
+        location = location_for(link.url) if upto == "location" else "https://example.com/"
+        response = web.Response(
+            status=302, body=redirector_app._FOUND_BODY, headers=redirector_app._TEXT_HEADERS
+        )
+        response.headers["Location"] = location or ""
+        return response
 
     app = web.Application()
     app.router.add_get("/c/{token}", found)
@@ -382,6 +412,60 @@ def report(res: Result) -> str:
     )
 
 
+#: --breakdown: each kind adds one part of the redirector's per-click work to the last.
+BREAKDOWN = (
+    ("bare", "a bare aiohttp app answering 302"),
+    ("open", "+ token decryption (and the redirector's 302 headers)"),
+    ("location", "+ the Location header built from the sealed URL"),
+    ("nostore", "+ client address, classification, metrics: the redirector without a store"),
+    ("real", "+ recording the click (SQLite store, its writer thread)"),
+)
+
+
+def breakdown(args: argparse.Namespace) -> int:
+    """Server CPU per request of each BREAKDOWN kind (best of --rounds runs): where the
+    redirector's time goes beyond what aiohttp itself costs."""
+    with tempfile.TemporaryDirectory(prefix="clickrelay-bench-") as tmp:
+        workdir = Path(tmp)
+        paths = mint_paths(workdir, WARMUP + args.requests)
+        warmup, measured = paths[:WARMUP], paths[WARMUP:]
+        best: dict[str, float] = {}
+        for _ in range(args.rounds):
+            for kind, _label in BREAKDOWN:
+                proc, port = start_server(kind, workdir)
+                try:
+                    cpu0 = process_cpu(proc.pid)
+                    result, _ = run_loop(
+                        partial(
+                            load,
+                            kind,
+                            port,
+                            measured,
+                            warmup=warmup,
+                            connections=args.connections,
+                            time_limit=args.time_limit,
+                        )
+                    )
+                    if kind == "real":
+                        run_loop(partial(wait_flushed, port))
+                    cpu1 = process_cpu(proc.pid)
+                finally:
+                    stop_server(proc)
+                if cpu0 is None or cpu1 is None or not result.requests:
+                    print("cannot read process CPU times (/proc): no breakdown")
+                    return 1
+                us = (cpu1 - cpu0) / (result.requests + len(warmup)) * 1e6
+                best[kind] = min(best.get(kind, us), us)
+    print(f"server CPU per request, best of {args.rounds} runs of {args.requests} requests:")
+    previous = None
+    for kind, label in BREAKDOWN:
+        step = "" if previous is None else f"  ({best[kind] - best[previous]:+5.1f})"
+        print(f"  {kind:9s}{best[kind]:6.1f} us{step}  {label}")
+        previous = kind
+    print(f"CPU-bound capacity ratio redirector/bare: {best['bare'] / best['real']:.2f}")
+    return 0
+
+
 def bench(args: argparse.Namespace) -> int:
     sides = ["bare", "real", "nostore"]
     per_round = max(1, args.requests // args.rounds)
@@ -519,7 +603,12 @@ def main() -> int:
     parser.add_argument(
         "--paced-seconds", type=float, default=3.0, help="length of the fixed-rate phase"
     )
-    parser.add_argument("--serve", choices=["bare", "real", "nostore"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="instead: server CPU per request as the redirector's parts are added one by one",
+    )
+    parser.add_argument("--serve", choices=[kind for kind, _ in BREAKDOWN], help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve == "bare":
@@ -531,7 +620,10 @@ def main() -> int:
     if args.serve == "nostore":
         run_loop(lambda: _serve_nostore(args.workdir))
         return 0
-    return bench(args)
+    if args.serve in ("open", "location"):
+        run_loop(lambda: _serve_partial(args.workdir, args.serve))
+        return 0
+    return breakdown(args) if args.breakdown else bench(args)
 
 
 if __name__ == "__main__":
