@@ -252,7 +252,8 @@ _QP_LOGICAL_RE = re.compile(rb"(?:[^\n]*=[ \t\r]*\n)*[^\n]*(?:\n|\Z)")
 def qp_decode(body: bytes | memoryview) -> bytes:
     """Decode a quoted-printable body; MimeError("bad-quoted-printable") when an ``=`` is
     neither an escape nor a soft line break."""
-    if not _qp_valid(body) if _qp_valid is not None else _BAD_QP_RE.search(body):
+    valid = _qp_valid(body) if _qp_valid is not None else _BAD_QP_RE.search(body) is None
+    if not valid:
         raise MimeError("bad-quoted-printable")
     return binascii.a2b_qp(body)
 
