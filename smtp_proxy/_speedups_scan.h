@@ -183,8 +183,10 @@ FN(boring_start)(Text *t, Py_ssize_t i, Py_ssize_t end)
     }
 }
 
-/* Raw text up to "</name" followed by [WS/>] (or, with at_end, by the end of the
- * scanned text): where that "<" is; `end` (or -1 with at_end... see callers) if none. */
+/* Where raw text starting at q ends: the "<" of the first "</name" (name matched as
+ * (?i:name)) followed by [WS/>], or, with at_end, by the end of the scanned text; *found
+ * says whether there is one, else `end` is returned. The skip regex's style/title
+ * alternatives want [WS/>] (at_end 0), _RAW_END_RE accepts the end too (at_end 1). */
 static Py_ssize_t
 FN(raw_until)(Text *t, Py_ssize_t q, Py_ssize_t end, const char *name, int at_end, int *found)
 {
