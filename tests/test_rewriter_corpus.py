@@ -214,14 +214,14 @@ def _part(ctype: str, text: str, charset: str, cte: str) -> bytes:
 def wrapped(html: str) -> Iterator[tuple[str, bytes]]:
     """The template as text/html alone and in multipart/alternative, in 8bit, QP and
     base64, in UTF-8 and a legacy charset when the text fits in one."""
-    legacy = next((cs for cs in ("windows-1252", "iso-8859-1") if _fits(html, cs)), None)
+    legacy = next((cs for cs in ("windows-1252", "iso-8859-1") if fits(html, cs)), None)
     head = "From: Sender <s@example.com>\r\nTo: r@example.org\r\nSubject: Test\r\n"
     head += "MIME-Version: 1.0\r\n"
     text = _text_version(html)
     for charset in ("utf-8", *([legacy] if legacy else [])):
         for cte in ("8bit", "quoted-printable", "base64"):
             yield f"html-{charset}-{cte}", head.encode() + _part("text/html", html, charset, cte)
-            text_cs = charset if _fits(text, charset) else "utf-8"
+            text_cs = charset if fits(text, charset) else "utf-8"
             body = (
                 b"--=_alt\r\n"
                 + _part("text/plain", text, text_cs, cte)
@@ -233,7 +233,8 @@ def wrapped(html: str) -> Iterator[tuple[str, bytes]]:
             yield f"alt-{charset}-{cte}", head.encode() + ctype.encode() + body
 
 
-def _fits(text: str, charset: str) -> bool:
+def fits(text: str, charset: str) -> bool:
+    """Whether ``text`` can be written in ``charset``."""
     try:
         text.encode(charset)
     except UnicodeEncodeError:

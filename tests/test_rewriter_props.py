@@ -21,7 +21,7 @@ from smtp_proxy import mime_parts
 from smtp_proxy.config import load_config_text
 from smtp_proxy.rewriter import TrackingSettings, rewrite_message
 from smtp_proxy.speedups import speedups
-from tests.test_rewriter_corpus import BASE, KEYRING, check_rewrite
+from tests.test_rewriter_corpus import BASE, KEYRING, check_rewrite, fits
 
 PROFILE = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -80,14 +80,6 @@ fragments = st.lists(
 ).map("".join)
 
 
-def _fits(text: str, charset: str) -> bool:
-    try:
-        text.encode(charset)
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def _message(html: str, charset: str, cte: str, text_part: str | None) -> bytes:
     raw = html.replace("\n", "\r\n").encode(charset)
     if cte == "base64":
@@ -132,7 +124,7 @@ def test_random_html_is_preserved(
     cte: str,
     text_urls: list[str] | None,
 ) -> None:
-    if not _fits(html, charset):
+    if not fits(html, charset):
         charset = "utf-8"
     if cte == "7bit" and not html.isascii():
         cte = "8bit"
