@@ -26,6 +26,7 @@ import pytest
 from redirector.tokens import load_keyring, new_key_line
 from smtp_proxy.config import load_config_text
 from smtp_proxy.lifecycle import restart_only_changes
+from smtp_proxy.speedups import speedups
 from tests.preflight_fixtures import TestCA
 from tests.process_harness import ClickrelayProcess, free_ports, run_cli, write_config
 
@@ -283,6 +284,9 @@ def test_sigterm_lets_an_in_flight_message_finish(tmp_path: Path, command: str) 
     )
     with ClickrelayProcess([command, "-c", str(config)], cwd=tmp_path) as proc:
         proc.wait_ready()
+        # The log says whether the rewriter runs with its C extension.
+        expected = "speedups=on" if speedups else "speedups=off"
+        assert expected in proc.wait_for_log("event=proxy-started")
         client = start_transaction(smtp_port)
         try:
             proc.send_signal(signal.SIGTERM)
