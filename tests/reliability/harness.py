@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -468,6 +468,30 @@ def proxy_config(
         "<reliability>",
         tmp_path,
     )
+
+
+@contextlib.asynccontextmanager
+async def running_proxy(
+    tmp_path: Path, upstream_url: str, key_file: Path, **config: Any
+) -> AsyncIterator[Any]:
+    """A started ``ProxyService`` (no admin listener) on :func:`proxy_config`'s config,
+    stopped with a 5 s grace on the way out."""
+    service_mod = need("smtp_proxy.service", "proxy (smtp_proxy/service.py ProxyService)")
+    from prometheus_client import CollectorRegistry
+
+    from redirector.tokens import load_keyring
+
+    service = service_mod.ProxyService(
+        proxy_config(tmp_path, upstream_url, key_file, **config),
+        load_keyring(key_file),
+        registry=CollectorRegistry(),
+        admin=False,
+    )
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.stop(grace=5)
 
 
 def proxy_config_text(

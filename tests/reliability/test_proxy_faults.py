@@ -37,6 +37,7 @@ from tests.reliability.harness import (
     port_open,
     proxy_config,
     proxy_config_text,
+    running_proxy,
     scale,
     send_with_retry,
 )
@@ -80,24 +81,19 @@ def tally(sink: SinkProcess, sent: list[tuple[str, bytes]], stats: SendStats) ->
 async def test_upstream_killed_and_restarted_mid_load(
     tmp_path: Path, key_file: Path, sink: SinkProcess, figures: list[Figures]
 ) -> None:
-    service_mod = need("smtp_proxy.service", "proxy (smtp_proxy/service.py ProxyService)")
-    keyring = load_keyring(key_file)
     total = scale(80, 800)
     clients = 4
     faults = scale(6, 30)
-    config = proxy_config(
-        tmp_path,
-        f"smtp://127.0.0.1:{sink.port}",
-        key_file,
-        upstream={"pool_size": 2, "connect_timeout": 2, "timeout": 10},
-    )
-    service = service_mod.ProxyService(config, keyring, registry=CollectorRegistry(), admin=False)
-    await service.start()
     messages = batch("kill", total)
     stats = SendStats()
     points = ["mail", "rcpt", "data"]
     injected: list[str] = []
-    try:
+    async with running_proxy(
+        tmp_path,
+        f"smtp://127.0.0.1:{sink.port}",
+        key_file,
+        upstream={"pool_size": 2, "connect_timeout": 2, "timeout": 10},
+    ) as service:
         deadline = time.monotonic() + scale(240, 540)
         senders = [
             asyncio.create_task(send_with_retry(service.port, part, stats, deadline=deadline))
@@ -123,8 +119,6 @@ async def test_upstream_killed_and_restarted_mid_load(
         injector = asyncio.create_task(inject())
         await asyncio.gather(*senders)
         await injector
-    finally:
-        await service.stop(grace=5)
     counts = tally(sink, messages, stats)
     figures.append(
         Figures(
@@ -154,21 +148,16 @@ async def test_upstream_killed_and_restarted_mid_load(
 async def test_upstream_slow_gives_451_within_timeout_then_delivers_once(
     tmp_path: Path, key_file: Path, sink: SinkProcess, figures: list[Figures]
 ) -> None:
-    service_mod = need("smtp_proxy.service", "proxy (smtp_proxy/service.py ProxyService)")
-    keyring = load_keyring(key_file)
-    config = proxy_config(
-        tmp_path,
-        f"smtp://127.0.0.1:{sink.port}",
-        key_file,
-        upstream={"pool_size": 1, "connect_timeout": 2, "timeout": 1.5},
-    )
-    service = service_mod.ProxyService(config, keyring, registry=CollectorRegistry(), admin=False)
-    await service.start()
     count = scale(3, 10)
     messages = batch("slow", count)
     stats = SendStats()
     codes: list[int] = []
-    try:
+    async with running_proxy(
+        tmp_path,
+        f"smtp://127.0.0.1:{sink.port}",
+        key_file,
+        upstream={"pool_size": 1, "connect_timeout": 2, "timeout": 1.5},
+    ) as service:
         sink.set_delay(8)  # longer than upstream.timeout
         import aiosmtplib
 
@@ -181,8 +170,6 @@ async def test_upstream_slow_gives_451_within_timeout_then_delivers_once(
                     codes.append(exc.code)
         sink.set_delay(None)
         await send_with_retry(service.port, messages, stats, deadline=time.monotonic() + 60)
-    finally:
-        await service.stop(grace=5)
     counts = tally(sink, messages, stats)
     figures.append(
         Figures(

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from redirector.tokens import load_keyring
 from tests.conftest import corpus_eml_files
@@ -31,8 +30,8 @@ from tests.reliability.harness import (
     dot_stuff,
     make_message,
     need,
-    proxy_config,
     raw_send,
+    running_proxy,
     scale,
 )
 
@@ -43,20 +42,12 @@ pytestmark = [pytest.mark.reliability]
 async def proxy_and_sink(
     tmp_path: Path, key_file: Path, sink_options: dict[str, Any] | None = None, **proxy: Any
 ) -> AsyncIterator[tuple[Any, Any]]:
-    service_mod = need("smtp_proxy.service", "proxy (smtp_proxy/service.py ProxyService)")
     sink_mod = need("tests.smtp_sink", "recording sink (tests/smtp_sink.py)")
     sink = sink_mod.SmtpSink(**(sink_options or {"data_size_limit": None}))
     await sink.start()
     try:
-        config = proxy_config(tmp_path, sink.url, key_file, **proxy)
-        service = service_mod.ProxyService(
-            config, load_keyring(key_file), registry=CollectorRegistry(), admin=False
-        )
-        await service.start()
-        try:
+        async with running_proxy(tmp_path, sink.url, key_file, **proxy) as service:
             yield service, sink
-        finally:
-            await service.stop(grace=5)
     finally:
         await sink.stop()
 
