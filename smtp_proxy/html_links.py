@@ -46,9 +46,6 @@ from smtp_proxy.speedups import speedups
 
 _c_scan = speedups.scan if speedups else None
 
-#: Whether the C scanner is in use (``CLICKRELAY_NO_EXTENSIONS=1`` turns it off).
-HAVE_C_SCANNER = _c_scan is not None
-
 
 @dataclass(frozen=True, slots=True)
 class FoundLink:
