@@ -2,6 +2,7 @@
 
     python bench/redirector.py [--requests 20000] [--connections 50] [--time-limit 15]
     python bench/redirector.py --breakdown
+    python bench/redirector.py --instructions   # needs valgrind; about 5 minutes
 
 Each server runs in its own subprocess (so it does not share a CPU-bound event loop with
 the load generator), both on the same event loop choice (uvloop when installed):
@@ -19,6 +20,13 @@ shut down and flushed — whether the clicks in the store equal the 302s it serv
 ``--breakdown`` instead starts one server per stage — bare, + token decryption,
 + Location, + classification (no store), + click store — and prints the server CPU per
 request of each: where the redirector's cost goes beyond aiohttp's own.
+
+``--instructions`` runs the same servers under valgrind's callgrind and prints the CPU
+instructions each one executes per request (the difference between a run of warm-up only
+and one of warm-up + N requests, so start-up and shutdown cancel out). Instruction counts
+do not depend on what else the machine is doing: the same build gives the same figure
+within a fraction of a percent, where req/s here moves by 15%. Callgrind serialises threads,
+so the SQLite writer's work is counted in full, as if on the same core.
 
 Targets (issue 5): redirector rps >= 70% of the baseline's, p99 < 10 ms at 50
 connections, clicks stored == 302s served. On a small machine the Python load generator
@@ -39,6 +47,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -351,9 +360,11 @@ def process_cpu(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_server(kind: str, workdir: Path) -> tuple[subprocess.Popen[str], int]:
+def start_server(
+    kind: str, workdir: Path, wrapper: tuple[str, ...] = ()
+) -> tuple[subprocess.Popen[str], int]:
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve", kind, "--workdir", str(workdir)],
+        [*wrapper, sys.executable, __file__, "--serve", kind, "--workdir", str(workdir)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -368,12 +379,12 @@ def start_server(kind: str, workdir: Path) -> tuple[subprocess.Popen[str], int]:
     return proc, int(json.loads(line)["port"])
 
 
-def stop_server(proc: subprocess.Popen[str]) -> dict[str, Any]:
+def stop_server(proc: subprocess.Popen[str], timeout: float = 60) -> dict[str, Any]:
     assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.close()
     try:
         line = proc.stdout.readline()
-        proc.wait(timeout=60)
+        proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
@@ -463,6 +474,66 @@ def breakdown(args: argparse.Namespace) -> int:
         print(f"  {kind:9s}{best[kind]:6.1f} us{step}  {label}")
         previous = kind
     print(f"CPU-bound capacity ratio redirector/bare: {best['bare'] / best['real']:.2f}")
+    return 0
+
+
+def callgrind_instructions(
+    kind: str, workdir: Path, warmup: list[str], measured: list[str], connections: int
+) -> int:
+    """Instructions the ``kind`` server executes for ``warmup`` then ``measured``
+    requests, start-up and shutdown included (callgrind's total)."""
+    out = workdir / f"callgrind.{kind}.{len(measured)}"
+    (workdir / "clicks.sqlite3").unlink(missing_ok=True)
+    wrapper = ("valgrind", "-q", "--tool=callgrind", f"--callgrind-out-file={out}")
+    proc, port = start_server(kind, workdir, wrapper)
+    try:
+        result, _ = run_loop(
+            partial(
+                load,
+                kind,
+                port,
+                measured,
+                warmup=warmup,
+                connections=connections,
+                time_limit=3600,
+            )
+        )
+        if result.statuses.get(302, 0) != len(measured):
+            raise SystemExit(f"{kind}: not every request got its 302: {result.statuses}")
+        if kind == "real":
+            run_loop(partial(wait_flushed, port, 300))
+    finally:
+        stop_server(proc, timeout=300)
+    for line in out.read_text().splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    raise SystemExit(f"no instruction total in {out}")
+
+
+def instructions(args: argparse.Namespace) -> int:
+    """Instructions per request of each BREAKDOWN kind, from callgrind: repeatable
+    where req/s on a shared machine is not."""
+    if shutil.which("valgrind") is None:
+        print("valgrind is not installed (Debian: apt-get install valgrind)")
+        return 1
+    count = args.requests
+    with tempfile.TemporaryDirectory(prefix="clickrelay-bench-") as tmp:
+        workdir = Path(tmp)
+        paths = mint_paths(workdir, WARMUP + count)
+        warmup, measured = paths[:WARMUP], paths[WARMUP:]
+        per_request: dict[str, float] = {}
+        for kind, _label in BREAKDOWN:
+            base = callgrind_instructions(kind, workdir, warmup, [], args.connections)
+            full = callgrind_instructions(kind, workdir, warmup, measured, args.connections)
+            per_request[kind] = (full - base) / count
+    print(f"instructions per request (callgrind, {count} requests after {WARMUP} warm-up):")
+    previous = None
+    for kind, label in BREAKDOWN:
+        step = "" if previous is None else f"  ({per_request[kind] - per_request[previous]:+8.0f})"
+        print(f"  {kind:9s}{per_request[kind]:9.0f}{step}  {label}")
+        previous = kind
+    ratio = per_request["bare"] / per_request["real"]
+    print(f"instruction ratio bare/redirector: {ratio:.2f}  (the rps target is 0.70)")
     return 0
 
 
@@ -608,6 +679,11 @@ def main() -> int:
         action="store_true",
         help="instead: server CPU per request as the redirector's parts are added one by one",
     )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="instead: instructions per request of each part, under valgrind's callgrind",
+    )
     parser.add_argument("--serve", choices=[kind for kind, _ in BREAKDOWN], help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -623,6 +699,8 @@ def main() -> int:
     if args.serve in ("open", "location"):
         run_loop(lambda: _serve_partial(args.workdir, args.serve))
         return 0
+    if args.instructions:
+        return instructions(args)
     return breakdown(args) if args.breakdown else bench(args)
 
 

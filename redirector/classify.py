@@ -26,7 +26,6 @@ it, so that stats can show humans and bots apart. The rules, in the order they a
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from importlib import resources
@@ -147,8 +146,9 @@ class BurstTracker:
         self.links = links
         self.max_keys = max_keys
         self.max_links = max(max_links, links)
-        # key -> {link index: last time seen}; ordered by last use (oldest first).
-        self._seen: OrderedDict[tuple[str, str], dict[int, float]] = OrderedDict()
+        # key -> {link index: last time seen}; pairs in last-use order (oldest first) by
+        # deleting and re-inserting on every use: plain dicts keep insertion order.
+        self._seen: dict[tuple[str, str], dict[int, float]] = {}
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -157,31 +157,34 @@ class BurstTracker:
         """Note a click; True when it makes ``links`` distinct links within the window."""
         key = (queue_id, client)
         horizon = now - self.window
-        entry = self._seen.pop(key, None)
+        seen = self._seen
+        entry = seen.pop(key, None)
         if entry is None:
-            entry = {}
+            entry = {link_index: now}
         else:
-            for index in [i for i, t in entry.items() if t < horizon]:
-                del entry[index]
-        entry.pop(link_index, None)
-        entry[link_index] = now  # re-insert: dict order is then oldest-first
-        while len(entry) > self.max_links:
-            del entry[next(iter(entry))]
-        self._seen[key] = entry
+            if min(entry.values()) < horizon:  # (one C call when nothing is stale)
+                for index in [i for i, t in entry.items() if t < horizon]:
+                    del entry[index]
+            entry.pop(link_index, None)
+            entry[link_index] = now
+            while len(entry) > self.max_links:
+                del entry[next(iter(entry))]
+        seen[key] = entry
         self._expire(horizon)
         return len(entry) >= self.links
 
     def _expire(self, horizon: float) -> None:
-        while len(self._seen) > self.max_keys:
-            self._seen.popitem(last=False)
+        seen = self._seen
+        while len(seen) > self.max_keys:
+            del seen[next(iter(seen))]
         # The front is the least recently touched pair: drop a few stale ones per call.
         for _ in range(4):
-            if not self._seen:
+            if not seen:
                 return
-            key, entry = next(iter(self._seen.items()))
-            if max(entry.values(), default=horizon - 1) >= horizon:
+            key = next(iter(seen))
+            if max(seen[key].values(), default=horizon - 1) >= horizon:
                 return
-            del self._seen[key]
+            del seen[key]
 
 
 class Classifier:

@@ -11,9 +11,8 @@ import itertools
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 #: The two classifications; a bot click also carries a ``reason``.
 HUMAN = "human"
@@ -60,14 +59,7 @@ def new_click_id() -> str:
     return _IDS.new()
 
 
-@dataclass(frozen=True)
-class Click:
-    """One GET or HEAD of ``/c/<token>`` that decoded to a link we minted.
-
-    ``time`` is timezone-aware UTC. ``client_ip`` is already truncated (or None) by the
-    HTTP layer; the store keeps what it is given.
-    """
-
+class _ClickFields(NamedTuple):
     time: datetime
     queue_id: str
     link_index: int
@@ -78,7 +70,53 @@ class Click:
     method: str
     classification: str  # HUMAN or BOT
     reason: str | None
-    id: str = field(default_factory=new_click_id)
+    id: str
+
+
+class Click(_ClickFields):
+    """One GET or HEAD of ``/c/<token>`` that decoded to a link we minted.
+
+    ``time`` is timezone-aware UTC. ``client_ip`` is already truncated (or None) by the
+    HTTP layer; the store keeps what it is given. ``id`` is a fresh
+    :func:`new_click_id` unless given (``_replace`` keeps it).
+
+    Immutable, as a named tuple rather than a frozen dataclass: one is made per redirect,
+    and a frozen dataclass's ``__init__`` (one ``object.__setattr__`` per field) costs
+    about 3x as much.
+    """
+
+    __slots__ = ()
+
+    def __new__(
+        cls,
+        time: datetime,
+        queue_id: str,
+        link_index: int,
+        url: str,
+        recipient: str | None,
+        client_ip: str | None,
+        user_agent: str | None,
+        method: str,
+        classification: str,
+        reason: str | None,
+        id: str | None = None,
+    ) -> Click:
+        return tuple.__new__(
+            cls,
+            (
+                time,
+                queue_id,
+                link_index,
+                url,
+                recipient,
+                client_ip,
+                user_agent,
+                method,
+                classification,
+                reason,
+                new_click_id() if id is None else id,
+            ),
+        )
 
 
 def utc(value: datetime) -> datetime:

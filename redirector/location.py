@@ -24,6 +24,20 @@ import idna
 
 #: Characters that may never appear in a Location we send (after encoding).
 _FORBIDDEN_RE = re.compile(r"[\x00-\x20\x7f]")
+
+
+def has_forbidden_char(text: str) -> bool:
+    """True when ``text`` holds a control character, space or DEL (``_FORBIDDEN_RE``).
+
+    Runs twice per click (token opening, then here): for ASCII text, which almost every
+    URL is, ``isprintable()`` (false exactly for 0x00-0x1F and 0x7F) and a search for the
+    space are C loops several times cheaper than the regex.
+    """
+    if text.isascii():
+        return not text.isprintable() or " " in text
+    return _FORBIDDEN_RE.search(text) is not None
+
+
 #: Non-ASCII characters (incl. lone surrogates, which a sealed URL can carry).
 _NON_ASCII_RE = re.compile(r"[^\x00-\x7f]+")
 #: Label separators that IDNA treats like ``.`` (ideographic and full-width full stops).
@@ -100,13 +114,13 @@ def location_for(url: str) -> str | None:
         scheme_len = len("https://")
     else:
         return None
-    if _FORBIDDEN_RE.search(url):
+    if has_forbidden_char(url):
         return None
     if url.isascii():
         return url
     authority, tail = _split_authority(url[scheme_len:])
     result = url[:scheme_len] + _encode_authority(authority) + _encode_non_ascii(tail)
     # Belt and braces: whatever the encoders did, the header is ASCII without controls.
-    if not result.isascii() or _FORBIDDEN_RE.search(result):
+    if not result.isascii() or has_forbidden_char(result):
         return None
     return result

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from redirector.classify import (
     AgentMatcher,
@@ -279,3 +281,36 @@ def test_burst_tracker_is_bounded_and_forgets_stale_pairs() -> None:
     assert results[:2] == [False, False]
     assert all(results[2:])
     assert len(tracker._seen[("big", "192.0.2.9")]) == 8
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["Q1", "Q2"]),
+            st.sampled_from(["192.0.2.1", "192.0.2.2"]),
+            st.integers(min_value=0, max_value=5),
+            st.floats(min_value=0.0, max_value=3.0, allow_nan=False),
+        ),
+        max_size=60,
+    )
+)
+def test_burst_tracker_matches_a_plain_model(
+    clicks: list[tuple[str, str, int, float]],
+) -> None:
+    # Unbounded model: a click is a burst when, counting it, its (message, address) pair
+    # has clicked `links` distinct links no longer ago than the window.
+    tracker = BurstTracker(window=2.0, links=3, max_links=4)
+    last_seen: dict[tuple[str, str], dict[int, float]] = {}
+    now = 1000.0
+    for queue_id, client, link, step in clicks:
+        now += step
+        links = last_seen.setdefault((queue_id, client), {})
+        links[link] = now
+        recent = sum(1 for t in links.values() if t >= now - 2.0)
+        assert tracker.observe(queue_id, client, link, now) == (recent >= 3)
+    # A clock stepping back (NTP) may make it forget, but never fail or grow unbounded.
+    for queue_id, client, link, step in clicks:
+        now -= step
+        tracker.observe(queue_id, client, link, now)
+    assert all(0 < len(links) <= 4 for links in tracker._seen.values())

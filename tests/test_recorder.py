@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import sqlite3
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -193,7 +192,7 @@ async def test_clicks_the_store_refuses_are_dropped_one_by_one_not_the_batch(
     caplog.set_level(logging.INFO, logger=LOGGER)
     recorder, _ = recorder_for(store, batch_size=10, flush_interval=3600)
     good = [make_click(i) for i in range(9)]
-    bad = replace(make_click(99), link_index="not-a-number")  # type: ignore[arg-type]
+    bad = make_click(99)._replace(link_index="not-a-number")  # type: ignore[arg-type]
     for click in [*good[:4], bad, *good[4:]]:
         recorder.record(click)
     await recorder.start()

@@ -11,6 +11,7 @@ import base64
 import dataclasses
 import json
 import os
+import re
 import sqlite3
 import struct
 import time
@@ -34,7 +35,7 @@ from redirector.classify import Classifier, bundled_agents
 from redirector.clientip import ClientIpPolicy, parse_ip
 from redirector.config import RedirectorConfig
 from redirector.errors import TokenError
-from redirector.location import location_for
+from redirector.location import has_forbidden_char, location_for
 from redirector.recorder import ClickRecorder
 from redirector.store import open_store
 from redirector.tokens import Keyring, new_key_line, parse_keys
@@ -305,6 +306,22 @@ async def test_non_http_and_control_character_targets_never_reach_location(
 )
 def test_location_for_refuses_unsafe_urls(url: str) -> None:
     assert location_for(url) is None
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(
+        st.text(alphabet=st.characters(max_codepoint=0x7F), max_size=60),
+        st.text(alphabet=st.characters(codec="utf-8"), max_size=60),
+        st.text(alphabet=st.characters(min_codepoint=0xD800, max_codepoint=0xDFFF), max_size=4),
+    )
+)
+def test_has_forbidden_char_is_the_regex(text: str) -> None:
+    # The isprintable() fast path must refuse exactly what [\x00-\x20\x7f] finds, for
+    # ASCII and for any other text (NBSP, U+0085, lone surrogates are allowed through).
+    assert has_forbidden_char(text) == (re.search(r"[\x00-\x20\x7f]", text) is not None)
+    for c in ("\x00", "\t", "\n", "\r", " ", "\x1f", "\x7f"):
+        assert has_forbidden_char(text + c) and has_forbidden_char(c + text)
 
 
 @settings(max_examples=300, deadline=None)

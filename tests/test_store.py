@@ -10,7 +10,6 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -38,7 +37,7 @@ def make_click(n: int = 0, **changes: object) -> Click:
         classification="human",
         reason=None,
     )
-    return replace(click, **changes)  # type: ignore[arg-type]
+    return click._replace(**changes)  # type: ignore[arg-type]
 
 
 async def count_rows(store: ClickStore) -> int:
