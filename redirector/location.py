@@ -19,6 +19,7 @@ caller answers 404.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 import idna
 
@@ -71,7 +72,13 @@ def _punycode_label(label: str) -> str:
         return _encode_non_ascii(label)
 
 
-def _encode_host(host: str) -> str:
+@lru_cache(maxsize=1024)  # UTS 46 in the idna package costs tens of microseconds
+def ascii_host(host: str) -> str:
+    """``host`` as a browser sends it: each non-ASCII label in its punycode form.
+
+    The link rules compare hosts in this form too (``smtp_proxy.linkrules``), so that a
+    skip domain matches the host the click really goes to.
+    """
     if host.isascii():
         return host
     labels = _LABEL_SEP_RE.split(host)
@@ -98,7 +105,7 @@ def _encode_authority(authority: str) -> str:
         head, sep, tail = hostport.rpartition(":")
         if sep and tail.isdigit():
             host, colon, port = head, sep, tail
-    return _encode_non_ascii(userinfo) + at + _encode_host(host) + colon + _encode_non_ascii(port)
+    return _encode_non_ascii(userinfo) + at + ascii_host(host) + colon + _encode_non_ascii(port)
 
 
 def location_for(url: str) -> str | None:

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from redirector.location import location_for
 from redirector.tokens import url_is_sealable
 from smtp_proxy.linkrules import LinkPolicy, normalize_host, skip_reason
 
@@ -151,7 +152,37 @@ def test_from_base_urls() -> None:
 def test_normalize_host() -> None:
     assert normalize_host("Bücher.Example.") == "xn--bcher-kva.example"
     assert normalize_host("[::1]") == "::1"
-    assert normalize_host("x" * 70 + ".ünï") == "x" * 70 + ".ünï"  # IDNA refuses: kept as text
+    # Label by label, as the Location header is written: an over-long ASCII label stays.
+    assert normalize_host("x" * 70 + ".ünï") == "x" * 70 + ".xn--n-nga1b"
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "straße.example",
+        "bücher.example",
+        "ﬁle.example",
+        "例え.テスト",
+        "a\u3002bü.example",
+        "ü" * 70,
+    ],
+)
+def test_hosts_are_compared_as_the_redirect_sends_them(host: str) -> None:
+    # The link rules and the Location header agree on every IDN host (UTS 46, as
+    # browsers): a skip domain written in punycode matches the Unicode spelling.
+    location = location_for(f"https://{host}/x")
+    assert location is not None
+    assert location.lower() == f"https://{normalize_host(host)}/x"
+    policy = LinkPolicy(frozenset(), (normalize_host(host),))
+    assert skip_reason(f"https://{host}/x", policy) == "skip-domain"
+
+
+def test_sharp_s_is_not_folded_to_ss() -> None:
+    # IDNA 2003 would map straße to strasse, a different domain the browser never visits.
+    policy = LinkPolicy(frozenset(), ("xn--strae-oqa.de",))
+    assert skip_reason("https://straße.de/", policy) == "skip-domain"
+    assert skip_reason("https://strasse.de/", policy) is None
+    assert skip_reason("https://strasse.de/", LinkPolicy(frozenset(), ("straße.de",))) is None
 
 
 def test_empty_policy_tracks_ordinary_links() -> None:
