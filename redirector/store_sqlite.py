@@ -164,17 +164,21 @@ class SqliteStore:
         conn = self._connect()
         if not clicks:
             return
-        # Converted here, not on the event loop: the loop is busy answering redirects.
-        try:
-            rows = [click_row(click, time_text) for click in clicks]
-        except (TypeError, ValueError, AttributeError) as exc:
-            raise StoreError(f"{self.name}: malformed click: {exc}", retryable=False) from exc
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for at in range(0, len(rows), _ROWS_PER_INSERT):
-                chunk = rows[at : at + _ROWS_PER_INSERT]
+            # Converted here, not on the event loop (it is busy answering redirects), and
+            # one INSERT's worth at a time: this thread holds the GIL while it runs Python
+            # and lets go inside each INSERT, so short stretches keep redirects prompt.
+            for at in range(0, len(clicks), _ROWS_PER_INSERT):
+                chunk = clicks[at : at + _ROWS_PER_INSERT]
+                try:
+                    values = [v for click in chunk for v in click_row(click, time_text)]
+                except (TypeError, ValueError, AttributeError) as exc:
+                    raise StoreError(
+                        f"{self.name}: malformed click: {exc}", retryable=False
+                    ) from exc
                 sql = _INSERT_FULL if len(chunk) == _ROWS_PER_INSERT else _insert_sql(len(chunk))
-                conn.execute(sql, [value for row in chunk for value in row])
+                conn.execute(sql, values)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
