@@ -35,7 +35,7 @@ from redirector.tokens import Keyring
 from smtp_proxy import dkim_resign, mime_parts
 from smtp_proxy.config import Config, DkimConfig
 from smtp_proxy.html_links import FoundLink, HtmlScan, check_links, find_html_links, splice
-from smtp_proxy.linkrules import OPT_OUT_REASON, LinkPolicy, skip_reason
+from smtp_proxy.linkrules import OPT_OUT_REASON, LinkPolicy, normalize_host, skip_reason
 from smtp_proxy.mime_parts import Entity, MimeError
 from smtp_proxy.text_links import find_text_links
 
@@ -576,7 +576,9 @@ def _as_skipped(decision: LinkDecision, reason: str) -> LinkDecision:
 
 def _domain_of(address: str) -> str:
     _, _, domain = address.strip().strip("<>").rpartition("@")
-    return domain.strip().strip(">").lower().rstrip(".")
+    # As link hosts are compared: a sender domain configured as ``bücher.example``
+    # matches mail from ``xn--bcher-kva.example`` (and the other way round).
+    return normalize_host(domain.strip().strip(">"))
 
 
 def _lookup_domain(domain: str, mapping: dict[str, str]) -> str | None:
@@ -592,7 +594,7 @@ def _lookup_domain(domain: str, mapping: dict[str, str]) -> str | None:
 def sender_base_url(config: Config, envelope_from: str, data: bytes) -> str:
     """The tracking base URL for a message: by envelope sender domain, then by the From
     header's domain, else ``[tracking] base_url``."""
-    mapping = {k.lower().rstrip("."): v for k, v in config.tracking.sender_domains.items()}
+    mapping = {normalize_host(k): v for k, v in config.tracking.sender_domains.items()}
     if not mapping:
         return config.tracking.base_url
     if envelope_from and "@" in envelope_from:

@@ -659,6 +659,24 @@ def test_sender_base_url(tmp_path: Path) -> None:
     )
 
 
+def test_sender_base_url_matches_idn_domains_in_either_spelling(tmp_path: Path) -> None:
+    config = load_config_text(
+        '[tracking]\nbase_url = "https://t.default.example"\n'
+        '[tracking.sender_domains]\n"Bücher.example." = "https://links.buecher.example"\n'
+        '"xn--strae-oqa.example" = "https://links.strasse.example"\n',
+        base_dir=tmp_path,
+    )
+    data = b"From: <x@nowhere.example>\r\n\r\n"
+    buecher, strasse = "https://links.buecher.example", "https://links.strasse.example"
+    assert sender_base_url(config, "a@xn--bcher-kva.example", data) == buecher
+    assert sender_base_url(config, "a@news.BÜCHER.example", data) == buecher  # SMTPUTF8
+    assert sender_base_url(config, "a@straße.example", data) == strasse
+    # IDNA 2003 would fold ß to ss: strasse.example is another domain.
+    assert sender_base_url(config, "a@strasse.example", data) == "https://t.default.example"
+    from_header = b"From: =?utf-8?q?B=C3=BCcher?= <shop@xn--bcher-kva.example>\r\n\r\n"
+    assert sender_base_url(config, "a@other.example", from_header) == buecher
+
+
 def test_settings_from_config_knows_every_tracking_host(keyring: Keyring, tmp_path: Path) -> None:
     config = load_config_text(
         '[tracking]\nbase_url = "https://t.default.example"\n'
