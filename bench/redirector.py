@@ -53,7 +53,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -394,6 +394,46 @@ def stop_server(proc: subprocess.Popen[str], timeout: float = 60) -> dict[str, A
     return dict(json.loads(line)) if line else {}
 
 
+@contextlib.contextmanager
+def running_server(
+    kind: str, workdir: Path, wrapper: tuple[str, ...] = (), stop_timeout: float = 60
+) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """A ``kind`` server (process and port) for the ``with`` block; stopped after it."""
+    proc, port = start_server(kind, workdir, wrapper)
+    try:
+        yield proc, port
+    finally:
+        stop_server(proc, timeout=stop_timeout)
+
+
+def load_and_flush(
+    kind: str,
+    port: int,
+    measured: list[str],
+    warmup: list[str],
+    connections: int,
+    time_limit: float,
+    flush_limit: float = 30.0,
+) -> Result:
+    """``load`` against one server; for the real redirector, until its clicks are written
+    too (the store writer's work after the load is part of the cost)."""
+    result: Result
+    result, _ = run_loop(
+        partial(
+            load,
+            kind,
+            port,
+            measured,
+            warmup=warmup,
+            connections=connections,
+            time_limit=time_limit,
+        )
+    )
+    if kind == "real":
+        run_loop(partial(wait_flushed, port, flush_limit))
+    return result
+
+
 def mint_paths(workdir: Path, count: int) -> list[str]:
     from redirector.tokens import ensure_key_file
 
@@ -433,6 +473,17 @@ BREAKDOWN = (
 )
 
 
+def print_steps(values: dict[str, float], fmt: str, step_fmt: str) -> None:
+    """One line per BREAKDOWN kind: its value and what it adds to the kind before."""
+    previous = None
+    for kind, label in BREAKDOWN:
+        step = ""
+        if previous is not None:
+            step = "  (" + step_fmt.format(values[kind] - values[previous]) + ")"
+        print(f"  {kind:9s}{fmt.format(values[kind])}{step}  {label}")
+        previous = kind
+
+
 def breakdown(args: argparse.Namespace) -> int:
     """Server CPU per request of each BREAKDOWN kind (best of --rounds runs): where the
     redirector's time goes beyond what aiohttp itself costs."""
@@ -443,36 +494,19 @@ def breakdown(args: argparse.Namespace) -> int:
         best: dict[str, float] = {}
         for _ in range(args.rounds):
             for kind, _label in BREAKDOWN:
-                proc, port = start_server(kind, workdir)
-                try:
+                with running_server(kind, workdir) as (proc, port):
                     cpu0 = process_cpu(proc.pid)
-                    result, _ = run_loop(
-                        partial(
-                            load,
-                            kind,
-                            port,
-                            measured,
-                            warmup=warmup,
-                            connections=args.connections,
-                            time_limit=args.time_limit,
-                        )
+                    result = load_and_flush(
+                        kind, port, measured, warmup, args.connections, args.time_limit
                     )
-                    if kind == "real":
-                        run_loop(partial(wait_flushed, port))
                     cpu1 = process_cpu(proc.pid)
-                finally:
-                    stop_server(proc)
                 if cpu0 is None or cpu1 is None or not result.requests:
                     print("cannot read process CPU times (/proc): no breakdown")
                     return 1
                 us = (cpu1 - cpu0) / (result.requests + len(warmup)) * 1e6
                 best[kind] = min(best.get(kind, us), us)
     print(f"server CPU per request, best of {args.rounds} runs of {args.requests} requests:")
-    previous = None
-    for kind, label in BREAKDOWN:
-        step = "" if previous is None else f"  ({best[kind] - best[previous]:+5.1f})"
-        print(f"  {kind:9s}{best[kind]:6.1f} us{step}  {label}")
-        previous = kind
+    print_steps(best, "{:6.1f} us", "{:+5.1f}")
     print(f"CPU-bound capacity ratio redirector/bare: {best['bare'] / best['real']:.2f}")
     return 0
 
@@ -485,25 +519,10 @@ def callgrind_instructions(
     out = workdir / f"callgrind.{kind}.{len(measured)}"
     (workdir / "clicks.sqlite3").unlink(missing_ok=True)
     wrapper = ("valgrind", "-q", "--tool=callgrind", f"--callgrind-out-file={out}")
-    proc, port = start_server(kind, workdir, wrapper)
-    try:
-        result, _ = run_loop(
-            partial(
-                load,
-                kind,
-                port,
-                measured,
-                warmup=warmup,
-                connections=connections,
-                time_limit=3600,
-            )
-        )
-        if result.statuses.get(302, 0) != len(measured):
-            raise SystemExit(f"{kind}: not every request got its 302: {result.statuses}")
-        if kind == "real":
-            run_loop(partial(wait_flushed, port, 300))
-    finally:
-        stop_server(proc, timeout=300)
+    with running_server(kind, workdir, wrapper, stop_timeout=300) as (_, port):
+        result = load_and_flush(kind, port, measured, warmup, connections, 3600, 300)
+    if result.statuses.get(302, 0) != len(measured):
+        raise SystemExit(f"{kind}: not every request got its 302: {result.statuses}")
     for line in out.read_text().splitlines():
         if line.startswith(("summary:", "totals:")):
             return int(line.split()[1])
@@ -527,11 +546,7 @@ def instructions(args: argparse.Namespace) -> int:
             full = callgrind_instructions(kind, workdir, warmup, measured, args.connections)
             per_request[kind] = (full - base) / count
     print(f"instructions per request (callgrind, {count} requests after {WARMUP} warm-up):")
-    previous = None
-    for kind, label in BREAKDOWN:
-        step = "" if previous is None else f"  ({per_request[kind] - per_request[previous]:+8.0f})"
-        print(f"  {kind:9s}{per_request[kind]:9.0f}{step}  {label}")
-        previous = kind
+    print_steps(per_request, "{:9.0f}", "{:+8.0f}")
     ratio = per_request["bare"] / per_request["real"]
     print(f"instruction ratio bare/redirector: {ratio:.2f}  (the rps target is 0.70)")
     return 0
