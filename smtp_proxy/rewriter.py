@@ -604,7 +604,14 @@ def sender_base_url(config: Config, envelope_from: str, data: bytes) -> str:
     try:
         header_end, _, _ = mime_parts.split_entity(data, 0, len(data))
         headers = mime_parts.read_headers(data[:header_end])
-        for _, addr in getaddresses([str(v) for v in headers.get_all("From") or []]):
+        # Raw values: an SMTPUTF8 message may write the address in UTF-8 (RFC 6532), which
+        # the parser keeps as surrogate escapes (and str() of its Header turns into U+FFFD).
+        values = [
+            value.encode("ascii", "surrogateescape").decode("utf-8", "replace")
+            for name, value in headers.raw_items()
+            if name.lower() == "from"
+        ]
+        for _, addr in getaddresses(values):
             if "@" in addr:
                 url = _lookup_domain(_domain_of(addr), mapping)
                 if url:

@@ -675,6 +675,11 @@ def test_sender_base_url_matches_idn_domains_in_either_spelling(tmp_path: Path) 
     assert sender_base_url(config, "a@strasse.example", data) == "https://t.default.example"
     from_header = b"From: =?utf-8?q?B=C3=BCcher?= <shop@xn--bcher-kva.example>\r\n\r\n"
     assert sender_base_url(config, "a@other.example", from_header) == buecher
+    # SMTPUTF8: the From header in raw UTF-8 (RFC 6532).
+    utf8_from = "From: Straße <news@straße.example>\r\n\r\n".encode()
+    assert sender_base_url(config, "a@other.example", utf8_from) == strasse
+    latin1_from = "From: <news@straße.example>\r\n\r\n".encode("latin-1")  # not UTF-8
+    assert sender_base_url(config, "", latin1_from) == "https://t.default.example"
 
 
 def test_settings_from_config_knows_every_tracking_host(keyring: Keyring, tmp_path: Path) -> None:
