@@ -14,7 +14,7 @@ target we would not send anyone to, any other path or method — gets one and th
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -33,6 +33,7 @@ from redirector.config import RedirectorConfig
 from redirector.errors import ClickrelayError, TokenError
 from redirector.location import location_for
 from redirector.logfmt import log_event
+from redirector.refusals import RefusalLog
 from redirector.stats import parse_since
 from redirector.tokens import Keyring, LinkData
 
@@ -71,9 +72,10 @@ class RedirectorMetrics(Collector):
     All increments and scrapes happen on the one event loop thread.
     """
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, refusals: RefusalLog) -> None:
         self.found = 0
         self.not_found = 0
+        self.refusals = refusals
         # Keyed by bot reason (None = human): a reason implies its classification, and
         # hashing a str is cheaper than hashing the Verdict dataclass.
         self.clicks: dict[str | None, int] = {}
@@ -92,6 +94,15 @@ class RedirectorMetrics(Collector):
         redirects.add_metric(["302"], self.found)
         redirects.add_metric(["404"], self.not_found)
         yield redirects
+        refused = CounterMetricFamily(
+            "clickrelay_redirects_refused",
+            "404s to /c/<token> by reason (malformed, unknown-key, forged, ...): the client"
+            " gets the same answer for all",
+            labels=["reason"],
+        )
+        for refusal, n in sorted(self.refusals.totals.items()):
+            refused.add_metric([refusal], n)
+        yield refused
         clicks = CounterMetricFamily(
             "clickrelay_clicks",
             "Redirected clicks by classification (human, or bot with a reason)",
@@ -112,6 +123,7 @@ class RedirectorState:
     classifier: Classifier
     ip_policy: ClientIpPolicy
     metrics: RedirectorMetrics
+    refusals: RefusalLog
 
 
 STATE_KEY = web.AppKey("redirector_state", RedirectorState)
@@ -130,11 +142,13 @@ async def _redirect(request: web.Request) -> web.StreamResponse:
     token = request.match_info.get("token", "")
     if len(token) > MAX_TOKEN_CHARS:
         state.metrics.not_found += 1
+        state.refusals.note("too-long")
         return not_found_response()
     try:
         link = state.keyring.open(token)
-    except TokenError:
+    except TokenError as exc:
         state.metrics.not_found += 1
+        state.refusals.note(exc.reason, exc.key_id)
         return not_found_response()
     location = location_for(link.url)
     if location is None:
@@ -148,6 +162,7 @@ async def _redirect(request: web.Request) -> web.StreamResponse:
             reason="unsafe-location",
         )
         state.metrics.not_found += 1
+        state.refusals.note("unsafe-location")
         return not_found_response()
     state.metrics.found += 1
     try:
@@ -227,20 +242,25 @@ def create_app(
     *,
     registry: CollectorRegistry,
     classifier: Classifier | None = None,
+    refusals: RefusalLog | None = None,
 ) -> web.Application:
     """The public application: ``GET|HEAD /c/<token>``, ``GET /healthz``, else 404.
 
     ``recorder`` None means clicks are only counted in metrics, not stored.
-    ``classifier`` defaults to one built from ``config`` (tests pass one with a fake clock).
+    ``classifier`` defaults to one built from ``config`` (tests pass one with a fake
+    clock); ``refusals`` to a :class:`RefusalLog` on this module's logger.
     """
     app = web.Application()
+    refusals = refusals or RefusalLog(log)
     app[STATE_KEY] = RedirectorState(
         keyring=keyring,
         recorder=recorder,
         classifier=classifier or Classifier.from_config(config),
         ip_policy=ClientIpPolicy.from_config(config),
-        metrics=RedirectorMetrics(registry),
+        metrics=RedirectorMetrics(registry, refusals),
+        refusals=refusals,
     )
+    app.cleanup_ctx.append(_log_refusals_at_exit)
     app.router.add_route("GET", "/c/{token}", _redirect)
     app.router.add_route("HEAD", "/c/{token}", _redirect)
     app.router.add_route("GET", "/healthz", _healthz)
@@ -248,6 +268,11 @@ def create_app(
     # Everything else, any method: the same 404 (not aiohttp's 404/405 pages).
     app.router.add_route("*", "/{tail:.*}", _not_found)
     return app
+
+
+async def _log_refusals_at_exit(app: web.Application) -> AsyncIterator[None]:
+    yield
+    app[STATE_KEY].refusals.close()
 
 
 def set_keyring(app: web.Application, keyring: Keyring) -> None:

@@ -18,4 +18,15 @@ class KeyFileError(ClickrelayError):
 
 
 class TokenError(ClickrelayError):
-    """A link token is not one we minted (forged, truncated, tampered, unknown key, bad target)."""
+    """A link token is not one we minted (forged, truncated, tampered, unknown key, bad target).
+
+    ``reason`` is a short code for logs and metrics (the client always gets the same 404):
+    ``malformed``, ``unknown-version``, ``unknown-key``, ``forged`` (fails authentication),
+    ``bad-payload``, ``not-http``; minting refusals use ``not-http`` and ``out-of-range``.
+    ``key_id`` is the token's key id (hex) for ``unknown-key``.
+    """
+
+    def __init__(self, message: str, reason: str = "malformed", key_id: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.key_id = key_id

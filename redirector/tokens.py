@@ -169,11 +169,13 @@ class Keyring:
     ) -> str:
         """Mint a token for ``url``; raises TokenError for anything we would not redirect to."""
         if not url_is_sealable(url):
-            raise TokenError("only http(s) URLs without control characters can be tracked")
+            raise TokenError(
+                "only http(s) URLs without control characters can be tracked", "not-http"
+            )
         qid = queue_id.encode("utf-8")
         rcpt = (recipient or "").encode("utf-8")
         if len(qid) > 255 or len(rcpt) > 65535 or not 0 <= link_index <= 0xFFFFFFFF:
-            raise TokenError("queue id, recipient or link index out of range")
+            raise TokenError("queue id, recipient or link index out of range", "out-of-range")
         when = int(sent_at if sent_at is not None else datetime.now(UTC).timestamp())
         raw_url = url.encode("utf-8", "surrogatepass")
         flags = 0
@@ -205,17 +207,17 @@ class Keyring:
             raise TokenError("malformed token")
         version, key_id = _HEADER.unpack_from(raw)
         if version != VERSION:
-            raise TokenError("unknown token version")
+            raise TokenError("unknown token version", "unknown-version")
         known = self._by_id.get(key_id)
         if known is None:
-            raise TokenError("unknown key")
+            raise TokenError(f"unknown key {key_id.hex()}", "unknown-key", key_id.hex())
         aead, key_hex = known
         header_end = _HEADER.size
         nonce = raw[header_end : header_end + NONCE_LEN]
         try:
             plaintext = aead.decrypt(nonce, raw[header_end + NONCE_LEN :], raw[:header_end])
         except InvalidTag:
-            raise TokenError("token failed authentication") from None
+            raise TokenError("token failed authentication", "forged") from None
         return _unpack(plaintext, key_hex)
 
 
@@ -245,9 +247,9 @@ def _unpack(plaintext: bytes, key_id: str) -> LinkData:
         raw_url = zlib.decompress(packed, bufsize=len(packed) * 4) if flags & _FLAG_ZLIB else packed
         url = raw_url.decode("utf-8", "surrogatepass")
     except (struct.error, IndexError, UnicodeDecodeError, zlib.error):
-        raise TokenError("malformed token payload") from None
+        raise TokenError("malformed token payload", "bad-payload") from None
     if not url_is_sealable(url):
-        raise TokenError("token target is not an http(s) URL")
+        raise TokenError("token target is not an http(s) URL", "not-http")
     return LinkData(
         url=url,
         queue_id=queue_id,
