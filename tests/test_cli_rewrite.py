@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from redirector.tokens import new_key_line, parse_keys
+
 MESSAGE = (
     b"From: Shop <news@shop.example>\r\nTo: r@example.org\r\nSubject: Hi\r\n"
     b"MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
@@ -146,14 +148,18 @@ def test_decode_reports_foreign_links_and_exits_1(config: Path, tmp_path: Path) 
     explained = json_lines(clickrelay("rewrite", "-c", config, "--explain", source).stdout)
     good = str(explained[0]["tracked_url"])
     tampered = good[:-2] + ("AA" if not good.endswith("AA") else "BB")
-    lines = f"{good}\n\nhttps://bit.ly/xyz\n{tampered}\n".encode()
+    stranger = parse_keys(new_key_line())  # a key this key file does not hold
+    foreign = good.split("/c/")[0] + "/c/" + stranger.seal("https://example.com/", queue_id="Q")
+    lines = f"{good}\n\nhttps://bit.ly/xyz\n{tampered}\n{foreign}\n".encode()
     proc = clickrelay("decode", "-c", config, "-", stdin=lines)
     assert proc.returncode == 1
     records = json_lines(proc.stdout)
-    assert len(records) == 3
+    assert len(records) == 4
     assert records[0]["url"] == "https://example.com/a?x=1&y=2"
     assert records[1] == {"input": "https://bit.ly/xyz", "error": "malformed token"}
     assert records[2]["input"] == tampered and "error" in records[2]
+    # Which key is missing: the operator can look for that id in the other key files.
+    assert records[3] == {"input": foreign, "error": f"unknown key {stranger.keys[0].id_hex}"}
 
 
 def test_decode_without_key_file_fails_cleanly(config: Path) -> None:
