@@ -149,7 +149,11 @@ def test_decode_reports_foreign_links_and_exits_1(config: Path, tmp_path: Path) 
     good = str(explained[0]["tracked_url"])
     tampered = good[:-2] + ("AA" if not good.endswith("AA") else "BB")
     stranger = parse_keys(new_key_line())  # a key this key file does not hold
-    foreign = good.split("/c/")[0] + "/c/" + stranger.seal("https://example.com/", queue_id="Q")
+    foreign = (
+        good.split("/c/")[0]
+        + "/c/"
+        + stranger.seal("https://example.com/", queue_id="Q", link_index=0)
+    )
     lines = f"{good}\n\nhttps://bit.ly/xyz\n{tampered}\n{foreign}\n".encode()
     proc = clickrelay("decode", "-c", config, "-", stdin=lines)
     assert proc.returncode == 1
