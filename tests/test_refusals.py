@@ -30,16 +30,26 @@ class FakeClock:
         return self.now
 
 
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def refusal_log(caplog: pytest.LogCaptureFixture, clock: FakeClock) -> RefusalLog:
+    """A RefusalLog on a fake clock (10 s interval), its lines captured."""
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    return RefusalLog(logging.getLogger(LOGGER), interval=10.0, clock=clock)
+
+
 def lines(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
     return [r for r in caplog.records if "event=redirects-refused" in r.getMessage()]
 
 
 def test_first_refusal_is_logged_at_once_then_summarised(
-    caplog: pytest.LogCaptureFixture,
+    refusal_log: RefusalLog, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger=LOGGER)
-    clock = FakeClock()
-    log = RefusalLog(logging.getLogger(LOGGER), interval=10.0, clock=clock)
+    log = refusal_log
     log.note("malformed")
     first = lines(caplog)
     assert len(first) == 1
@@ -63,11 +73,9 @@ def test_first_refusal_is_logged_at_once_then_summarised(
 
 
 def test_unknown_keys_are_a_warning_naming_a_bounded_set_of_ids(
-    caplog: pytest.LogCaptureFixture,
+    refusal_log: RefusalLog, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger=LOGGER)
-    clock = FakeClock()
-    log = RefusalLog(logging.getLogger(LOGGER), interval=10.0, clock=clock)
+    log = refusal_log
     log.note("malformed")
     for i in range(20):  # ids are the attacker's to choose: only a few are named
         log.note("unknown-key", f"{i:08x}")
