@@ -74,7 +74,7 @@ class RedirectorMetrics(Collector):
 
     def __init__(self, registry: CollectorRegistry, refusals: RefusalLog) -> None:
         self.found = 0
-        self.not_found = 0
+        #: 404s by reason; their sum is the 404 count.
         self.refusals = refusals
         # Keyed by bot reason (None = human): a reason implies its classification, and
         # hashing a str is cheaper than hashing the Verdict dataclass.
@@ -92,7 +92,7 @@ class RedirectorMetrics(Collector):
             labels=["result"],
         )
         redirects.add_metric(["302"], self.found)
-        redirects.add_metric(["404"], self.not_found)
+        redirects.add_metric(["404"], sum(self.refusals.totals.values()))
         yield redirects
         refused = CounterMetricFamily(
             "clickrelay_redirects_refused",
@@ -141,13 +141,11 @@ async def _redirect(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE_KEY]
     token = request.match_info.get("token", "")
     if len(token) > MAX_TOKEN_CHARS:
-        state.metrics.not_found += 1
         state.refusals.note("too-long")
         return not_found_response()
     try:
         link = state.keyring.open(token)
     except TokenError as exc:
-        state.metrics.not_found += 1
         state.refusals.note(exc.reason, exc.key_id)
         return not_found_response()
     location = location_for(link.url)
@@ -161,7 +159,6 @@ async def _redirect(request: web.Request) -> web.StreamResponse:
             link_index=link.link_index,
             reason="unsafe-location",
         )
-        state.metrics.not_found += 1
         state.refusals.note("unsafe-location")
         return not_found_response()
     state.metrics.found += 1
