@@ -269,7 +269,7 @@ def create_app(
 
 async def _log_refusals_at_exit(app: web.Application) -> AsyncIterator[None]:
     yield
-    app[STATE_KEY].refusals.close()
+    app[STATE_KEY].refusals.flush()
 
 
 def set_keyring(app: web.Application, keyring: Keyring) -> None:

@@ -69,12 +69,13 @@ class RefusalLog:
         elif self._timer is None:
             try:
                 loop = asyncio.get_running_loop()
-            except RuntimeError:  # no loop (a script or test): the next note or close() logs
+            except RuntimeError:  # no loop (a script or test): the next note or flush() logs
                 return
             self._timer = loop.call_later(wait, self.flush)
 
     def flush(self) -> None:
-        """Log the refusals counted since the last line, if any."""
+        """Log the refusals counted since the last line, if any (the timer's callback,
+        and at shutdown, so that no refusal goes unmentioned)."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -93,10 +94,6 @@ class RefusalLog:
             fields["unknown_key_ids"] = _counts(key_ids)
             fields["hint"] = UNKNOWN_KEY_HINT
         log_event(self.logger, level, "redirects-refused", **fields)
-
-    def close(self) -> None:
-        """Log what is still pending (at shutdown: no refusal goes unmentioned)."""
-        self.flush()
 
 
 def _counts(counts: dict[str, int]) -> str:

@@ -67,8 +67,8 @@ def test_first_refusal_is_logged_at_once_then_summarised(
     assert "count=502 reasons=malformed:500,forged:2" in summary
     assert "unknown_key_ids" not in summary
     assert log.totals == {"malformed": 501, "forged": 2}
-    # Nothing pending: close() adds no line.
-    log.close()
+    # Nothing pending: flush() adds no line.
+    log.flush()
     assert len(lines(caplog)) == 2
 
 
@@ -80,7 +80,7 @@ def test_unknown_keys_are_a_warning_naming_a_bounded_set_of_ids(
     for i in range(20):  # ids are the attacker's to choose: only a few are named
         log.note("unknown-key", f"{i:08x}")
         log.note("unknown-key", "0a1b2c3d")
-    log.close()  # at shutdown, what is pending is logged
+    log.flush()  # at shutdown, what is pending is logged
     record = lines(caplog)[-1]
     message = record.getMessage()
     assert record.levelno == logging.WARNING
