@@ -414,11 +414,13 @@ def load_and_flush(
     connections: int,
     time_limit: float,
     flush_limit: float = 30.0,
-) -> Result:
-    """``load`` against one server; for the real redirector, until its clicks are written
-    too (the store writer's work after the load is part of the cost)."""
+    rate: float | None = None,
+) -> tuple[Result, int]:
+    """``load`` against one server (its result and the 302s among the warm-up); for the
+    real redirector, until its clicks are written too (the store writer's work after the
+    load is part of the cost, and the next load should not share the CPU with it)."""
     result: Result
-    result, _ = run_loop(
+    result, warm_302 = run_loop(
         partial(
             load,
             kind,
@@ -427,11 +429,12 @@ def load_and_flush(
             warmup=warmup,
             connections=connections,
             time_limit=time_limit,
+            rate=rate,
         )
     )
     if kind == "real":
         run_loop(partial(wait_flushed, port, flush_limit))
-    return result
+    return result, warm_302
 
 
 def mint_paths(workdir: Path, count: int) -> list[str]:
@@ -496,7 +499,7 @@ def breakdown(args: argparse.Namespace) -> int:
             for kind, _label in BREAKDOWN:
                 with running_server(kind, workdir) as (proc, port):
                     cpu0 = process_cpu(proc.pid)
-                    result = load_and_flush(
+                    result, _ = load_and_flush(
                         kind, port, measured, warmup, args.connections, args.time_limit
                     )
                     cpu1 = process_cpu(proc.pid)
@@ -520,7 +523,7 @@ def callgrind_instructions(
     (workdir / "clicks.sqlite3").unlink(missing_ok=True)
     wrapper = ("valgrind", "-q", "--tool=callgrind", f"--callgrind-out-file={out}")
     with running_server(kind, workdir, wrapper, stop_timeout=300) as (_, port):
-        result = load_and_flush(kind, port, measured, warmup, connections, 3600, 300)
+        result, _ = load_and_flush(kind, port, measured, warmup, connections, 3600, 300)
     if result.statuses.get(302, 0) != len(measured):
         raise SystemExit(f"{kind}: not every request got its 302: {result.statuses}")
     for line in out.read_text().splitlines():
@@ -573,40 +576,21 @@ def bench(args: argparse.Namespace) -> int:
         paced: list[tuple[float, float, Result]] = []
         try:
             for side in sides:  # warm-up, unmeasured (every 302 is still a click)
-                result, warm = run_loop(
-                    partial(
-                        load,
-                        side,
-                        servers[side][1],
-                        [],
-                        warmup=warmup,
-                        connections=args.connections,
-                        time_limit=args.time_limit,
-                    )
+                _, warm = load_and_flush(
+                    side, servers[side][1], [], warmup, args.connections, args.time_limit
                 )
                 if side == "real":
                     served += warm
-                    run_loop(partial(wait_flushed, servers["real"][1]))
             for rnd in range(args.rounds):
                 chunk = measured[rnd * per_round : (rnd + 1) * per_round]
                 for side in sides:
                     proc, port = servers[side]
                     cpu0 = process_cpu(proc.pid)
-                    result, _ = run_loop(
-                        partial(
-                            load,
-                            side,
-                            port,
-                            chunk,
-                            warmup=[],
-                            connections=args.connections,
-                            time_limit=args.time_limit,
-                        )
+                    result, _ = load_and_flush(
+                        side, port, chunk, [], args.connections, args.time_limit
                     )
                     if side == "real":
                         served += result.statuses.get(302, 0)
-                        # The store writer's work after the load is part of the cost.
-                        run_loop(partial(wait_flushed, port))
                     cpu1 = process_cpu(proc.pid)
                     if cpu0 is not None and cpu1 is not None:
                         result.server_cpu = cpu1 - cpu0
@@ -621,21 +605,11 @@ def bench(args: argparse.Namespace) -> int:
                 paced_paths = measured[: min(len(measured), int(rate * args.paced_seconds))]
                 for side in ("bare", "real"):
                     proc, port = servers[side]
-                    result, _ = run_loop(
-                        partial(
-                            load,
-                            side,
-                            port,
-                            paced_paths,
-                            warmup=[],
-                            connections=args.connections,
-                            time_limit=args.time_limit,
-                            rate=rate,
-                        )
+                    result, _ = load_and_flush(
+                        side, port, paced_paths, [], args.connections, args.time_limit, rate=rate
                     )
                     if side == "real":
                         served += result.statuses.get(302, 0)
-                        run_loop(partial(wait_flushed, port))
                     paced.append((fraction, rate, result))
         finally:
             for side, (proc, _) in servers.items():
