@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -32,6 +33,23 @@ def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
 def free_port(host: str = "127.0.0.1") -> int:
     """One port that was free a moment ago (see :func:`free_ports`)."""
     return free_ports(1, host)[0]
+
+
+@contextmanager
+def refusing_port(host: str = "127.0.0.1") -> Iterator[int]:
+    """A port where connections are refused for the whole ``with`` block.
+
+    A port from :func:`free_ports` is free only a moment: under load another process may
+    listen on it, or the kernel may hand it out as the source port of a connection to
+    itself (a TCP self-connect), and then it answers. A socket bound but not listening
+    keeps the port taken and refuses every connection.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.bind((host, 0))
+        yield int(sock.getsockname()[1])
+    finally:
+        sock.close()
 
 
 def poll(

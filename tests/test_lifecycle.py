@@ -27,6 +27,7 @@ from redirector.tokens import load_keyring, new_key_line
 from smtp_proxy.config import load_config_text
 from smtp_proxy.lifecycle import restart_only_changes
 from smtp_proxy.speedups import speedups
+from tests.netutil import refusing_port
 from tests.preflight_fixtures import TestCA
 from tests.process_harness import ClickrelayProcess, free_ports, run_cli, write_config
 
@@ -346,26 +347,28 @@ def test_unusable_key_file_location_is_a_clean_startup_error(tmp_path: Path) -> 
 def test_serve_relays_unrewritten_while_preflight_fails(tmp_path: Path) -> None:
     """Promise 1 at startup: the tracking base URL is not our redirector (nothing listens
     there), so the banner says so and mail goes out exactly as sent."""
-    smtp_port, http_port, elsewhere = free_ports(3)
+    smtp_port, http_port = free_ports(2)
     config = write_config(tmp_path, smtp_port=smtp_port, http_port=http_port)
-    config.write_text(
-        config.read_text().replace(
-            f'base_url = "http://127.0.0.1:{http_port}"',
-            f'base_url = "http://127.0.0.1:{elsewhere}"',
+    # Held refusing for the whole test: a port that was merely free may answer later.
+    with refusing_port() as elsewhere:
+        config.write_text(
+            config.read_text().replace(
+                f'base_url = "http://127.0.0.1:{http_port}"',
+                f'base_url = "http://127.0.0.1:{elsewhere}"',
+            )
         )
-    )
-    with ClickrelayProcess(["serve", "-c", str(config)], cwd=tmp_path) as proc:
-        proc.wait_ready()
-        banner = proc.stdout()
-        assert f"preflight: http://127.0.0.1:{elsewhere} probe-refused" in banner
-        assert "relayed unrewritten until preflight passes" in banner
-        body = (
-            MESSAGE_HEAD.replace(b"text/plain", b"text/html")
-            + b'<a href="https://example.com/untouched">x</a>\r\n'
-        )
-        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=60) as client:
-            assert client.sendmail("app@sender.test", ["someone@example.test"], body) == {}
-        assert proc.stop() == 0
+        with ClickrelayProcess(["serve", "-c", str(config)], cwd=tmp_path) as proc:
+            proc.wait_ready()
+            banner = proc.stdout()
+            assert f"preflight: http://127.0.0.1:{elsewhere} probe-refused" in banner, banner
+            assert "relayed unrewritten until preflight passes" in banner
+            body = (
+                MESSAGE_HEAD.replace(b"text/plain", b"text/html")
+                + b'<a href="https://example.com/untouched">x</a>\r\n'
+            )
+            with smtplib.SMTP("127.0.0.1", smtp_port, timeout=60) as client:
+                assert client.sendmail("app@sender.test", ["someone@example.test"], body) == {}
+            assert proc.stop() == 0
     (delivered,) = outbox(tmp_path)
     assert delivered.read_bytes().endswith(body)
     assert "preflight=probe-refused" in proc.stderr()
