@@ -79,8 +79,8 @@ def run_sink(port_file: Path) -> None:
 
 def run_proxy(config_file: Path, port_file: Path) -> None:
     """A ProxyService from a config file, with no preflight monitor."""
+    from clickrelay.config import load_config
     from redirector.tokens import load_keyring
-    from smtp_proxy.config import load_config
     from smtp_proxy.service import ProxyService
 
     async def main() -> None:
@@ -138,9 +138,9 @@ class Child:
 
 def newsletter() -> tuple[Path, str]:
     """The corpus HTML file within 25% of 20 KB whose links the engine tracks most."""
+    from clickrelay.config import load_config_text
     from redirector.tokens import new_key_line, parse_keys
-    from smtp_proxy.config import load_config_text
-    from smtp_proxy.rewriter import TrackingSettings, rewrite_message
+    from smtp_proxy.engine.rewriter import TrackingSettings, rewrite_message
     from tests.conftest import corpus_html_files
 
     files = [

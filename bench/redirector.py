@@ -123,7 +123,7 @@ async def _serve_partial(workdir: Path, upto: str) -> None:
     ``open`` (token decryption) or ``location`` (that, and the Location header)."""
     from aiohttp import web
 
-    from redirector import app as redirector_app
+    from redirector.http import app as redirector_app
     from redirector.location import location_for
     from redirector.tokens import load_keyring
 
@@ -147,8 +147,8 @@ async def _serve_nostore(workdir: Path) -> None:
     """The redirector's app without a click store (informational: the cost of recording)."""
     from prometheus_client import CollectorRegistry
 
-    from redirector.app import create_app
     from redirector.config import RedirectorConfig
+    from redirector.http.app import create_app
     from redirector.tokens import load_keyring
 
     app = create_app(

@@ -40,14 +40,14 @@ sys.path.insert(0, str(ROOT))
 
 from redirector.tokens import new_key_line, parse_keys  # noqa: E402
 from smtp_proxy.config import load_config_text  # noqa: E402
-from smtp_proxy.html_links import check_links, find_html_links  # noqa: E402
-from smtp_proxy.linkrules import skip_reason  # noqa: E402
-from smtp_proxy.rewriter import (  # noqa: E402
+from smtp_proxy.engine.html_links import check_links, find_html_links  # noqa: E402
+from smtp_proxy.engine.linkrules import skip_reason  # noqa: E402
+from smtp_proxy.engine.rewriter import (  # noqa: E402
     TrackingSettings,
     clear_caches,
     rewrite_message,
 )
-from smtp_proxy.speedups import speedups  # noqa: E402
+from smtp_proxy.engine.speedups import speedups  # noqa: E402
 
 
 def corpus_dir() -> Path:
@@ -246,7 +246,7 @@ def main() -> int:
     c_secs, l4_secs, _ = timed_pair(check_all, lxml_all, args.seconds * 0.1)
     l_secs = min(l_secs, l2_secs, l3_secs, l4_secs)
     print(
-        "C speedups (smtp_proxy._speedups): "
+        "C speedups (smtp_proxy.engine._speedups): "
         + ("on" if speedups else "off (pure Python: not built, or CLICKRELAY_NO_EXTENSIONS)")
     )
     print(

@@ -76,7 +76,7 @@ def _punycode_label(label: str) -> str:
 def ascii_host(host: str) -> str:
     """``host`` as a browser sends it: each non-ASCII label in its punycode form.
 
-    The link rules compare hosts in this form too (``smtp_proxy.linkrules``), so that a
+    The link rules compare hosts in this form too (``smtp_proxy.engine.linkrules``), so that a
     skip domain matches the host the click really goes to.
     """
     if host.isascii():

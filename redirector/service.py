@@ -21,12 +21,13 @@ import logging
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from redirector.app import create_admin_app, create_app, set_keyring
-from redirector.classify import Classifier
-from redirector.config import RedirectorConfig, parse_hostport
-from redirector.errors import ConfigError
-from redirector.logfmt import log_event
-from redirector.recorder import ClickRecorder
+from clickrelay.common.errors import ConfigError
+from clickrelay.common.hostport import parse_hostport
+from clickrelay.common.logfmt import log_event
+from redirector.clicks.classify import Classifier
+from redirector.clicks.recorder import ClickRecorder
+from redirector.config import RedirectorConfig
+from redirector.http.app import create_admin_app, create_app, set_keyring
 from redirector.store import ClickStore, StoreError, open_store
 from redirector.tokens import Keyring
 

@@ -33,7 +33,7 @@ from typing import NamedTuple
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
 
-from redirector.errors import KeyFileError, TokenError
+from clickrelay.common.errors import KeyFileError, TokenError
 from redirector.location import has_forbidden_char
 
 VERSION = 1

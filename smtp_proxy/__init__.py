@@ -1,5 +1,1 @@
-"""clickrelay's SMTP side: config, MIME/HTML/text rewriting, preflight, relay, server, CLI."""
-
-from redirector import __version__
-
-__all__ = ["__version__"]
+"""clickrelay's SMTP side: the rewriting engine, the SMTP server, the upstream, preflight."""

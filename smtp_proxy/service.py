@@ -25,24 +25,25 @@ import time
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from redirector.app import REGISTRY_KEY, metrics_handler
-from redirector.errors import ConfigError
-from redirector.logfmt import log_event
+from clickrelay.common.errors import ConfigError
+from clickrelay.common.hostport import parse_hostport
+from clickrelay.common.logfmt import log_event
+from redirector.http.app import REGISTRY_KEY, metrics_handler
 from redirector.tokens import Keyring
-from smtp_proxy.config import Config, parse_hostport
+from smtp_proxy.config import ProxySettings
+from smtp_proxy.engine.speedups import speedups
 from smtp_proxy.preflight.monitor import PreflightMonitor
-from smtp_proxy.proxy_metrics import ProxyMetrics
-from smtp_proxy.relay_policy import AuthFailureLimiter, RelayPolicy
-from smtp_proxy.server import (
+from smtp_proxy.smtp.metrics import ProxyMetrics
+from smtp_proxy.smtp.relay_policy import AuthFailureLimiter, RelayPolicy
+from smtp_proxy.smtp.server import (
     Connections,
     ProxyHandler,
     ProxyRuntime,
     build_settings,
     protocol_factory,
 )
-from smtp_proxy.speedups import speedups
+from smtp_proxy.smtp.users import UsersFile
 from smtp_proxy.upstream import Upstream, open_upstream
-from smtp_proxy.users import UsersFile
 
 logger = logging.getLogger("clickrelay.proxy")
 
@@ -76,7 +77,7 @@ class ProxyService:
 
     def __init__(
         self,
-        config: Config,
+        config: ProxySettings,
         keyring: Keyring,
         *,
         registry: CollectorRegistry | None = None,
@@ -106,7 +107,9 @@ class ProxyService:
 
     # --- runtime (what reload swaps) ----------------------------------------------------------
 
-    def _build_runtime(self, config: Config, keyring: Keyring, hostname: str) -> ProxyRuntime:
+    def _build_runtime(
+        self, config: ProxySettings, keyring: Keyring, hostname: str
+    ) -> ProxyRuntime:
         proxy = config.proxy
         tls_context = None
         if proxy.tls_cert is not None or proxy.tls_key is not None:
@@ -246,7 +249,7 @@ class ProxyService:
         if pool is not None:
             await pool.close()
 
-    def reload(self, config: Config, keyring: Keyring) -> None:
+    def reload(self, config: ProxySettings, keyring: Keyring) -> None:
         """Apply a new config and keyring to new commands and connections.
 
         Raises ConfigError (and keeps the old runtime) when e.g. the new certificate or

@@ -11,7 +11,7 @@ import pytest
 from redirector.tokens import Keyring, new_key_line, parse_keys
 
 # Helper modules whose asserts should get pytest's detailed failure output.
-pytest.register_assert_rewrite("tests.proxy_helpers")
+pytest.register_assert_rewrite("tests.support.proxy_helpers")
 
 ROOT = Path(__file__).resolve().parent.parent
 

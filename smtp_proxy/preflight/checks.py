@@ -14,7 +14,7 @@ import dns.asyncresolver
 import dns.name
 
 from redirector.tokens import Keyring
-from smtp_proxy.config import Config
+from smtp_proxy.config import ProxySettings
 from smtp_proxy.preflight.dns_check import check_dns, host_of, make_resolver, skip_reason
 from smtp_proxy.preflight.http_probe import healthz_url, probe
 from smtp_proxy.preflight.verdicts import DnsEvidence, DomainReport, ProbeResult, Verdict, fix_for
@@ -38,7 +38,7 @@ def _display_target(cname_target: str) -> str | None:
 
 async def check_domain(
     base_url: str,
-    config: Config,
+    config: ProxySettings,
     keyring: Keyring,
     *,
     resolver: dns.asyncresolver.Resolver | None = None,
@@ -119,7 +119,7 @@ async def check_domain(
 
 
 async def check_all(
-    config: Config, keyring: Keyring, *, min_ttl: float = MIN_TTL
+    config: ProxySettings, keyring: Keyring, *, min_ttl: float = MIN_TTL
 ) -> list[DomainReport]:
     """Check every base URL of ``config.tracking.base_urls()`` concurrently, in that order."""
     pre = config.preflight

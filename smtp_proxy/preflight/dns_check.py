@@ -24,8 +24,8 @@ import dns.rdatatype
 import dns.resolver
 import dns.rrset
 
-from redirector.errors import ConfigError
-from smtp_proxy.config import parse_hostport
+from clickrelay.common.errors import ConfigError
+from clickrelay.common.hostport import parse_hostport
 from smtp_proxy.preflight.verdicts import DnsEvidence, DnsRecord, Verdict
 
 #: Longest CNAME chain followed from the tracking host before giving up.

@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from redirector import __version__
+from clickrelay.common import __version__
 from smtp_proxy.preflight.verdicts import ProbeResult, Verdict
 
 SERVICE = "clickrelay-redirector"

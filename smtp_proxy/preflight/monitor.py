@@ -28,10 +28,10 @@ from dataclasses import dataclass
 import dns.asyncresolver
 from prometheus_client import CollectorRegistry, Gauge
 
-from redirector.aiotasks import cancel_and_wait
-from redirector.logfmt import log_event
+from clickrelay.common.aiotasks import cancel_and_wait
+from clickrelay.common.logfmt import log_event
 from redirector.tokens import Keyring
-from smtp_proxy.config import Config
+from smtp_proxy.config import ProxySettings
 from smtp_proxy.preflight.checks import MIN_TTL, check_domain
 from smtp_proxy.preflight.dns_check import host_of, make_resolver, skip_reason
 from smtp_proxy.preflight.verdicts import DomainReport, Verdict
@@ -68,7 +68,7 @@ class PreflightMonitor:
 
     def __init__(
         self,
-        config: Config,
+        config: ProxySettings,
         keyring: Keyring,
         *,
         registry: CollectorRegistry | None = None,

@@ -12,7 +12,7 @@ import html
 import quopri
 import re
 
-from redirector.errors import TokenError
+from clickrelay.common.errors import TokenError
 from redirector.tokens import Keyring
 
 TOKEN_PATH_RE = re.compile(rb"/c/([A-Za-z0-9_-]{20,})")

@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from tests.proxy_helpers import LineClient
+from tests.support.proxy_helpers import LineClient
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -454,7 +454,7 @@ def proxy_config(
 
     Preflight is off unless a ``preflight`` table is given (off = rewriting allowed).
     """
-    from smtp_proxy.config import load_config_text
+    from clickrelay.config import load_config_text
 
     return load_config_text(
         proxy_config_text(

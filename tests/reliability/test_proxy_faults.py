@@ -23,7 +23,6 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from redirector.tokens import load_keyring
-from tests.dns_server import DnsServer, dns_server_fixture  # noqa: F401 (fixture)
 from tests.reliability.checks import tokens_in
 from tests.reliability.harness import (
     CommandProcess,
@@ -41,6 +40,7 @@ from tests.reliability.harness import (
     scale,
     send_with_retry,
 )
+from tests.support.dns_server import DnsServer, dns_server_fixture  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(600)]
 
@@ -196,7 +196,7 @@ async def test_proxy_sigterm_mid_load(
     tmp_path: Path, key_file: Path, sink: SinkProcess, figures: list[Figures]
 ) -> None:
     need("smtp_proxy.service", "proxy (smtp_proxy/service.py ProxyService)")
-    need("smtp_proxy.commands.proxy", "clickrelay proxy command")
+    need("clickrelay.commands.proxy", "clickrelay proxy command")
     port = free_port()
     cfg = tmp_path / "proxy.toml"
     cfg.write_text(

@@ -1,6 +1,6 @@
 """Hostile input at the SMTP proxy: MIME torture and the corpus end to end, and protocol
 attacks with raw sockets. The proxy relays to an in-process recording sink
-(``tests/smtp_sink.py``); what the sink got is the evidence.
+(``tests/support/smtp_sink.py``); what the sink got is the evidence.
 
 Invariants: the proxy never crashes or hangs (pytest-timeout per test, bounded reads),
 relays either the original bytes or a valid rewrite (links decode to the original's URLs),
@@ -42,7 +42,7 @@ pytestmark = [pytest.mark.reliability]
 async def proxy_and_sink(
     tmp_path: Path, key_file: Path, sink_options: dict[str, Any] | None = None, **proxy: Any
 ) -> AsyncIterator[tuple[Any, Any]]:
-    sink_mod = need("tests.smtp_sink", "recording sink (tests/smtp_sink.py)")
+    sink_mod = need("tests.support.smtp_sink", "recording sink (tests/support/smtp_sink.py)")
     sink = sink_mod.SmtpSink(**(sink_options or {"data_size_limit": None}))
     await sink.start()
     try:
@@ -265,7 +265,7 @@ async def test_pipelining_abuse(tmp_path: Path, key_file: Path) -> None:
 
 @pytest.mark.timeout(120)
 async def test_starttls_command_injection_is_discarded(tmp_path: Path, key_file: Path) -> None:
-    from tests.preflight_fixtures import TestCA
+    from tests.support.preflight_fixtures import TestCA
 
     ca = TestCA(tmp_path, ["127.0.0.1", "localhost"])
     async with proxy_and_sink(
@@ -371,7 +371,7 @@ async def test_ten_thousand_rcpts_get_452_without_disconnect(
 async def test_auth_brute_force_is_rate_limited(
     tmp_path: Path, key_file: Path, figures: list[Figures]
 ) -> None:
-    users = need("smtp_proxy.users", "users file (smtp_proxy/users.py)")
+    users = need("smtp_proxy.smtp.users", "users file (smtp_proxy/smtp/users.py)")
     users_file = tmp_path / "users"
     users.add_user(users_file, "alice", "correct horse battery staple")
     limit = 3

@@ -1,6 +1,6 @@
 """Click store faults under a click load: every 302 answered, every served click recorded.
 
-* PostgreSQL cut and restored through ``tests/tcp_relay.py`` (a real connection fault).
+* PostgreSQL cut and restored through ``tests/support/tcp_relay.py`` (a real connection fault).
 * SQLite on a tiny tmpfs that fills up (disk full), and on a tmpfs mounted read-only
   (needs root and ``mount``; skipped with the reason otherwise).
 * ``clickrelay redirector`` as a subprocess, SIGTERM mid-load: clicks queued at the
@@ -139,7 +139,7 @@ async def test_pg_store_cut_and_restored_mid_load(
     pg_dsn: str, keyring: Keyring, figures: list[Figures], hold: bool
 ) -> None:
     service_mod = need("redirector.service", "redirector (RedirectorService)")
-    relay_mod = need("tests.tcp_relay", "tests/tcp_relay.py")
+    relay_mod = need("tests.support.tcp_relay", "tests/support/tcp_relay.py")
     per_phase = scale(300, 3000)
     target = urlsplit(pg_dsn)
     async with (

@@ -66,7 +66,7 @@ class Redirector:
 @pytest.fixture(scope="module")
 def redirector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Redirector]:
     need("redirector.service", "redirector (RedirectorService)")
-    need("smtp_proxy.lifecycle", "clickrelay redirector command")
+    need("clickrelay.supervisor", "clickrelay redirector command")
     tmp: Path = tmp_path_factory.mktemp("redirector")
     key_file = tmp / "keys"
     key_file.write_text(new_key_line() + "\n")

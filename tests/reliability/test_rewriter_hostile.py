@@ -23,8 +23,8 @@ BASE = "https://links.example.com"
 
 
 def tracking(keyring: Keyring) -> Any:
-    rewriter = need("smtp_proxy.rewriter", "rewriter (smtp_proxy/rewriter.py)")
-    linkrules = need("smtp_proxy.linkrules", "link rules (smtp_proxy/linkrules.py)")
+    rewriter = need("smtp_proxy.engine.rewriter", "rewriter (smtp_proxy/engine/rewriter.py)")
+    linkrules = need("smtp_proxy.engine.linkrules", "link rules (smtp_proxy/engine/linkrules.py)")
     return rewriter.TrackingSettings(
         base_url=BASE, keyring=keyring, policy=linkrules.LinkPolicy.from_base_urls([BASE], ())
     )
@@ -33,7 +33,7 @@ def tracking(keyring: Keyring) -> Any:
 @pytest.mark.timeout(600 if FULL else 120)
 @pytest.mark.parametrize("case", sorted(torture.CASES))
 def test_torture_case_through_rewriter(keyring: Keyring, figures: list[Figures], case: str) -> None:
-    rewriter = need("smtp_proxy.rewriter", "rewriter")
+    rewriter = need("smtp_proxy.engine.rewriter", "rewriter")
     settings_ = tracking(keyring)
     original = torture.CASES[case]()
     result = rewriter.rewrite_message(original, settings_, queue_id="TORTURE", recipient=None)
@@ -57,7 +57,7 @@ def test_torture_case_through_rewriter(keyring: Keyring, figures: list[Figures],
 
 
 def test_corpus_through_rewriter(corpus: Any, keyring: Keyring, figures: list[Figures]) -> None:
-    rewriter = need("smtp_proxy.rewriter", "rewriter")
+    rewriter = need("smtp_proxy.engine.rewriter", "rewriter")
     settings_ = tracking(keyring)
     files = corpus_eml_files()
     assert files
@@ -145,7 +145,7 @@ def message_of(html: str, cte: str, text_part: str | None) -> bytes:
 def test_links_only_decode_to_urls_of_the_original(
     keyring: Keyring, figures: list[Figures]
 ) -> None:
-    rewriter = need("smtp_proxy.rewriter", "rewriter")
+    rewriter = need("smtp_proxy.engine.rewriter", "rewriter")
     settings_ = tracking(keyring)
     stats = {"messages": 0, "rewritten": 0, "tracked": 0}
 

@@ -45,7 +45,7 @@ HREF_RE = re.compile(rb'href="([^"]+)"')
 async def test_soak_serve_messages_and_clicks_under_faults(
     tmp_path: Path, key_file: Path, sink: SinkProcess, figures: list[Figures]
 ) -> None:
-    need("smtp_proxy.lifecycle", "clickrelay serve (smtp_proxy/lifecycle.py)")
+    need("clickrelay.supervisor", "clickrelay serve (clickrelay/supervisor.py)")
     smtp_port, http_port = free_port(), free_port()
     db = tmp_path / "clicks.sqlite3"
     cfg = tmp_path / "serve.toml"

@@ -1,0 +1,5 @@
+import sys
+
+from clickrelay.cli import main
+
+sys.exit(main())

@@ -1,0 +1,70 @@
+"""``clickrelay stats``: clicks per message and per link, humans and bots apart.
+
+Reads the click store named by ``[redirector] store`` in the config (the same store the
+redirector writes to; SQLite's WAL lets it read while the redirector runs). ``--json``
+prints the document ``GET /api/stats`` returns; ``--since`` takes an ISO 8601 time or a
+duration back from now (``24h``, ``7d``, ``30m``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from clickrelay.commands import add_config_argument
+from clickrelay.common.errors import ClickrelayError
+from clickrelay.config import config_from_cli
+from redirector.store import StoreError, open_store
+from redirector.store.stats import format_stats, parse_since
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_argument(parser)
+    parser.add_argument("--json", action="store_true", help="print the stats as JSON")
+    parser.add_argument(
+        "--since",
+        metavar="WHEN",
+        help="only clicks from WHEN on: ISO 8601 (2026-11-01T12:00Z) or 24h, 7d, 30m",
+    )
+
+
+async def read_stats(store_url: str, since: datetime | None) -> dict[str, Any]:
+    """Open the store, read the stats, close it; StoreError names the store."""
+    store = open_store(store_url)
+    try:
+        await store.open()
+        return await store.stats(since)
+    finally:
+        await store.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    config = config_from_cli(args.config)
+    since = None
+    if args.since:
+        try:
+            since = parse_since(args.since)
+        except ValueError as exc:
+            raise ClickrelayError(str(exc)) from None
+    store_url = config.redirector.store
+    if store_url.startswith("sqlite:"):
+        # Reading must not create an empty database: a missing file means a wrong
+        # config (or a redirector that never ran), which the user should hear about.
+        path = Path(store_url[len("sqlite:") :])
+        if not path.is_file():
+            raise ClickrelayError(
+                f"no click store at {path} (has the redirector run with this config?)"
+            )
+    try:
+        doc = asyncio.run(read_stats(store_url, since))
+    except StoreError as exc:
+        raise ClickrelayError(f"cannot read the click store: {exc}") from None
+    if args.json:
+        print(json.dumps(doc, ensure_ascii=False, indent=2))
+    else:
+        print(format_stats(doc))
+    return 0

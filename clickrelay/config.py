@@ -1,0 +1,240 @@
+"""Strict TOML configuration → frozen, typed dataclasses.
+
+Every key is checked: an unknown key, a wrong type or a bad value raises
+:class:`~clickrelay.common.errors.ConfigError` naming the file, the key and what was expected.
+Relative paths in a config file are resolved against the file's directory (so a unit
+file can point at ``/etc/clickrelay/clickrelay.toml`` and keep paths next to it); the
+quick-start defaults resolve against the working directory.
+
+The sections themselves belong to the services that read them
+(:mod:`smtp_proxy.config`, :mod:`redirector.config`); this module composes them and
+does the file and environment I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clickrelay.common.errors import ConfigError
+from clickrelay.common.validators import check, one_of
+from redirector.config import RedirectorConfig
+from smtp_proxy.config import (
+    DEFAULT_DATA_DIR,
+    DkimConfig,
+    PreflightConfig,
+    ProxyConfig,
+    TrackingConfig,
+    UpstreamConfig,
+)
+
+__all__ = ["DEFAULT_DATA_DIR", "ENV_CONFIG", "Config", "LogConfig", "config_from_cli"]
+
+ENV_CONFIG = "CLICKRELAY_CONFIG"
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = field(default="info", metadata=check(one_of("debug", "info", "warning", "error")))
+
+
+@dataclass(frozen=True)
+class Config:
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    preflight: PreflightConfig = field(default_factory=PreflightConfig)
+    redirector: RedirectorConfig = field(default_factory=RedirectorConfig)
+    dkim: DkimConfig = field(default_factory=DkimConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    #: The file this came from; None for the quick-start defaults.
+    source: Path | None = None
+    #: Directory relative paths were resolved against.
+    base_dir: Path = Path(".")
+
+    @property
+    def data_dir(self) -> Path:
+        return self.tracking.key_file.parent
+
+    @property
+    def maildir(self) -> Path | None:
+        url = self.upstream.url
+        return Path(url[len("maildir:") :]) if url.startswith("maildir:") else None
+
+
+# --- the strict loader ------------------------------------------------------------------
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if tp is str:
+        return "a string"
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number"
+    if tp is Path:
+        return "a path string"
+    if origin is tuple:
+        return f"an array of {_describe(typing.get_args(tp)[0])}s"
+    if origin is dict:
+        return "a table"
+    if origin in (types.UnionType, typing.Union):
+        return " or ".join(_describe(a) for a in typing.get_args(tp) if a is not type(None))
+    if dataclasses.is_dataclass(tp):
+        return "a table"
+    return str(tp)
+
+
+class _Loader:
+    def __init__(self, source: str, base_dir: Path) -> None:
+        self.source = source
+        self.base_dir = base_dir
+
+    def fail(self, key: str, expected: str, value: Any) -> ConfigError:
+        return ConfigError(f"{self.source}: {key}: expected {expected}, got {value!r}")
+
+    def convert(self, tp: Any, value: Any, key: str) -> Any:
+        origin = typing.get_origin(tp)
+        if origin in (types.UnionType, typing.Union):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            if value == "" and Path in args:
+                return None  # "" in TOML means "not set" for optional paths
+            return self.convert(args[0], value, key)
+        if tp is bool:
+            if not isinstance(value, bool):
+                raise self.fail(key, _describe(tp), value)
+            return value
+        if tp is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise self.fail(key, _describe(tp), value)
+            return value
+        if tp is float:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise self.fail(key, _describe(tp), value)
+            return float(value)
+        if tp is str:
+            if not isinstance(value, str):
+                raise self.fail(key, _describe(tp), value)
+            return value
+        if tp is Path:
+            if not isinstance(value, str) or not value:
+                raise self.fail(key, _describe(tp), value)
+            path = Path(value).expanduser()
+            return path if path.is_absolute() else self.base_dir / path
+        if origin is tuple:
+            (item_tp, *_rest) = typing.get_args(tp)
+            if not isinstance(value, list):
+                raise self.fail(key, _describe(tp), value)
+            return tuple(self.convert(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value))
+        if origin is dict:
+            _key_tp, item_tp = typing.get_args(tp)
+            if not isinstance(value, dict):
+                raise self.fail(key, _describe(tp), value)
+            return {k: self.convert(item_tp, v, f'{key}."{k}"') for k, v in value.items()}
+        if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+            if not isinstance(value, dict):
+                raise self.fail(key, "a table", value)
+            return self.section(tp, value, key)
+        raise self.fail(key, _describe(tp), value)  # pragma: no cover - schema bug
+
+    def section(self, cls: type[Any], table: Mapping[str, Any], prefix: str) -> Any:
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+        kwargs: dict[str, Any] = {}
+        for name, value in table.items():
+            key = f"{prefix}.{name}" if prefix else name
+            fld = fields.get(name)
+            if fld is None or name in ("source", "base_dir"):
+                known = ", ".join(sorted(n for n in fields if n not in ("source", "base_dir")))
+                raise ConfigError(f"{self.source}: {key}: unknown key (known keys: {known})")
+            converted = self.convert(hints[name], value, key)
+            checker = fld.metadata.get("check")
+            if checker is not None and converted is not None:
+                try:
+                    checker(converted)
+                except ValueError as exc:
+                    raise ConfigError(f"{self.source}: {key}: {exc}, got {value!r}") from None
+            kwargs[name] = converted
+        for name, fld in fields.items():
+            missing = (
+                fld.default is dataclasses.MISSING and fld.default_factory is dataclasses.MISSING
+            )
+            if missing and name not in kwargs:
+                key = f"{prefix}.{name}" if prefix else name
+                raise ConfigError(f"{self.source}: {key}: required key is missing")
+        return cls(**kwargs)
+
+
+def _resolve_defaults(config: Config, base_dir: Path) -> Config:
+    """Resolve the built-in relative default paths against ``base_dir``."""
+
+    def fix(path: Path | None) -> Path | None:
+        return path if path is None or path.is_absolute() else base_dir / path
+
+    tracking = config.tracking
+    key_file = fix(tracking.key_file)
+    assert key_file is not None
+    upstream = config.upstream
+    if upstream.url.startswith("maildir:"):
+        mpath = Path(upstream.url[len("maildir:") :]).expanduser()
+        upstream = dataclasses.replace(upstream, url=f"maildir:{fix(mpath)}")
+    redirector = config.redirector
+    if redirector.store.startswith("sqlite:"):
+        spath = Path(redirector.store[len("sqlite:") :]).expanduser()
+        redirector = dataclasses.replace(redirector, store=f"sqlite:{fix(spath)}")
+    return dataclasses.replace(
+        config,
+        tracking=dataclasses.replace(tracking, key_file=key_file),
+        upstream=upstream,
+        redirector=redirector,
+    )
+
+
+def load_config_text(text: str, source: str = "<string>", base_dir: Path | None = None) -> Config:
+    base = (base_dir or Path.cwd()).resolve()
+    try:
+        table = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    loader = _Loader(source, base)
+    config = loader.section(Config, table, "")
+    config = dataclasses.replace(config, base_dir=base)
+    return _resolve_defaults(config, base)
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read config file: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{file}: config file is not UTF-8") from None
+    config = load_config_text(text, str(file), file.resolve().parent)
+    return dataclasses.replace(config, source=file.resolve())
+
+
+def default_config(base_dir: Path | None = None) -> Config:
+    """The quick-start defaults, with data under ``./clickrelay-data/``."""
+    base = (base_dir or Path.cwd()).resolve()
+    return _resolve_defaults(dataclasses.replace(Config(), base_dir=base), base)
+
+
+def config_from_cli(path: str | None) -> Config:
+    """``-c FILE``, else ``$CLICKRELAY_CONFIG``, else the quick-start defaults."""
+    if path:
+        return load_config(path)
+    env = os.environ.get(ENV_CONFIG)
+    if env:
+        return load_config(env)
+    return default_config()

@@ -1,0 +1,319 @@
+"""The redirector's aiohttp applications: the public one (``/c/<token>``, ``/healthz``)
+and the admin one (``/metrics``, ``/api/stats``).
+
+The hot path (``GET|HEAD /c/<token>``) needs no I/O: open the sealed token, build the
+Location header byte-exact (:mod:`redirector.location`), label the click
+(:mod:`redirector.clicks.classify`), hand it to the recorder without waiting, answer 302. The
+click store being slow or down therefore never delays a redirect.
+
+Everything that is not a token we minted — forged, truncated, tampered, unknown key, a
+target we would not send anyone to, any other path or method — gets one and the same 404
+(no Location, same headers, same body), so a prober learns nothing from the failure.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import hdrs, web
+from multidict import CIMultiDict
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from clickrelay.common import __version__
+from clickrelay.common.errors import ClickrelayError, TokenError
+from clickrelay.common.logfmt import log_event
+from redirector.clicks import BOT, HUMAN, Click
+from redirector.clicks.classify import Classifier, Verdict
+from redirector.config import RedirectorConfig
+from redirector.http.clientip import ClientIpPolicy
+from redirector.http.refusals import RefusalLog
+from redirector.location import location_for
+from redirector.store.stats import parse_since
+from redirector.tokens import Keyring, LinkData
+
+if TYPE_CHECKING:
+    from redirector.clicks.recorder import ClickRecorder
+
+log = logging.getLogger("clickrelay.redirector")
+
+SERVICE = "clickrelay-redirector"
+#: Longest token accepted, checked before any decoding work. A tracked link is at most
+#: ``[tracking] max_link_length`` (2048 by default) long, so real tokens are far shorter;
+#: this stays just under aiohttp's request-line limit (8190 bytes, answered with its own
+#: 400) so that every token-shaped path the server does parse gets the uniform 404.
+MAX_TOKEN_CHARS = 8000
+
+#: Headers of every answer on the public listener: never cached, never indexed, and the
+#: tracking URL is not leaked to the destination as a Referer.
+_COMMON_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Robots-Tag": "noindex",
+}
+#: The headers of the 302 (before its Location) and of the 404. Built once: web.Response
+#: copies a CIMultiDict cheaper than it converts a dict.
+_TEXT_HEADERS = CIMultiDict({**_COMMON_HEADERS, "Content-Type": "text/plain"})
+_FOUND_BODY = b"Found\n"
+_NOT_FOUND_BODY = b"Not Found\n"
+
+
+class RedirectorMetrics(Collector):
+    """Counters of the public app, exported through the given registry.
+
+    Plain integers bumped on the event loop and turned into Prometheus counters only
+    when scraped: a prometheus_client ``Counter.inc()`` takes a lock and costs a few
+    microseconds, which adds up on a path that answers thousands of redirects a second.
+    All increments and scrapes happen on the one event loop thread.
+    """
+
+    def __init__(self, registry: CollectorRegistry, refusals: RefusalLog) -> None:
+        self.found = 0
+        #: 404s by reason; their sum is the 404 count.
+        self.refusals = refusals
+        # Keyed by bot reason (None = human): a reason implies its classification, and
+        # hashing a str is cheaper than hashing the Verdict dataclass.
+        self.clicks: dict[str | None, int] = {}
+        registry.register(self)
+
+    def click(self, verdict: Verdict) -> None:
+        reason = verdict.reason
+        self.clicks[reason] = self.clicks.get(reason, 0) + 1
+
+    def collect(self) -> Iterator[Metric]:
+        redirects = CounterMetricFamily(
+            "clickrelay_redirects",
+            "Answers to /c/<token> by status: 302 (ours) or 404 (anything else)",
+            labels=["result"],
+        )
+        redirects.add_metric(["302"], self.found)
+        redirects.add_metric(["404"], sum(self.refusals.totals.values()))
+        yield redirects
+        refused = CounterMetricFamily(
+            "clickrelay_redirects_refused",
+            "404s to /c/<token> by reason (malformed, unknown-key, forged, ...): the client"
+            " gets the same answer for all",
+            labels=["reason"],
+        )
+        for refusal, n in sorted(self.refusals.totals.items()):
+            refused.add_metric([refusal], n)
+        yield refused
+        clicks = CounterMetricFamily(
+            "clickrelay_clicks",
+            "Redirected clicks by classification (human, or bot with a reason)",
+            labels=["classification", "reason"],
+        )
+        for reason, count in sorted(self.clicks.items(), key=lambda kv: kv[0] or ""):
+            classification = HUMAN if reason is None else BOT
+            clicks.add_metric([classification, reason or "none"], count)
+        yield clicks
+
+
+@dataclass
+class RedirectorState:
+    """What the public app's handlers use. Mutable: the keyring can be swapped live."""
+
+    keyring: Keyring
+    recorder: ClickRecorder | None
+    classifier: Classifier
+    ip_policy: ClientIpPolicy
+    metrics: RedirectorMetrics
+    refusals: RefusalLog
+
+
+STATE_KEY = web.AppKey("redirector_state", RedirectorState)
+RECORDER_KEY: web.AppKey[ClickRecorder | None] = web.AppKey("redirector_recorder")
+REGISTRY_KEY = web.AppKey("redirector_registry", CollectorRegistry)
+
+
+def not_found_response() -> web.Response:
+    """The one failure answer of the public listener, whatever went wrong."""
+    return web.Response(status=404, body=_NOT_FOUND_BODY, headers=_TEXT_HEADERS)
+
+
+async def _redirect(request: web.Request) -> web.StreamResponse:
+    # The hot path: every line here runs once per click, so it is kept flat.
+    state = request.app[STATE_KEY]
+    token = request.match_info.get("token", "")
+    if len(token) > MAX_TOKEN_CHARS:
+        state.refusals.note("too-long")
+        return not_found_response()
+    try:
+        link = state.keyring.open(token)
+    except TokenError as exc:
+        state.refusals.note(exc.reason, exc.key_id)
+        return not_found_response()
+    location = location_for(link.url)
+    if location is None:
+        # Cannot happen for tokens our own seal() minted; refuse loudly if it does.
+        log_event(
+            log,
+            logging.WARNING,
+            "redirect-refused",
+            queue_id=link.queue_id,
+            link_index=link.link_index,
+            reason="unsafe-location",
+        )
+        state.refusals.note("unsafe-location")
+        return not_found_response()
+    state.metrics.found += 1
+    try:
+        _note_click(request, state, link)
+    except Exception as exc:  # a click we fail to note must never cost the redirect
+        log_event(log, logging.ERROR, "click-not-recorded", queue_id=link.queue_id, error=repr(exc))
+    response = web.Response(status=302, body=_FOUND_BODY, headers=_TEXT_HEADERS)
+    # Set after construction: the CIMultiDict copy of the constant headers is cheaper
+    # than building one from a new dict per redirect.
+    response.headers[hdrs.LOCATION] = location
+    return response
+
+
+def _note_click(request: web.Request, state: RedirectorState, link: LinkData) -> None:
+    headers = request.headers
+    user_agent = headers.get(hdrs.USER_AGENT)
+    policy = state.ip_policy
+    forwarded = tuple(headers.getall(hdrs.X_FORWARDED_FOR, ())) if policy.trusted_proxies else ()
+    client, client_ip = policy.describe(request.remote, forwarded)
+    classifier = state.classifier
+    now = classifier.clock()
+    method = request.method
+    verdict = classifier.classify(
+        method=method,
+        user_agent=user_agent,
+        client=client,
+        queue_id=link.queue_id,
+        link_index=link.link_index,
+        sent_at=link.sent_at,
+        now=now,
+    )
+    state.metrics.click(verdict)
+    if state.recorder is None:
+        return
+    state.recorder.record(
+        Click(
+            time=datetime.fromtimestamp(now, UTC),
+            queue_id=link.queue_id,
+            link_index=link.link_index,
+            url=link.url,
+            recipient=link.recipient,
+            client_ip=client_ip,
+            user_agent=user_agent,
+            method=method,
+            classification=verdict.classification,
+            reason=verdict.reason,
+        )
+    )
+
+
+def store_health(recorder: ClickRecorder | None) -> dict[str, Any]:
+    """The ``store`` object of /healthz."""
+    if recorder is None:
+        return {"state": "disabled", "queued": 0, "dropped": 0}
+    return {"state": recorder.state, "queued": recorder.queued, "dropped": recorder.dropped}
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    state = request.app[STATE_KEY]
+    doc = {
+        "service": SERVICE,
+        "version": __version__,
+        "key_ids": list(state.keyring.key_ids),
+        "store": store_health(state.recorder),
+    }
+    return web.json_response(doc, headers=_COMMON_HEADERS)
+
+
+async def _not_found(request: web.Request) -> web.Response:
+    return not_found_response()
+
+
+def create_app(
+    config: RedirectorConfig,
+    keyring: Keyring,
+    recorder: ClickRecorder | None,
+    *,
+    registry: CollectorRegistry,
+    classifier: Classifier | None = None,
+    refusals: RefusalLog | None = None,
+) -> web.Application:
+    """The public application: ``GET|HEAD /c/<token>``, ``GET /healthz``, else 404.
+
+    ``recorder`` None means clicks are only counted in metrics, not stored.
+    ``classifier`` defaults to one built from ``config`` (tests pass one with a fake
+    clock); ``refusals`` to a :class:`RefusalLog` on this module's logger.
+    """
+    app = web.Application()
+    refusals = refusals or RefusalLog(log)
+    app[STATE_KEY] = RedirectorState(
+        keyring=keyring,
+        recorder=recorder,
+        classifier=classifier or Classifier.from_config(config),
+        ip_policy=ClientIpPolicy.from_config(config),
+        metrics=RedirectorMetrics(registry, refusals),
+        refusals=refusals,
+    )
+    app.cleanup_ctx.append(_log_refusals_at_exit)
+    app.router.add_route("GET", "/c/{token}", _redirect)
+    app.router.add_route("HEAD", "/c/{token}", _redirect)
+    app.router.add_route("GET", "/healthz", _healthz)
+    app.router.add_route("HEAD", "/healthz", _healthz)
+    # Everything else, any method: the same 404 (not aiohttp's 404/405 pages).
+    app.router.add_route("*", "/{tail:.*}", _not_found)
+    return app
+
+
+async def _log_refusals_at_exit(app: web.Application) -> AsyncIterator[None]:
+    yield
+    app[STATE_KEY].refusals.flush()
+
+
+def set_keyring(app: web.Application, keyring: Keyring) -> None:
+    """Swap the keys a running public app decodes with (key rotation)."""
+    app[STATE_KEY].keyring = keyring
+
+
+# --- admin ---------------------------------------------------------------------------
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    """``GET /metrics``: the Prometheus text format of the app's ``REGISTRY_KEY`` registry."""
+    registry = request.app[REGISTRY_KEY]
+    return web.Response(
+        body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
+
+
+async def _api_stats(request: web.Request) -> web.Response:
+    recorder = request.app[RECORDER_KEY]
+    if recorder is None:
+        return web.json_response({"error": "no click store configured"}, status=503)
+    since = None
+    raw = request.query.get("since")
+    if raw:
+        try:
+            since = parse_since(raw)
+        except ValueError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+    try:
+        doc = await recorder.store.stats(since)
+    except ClickrelayError as exc:
+        log_event(log, logging.WARNING, "stats-failed", error=str(exc))
+        return web.json_response({"error": f"click store unavailable: {exc}"}, status=503)
+    return web.json_response(doc)
+
+
+def create_admin_app(
+    recorder: ClickRecorder | None, *, registry: CollectorRegistry
+) -> web.Application:
+    """The admin application: ``GET /metrics`` (Prometheus) and ``GET /api/stats?since=``."""
+    app = web.Application()
+    app[REGISTRY_KEY] = registry
+    app[RECORDER_KEY] = recorder
+    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/api/stats", _api_stats)
+    return app

@@ -1,5 +1,0 @@
-import sys
-
-from smtp_proxy.cli import main
-
-sys.exit(main())

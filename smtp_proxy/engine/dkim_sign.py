@@ -1,0 +1,81 @@
+"""DKIM: find the signatures a message carries, and re-sign a rewritten message.
+
+Rewriting links changes the body, which breaks any DKIM signature made before clickrelay
+saw the message. So a signed message is relayed unchanged, unless ``[dkim]`` holds a key
+for *every* signing domain (``d=``): then the message is rewritten, the old signatures are
+removed and new ones are made with dkimpy, with the configured selector, canonicalization
+and signed headers.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from email.message import Message
+
+import dkim
+
+from smtp_proxy.config import DkimConfig, DkimDomainConfig
+from smtp_proxy.engine.mime_parts import remove_header
+
+_TAG_RE = re.compile(r"(?:^|;)\s*([a-z]+)\s*=\s*([^;]*)", re.I)
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What the rewriter needs from one DKIM-Signature header."""
+
+    domain: str  # d=, lower case
+    signed_headers: frozenset[str]  # h=, lower case
+
+
+def signatures(headers: Message) -> list[Signature]:
+    """The DKIM signatures in a parsed header block (unparseable ones have domain "")."""
+    out = []
+    for value in headers.get_all("DKIM-Signature") or []:
+        tags = {k.lower(): re.sub(r"\s+", "", v) for k, v in _TAG_RE.findall(str(value))}
+        signed = frozenset(h.strip().lower() for h in tags.get("h", "").split(":") if h.strip())
+        out.append(Signature(tags.get("d", "").lower().rstrip("."), signed))
+    return out
+
+
+def resign_keys(sigs: list[Signature], config: DkimConfig) -> list[tuple[str, DkimDomainConfig]]:
+    """The (domain, key config) to re-sign with, or [] when any signature's domain has no key."""
+    by_domain = {d.lower().rstrip("."): c for d, c in config.domains.items()}
+    keys: dict[str, DkimDomainConfig] = {}
+    for sig in sigs:
+        cfg = by_domain.get(sig.domain)
+        if cfg is None:
+            return []
+        keys[sig.domain] = cfg
+    return list(keys.items())
+
+
+def resign(data: bytes, header_end: int, keys: list[tuple[str, DkimDomainConfig]]) -> bytes:
+    """``data`` without its DKIM-Signature headers, signed anew with each key.
+
+    ``header_end`` is where the top-level header block ends. Raises on a bad key file or
+    signing error (the rewriter turns that into "relay unchanged").
+    """
+    eol = b"\r\n" if data[:header_end].endswith(b"\r\n") else b"\n"
+    message = remove_header(data[:header_end], "DKIM-Signature") + data[header_end:]
+    new_headers: list[bytes] = []
+    for domain, cfg in keys:
+        header_c, _, body_c = cfg.canonicalization.partition("/")
+        private_key = cfg.key_file.read_bytes()
+        sig = dkim.sign(
+            message,
+            cfg.selector.encode("ascii"),
+            domain.encode("ascii"),
+            private_key,
+            canonicalize=(header_c.encode("ascii"), body_c.encode("ascii")),
+            include_headers=[h.lower().encode("ascii") for h in cfg.headers],
+            linesep=eol,
+        )
+        if not isinstance(sig, bytes) or not sig:
+            raise ValueError("dkim.sign returned no signature")
+        if not sig.endswith(eol):
+            sig = sig.rstrip(b"\r\n") + eol
+        new_headers.append(sig)
+    # Each signature goes on top, like any MTA adds it.
+    return b"".join(reversed(new_headers)) + message
