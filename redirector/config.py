@@ -42,6 +42,16 @@ class RedirectorConfig:
     ipv6_prefix: int = field(default=48, metadata=check(in_range(0, 128)))
     #: Reverse proxies whose ``X-Forwarded-For`` is believed (CIDRs); otherwise ignored.
     trusted_proxies: tuple[str, ...] = field(default=(), metadata=check(check_networks))
+    #: Seconds a connection to the public listener may stay open without a complete
+    #: request: the deadline for a request's headers (from the moment it connects) and
+    #: the keep-alive idle timeout after each answer. Trickled bytes do not extend it.
+    header_timeout: float = field(default=10.0, metadata=check(in_range(0.1, 3600)))
+    #: Open connections to the public listener, in total and per client address (IPv4
+    #: address or IPv6 /64; trusted_proxies count only toward the total). Beyond them a
+    #: connection gets a 503 and is closed. Keep max_connections well under the process's
+    #: file descriptor limit (LimitNOFILE= in the systemd units).
+    max_connections: int = field(default=2000, metadata=check(in_range(1, 10**6)))
+    max_connections_per_client: int = field(default=100, metadata=check(in_range(1, 10**6)))
     #: Clicks held in memory while the store is slow or down; the oldest are dropped past it.
     queue_size: int = field(default=100_000, metadata=check(in_range(1, 10**9)))
     batch_size: int = field(default=500, metadata=check(in_range(1, 10**6)))

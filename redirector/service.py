@@ -16,11 +16,14 @@ redirects never need the store, so listeners start anyway, ``/healthz`` reports 
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import logging
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from clickrelay.common.accept_errors import AcceptErrorLog
 from clickrelay.common.errors import ConfigError
 from clickrelay.common.hostport import parse_hostport
 from clickrelay.common.logfmt import log_event
@@ -28,6 +31,7 @@ from redirector.clicks.classify import Classifier
 from redirector.clicks.recorder import ClickRecorder
 from redirector.config import RedirectorConfig
 from redirector.http.app import create_admin_app, create_app, set_keyring
+from redirector.http.conngate import ConnectionGate, gated_factory
 from redirector.store import ClickStore, StoreError, open_store
 from redirector.tokens import Keyring
 
@@ -69,6 +73,15 @@ class RedirectorService:
         self._recorder: ClickRecorder | None = None
         self._app: web.Application | None = None
         self._runners: list[web.AppRunner] = []
+        self._public_server: asyncio.Server | None = None
+        self._accept_errors: AcceptErrorLog | None = None
+        self.gate = ConnectionGate(
+            max_connections=config.max_connections,
+            max_per_client=config.max_connections_per_client,
+            exempt=[ipaddress.ip_network(n, strict=False) for n in config.trusted_proxies],
+            logger=log,
+            registry=self.registry,
+        )
         self._public_port: int | None = None
         self._admin_port: int | None = None
 
@@ -103,6 +116,7 @@ class RedirectorService:
             log_event(
                 log, logging.WARNING, "click-store-unavailable", store=store.name, error=str(exc)
             )
+        self._accept_errors = AcceptErrorLog(asyncio.get_running_loop(), log)
         recorder = ClickRecorder(
             store,
             queue_size=config.queue_size,
@@ -121,7 +135,7 @@ class RedirectorService:
                 classifier=self._classifier,
             )
             admin = create_admin_app(recorder, registry=self.registry)
-            self._public_port = await self._serve(self._app, self._listen)
+            self._public_port = await self._serve_public(self._app, self._listen)
             self._admin_port = await self._serve(admin, self._admin_listen)
         except BaseException:
             await self.stop()
@@ -136,14 +150,34 @@ class RedirectorService:
             key_ids=",".join(self._keyring.key_ids),
         )
 
-    async def _serve(self, app: web.Application, where: tuple[str, int]) -> int:
+    async def _runner(self, app: web.Application) -> web.AppRunner:
         # No access log: it would cost time on the hot path and write every client's IP
         # in full, bypassing the configured truncation.
         runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=LISTENER_SHUTDOWN_TIMEOUT
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=LISTENER_SHUTDOWN_TIMEOUT,
+            keepalive_timeout=self.config.header_timeout,
         )
         await runner.setup()
         self._runners.append(runner)
+        return runner
+
+    async def _serve_public(self, app: web.Application, where: tuple[str, int]) -> int:
+        """The public listener: aiohttp's handlers behind the connection gate."""
+        runner = await self._runner(app)
+        assert runner.server is not None
+        loop = asyncio.get_running_loop()
+        factory = gated_factory(
+            runner.server, self.gate, loop=loop, keepalive_timeout=self.config.header_timeout
+        )
+        server = await loop.create_server(factory, where[0], where[1])
+        self._public_server = server
+        return int(server.sockets[0].getsockname()[1])
+
+    async def _serve(self, app: web.Application, where: tuple[str, int]) -> int:
+        runner = await self._runner(app)
         site = web.TCPSite(runner, where[0], where[1])
         await site.start()
         address = runner.addresses[-1]
@@ -159,6 +193,9 @@ class RedirectorService:
     async def stop(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - contract
         """Stop listening, flush queued clicks (up to ``timeout`` or the configured
         ``shutdown_flush_timeout``), close the store. Safe to call twice."""
+        public, self._public_server = self._public_server, None
+        if public is not None:
+            public.close()  # stop accepting; the runner's cleanup ends open connections
         runners, self._runners = self._runners, []
         for runner in reversed(runners):
             await runner.cleanup()
@@ -181,3 +218,7 @@ class RedirectorService:
                 clicks_dropped=recorder.dropped if recorder else 0,
             )
         self._app = None
+        self.gate.refusals.flush()
+        accept_errors, self._accept_errors = self._accept_errors, None
+        if accept_errors is not None:
+            accept_errors.uninstall()
