@@ -24,7 +24,7 @@ import asyncio
 import ipaddress
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -144,8 +144,8 @@ class _GatedHandler(web.RequestHandler):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         key = self._gate.admit(transport.get_extra_info("peername"))
         if key is None:
-            assert isinstance(transport, asyncio.Transport)
-            transport.write(REFUSAL)
+            # uvloop's transports are not asyncio.Transport subclasses but have write().
+            cast(asyncio.Transport, transport).write(REFUSAL)
             transport.close()
             return
         self._gate_key = key
