@@ -27,9 +27,7 @@ _ACCEPT_MESSAGE = "socket.accept() out of system resource"
 
 def is_accept_error(context: dict[str, Any]) -> bool:
     exc = context.get("exception")
-    return str(context.get("message", "")).startswith(_ACCEPT_MESSAGE) and isinstance(
-        exc, OSError
-    )
+    return str(context.get("message", "")).startswith(_ACCEPT_MESSAGE) and isinstance(exc, OSError)
 
 
 class AcceptErrorLog:

@@ -118,7 +118,8 @@ class ConnectionGate(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield GaugeMetricFamily(
-            "clickrelay_redirector_connections", "Open connections to the public listener",
+            "clickrelay_redirector_connections",
+            "Open connections to the public listener",
             value=self.open,
         )
         refused = CounterMetricFamily(

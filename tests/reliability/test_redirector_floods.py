@@ -66,7 +66,14 @@ def redirector_proc(
     stderr = tmp_path / "redirector.stderr"
     with open(stderr, "wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.reliability.redirector_proc", str(cfg), str(nofile), loop],
+            [
+                sys.executable,
+                "-m",
+                "tests.reliability.redirector_proc",
+                str(cfg),
+                str(nofile),
+                loop,
+            ],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=err,
