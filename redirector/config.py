@@ -32,6 +32,10 @@ class RedirectorConfig:
     listen: str = field(default="127.0.0.1:8080", metadata=check(check_required_listen))
     #: Admin listener: ``/metrics`` and ``/api/stats``; keep it off the internet.
     admin_listen: str = field(default="127.0.0.1:8081", metadata=check(check_required_listen))
+    #: Shared secret of every admin listener (this one and ``[proxy] admin_listen``):
+    #: when set, admin requests need ``Authorization: Bearer <token>`` (or HTTP basic with
+    #: the token as password). Empty: the admin listeners must be on a loopback address.
+    admin_token: str = field(default="", repr=False)
     #: ``sqlite:PATH`` or ``postgresql://user@host:port/db``.
     store: str = field(
         default="sqlite:clickrelay-data/clicks.sqlite3", metadata=check(_check_store)

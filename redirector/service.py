@@ -30,6 +30,7 @@ from clickrelay.common.logfmt import log_event
 from redirector.clicks.classify import Classifier
 from redirector.clicks.recorder import ClickRecorder
 from redirector.config import RedirectorConfig
+from redirector.http.admin_auth import check_admin_listen
 from redirector.http.app import create_admin_app, create_app, set_keyring
 from redirector.http.conngate import ConnectionGate, gated_factory
 from redirector.store import ClickStore, StoreError, open_store
@@ -69,6 +70,7 @@ class RedirectorService:
         self._classifier = Classifier.from_config(config)
         self._listen = parse_listen(config.listen, key="listen")
         self._admin_listen = parse_listen(config.admin_listen, key="admin_listen")
+        check_admin_listen(config.admin_listen, config.admin_token, key="[redirector] admin_listen")
         self._store: ClickStore | None = None
         self._recorder: ClickRecorder | None = None
         self._app: web.Application | None = None
@@ -134,7 +136,9 @@ class RedirectorService:
                 registry=self.registry,
                 classifier=self._classifier,
             )
-            admin = create_admin_app(recorder, registry=self.registry)
+            admin = create_admin_app(
+                recorder, registry=self.registry, token=self.config.admin_token
+            )
             self._public_port = await self._serve_public(self._app, self._listen)
             self._admin_port = await self._serve(admin, self._admin_listen)
         except BaseException:

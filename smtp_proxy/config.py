@@ -20,6 +20,7 @@ from clickrelay.common.validators import (
     check_positive,
     one_of,
 )
+from redirector.config import RedirectorConfig
 
 DEFAULT_DATA_DIR = Path("clickrelay-data")
 
@@ -184,3 +185,6 @@ class ProxySettings(Protocol):
 
     @property
     def dkim(self) -> DkimConfig: ...
+
+    @property
+    def redirector(self) -> RedirectorConfig: ...

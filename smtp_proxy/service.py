@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry
 from clickrelay.common.errors import ConfigError
 from clickrelay.common.hostport import parse_hostport
 from clickrelay.common.logfmt import log_event
+from redirector.http.admin_auth import check_admin_listen, install_admin_auth
 from redirector.http.app import REGISTRY_KEY, metrics_handler
 from redirector.tokens import Keyring
 from smtp_proxy.config import ProxySettings
@@ -59,9 +60,11 @@ def make_tls_context(cert: str, key: str) -> ssl.SSLContext:
     return context
 
 
-def create_admin_app(registry: CollectorRegistry) -> web.Application:
-    """``/metrics`` (Prometheus text format of ``registry``) and a tiny ``/healthz``."""
+def create_admin_app(registry: CollectorRegistry, token: str = "") -> web.Application:
+    """``/metrics`` (Prometheus text format of ``registry``) and a tiny ``/healthz``;
+    both require ``token`` when one is set (``[redirector] admin_token``)."""
     app = web.Application()
+    install_admin_auth(app, token)
     app[REGISTRY_KEY] = registry
 
     async def healthz(request: web.Request) -> web.Response:
@@ -89,6 +92,10 @@ class ProxyService:
         self._config = config
         self._keyring = keyring
         self._admin = admin
+        if admin:
+            check_admin_listen(
+                config.proxy.admin_listen, config.redirector.admin_token, key="[proxy] admin_listen"
+            )
         self.metrics = ProxyMetrics(self.registry)
         self.connections: Connections | None = None
         self._limiter = AuthFailureLimiter(
@@ -184,7 +191,8 @@ class ProxyService:
                 self._tls_port = int(self._tls_server.sockets[0].getsockname()[1])
             if self._admin and config.proxy.admin_listen:
                 admin_host, admin_port = parse_hostport(config.proxy.admin_listen)
-                runner = web.AppRunner(create_admin_app(self.registry), access_log=None)
+                token = config.redirector.admin_token
+                runner = web.AppRunner(create_admin_app(self.registry, token), access_log=None)
                 await runner.setup()
                 self._admin_runner = runner
                 site = web.TCPSite(runner, admin_host, admin_port)
