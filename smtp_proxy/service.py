@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry
 from clickrelay.common.errors import ConfigError
 from clickrelay.common.hostport import parse_hostport
 from clickrelay.common.logfmt import log_event
+from clickrelay.common.secretfiles import GROUP_OR_OTHERS, NOBODY, check_secret_file
 from redirector.http.admin_auth import check_admin_listen, install_admin_auth
 from redirector.http.app import REGISTRY_KEY, metrics_handler
 from redirector.tokens import Keyring
@@ -58,6 +59,20 @@ def make_tls_context(cert: str, key: str) -> ssl.SSLContext:
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"proxy.tls_cert/tls_key: cannot load {cert} / {key}: {exc}") from None
     return context
+
+
+def check_secret_files(config: ProxySettings) -> None:
+    """The key files the proxy reads, checked at start and on reload
+    (:mod:`clickrelay.common.secretfiles`): a DKIM key others can read or write, or a
+    TLS key others can write, is a ConfigError; a TLS key others can read, a warning."""
+    for domain, dkim_cfg in config.dkim.domains.items():
+        check_secret_file(
+            dkim_cfg.key_file,
+            f'DKIM key of {domain} ([dkim.domains."{domain}"] key_file)',
+            refuse_read=GROUP_OR_OTHERS,
+        )
+    if config.proxy.tls_key is not None:
+        check_secret_file(config.proxy.tls_key, "TLS key (proxy.tls_key)", refuse_read=NOBODY)
 
 
 def create_admin_app(registry: CollectorRegistry, token: str = "") -> web.Application:
@@ -118,6 +133,7 @@ class ProxyService:
         self, config: ProxySettings, keyring: Keyring, hostname: str
     ) -> ProxyRuntime:
         proxy = config.proxy
+        check_secret_files(config)
         tls_context = None
         if proxy.tls_cert is not None or proxy.tls_key is not None:
             if proxy.tls_cert is None or proxy.tls_key is None:
