@@ -58,6 +58,14 @@ class RedirectorConfig:
     max_connections_per_client: int = field(default=100, metadata=check(in_range(1, 10**6)))
     #: Clicks held in memory while the store is slow or down; the oldest are dropped past it.
     queue_size: int = field(default=100_000, metadata=check(in_range(1, 10**9)))
+    #: The same queue bounded in memory too (bytes, roughly): long URLs and user agents
+    #: cannot make it grow past this; the oldest clicks are dropped first.
+    queue_bytes: int = field(default=64 * 2**20, metadata=check(in_range(2**16, 2**40)))
+    #: Of the clicks of one link from one client address, only the first
+    #: repeat_clicks_stored within repeat_window seconds are stored; every click is still
+    #: redirected and counted in the metrics.
+    repeat_clicks_stored: int = field(default=3, metadata=check(in_range(1, 10**6)))
+    repeat_window: float = field(default=600.0, metadata=check(in_range(1, 86400 * 7)))
     batch_size: int = field(default=500, metadata=check(in_range(1, 10**6)))
     flush_interval: float = field(default=0.25, metadata=check(in_range(0.001, 3600)))
     #: A click within this many seconds of the send time is a scanner, not a person.

@@ -122,6 +122,7 @@ class RedirectorService:
         recorder = ClickRecorder(
             store,
             queue_size=config.queue_size,
+            queue_bytes=config.queue_bytes,
             batch_size=config.batch_size,
             flush_interval=config.flush_interval,
             registry=self.registry,

@@ -110,6 +110,9 @@ class TrackingConfig:
     #: Also track http(s) URLs in text/plain parts.
     text_links: bool = True
     max_link_length: int = field(default=2048, metadata=check(check_positive))
+    #: A destination URL longer than this many bytes stays untracked (reason
+    #: ``too-long``): a token compresses the URL, and every click stores it.
+    max_url_length: int = field(default=8192, metadata=check(check_positive))
     #: Links to these domains (and their subdomains) are never tracked.
     skip_domains: tuple[str, ...] = ()
     #: Per-sender-domain tracking base URLs: ``"example.com" = "https://links.example.com"``.

@@ -28,8 +28,17 @@ from prometheus_client.registry import Collector
 from clickrelay.common import __version__
 from clickrelay.common.errors import ClickrelayError, TokenError
 from clickrelay.common.logfmt import log_event
-from redirector.clicks import BOT, HUMAN, Click
+from redirector.clicks import (
+    BOT,
+    HUMAN,
+    MAX_STORED_RECIPIENT,
+    MAX_STORED_URL,
+    MAX_STORED_USER_AGENT,
+    Click,
+    bounded,
+)
 from redirector.clicks.classify import Classifier, Verdict
+from redirector.clicks.repeats import RepeatLimiter
 from redirector.config import RedirectorConfig
 from redirector.http.admin_auth import install_admin_auth
 from redirector.http.clientip import ClientIpPolicy
@@ -80,6 +89,8 @@ class RedirectorMetrics(Collector):
         # Keyed by bot reason (None = human): a reason implies its classification, and
         # hashing a str is cheaper than hashing the Verdict dataclass.
         self.clicks: dict[str | None, int] = {}
+        #: Set by create_app: clicks redirected and counted but not stored (repeats).
+        self.repeats: RepeatLimiter | None = None
         registry.register(self)
 
     def click(self, verdict: Verdict) -> None:
@@ -113,6 +124,14 @@ class RedirectorMetrics(Collector):
             classification = HUMAN if reason is None else BOT
             clicks.add_metric([classification, reason or "none"], count)
         yield clicks
+        not_stored = CounterMetricFamily(
+            "clickrelay_clicks_not_stored",
+            "Clicks redirected and counted but not stored: repeats of one link from one"
+            " address beyond [redirector] repeat_clicks_stored per repeat_window",
+            labels=["reason"],
+        )
+        not_stored.add_metric(["repeat"], self.repeats.suppressed if self.repeats else 0)
+        yield not_stored
 
 
 @dataclass
@@ -125,6 +144,7 @@ class RedirectorState:
     ip_policy: ClientIpPolicy
     metrics: RedirectorMetrics
     refusals: RefusalLog
+    repeats: RepeatLimiter
 
 
 STATE_KEY = web.AppKey("redirector_state", RedirectorState)
@@ -195,15 +215,17 @@ def _note_click(request: web.Request, state: RedirectorState, link: LinkData) ->
     state.metrics.click(verdict)
     if state.recorder is None:
         return
+    if not state.repeats.allow(link.queue_id, link.link_index, link.recipient, client):
+        return
     state.recorder.record(
         Click(
             time=datetime.fromtimestamp(now, UTC),
             queue_id=link.queue_id,
             link_index=link.link_index,
-            url=link.url,
-            recipient=link.recipient,
+            url=bounded(link.url, MAX_STORED_URL) or "",
+            recipient=bounded(link.recipient, MAX_STORED_RECIPIENT),
             client_ip=client_ip,
-            user_agent=user_agent,
+            user_agent=bounded(user_agent, MAX_STORED_USER_AGENT),
             method=method,
             classification=verdict.classification,
             reason=verdict.reason,
@@ -254,13 +276,19 @@ def create_app(
     """
     app = web.Application()
     refusals = refusals or RefusalLog(log)
+    classifier = classifier or Classifier.from_config(config)
+    metrics = RedirectorMetrics(registry, refusals)
+    metrics.repeats = RepeatLimiter(
+        config.repeat_clicks_stored, config.repeat_window, clock=classifier.clock
+    )
     app[STATE_KEY] = RedirectorState(
         keyring=keyring,
         recorder=recorder,
-        classifier=classifier or Classifier.from_config(config),
+        classifier=classifier,
         ip_policy=ClientIpPolicy.from_config(config),
-        metrics=RedirectorMetrics(registry, refusals),
+        metrics=metrics,
         refusals=refusals,
+        repeats=metrics.repeats,
     )
     app.cleanup_ctx.append(_log_refusals_at_exit)
     app.router.add_route("GET", "/c/{token}", _redirect)

@@ -61,6 +61,10 @@ class TrackingSettings:
     keyring: Keyring
     policy: LinkPolicy
     max_link_length: int = 2048
+    #: A destination URL longer than this (UTF-8 bytes) stays untracked, "too-long":
+    #: tokens compress, so without it one short link could carry megabytes into every
+    #: stored click.
+    max_url_length: int = 8192
     text_links: bool = True
     dkim: DkimConfig = field(default_factory=DkimConfig)
 
@@ -77,6 +81,7 @@ class TrackingSettings:
             keyring=keyring,
             policy=LinkPolicy.from_base_urls(urls, tracking.skip_domains),
             max_link_length=tracking.max_link_length,
+            max_url_length=tracking.max_url_length,
             text_links=tracking.text_links,
             dkim=config.dkim,
         )
@@ -251,6 +256,7 @@ def _decide(
         link.url for job in jobs if job.kind == "html" for link in job.links if link.opt_out
     }
     prefix = settings.base_url.rstrip("/") + "/c/"
+    max_url = settings.max_url_length
     decisions: list[LinkDecision] = []
     index = 0
     for job in jobs:
@@ -260,6 +266,8 @@ def _decide(
                 reason = OPT_OUT_REASON
             if reason is None and link.url.startswith(prefix):
                 reason = "already-tracked"
+            if reason is None and len(link.url.encode("utf-8", "surrogatepass")) > max_url:
+                reason = "too-long"
             tracked: str | None = None
             if reason is None:
                 try:
