@@ -157,6 +157,9 @@ class ClickRecorder:
         """Drop the oldest queued clicks (not the batch being written) until ``click``
         fits, then queue it; if it never fits, ``click`` is the one dropped."""
         queue = self._queue
+        if weight > self.queue_bytes:
+            self._drop(1)  # would never fit: keep the queue as it is
+            return
         dropped = 0
         while queue and (
             len(queue) + len(self._batch) >= self.queue_size

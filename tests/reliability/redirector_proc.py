@@ -6,7 +6,7 @@ Run as a module::
     python -m tests.reliability.redirector_proc CONFIG NOFILE asyncio|uvloop
 
 Sets ``RLIMIT_NOFILE`` to NOFILE (soft and hard), logs like the real services
-(``setup_logging``) on stderr, writes the public port to stdout once listening, and
+(``setup_logging``) on stderr, writes the public and admin ports to stdout once listening, and
 stops cleanly on SIGTERM. ``clickrelay redirector`` always picks uvloop when installed;
 this runner also offers asyncio's own loop, whose ``accept()`` failures are reported to
 the loop's exception handler (uvloop drops the excess connection silently).
@@ -29,7 +29,7 @@ async def main(config_path: str) -> None:
     config = load_config(config_path)
     service = RedirectorService(config.redirector, load_keyring(config.tracking.key_file))
     await service.start()
-    print(service.public_port, flush=True)
+    print(service.public_port, service.admin_port, flush=True)
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()

@@ -12,6 +12,7 @@ import contextlib
 import http.client
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -36,6 +37,7 @@ CLIENT = "127.0.0.1"
 class RedirectorProc:
     proc: subprocess.Popen[bytes]
     port: int
+    admin_port: int
     keyring: Keyring
     stderr: Path
     db: Path
@@ -80,9 +82,9 @@ def redirector_proc(
         )
     try:
         assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.strip().isdigit(), stderr.read_text()[-3000:]
-        yield RedirectorProc(proc, int(line), load_keyring(key_file), stderr, db)
+        ports = proc.stdout.readline().split()
+        assert len(ports) == 2, stderr.read_text()[-3000:]
+        yield RedirectorProc(proc, int(ports[0]), int(ports[1]), load_keyring(key_file), stderr, db)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0, stderr.read_text()[-3000:]
     finally:
@@ -189,3 +191,69 @@ def test_held_half_sent_requests_neither_starve_clicks_nor_flood_the_log(
     assert len(accept_lines) <= 10, accept_lines[:20]
     assert log_bytes < 64 * 1024, log[-3000:]
     assert "connections-refused" in log
+
+
+# --- click-storage amplification --------------------------------------------------------
+
+
+def store_bytes(db: Path) -> int:
+    return sum(p.stat().st_size for p in db.parent.glob(db.name + "*"))
+
+
+def metric(port: int, name: str) -> float:
+    conn = http.client.HTTPConnection(CLIENT, port, timeout=15)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name) and not line.startswith("#")
+    )
+
+
+def test_replayed_long_link_does_not_grow_the_store(
+    tmp_path: Path, key_file: Path, figures: list[Figures]
+) -> None:
+    """300 replays of one link carrying a 60,000-character URL, each with an 8 KB user
+    agent: redirected and counted every time, stored a bounded number of times."""
+    replays = 300
+    url = "https://example.com/?q=" + "a" * 60_000
+    user_agent = "Mozilla/5.0 " + "x" * 8000
+    with redirector_proc(tmp_path, key_file, nofile=1024, loop="uvloop") as red:
+        # Minted directly: a proxy of this version refuses such a URL (max_url_length),
+        # an older one did not, and its links must not cost the store either.
+        token = red.keyring.seal(url, queue_id="Q1", link_index=0, recipient="r@example.org")
+        assert len(token) < 1000
+        before = store_bytes(red.db)
+        statuses = [click(red.port, f"/c/{token}", user_agent=user_agent) for _ in range(replays)]
+        assert statuses == [302] * replays
+        counted = poll(
+            lambda: metric(red.admin_port, "clickrelay_clicks_total") or None,
+            timeout=30,
+            interval=0.1,
+            failure=lambda: "no clicks counted",
+        )
+        not_stored = metric(red.admin_port, "clickrelay_clicks_not_stored_total")
+    after = store_bytes(red.db)
+    grown = after - before
+    with sqlite3.connect(red.db) as db:
+        rows, longest_url, longest_agent = db.execute(
+            "SELECT count(*), max(length(url)), max(length(user_agent)) FROM clicks"
+        ).fetchone()
+    db.close()
+    figures.append(
+        Figures(
+            "redirector: 300 replays of a 60 KB-URL link with an 8 KB user agent",
+            load=f"{replays} clicks, one address",
+            clicks_served=statuses.count(302),
+            clicks_recorded=rows,
+            notes=f"store {before} B -> {after} B; {int(not_stored)} counted, not stored",
+        )
+    )
+    assert counted == replays
+    assert rows == 3 and not_stored == replays - 3
+    assert longest_url <= 8192 and longest_agent <= 512
+    assert grown < 1_000_000, grown
