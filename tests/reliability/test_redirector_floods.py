@@ -193,6 +193,62 @@ def test_held_half_sent_requests_neither_starve_clicks_nor_flood_the_log(
     assert "connections-refused" in log
 
 
+def test_descriptor_exhaustion_is_logged_in_summaries_and_recovers(
+    tmp_path: Path, key_file: Path, figures: list[Figures]
+) -> None:
+    """Caps set above the descriptor limit (a misconfiguration): accept() fails with
+    EMFILE. asyncio's loop reports each failure; they must come out as summary lines,
+    not one traceback each, and the listener must recover once the held connections
+    reach their header deadline."""
+    attack = 300
+    with redirector_proc(
+        tmp_path,
+        key_file,
+        nofile=128,
+        loop="asyncio",
+        header_timeout=2.0,
+        max_connections=1000,
+        max_connections_per_client=1000,
+    ) as red:
+        token = red.keyring.seal("https://example.com/landing", queue_id="Q1", link_index=0)
+        held: list[socket.socket] = []
+        try:
+            for _ in range(attack):
+                sock = socket.socket()
+                sock.setblocking(False)
+                sock.bind((ATTACKER, 0))
+                with contextlib.suppress(BlockingIOError):
+                    sock.connect((CLIENT, red.port))
+                held.append(sock)
+            poll(
+                lambda: "accept-failed" in red.log() or None,
+                timeout=30,
+                interval=0.1,
+                failure=lambda: f"no accept-failed summary\n{red.log()[-2000:]}",
+            )
+
+            def recovered() -> int | None:
+                status = click(red.port, f"/c/{token}")
+                return status if status == 302 else None
+
+            assert poll(recovered, timeout=60, interval=0.5, failure=red.log) == 302
+        finally:
+            for sock in held:
+                sock.close()
+        log = red.log()
+    accept_lines = [line for line in log.splitlines() if "accept" in line]
+    figures.append(
+        Figures(
+            "redirector: descriptor exhaustion (caps above RLIMIT_NOFILE=128, asyncio)",
+            load=f"{attack} connections from one address",
+            faults="nofile=128 max_connections=1000",
+            notes=f"{len(accept_lines)} accept log lines, stderr {len(log.encode())} B; recovered",
+        )
+    )
+    assert 1 <= len(accept_lines) <= 10, accept_lines[:20]
+    assert len(log.encode()) < 64 * 1024, log[-3000:]
+
+
 # --- click-storage amplification --------------------------------------------------------
 
 
