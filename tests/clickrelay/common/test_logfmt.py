@@ -33,6 +33,15 @@ def test_hostile_characters_are_all_escaped() -> None:
     }
 
 
+def test_lone_surrogates_are_escaped_not_a_crash_of_the_log_handler() -> None:
+    # "surrogateescape" turns undecodable client bytes into lone surrogates, which would
+    # not even encode to UTF-8 on stderr.
+    line = format_event("x", user="a\udcff\ud800b")
+    assert line == 'event=x user="a\\udcff\\ud800b"'
+    line.encode("utf-8")
+    assert parse_event(line)["user"] == "a\udcff\ud800b"
+
+
 def test_plain_values_stay_bare_and_readable() -> None:
     assert format_event("x", a="abc", b="é日本", c=3) == "event=x a=abc b=é日本 c=3"
     assert format_event("x", a="", b=None, c="a b") == 'event=x a="" b="" c="a b"'
