@@ -12,7 +12,7 @@ test checks against the installed aiosmtplib):
     what lets us write one piece, wait, write the next, so memory stays at about one
     piece however big the message is.
 ``_response_pending``
-    aiosmtplib (5.x) drops any reply that arrives while this flag is false, so a stray
+    Since 5.1.3 aiosmtplib drops any reply that arrives while this flag is false, so a stray
     line between commands cannot be paired with the next command. Its own commands set it
     just before writing; we write the end-of-data mark ourselves, and the final reply can
     arrive as soon as that is out, so the flag must be set before the write too.
