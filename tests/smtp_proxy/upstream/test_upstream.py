@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
-import smtp_proxy.upstream as upstream_module
+import smtp_proxy.upstream.pool as pool_module
+import smtp_proxy.upstream.wire as wire_module
 from clickrelay.common.errors import ConfigError
 from clickrelay.config import load_config_text
 from smtp_proxy.config import UpstreamConfig
@@ -321,12 +322,10 @@ async def test_idle_connection_closed_unnoticed_is_retried_at_mail(
 async def test_idle_connection_probed_after_a_while(
     sinks: SinkFactory, pools: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import smtp_proxy.upstream as upstream
-
     sink = await sinks()
     pool = pools(sink.url)
     await send(pool)
-    monkeypatch.setattr(upstream, "PROBE_AFTER", 0.0)
+    monkeypatch.setattr(pool_module, "PROBE_AFTER", 0.0)
     await send(pool)
     assert sink.connections == 1
     assert sink.commands_of(1).count("RSET") == 1  # the probe
@@ -335,12 +334,10 @@ async def test_idle_connection_probed_after_a_while(
 async def test_idle_connection_too_old_replaced(
     sinks: SinkFactory, pools: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import smtp_proxy.upstream as upstream
-
     sink = await sinks()
     pool = pools(sink.url)
     await send(pool)
-    monkeypatch.setattr(upstream, "IDLE_MAX", -1.0)
+    monkeypatch.setattr(pool_module, "IDLE_MAX", -1.0)
     await send(pool)
     assert sink.connections == 2
     await sink.wait_for(lambda: "QUIT" in sink.commands_of(1), what="QUIT of the old one")
@@ -625,12 +622,12 @@ async def _roundtrip(messages: list[bytes], chunk: int) -> list[bytes]:
 )
 def test_stream_data_frames_any_bytes(message: bytes, chunk: int) -> None:
     """Dot-stuffing and CRLF on every chunk boundary: exactly one message, intact."""
-    original = upstream_module.DATA_CHUNK
-    upstream_module.DATA_CHUNK = chunk
+    original = wire_module.DATA_CHUNK
+    wire_module.DATA_CHUNK = chunk
     try:
         got = asyncio.run(_roundtrip([message, b"Subject: second\r\n\r\nok\r\n"], chunk))
     finally:
-        upstream_module.DATA_CHUNK = original
+        wire_module.DATA_CHUNK = original
     assert got == [wire_normalized(message), b"Subject: second\r\n\r\nok\r\n"]
 
 
@@ -644,7 +641,7 @@ async def test_large_message_with_long_lines(sinks: SinkFactory, pools: Any) -> 
         + b"\r\n.\r\n"
     )
     message = b"Subject: big\r\n\r\n" + body
-    assert len(message) > 3 * upstream_module.DATA_CHUNK
+    assert len(message) > 3 * wire_module.DATA_CHUNK
     _, _, final = await send(pool, data=message)
     assert final is not None and final.ok
     assert sink.messages[0].data == message
