@@ -19,12 +19,19 @@ aiosmtpd calls the ``handle_*`` hooks with ``(server, session, envelope, …)`` 
 what they return. When a hook returns a status, aiosmtpd does *not* record the address
 in the envelope itself, so the hooks do that on success.
 
-An upstream transaction ends in one of four ways, each with one method:
-:meth:`ProxyHandler._end_transaction` (awaited: RSET, QUIT, a refused MAIL, an
-upstream error, a refused message), :meth:`ProxyHandler._abandon_transaction` (a hook
-was cancelled mid-command: discarded in the background), :meth:`ProxyHandler.end_session`
-(the connection or, with STARTTLS, the session is gone) and the hand-over to the DATA
-task; all of them close it through :meth:`ProxyHandler._close_upstream`.
+Ending an upstream transaction, one method per act:
+
+* :meth:`~ProxyHandler._close_upstream` — the act itself (RSET and back to the pool, or
+  discard); the only caller of ``txn.close``.
+* :meth:`~ProxyHandler._end_transaction` — a hook ends its session's transaction and
+  waits for that (RSET, QUIT, a refused MAIL or message, an upstream error).
+* :meth:`~ProxyHandler._abandon_transaction` — a hook was cancelled mid-command: the
+  transaction's state is unknown, so it is discarded in the background.
+* :meth:`~ProxyHandler.end_session` — the protocol's call when a session ends (hang-up,
+  STARTTLS): an idle transaction goes back to the pool in the background.
+
+The DATA hook hands its transaction over to the send task, which closes it once the
+upstream has answered.
 """
 
 from __future__ import annotations
