@@ -33,15 +33,13 @@ from redirector.tokens import Keyring
 from smtp_proxy.config import ProxySettings
 from smtp_proxy.engine.speedups import speedups
 from smtp_proxy.preflight.monitor import PreflightMonitor
+from smtp_proxy.smtp.auth_limiter import AuthFailureLimiter
+from smtp_proxy.smtp.connections import Connections
+from smtp_proxy.smtp.handler import ProxyHandler
 from smtp_proxy.smtp.metrics import ProxyMetrics
-from smtp_proxy.smtp.relay_policy import AuthFailureLimiter, RelayPolicy
-from smtp_proxy.smtp.server import (
-    Connections,
-    ProxyHandler,
-    ProxyRuntime,
-    build_settings,
-    protocol_factory,
-)
+from smtp_proxy.smtp.protocol import protocol_factory
+from smtp_proxy.smtp.relay_policy import RelayPolicy
+from smtp_proxy.smtp.runtime import ProxyRuntime, build_settings
 from smtp_proxy.smtp.users import UsersFile
 from smtp_proxy.upstream import Upstream, open_upstream
 
