@@ -25,15 +25,15 @@ from __future__ import annotations
 import codecs
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import getaddresses
 
 from clickrelay.common.errors import TokenError
 from redirector.tokens import Keyring
-from smtp_proxy.config import DkimConfig, ProxySettings
 from smtp_proxy.engine import dkim_sign, mime_parts
+from smtp_proxy.engine.dkim_sign import DkimKey
 from smtp_proxy.engine.html_links import FoundLink, HtmlScan, check_links, find_html_links, splice
 from smtp_proxy.engine.linkrules import OPT_OUT_REASON, LinkPolicy, normalize_host, skip_reason
 from smtp_proxy.engine.mime_parts import Entity, MimeError
@@ -55,31 +55,19 @@ _STATELESS_ASCII_CODECS = frozenset(
 
 @dataclass(frozen=True)
 class TrackingSettings:
-    """Everything the engine needs to mint tracked links for one message."""
+    """Everything the engine needs to mint tracked links for one message.
+
+    Plain values: the SMTP side builds them from the configuration
+    (:mod:`smtp_proxy.smtp.tracking`), with the DKIM keys already read.
+    """
 
     base_url: str
     keyring: Keyring
     policy: LinkPolicy
     max_link_length: int = 2048
     text_links: bool = True
-    dkim: DkimConfig = field(default_factory=DkimConfig)
-
-    @classmethod
-    def from_config(
-        cls, config: ProxySettings, keyring: Keyring, base_url: str | None = None
-    ) -> TrackingSettings:
-        """Settings from ``[tracking]``/``[dkim]``; ``base_url`` overrides the default
-        (e.g. the sender's domain from :func:`sender_base_url`)."""
-        tracking = config.tracking
-        urls = [*tracking.base_urls(), *([base_url] if base_url else [])]
-        return cls(
-            base_url=base_url or tracking.base_url,
-            keyring=keyring,
-            policy=LinkPolicy.from_base_urls(urls, tracking.skip_domains),
-            max_link_length=tracking.max_link_length,
-            text_links=tracking.text_links,
-            dkim=config.dkim,
-        )
+    #: Re-signing keys by normalised signing domain (:func:`dkim_sign.keys_by_domain`).
+    dkim_keys: Mapping[str, DkimKey] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -450,7 +438,7 @@ def rewrite_message(
     """Rewrite the links of one raw message (see the module docstring). Never raises:
     any internal error gives back the original bytes with reason ``error:<Type>``."""
     try:
-        return _rewrite(data, settings, queue_id, recipient, sent_at)
+        return _rewrite_raising(data, settings, queue_id, recipient, sent_at)
     except Exception as exc:  # fail open: the original message is always deliverable
         original = data if isinstance(data, bytes) else b""
         return RewriteResult(original, (), False, f"error:{type(exc).__name__}")
@@ -460,7 +448,7 @@ def _unchanged(data: bytes, reason: str, links: Sequence[LinkDecision] = ()) -> 
     return RewriteResult(data, tuple(links), False, reason)
 
 
-def _rewrite(
+def _rewrite_raising(
     data: bytes,
     settings: TrackingSettings,
     queue_id: str,
@@ -481,7 +469,7 @@ def _rewrite(
     force_reason = "opt-out-header" if any(v in _OFF_VALUES for v in opt_out) else None
 
     sigs = dkim_sign.signatures(top_headers)
-    resign_keys = dkim_sign.resign_keys(sigs, settings.dkim) if sigs else []
+    resign_keys = dkim_sign.resign_keys(sigs, settings.dkim_keys) if sigs else []
     if sigs and not resign_keys and force_reason is None:
         return _unchanged(data, "dkim-signed")
     if top.headers.protection is not None and force_reason is None:
@@ -554,7 +542,7 @@ def _rewrite(
         )
         try:
             out = dkim_sign.resign(out, header_end, resign_keys)
-        except Exception as exc:  # bad key file, dkimpy error: relay the original
+        except Exception as exc:  # bad key, dkimpy error: relay the original
             return RewriteResult(
                 data,
                 tuple(_as_skipped(d, "dkim-error") for d in final),
@@ -591,12 +579,14 @@ def _lookup_domain(domain: str, mapping: dict[str, str]) -> str | None:
     return None
 
 
-def sender_base_url(config: ProxySettings, envelope_from: str, data: bytes) -> str:
+def sender_base_url(
+    sender_domains: Mapping[str, str], default: str, envelope_from: str, data: bytes
+) -> str:
     """The tracking base URL for a message: by envelope sender domain, then by the From
-    header's domain, else ``[tracking] base_url``."""
-    mapping = {normalize_host(k): v for k, v in config.tracking.sender_domains.items()}
+    header's domain (``sender_domains``: sender domain → base URL), else ``default``."""
+    mapping = {normalize_host(k): v for k, v in sender_domains.items()}
     if not mapping:
-        return config.tracking.base_url
+        return default
     if envelope_from and "@" in envelope_from:
         url = _lookup_domain(_domain_of(envelope_from), mapping)
         if url:
@@ -618,4 +608,4 @@ def sender_base_url(config: ProxySettings, envelope_from: str, data: bytes) -> s
                     return url
     except Exception:  # an unreadable From header just means: the default
         pass
-    return config.tracking.base_url
+    return default

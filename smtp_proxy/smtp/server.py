@@ -42,13 +42,9 @@ from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Se
 from clickrelay.common.logfmt import log_event
 from redirector.tokens import Keyring
 from smtp_proxy.config import ProxySettings
+from smtp_proxy.engine.dkim_sign import DkimKey
 from smtp_proxy.engine.newlines import has_bare_newline, normalize_newlines
-from smtp_proxy.engine.rewriter import (
-    RewriteResult,
-    TrackingSettings,
-    rewrite_message,
-    sender_base_url,
-)
+from smtp_proxy.engine.rewriter import RewriteResult, TrackingSettings, rewrite_message
 from smtp_proxy.preflight.monitor import PreflightMonitor, normalize_base_url
 from smtp_proxy.smtp.metrics import ProxyMetrics
 from smtp_proxy.smtp.relay_policy import (
@@ -58,6 +54,7 @@ from smtp_proxy.smtp.relay_policy import (
     limiter_key,
     peer_host,
 )
+from smtp_proxy.smtp.tracking import sender_base_url, tracking_settings
 from smtp_proxy.smtp.users import UsersFile
 from smtp_proxy.upstream import Reply, UpstreamError, UpstreamTransaction
 
@@ -184,21 +181,16 @@ class ProxyRuntime:
     users: UsersFile | None
     tls_context: ssl.SSLContext | None
     hostname: str
-    #: TrackingSettings by normalised base URL.
+    #: TrackingSettings by normalised base URL (smtp_proxy.smtp.tracking.build_settings).
     settings: Mapping[str, TrackingSettings] = field(default_factory=dict)
+    #: DKIM re-signing keys, read when this runtime was built.
+    dkim_keys: Mapping[str, DkimKey] = field(default_factory=dict)
 
     def tracking_settings(self, base_url: str) -> TrackingSettings:
         found = self.settings.get(normalize_base_url(base_url))
         if found is not None:
             return found
-        return TrackingSettings.from_config(self.config, self.keyring, base_url)
-
-
-def build_settings(config: ProxySettings, keyring: Keyring) -> dict[str, TrackingSettings]:
-    return {
-        normalize_base_url(url): TrackingSettings.from_config(config, keyring, url)
-        for url in config.tracking.base_urls()
-    }
+        return tracking_settings(self.config, self.keyring, self.dkim_keys, base_url)
 
 
 class TransactionSource(Protocol):

@@ -21,6 +21,7 @@ from clickrelay.config import load_config_text
 from smtp_proxy.engine import mime_parts
 from smtp_proxy.engine.rewriter import TrackingSettings, rewrite_message
 from smtp_proxy.engine.speedups import speedups
+from smtp_proxy.smtp.tracking import tracking_settings
 from tests.smtp_proxy.engine.test_rewriter_corpus import BASE, KEYRING, check_rewrite, fits
 
 PROFILE = settings(
@@ -32,7 +33,7 @@ PROFILE = settings(
 def tracking(tmp_path_factory: pytest.TempPathFactory) -> TrackingSettings:
     base = tmp_path_factory.mktemp("cfg")
     config = load_config_text(f'[tracking]\nbase_url = "{BASE}"\n', base_dir=base)
-    return TrackingSettings.from_config(config, KEYRING)
+    return tracking_settings(config, KEYRING, {})
 
 
 # --- strategies --------------------------------------------------------------------------
