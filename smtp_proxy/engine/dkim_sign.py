@@ -19,7 +19,7 @@ from email.message import Message
 
 import dkim
 
-from smtp_proxy.engine.mime_parts import remove_header
+from smtp_proxy.engine.headers import remove_header
 
 _TAG_RE = re.compile(r"(?:^|;)\s*([a-z]+)\s*=\s*([^;]*)", re.I)
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from clickrelay.common.errors import ConfigError
 from redirector.tokens import Keyring
 from smtp_proxy.config import DkimConfig, ProxySettings
-from smtp_proxy.engine import rewriter
+from smtp_proxy.engine import sender_domains
 from smtp_proxy.engine.dkim_sign import DkimKey, keys_by_domain, normalize_domain, sign_headers
 from smtp_proxy.engine.linkrules import LinkPolicy
 from smtp_proxy.engine.rewriter import TrackingSettings
@@ -88,4 +88,6 @@ def sender_base_url(config: ProxySettings, envelope_from: str, data: bytes) -> s
     """The tracking base URL for a message: by envelope sender domain, then by the From
     header's domain (``[tracking.sender_domains]``), else ``[tracking] base_url``."""
     tracking = config.tracking
-    return rewriter.sender_base_url(tracking.sender_domains, tracking.base_url, envelope_from, data)
+    return sender_domains.sender_base_url(
+        tracking.sender_domains, tracking.base_url, envelope_from, data
+    )

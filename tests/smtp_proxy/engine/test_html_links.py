@@ -11,14 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from smtp_proxy.engine.html_links import (
-    FoundLink,
-    HtmlScan,
-    check_links,
-    find_html_links,
-    splice,
-    unescape_attribute,
-)
+from smtp_proxy.engine.html_scan import FoundLink, HtmlScan, unescape_attribute
+from smtp_proxy.engine.html_verify import check_links, find_html_links
+from smtp_proxy.engine.splice import splice
 from tests.conftest import corpus_eml_files, corpus_html_files
 
 

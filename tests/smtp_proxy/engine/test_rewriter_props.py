@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clickrelay.config import load_config_text
-from smtp_proxy.engine import mime_parts
+from smtp_proxy.engine import b64, qp
 from smtp_proxy.engine.rewriter import TrackingSettings, rewrite_message
 from smtp_proxy.engine.speedups import speedups
 from smtp_proxy.smtp.tracking import tracking_settings
@@ -166,12 +166,12 @@ def test_random_bytes_never_raise(tracking: TrackingSettings, data: bytes) -> No
 @given(data=st.binary(max_size=300), crlf=st.booleans())
 def test_qp_encode_round_trip(data: bytes, crlf: bool) -> None:
     eol = b"\r\n" if crlf else b"\n"
-    encoded = mime_parts.qp_encode(data, eol)
+    encoded = qp.qp_encode(data, eol)
     assert binascii.a2b_qp(encoded) == data
-    assert all(len(line) <= mime_parts.QP_LINE for line in encoded.split(eol))
-    lines = mime_parts.qp_logical_lines(encoded)
+    assert all(len(line) <= qp.QP_LINE for line in encoded.split(eol))
+    lines = qp.qp_logical_lines(encoded)
     assert b"".join(lines) == encoded
-    assert b"".join(map(binascii.a2b_qp, lines)) == data == mime_parts.qp_decode(encoded)
+    assert b"".join(map(binascii.a2b_qp, lines)) == data == qp.qp_decode(encoded)
 
 
 _ANY_LINE = st.binary(max_size=120)
@@ -200,17 +200,17 @@ def test_qp_reencode_changes_only_what_it_must(
     edit: tuple[bytes, list[tuple[int, int, bytes]]], chunk: int, pure_python: bool
 ) -> None:
     data, changes = edit
-    body = mime_parts.qp_encode(data, b"\r\n")
+    body = qp.qp_encode(data, b"\r\n")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(mime_parts, "_QP_CHUNK", chunk)
+        mp.setattr(qp, "_QP_CHUNK", chunk)
         if pure_python:  # the general path (the only one without the C extension)
-            mp.setattr(mime_parts, "_qp_line_starts", None)
-        out = mime_parts.qp_reencode(body, data, changes, b"\r\n")
+            mp.setattr(qp, "_qp_line_starts", None)
+        out = qp.qp_reencode(body, data, changes, b"\r\n")
     expected = bytearray(data)
     for start, end, new in reversed(changes):
         expected[start:end] = new
     assert binascii.a2b_qp(out) == bytes(expected)
-    assert all(len(line) <= mime_parts.QP_LINE for line in out.split(b"\r\n"))
+    assert all(len(line) <= qp.QP_LINE for line in out.split(b"\r\n"))
     if not changes:
         assert out == body
     else:  # lines before the first change are the original encoded lines
@@ -239,16 +239,16 @@ def test_qp_reencode_line_mapping_matches_the_general_path(
     """The fast path (lines found by counting line breaks, only touched lines decoded)
     gives the very bytes of the general one (every piece decoded and compared)."""
     data, changes = edit
-    body = mime_parts.qp_encode(data, b"\r\n") + (b"=" if trailing_soft_break else b"")
-    assert mime_parts.qp_decode(body) == data
+    body = qp.qp_encode(data, b"\r\n") + (b"=" if trailing_soft_break else b"")
+    assert qp.qp_decode(body) == data
     mapped = None
     if changes:
-        mapped = mime_parts._qp_reencode_mapped(body, data, changes, b"\r\n", LINE_STARTS)
+        mapped = qp._qp_reencode_mapped(body, data, changes, b"\r\n", LINE_STARTS)
         assert mapped is not None  # text content always maps line to line
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(mime_parts, "_qp_line_starts", None)
-        general = mime_parts.qp_reencode(body, data, changes, b"\r\n")
-    assert bytes(mime_parts.qp_reencode(body, data, changes, b"\r\n")) == bytes(general)
+        mp.setattr(qp, "_qp_line_starts", None)
+        general = qp.qp_reencode(body, data, changes, b"\r\n")
+    assert bytes(qp.qp_reencode(body, data, changes, b"\r\n")) == bytes(general)
     if mapped is not None:
         assert bytes(mapped) == bytes(general)
 
@@ -262,11 +262,11 @@ def test_qp_reencode_line_mapping_matches_the_general_path(
     ],
 )
 def test_qp_reencode_line_mapping_declines_bodies_it_cannot_map(body: bytes) -> None:
-    decoded = mime_parts.qp_decode(body)
+    decoded = qp.qp_decode(body)
     start = decoded.index(b"x")
     changes = [(start, start + 1, b"https://t.example/c/T")]
-    assert mime_parts._qp_reencode_mapped(body, decoded, changes, b"\r\n", LINE_STARTS) is None
-    out = mime_parts.qp_reencode(body, decoded, changes, b"\r\n")  # the general path
+    assert qp._qp_reencode_mapped(body, decoded, changes, b"\r\n", LINE_STARTS) is None
+    out = qp.qp_reencode(body, decoded, changes, b"\r\n")  # the general path
     assert binascii.a2b_qp(bytes(out)) == decoded.replace(b"x", b"https://t.example/c/T")
 
 
@@ -280,25 +280,25 @@ def test_qp_reencode_of_a_view_keeps_the_lines_after_the_last_change(
     ``small_run``: below this decoded size pieces are decoded all at once, above it
     one by one, only up to the last change (the path of large parts)."""
     data, changes = edit
-    body = mime_parts.qp_encode(data, b"\r\n")
+    body = qp.qp_encode(data, b"\r\n")
     message = b"head\r\n\r\n" + body + b"\r\n--tail--\r\n"
     view = memoryview(message)[8 : 8 + len(body)]
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(mime_parts, "_QP_CHUNK", chunk)
-        mp.setattr(mime_parts, "_SMALL_RUN", small_run)
-        reference = mime_parts.qp_reencode(body, data, changes, b"\r\n")
-        mp.setattr(mime_parts, "_SMALL_RUN", 1 << 30)
-        assert bytes(mime_parts.qp_reencode(body, data, changes, b"\r\n")) == bytes(reference)
-        mp.setattr(mime_parts, "_SMALL_RUN", small_run)
-        from_view = mime_parts.qp_reencode(view, data, changes, b"\r\n")
-        from_bytes = mime_parts.qp_reencode(body, data, changes, b"\r\n")
+        mp.setattr(qp, "_QP_CHUNK", chunk)
+        mp.setattr(qp, "_SMALL_RUN", small_run)
+        reference = qp.qp_reencode(body, data, changes, b"\r\n")
+        mp.setattr(qp, "_SMALL_RUN", 1 << 30)
+        assert bytes(qp.qp_reencode(body, data, changes, b"\r\n")) == bytes(reference)
+        mp.setattr(qp, "_SMALL_RUN", small_run)
+        from_view = qp.qp_reencode(view, data, changes, b"\r\n")
+        from_bytes = qp.qp_reencode(body, data, changes, b"\r\n")
     assert bytes(from_view) == bytes(from_bytes)
     if changes:
         after = data[changes[-1][1] :]
         if b"\r\n" in after:  # the whole lines after the last change's line
             tail_lines = after.split(b"\r\n", 1)[1]
             assert binascii.a2b_qp(bytes(from_view)).endswith(tail_lines)
-            encoded_tail = mime_parts.qp_encode(tail_lines, b"\r\n")
+            encoded_tail = qp.qp_encode(tail_lines, b"\r\n")
             assert bytes(from_view).endswith(encoded_tail)
 
 
@@ -306,10 +306,10 @@ def test_qp_reencode_of_a_view_keeps_the_lines_after_the_last_change(
 @given(data=st.binary(max_size=600), crlf=st.booleans(), size=st.integers(1, 64))
 def test_qp_encode_in_slices_is_the_same_as_whole(data: bytes, crlf: bool, size: int) -> None:
     eol = b"\r\n" if crlf else b"\n"
-    whole = mime_parts.qp_encode(data, eol)
+    whole = qp.qp_encode(data, eol)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(mime_parts, "_ENCODE_SLICE", size)
-        sliced = mime_parts.qp_encode(data, eol)
+        mp.setattr(qp, "_ENCODE_SLICE", size)
+        sliced = qp.qp_encode(data, eol)
     assert sliced == whole
     assert binascii.a2b_qp(sliced) == data
 
@@ -326,9 +326,9 @@ def test_b64_encode_in_slices_is_the_same_as_whole(data: bytes, length: int, siz
         b"\r\n".join(encoded[i : i + length] for i in range(0, len(encoded), length)) + b"\r\n"
     )
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(mime_parts, "_ENCODE_SLICE", size)
-        assert mime_parts.b64_encode(data, length, b"\r\n", b"\r\n") == expected
-    assert mime_parts.b64_encode(data, length, b"\r\n", b"\r\n") == expected
+        mp.setattr(b64, "_ENCODE_SLICE", size)
+        assert b64.b64_encode(data, length, b"\r\n", b"\r\n") == expected
+    assert b64.b64_encode(data, length, b"\r\n", b"\r\n") == expected
 
 
 @needs_speedups
@@ -354,5 +354,5 @@ def test_qp_line_starts_agree_with_decoding_line_by_line(body: bytes) -> None:
 @given(body=st.binary(max_size=200).map(lambda b: b.replace(b"\0", b"=")))
 def test_qp_valid_is_the_regex(body: bytes) -> None:
     assert speedups is not None
-    assert speedups.qp_valid(body) == (mime_parts._BAD_QP_RE.search(body) is None)
+    assert speedups.qp_valid(body) == (qp._BAD_QP_RE.search(body) is None)
     assert speedups.qp_valid(memoryview(body)) == speedups.qp_valid(body)
