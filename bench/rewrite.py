@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 from clickrelay.config import load_config_text  # noqa: E402
 from redirector.tokens import new_key_line, parse_keys  # noqa: E402
 from smtp_proxy.engine.html_verify import check_links, find_html_links  # noqa: E402
-from smtp_proxy.engine.linkrules import skip_reason  # noqa: E402
+from smtp_proxy.engine.linkrules import link_skip_reason  # noqa: E402
 from smtp_proxy.engine.rewriter import (  # noqa: E402
     TrackingSettings,
     clear_caches,
@@ -228,7 +228,7 @@ def main() -> int:
         trackable = [
             i
             for i, link in enumerate(scan.links)
-            if link.opt_out is None and skip_reason(link.url, settings.policy) is None
+            if link.opt_out is None and link_skip_reason(link.url, settings.policy) is None
         ]
         if trackable:
             to_check.append((text, scan, trackable[-1] + 1))

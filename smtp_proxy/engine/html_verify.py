@@ -25,7 +25,7 @@ from smtp_proxy.engine.html_scan import (
     scan_links,
     unescape_attribute,
 )
-from smtp_proxy.engine.linkrules import LinkPolicy, skip_reason
+from smtp_proxy.engine.linkrules import LinkPolicy, link_skip_reason
 
 _PARSER_OPTIONS = {
     "encoding": "utf-8",
@@ -128,7 +128,7 @@ _NO_POLICY = LinkPolicy(frozenset())
 def _may_be_tracked(link: FoundLink) -> bool:
     """Could any policy track this link? (Rules that need no policy say no: not http,
     fragment, empty, placeholder, malformed, unsubscribe; or an opt-out attribute.)"""
-    return link.opt_out is None and skip_reason(link.url, _NO_POLICY) is None
+    return link.opt_out is None and link_skip_reason(link.url, _NO_POLICY) is None
 
 
 def check_links(

@@ -8,13 +8,13 @@ and changes nothing else. It works in three phases:
    charset-decoded (only if re-encoding gives back the very same bytes) and its links are
    found (:mod:`smtp_proxy.engine.html_scan`, :mod:`smtp_proxy.engine.text_links`).
 2. **Decide** — each link, counted across the whole message, is either skipped with a
-   reason (:func:`smtp_proxy.engine.linkrules.skip_reason`, opt-out attributes, length) or sealed
-   into a token (:meth:`redirector.tokens.Keyring.seal`). A URL opted out in the HTML is
-   also left alone in the text part.
-3. **Splice** — only the bytes of the changed href values are replaced, the part is
-   re-encoded in its own charset and transfer encoding (unchanged quoted-printable lines
-   are kept as they were), and the message is reassembled from the original bytes plus
-   the changed bodies.
+   reason (:func:`smtp_proxy.engine.linkrules.link_skip_reason`, opt-out attributes,
+   length) or sealed into a token (:meth:`redirector.tokens.Keyring.seal`). A URL opted
+   out in the HTML is also left alone in the text part.
+3. **Splice** (:mod:`smtp_proxy.engine.splice`) — only the bytes of the changed href
+   values are replaced, the part is re-encoded in its own charset and transfer encoding
+   (unchanged quoted-printable lines are kept as they were), and the message is
+   reassembled from the original bytes plus the changed bodies.
 
 Anything doubtful leaves the part (or the whole message) as it was, with a reason; the
 function never raises.
@@ -35,7 +35,7 @@ from smtp_proxy.engine import b64, dkim_sign, headers, mime_parts, qp
 from smtp_proxy.engine.dkim_sign import DkimKey
 from smtp_proxy.engine.html_scan import FoundLink, HtmlScan
 from smtp_proxy.engine.html_verify import check_links, find_html_links
-from smtp_proxy.engine.linkrules import OPT_OUT_REASON, LinkPolicy, skip_reason
+from smtp_proxy.engine.linkrules import OPT_OUT_REASON, LinkPolicy, link_skip_reason
 from smtp_proxy.engine.mime_parts import Entity, MimeError
 from smtp_proxy.engine.splice import Edit, assemble, encode_part, spliced_decoded
 from smtp_proxy.engine.text_links import find_text_links
@@ -239,7 +239,7 @@ def _decide(
     index = 0
     for job in jobs:
         for link in job.links:
-            reason = force_reason or skip_reason(link.url, settings.policy)
+            reason = force_reason or link_skip_reason(link.url, settings.policy)
             if reason is None and (link.opt_out or (link.kind == "text" and link.url in opted_out)):
                 reason = OPT_OUT_REASON
             if reason is None and link.url.startswith(prefix):
@@ -255,7 +255,7 @@ def _decide(
                         sent_at=sent_at,
                     )
                 except TokenError:
-                    # seal() refuses what url_is_sealable refuses (skip_reason already
+                    # seal() refuses what url_is_sealable refuses (link_skip_reason already
                     # took out surrogates and everything else but the byte length).
                     reason = "malformed"
                 else:
