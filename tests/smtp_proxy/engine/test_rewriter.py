@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from clickrelay.config import load_config_text
 from redirector.tokens import MAX_URL_BYTES, Keyring
-from smtp_proxy.engine import b64, headers, qp
+from smtp_proxy.engine import b64, qp
 from smtp_proxy.engine.dkim_sign import DkimKey, keys_by_domain
 from smtp_proxy.engine.rewriter import RewriteResult, TrackingSettings, rewrite_message
 from smtp_proxy.smtp.tracking import tracking_settings
@@ -618,22 +618,6 @@ def test_never_raises(settings: TrackingSettings) -> None:
     result = rewrite_message("not bytes", settings, queue_id="Q")  # type: ignore[arg-type]
     assert result.reason == "error:TypeError"
     assert result.data == b"" and not result.changed
-
-
-# --- helpers in mime_parts ---------------------------------------------------------------
-
-
-def test_qp_encode_limits_and_round_trip() -> None:
-    data = ("x" * 74 + "\u00e9=" + " " * 3 + "\r\n" + "y" * 200 + " \r\nend").encode()
-    encoded = qp.qp_encode(data, b"\r\n")
-    assert all(len(line) <= 76 for line in encoded.split(b"\r\n"))
-    assert binascii.a2b_qp(encoded) == data
-
-
-def test_replace_header_handles_folded_values() -> None:
-    block = b"A: 1\r\nContent-Transfer-Encoding:\r\n  7bit\r\nB: 2\r\n"
-    out = headers.replace_header(block, "Content-Transfer-Encoding", "quoted-printable", b"\r\n")
-    assert out == b"A: 1\r\nContent-Transfer-Encoding: quoted-printable\r\nB: 2\r\n"
 
 
 # --- links the finders report in odd places ---------------------------------------------

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from smtp_proxy.engine import html_scan
 from smtp_proxy.engine.html_scan import FoundLink, scan_links
 from smtp_proxy.engine.speedups import speedups
-from tests.smtp_proxy.engine.test_html_links import _PIECES as LINK_PIECES
+from tests.smtp_proxy.engine.test_html_scan import _PIECES as LINK_PIECES
 
 pytestmark = pytest.mark.skipif(
     speedups is None, reason="C extension not built (no C compiler at install?)"
@@ -124,7 +124,7 @@ def test_corpus_parts_agree(corpus: Path) -> None:
     assert links > 1000
 
 
-# The pieces test_html_links generates random fragments from, and more of what the C
+# The pieces test_html_scan generates random fragments from, and more of what the C
 # walk decides on its own: every raw-text element, comment and tag ending.
 _PIECES = st.one_of(
     LINK_PIECES,
