@@ -5,7 +5,7 @@ Usage (``clickrelay proxy``/``serve``, tests)::
     service = ProxyService(config, keyring, registry=registry, preflight=monitor)
     await service.start()          # listening when this returns; port 0 allowed
     service.port, service.tls_port, service.admin_port
-    service.reload(new_config, new_keyring)   # SIGHUP: TLS cert, users, networks, keys
+    service.reload(new_config, new_keyring)   # SIGHUP: TLS cert, users, networks, keys, DKIM keys
     await service.stop(grace=30)   # stop accepting, let transactions finish, close
 
 What ``reload`` cannot change without a restart: listen addresses, the upstream
@@ -39,7 +39,8 @@ from smtp_proxy.smtp.handler import ProxyHandler
 from smtp_proxy.smtp.metrics import ProxyMetrics
 from smtp_proxy.smtp.protocol import protocol_factory
 from smtp_proxy.smtp.relay_policy import RelayPolicy
-from smtp_proxy.smtp.runtime import ProxyRuntime, build_settings
+from smtp_proxy.smtp.runtime import ProxyRuntime
+from smtp_proxy.smtp.tracking import build_settings, load_dkim_keys
 from smtp_proxy.smtp.users import UsersFile
 from smtp_proxy.upstream import Upstream, open_upstream
 
@@ -118,6 +119,9 @@ class ProxyService:
         if proxy.tls_listen and tls_context is None:
             raise ConfigError("proxy.tls_listen needs proxy.tls_cert and proxy.tls_key")
         users = UsersFile.load(proxy.users_file) if proxy.users_file is not None else None
+        # Read here, once: a signed message is then re-signed from memory (no file read
+        # on the event loop), and a reload with an unreadable key keeps the old ones.
+        dkim_keys = load_dkim_keys(config.dkim)
         return ProxyRuntime(
             config=config,
             keyring=keyring,
@@ -125,7 +129,8 @@ class ProxyService:
             users=users,
             tls_context=tls_context,
             hostname=hostname,
-            settings=build_settings(config, keyring),
+            settings=build_settings(config, keyring, dkim_keys),
+            dkim_keys=dkim_keys,
         )
 
     def _current(self) -> ProxyRuntime:
@@ -250,8 +255,8 @@ class ProxyService:
     def reload(self, config: ProxySettings, keyring: Keyring) -> None:
         """Apply a new config and keyring to new commands and connections.
 
-        Raises ConfigError (and keeps the old runtime) when e.g. the new certificate or
-        users file cannot be loaded.
+        Raises ConfigError (and keeps the old runtime) when e.g. the new certificate,
+        users file or a DKIM key file cannot be loaded.
         """
         old = self._current()
         hostname = config.proxy.hostname or old.hostname

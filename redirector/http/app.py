@@ -29,7 +29,7 @@ from clickrelay.common import __version__
 from clickrelay.common.errors import ClickrelayError, TokenError
 from clickrelay.common.logfmt import log_event
 from redirector.clicks import BOT, HUMAN, Click
-from redirector.clicks.classify import Classifier, Verdict
+from redirector.clicks.classify import Classifier, ClickVerdict
 from redirector.config import RedirectorConfig
 from redirector.http.clientip import ClientIpPolicy
 from redirector.http.refusals import RefusalLog
@@ -77,11 +77,11 @@ class RedirectorMetrics(Collector):
         #: 404s by reason; their sum is the 404 count.
         self.refusals = refusals
         # Keyed by bot reason (None = human): a reason implies its classification, and
-        # hashing a str is cheaper than hashing the Verdict dataclass.
+        # hashing a str is cheaper than hashing the ClickVerdict dataclass.
         self.clicks: dict[str | None, int] = {}
         registry.register(self)
 
-    def click(self, verdict: Verdict) -> None:
+    def click(self, verdict: ClickVerdict) -> None:
         reason = verdict.reason
         self.clicks[reason] = self.clicks.get(reason, 0) + 1
 

@@ -53,7 +53,7 @@ def host_of(base_url: str) -> str:
     return host
 
 
-def skip_reason(host: str) -> str | None:
+def domain_skip_reason(host: str) -> str | None:
     """Why DNS is not asked for this host (IP literal or localhost), or None."""
     try:
         ipaddress.ip_address(host)

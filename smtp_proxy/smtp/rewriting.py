@@ -8,10 +8,11 @@ import logging
 from dataclasses import dataclass
 
 from clickrelay.common.logfmt import log_event
-from smtp_proxy.engine.rewriter import RewriteResult, rewrite_message, sender_base_url
+from smtp_proxy.engine.rewriter import RewriteResult, rewrite_message
 from smtp_proxy.preflight.monitor import PreflightMonitor
 from smtp_proxy.smtp.metrics import ProxyMetrics
 from smtp_proxy.smtp.runtime import ProxyRuntime
+from smtp_proxy.smtp.tracking import sender_base_url
 
 logger = logging.getLogger("clickrelay.proxy")
 

@@ -21,7 +21,10 @@ import ssl
 import time
 from pathlib import Path
 
+import dkim
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from clickrelay.config import load_config_text
 from clickrelay.supervisor import restart_only_changes
@@ -542,3 +545,58 @@ def test_links_are_rewritten_once_a_failing_tracking_domain_recovers(tmp_path: P
             assert http_get(other_http, path) == (302, "https://example.com/recovered")
             assert other.stop() == 0
         assert serve.stop() == 0
+
+
+def _dkim_pem() -> bytes:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+
+
+def _with_dkim(config: Path, key_file: str) -> None:
+    section = f'[dkim.domains."sender.test"]\nselector = "s2"\nkey_file = "{key_file}"\n'
+    config.write_text(config.read_text() + section)
+
+
+def test_proxy_dkim_key_file_that_is_bad_at_start_is_a_clean_error(tmp_path: Path) -> None:
+    (http_port,) = free_ports(1)
+    config = write_config(tmp_path, http_port=http_port)
+    (tmp_path / "dkim.pem").write_bytes(b"not a key\n")
+    _with_dkim(config, "dkim.pem")
+    result = run_cli("proxy", "-c", str(config), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "dkim.pem" in result.stderr and "not a usable DKIM private key" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_proxy_dkim_keys_stay_in_memory_when_a_reload_cannot_read_them(tmp_path: Path) -> None:
+    smtp_port, http_port = free_ports(2)
+    config = write_config(
+        tmp_path, smtp_port=smtp_port, http_port=http_port, preflight="enabled = false"
+    )
+    pem = _dkim_pem()
+    (tmp_path / "dkim.pem").write_bytes(pem)
+    _with_dkim(config, "dkim.pem")
+    body = MESSAGE_HEAD.replace(b"text/plain", b"text/html") + (
+        b'<a href="https://example.com/signed">x</a>\r\n'
+    )
+    signed = dkim.sign(body, b"s1", b"sender.test", pem, include_headers=[b"from"]) + body
+    with ClickrelayProcess(["proxy", "-c", str(config)], cwd=tmp_path) as proc:
+        proc.wait_ready()
+        (tmp_path / "dkim.pem").unlink()
+        proc.send_signal(signal.SIGHUP)
+        proc.wait_for("RELOADING")
+        assert "reload failed" in proc.wait_for("READY")["STATUS"]
+        line = proc.wait_for_log("event=reload-failed")
+        assert "dkim.pem" in line and "cannot read DKIM key" in line
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=60) as client:
+            assert client.sendmail("app@sender.test", ["someone@example.test"], signed) == {}
+        (delivered,) = outbox(tmp_path)
+        text = delivered.read_bytes()
+        # Rewritten and re-signed with the key read at start (s2 replaces s1).
+        assert b"https://example.com/signed" not in text
+        assert b"s=s2" in text and b"s=s1" not in text
+        assert proc.stop() == 0

@@ -36,6 +36,7 @@ from clickrelay.common.errors import TokenError
 from clickrelay.config import load_config_text
 from redirector.tokens import new_key_line, parse_keys
 from smtp_proxy.engine.rewriter import RewriteResult, TrackingSettings, rewrite_message
+from smtp_proxy.smtp.tracking import tracking_settings
 from tests.conftest import corpus_eml_files, corpus_html_files
 
 BASE = "https://t.example.net"
@@ -48,7 +49,7 @@ PROTECTED = ("multipart/signed", "multipart/encrypted", "application/pkcs7-mime"
 def settings(tmp_path_factory: pytest.TempPathFactory) -> TrackingSettings:
     base = tmp_path_factory.mktemp("cfg")
     config = load_config_text(f'[tracking]\nbase_url = "{BASE}"\n', base_dir=base)
-    return TrackingSettings.from_config(config, KEYRING)
+    return tracking_settings(config, KEYRING, {})
 
 
 def _ids(paths: list[Path], root: str) -> list[str]:

@@ -1,6 +1,6 @@
 """The C link scanner (``smtp_proxy.engine._speedups.c``) against the Python one it copies.
 
-``html_links._scan`` is the reference: on every corpus part and on generated HTML the C
+``html_scan._scan`` is the reference: on every corpus part and on generated HTML the C
 walk must find the same links, with the same conditional-comment flags and tag ends, or
 give the text back to Python (None) — which it may only do where ``re``'s Unicode case
 folding is involved.
@@ -20,10 +20,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smtp_proxy.engine import html_links
-from smtp_proxy.engine.html_links import FoundLink, scan_links
+from smtp_proxy.engine import html_scan
+from smtp_proxy.engine.html_scan import FoundLink, scan_links
 from smtp_proxy.engine.speedups import speedups
-from tests.smtp_proxy.engine.test_html_links import _PIECES as LINK_PIECES
+from tests.smtp_proxy.engine.test_html_scan import _PIECES as LINK_PIECES
 
 pytestmark = pytest.mark.skipif(
     speedups is None, reason="C extension not built (no C compiler at install?)"
@@ -35,12 +35,12 @@ FOLDED = "\u0130\u0131\u212a\u017f"
 
 def python_scan(html: str) -> list[tuple[FoundLink, bool, int]]:
     found: list[tuple[FoundLink, bool, int]] = []
-    html_links._scan(html, 0, len(html), False, found)
+    html_scan._scan(html, 0, len(html), False, found)
     return found
 
 
 def c_scan(html: str) -> list[tuple[FoundLink, bool, int]] | None:
-    return html_links._scan_in_c(html)
+    return html_scan._scan_in_c(html)
 
 
 def test_required_in_ci() -> None:
@@ -124,7 +124,7 @@ def test_corpus_parts_agree(corpus: Path) -> None:
     assert links > 1000
 
 
-# The pieces test_html_links generates random fragments from, and more of what the C
+# The pieces test_html_scan generates random fragments from, and more of what the C
 # walk decides on its own: every raw-text element, comment and tag ending.
 _PIECES = st.one_of(
     LINK_PIECES,
