@@ -141,7 +141,7 @@ def newsletter() -> tuple[Path, str]:
     from clickrelay.config import load_config_text
     from redirector.tokens import new_key_line, parse_keys
     from smtp_proxy.engine.rewriter import TrackingSettings, rewrite_message
-    from tests.conftest import corpus_html_files
+    from tests.support.corpus import corpus_html_files
 
     files = [
         f for f in corpus_html_files() if abs(f.stat().st_size - TARGET_SIZE) <= TARGET_SIZE // 4

@@ -21,8 +21,10 @@ from pathlib import Path
 import pytest
 
 from redirector.tokens import load_keyring
+from tests.support.config import write_config
+from tests.support.net import free_ports
 from tests.support.postfix_harness import PostfixInstance, require_postfix
-from tests.support.process_harness import ClickrelayProcess, free_ports, write_config
+from tests.support.processes import ClickrelayProcess
 
 pytestmark = pytest.mark.postfix
 
@@ -73,8 +75,8 @@ def proxy_config(directory: Path, *, smtp_port: int, upstream_port: int) -> Path
         directory,
         smtp_port=smtp_port,
         http_port=http_port,
-        upstream=f'url = "smtp://127.0.0.1:{upstream_port}"',
-        preflight="enabled = false",
+        upstream={"url": f"smtp://127.0.0.1:{upstream_port}"},
+        preflight={"enabled": False},
     )
 
 

@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from redirector.tokens import Keyring
-from tests.conftest import corpus_eml_files
 from tests.reliability import torture
 from tests.reliability.checks import check_relayed, check_tracked_links
 from tests.reliability.harness import FULL, Figures, need, scale
+from tests.support.corpus import corpus_eml_files
 
 pytestmark = [pytest.mark.reliability]
 

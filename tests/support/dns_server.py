@@ -16,9 +16,8 @@ Usage::
         nameserver = dns.nameserver                      # "127.0.0.1:54321"
         dns.replace("links.example.com", "CNAME", "old.example.org")  # change at runtime
 
-or the pytest fixture ``dns_server``: import it into your test module with
-``from tests.support.dns_server import DnsServer, dns_server_fixture  # noqa: F401 (fixture)``
-and ask for ``dns_server: DnsServer``.
+or the pytest fixture ``dns_server`` (every test can ask for ``dns_server: DnsServer``;
+``tests/conftest.py`` lists this module in ``pytest_plugins``).
 
 Behaviour:
 

@@ -30,7 +30,8 @@ from types import TracebackType
 
 import pytest
 
-from tests.support.netutil import poll, wait_for_port
+from tests.support.net import wait_for_port
+from tests.support.polling import poll
 
 POSTFIX = "/usr/sbin/postfix"
 DOMAIN = "example.test"

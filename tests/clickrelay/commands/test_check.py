@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 from redirector.tokens import load_keyring
-from tests.support.dns_server import DnsServer, dns_server_fixture  # noqa: F401 (fixture)
-from tests.support.preflight_fixtures import healthz_app, preflight_config_text, serve_app
+from tests.support.config import preflight_config_text
+from tests.support.dns_server import DnsServer
+from tests.support.preflight_fixtures import healthz_app, serve_app
 
 CLICKRELAY = Path(sys.executable).parent / "clickrelay"
 HOST = "links.example.com"

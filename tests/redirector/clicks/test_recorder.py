@@ -14,7 +14,8 @@ from prometheus_client import CollectorRegistry
 
 from redirector.clicks.recorder import ClickRecorder
 from redirector.store.sqlite import SqliteStore
-from tests.support.click_helpers import make_click, until
+from tests.support.click_helpers import make_click
+from tests.support.polling import until
 
 LOGGER = "clickrelay.recorder"
 

@@ -19,7 +19,7 @@ from smtp_proxy.engine.html_links import (
     splice,
     unescape_attribute,
 )
-from tests.conftest import corpus_eml_files, corpus_html_files
+from tests.support.corpus import corpus_eml_files, corpus_html_files
 
 
 def checked(html: str) -> HtmlScan:

@@ -36,7 +36,7 @@ from clickrelay.common.errors import TokenError
 from clickrelay.config import load_config_text
 from redirector.tokens import new_key_line, parse_keys
 from smtp_proxy.engine.rewriter import RewriteResult, TrackingSettings, rewrite_message
-from tests.conftest import corpus_eml_files, corpus_html_files
+from tests.support.corpus import corpus_eml_files, corpus_html_files
 
 BASE = "https://t.example.net"
 TRACKED_RE = re.compile(re.escape(BASE) + r"/c/[A-Za-z0-9_-]+")
