@@ -373,8 +373,7 @@ async def test_drain_refuses_new_transactions_on_open_connections(
     """During the SIGTERM drain, a connection that is open but idle starts a new
     transaction: it must get a 4xx ("shutting down"), or a client that keeps its
     connection busy (Postfix's connection cache, an app's pooled client) holds the proxy
-    open for the whole grace period and is then cut mid-transaction. (Found by this
-    suite; fixed in b60c91a.)"""
+    open for the whole grace period and is then cut mid-transaction."""
     service_mod = need("smtp_proxy.service", "proxy (smtp_proxy/service.py ProxyService)")
     from tests.reliability.harness import RawSmtp, dot_stuff
 

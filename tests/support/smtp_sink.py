@@ -1,6 +1,6 @@
 """A recording SMTP sink for tests: the "upstream MTA" every proxy test talks to.
 
-Design choice: the sink runs **inside the test's event loop** (``loop.create_server`` with
+The sink runs **inside the test's event loop** (``loop.create_server`` with
 an :class:`aiosmtpd.smtp.SMTP` protocol factory), not in an aiosmtpd ``Controller`` thread.
 That keeps everything single-threaded: tests can flip the sink's behaviour between
 commands without locks, and waiting for "n messages" is a plain future, never a sleep.

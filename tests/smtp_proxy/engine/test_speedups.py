@@ -27,7 +27,6 @@ from smtp_proxy.engine.speedups import speedups
 from tests.smtp_proxy.engine.test_html_links import _PIECES as LINK_PIECES
 
 
-
 @pytest.fixture(autouse=True, scope="module")
 def c_extension() -> ModuleType:
     """Every test here runs the C code. Without the extension they are skipped, saying
@@ -43,6 +42,7 @@ def c_extension() -> ModuleType:
             pytest.fail(f"CLICKRELAY_REQUIRE_EXTENSIONS=1, but {why}", pytrace=False)
         pytest.skip(why)
     return speedups
+
 
 #: The characters ``re`` matches case-insensitively to an ASCII letter (i, k, s).
 FOLDED = "\u0130\u0131\u212a\u017f"
