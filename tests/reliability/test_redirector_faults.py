@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry
 from redirector.config import RedirectorConfig
 from redirector.tokens import Keyring
 from tests.reliability.harness import Figures, need, scale
-from tests.support.config import config_text
+from tests.support.config import write_redirector_config
 from tests.support.net import free_port
 from tests.support.polling import until
 from tests.support.processes import ClickrelayProcess
@@ -327,21 +327,9 @@ async def test_redirector_sigterm_mid_load_flushes_queue(
 
     port = free_port()
     db = tmp_path / "clicks.sqlite3"
-    cfg = tmp_path / "clickrelay.toml"
-    cfg.write_text(
-        config_text(
-            {
-                "tracking": {"key_file": key_file},
-                "redirector": {
-                    "listen": f"127.0.0.1:{port}",
-                    "admin_listen": f"127.0.0.1:{free_port()}",
-                    "store": f"sqlite:{db}",
-                    # A long interval: clicks are still queued when SIGTERM arrives.
-                    "flush_interval": 30.0,
-                    "batch_size": 100000,
-                },
-            }
-        )
+    # A long interval: clicks are still queued when SIGTERM arrives.
+    cfg = write_redirector_config(
+        tmp_path, key_file, port=port, flush_interval=30.0, batch_size=100000
     )
     keyring = load_keyring(key_file)
     proc = ClickrelayProcess(["redirector", "-c", cfg], cwd=tmp_path)

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from redirector.tokens import Keyring, load_keyring, new_key_line
 from tests.reliability.harness import Figures, need, scale
 from tests.reliability.servers import forge_token, get, raw_http
-from tests.support.config import config_text
+from tests.support.config import write_redirector_config
 from tests.support.net import free_port
 from tests.support.processes import ClickrelayProcess
 
@@ -64,19 +64,7 @@ def redirector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Redirector]
     key_file.write_text(new_key_line() + "\n")
     key_file.chmod(0o600)
     port = free_port()
-    cfg = tmp / "redirector.toml"
-    cfg.write_text(
-        config_text(
-            {
-                "tracking": {"key_file": key_file},
-                "redirector": {
-                    "listen": f"127.0.0.1:{port}",
-                    "admin_listen": f"127.0.0.1:{free_port()}",
-                    "store": f"sqlite:{tmp / 'clicks.sqlite3'}",
-                },
-            }
-        )
-    )
+    cfg = write_redirector_config(tmp, key_file, port=port)
     with ClickrelayProcess(["redirector", "-c", cfg], cwd=tmp) as proc:
         proc.wait_ready(60)
         yield Redirector(proc, port, load_keyring(key_file))

@@ -20,7 +20,8 @@ from redirector.tokens import Keyring
 from smtp_proxy.engine.rewriter import TrackingSettings, rewrite_message
 from tests.support.config import proxy_config
 from tests.support.corpus import corpus_html_files
-from tests.support.proxy_helpers import QID_RE, TOKEN_RE, SinkFactory, html_message, running_proxy
+from tests.support.proxy_helpers import QID_RE, TOKEN_RE, html_message, running_proxy
+from tests.support.smtp_sink import SinkFactory
 
 CLIENTS = 20
 MESSAGES_PER_CLIENT = 50

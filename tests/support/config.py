@@ -6,7 +6,8 @@
   to a given upstream, preflight off unless asked for.
 * :func:`preflight_config` / :func:`preflight_config_text` — preflight asking a test DNS
   server.
-* :func:`write_config` — a file like the quick start's, for ``clickrelay`` subprocesses.
+* :func:`write_config` — a file like the quick start's, for ``clickrelay`` subprocesses;
+  :func:`write_redirector_config` — one for ``clickrelay redirector`` alone.
 """
 
 from __future__ import annotations
@@ -142,6 +143,23 @@ def preflight_config(base_url: str, *, nameserver: str, **kwargs: Any) -> Config
     """A :class:`Config` from :func:`preflight_config_text` (same keyword arguments)."""
     text = preflight_config_text(base_url, nameserver=nameserver, **kwargs)
     return load_config_text(text, "<test>", Path.cwd())
+
+
+def write_redirector_config(
+    directory: Path, key_file: Path, *, port: int, **redirector: Any
+) -> Path:
+    """A config file for ``clickrelay redirector`` alone: public listener on
+    127.0.0.1:``port``, admin on a port of its own, clicks in SQLite under ``directory``;
+    ``redirector`` updates the ``[redirector]`` table."""
+    path = directory / "redirector.toml"
+    table = {
+        "listen": f"127.0.0.1:{port}",
+        "admin_listen": "127.0.0.1:0",
+        "store": f"sqlite:{directory / 'clicks.sqlite3'}",
+        **redirector,
+    }
+    path.write_text(config_text({"tracking": {"key_file": key_file}, "redirector": table}))
+    return path
 
 
 def write_config(

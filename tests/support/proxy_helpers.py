@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
@@ -27,12 +27,10 @@ from redirector.tokens import Keyring, load_keyring
 from smtp_proxy.preflight.monitor import PreflightMonitor
 from smtp_proxy.service import ProxyService
 from tests.support.config import BASE_URL, proxy_config
-from tests.support.smtp_sink import SmtpSink
+from tests.support.smtp_sink import SinkFactory, SmtpSink
 
 TOKEN_RE = re.compile(re.escape(BASE_URL) + r"/c/([A-Za-z0-9_-]+)")
 QID_RE = re.compile(r"clickrelay id ([0-9a-z]+)")
-
-SinkFactory = Callable[..., Awaitable[SmtpSink]]
 
 
 @contextlib.asynccontextmanager

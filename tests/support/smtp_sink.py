@@ -538,8 +538,12 @@ async def smtp_sink() -> AsyncIterator[SmtpSink]:
         yield sink
 
 
+#: What the ``smtp_sink_factory`` fixture gives: ``await factory(**SmtpSink options)``.
+SinkFactory = Callable[..., Awaitable[SmtpSink]]
+
+
 @pytest.fixture
-async def smtp_sink_factory() -> AsyncIterator[Callable[..., Awaitable[SmtpSink]]]:
+async def smtp_sink_factory() -> AsyncIterator[SinkFactory]:
     """``await smtp_sink_factory(**SmtpSink options)`` → a started sink, stopped at teardown."""
     sinks: list[SmtpSink] = []
 
