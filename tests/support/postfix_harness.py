@@ -26,10 +26,10 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
 import pytest
 
+from tests.support.closing import Closing
 from tests.support.net import wait_for_port
 from tests.support.polling import poll
 
@@ -124,7 +124,7 @@ def main_cf(root: Path, extra: Sequence[str] = ()) -> str:
 
 
 @dataclass
-class PostfixInstance:
+class PostfixInstance(Closing):
     """One running Postfix master with a private config, queue and mailbox."""
 
     root: Path
@@ -234,19 +234,11 @@ class PostfixInstance:
         try:
             self.start()
         except BaseException:
-            self.cleanup()
+            self.close()
             raise
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
-
-    def cleanup(self) -> None:
+    def close(self) -> None:
         try:
             self.stop()
         finally:

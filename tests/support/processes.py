@@ -20,8 +20,8 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 
+from tests.support.closing import Closing
 from tests.support.polling import poll
 
 CLICKRELAY = Path(sys.executable).parent / "clickrelay"
@@ -93,7 +93,7 @@ class NotifySocket:
                 )
 
 
-class ClickrelayProcess:
+class ClickrelayProcess(Closing):
     """``clickrelay <command> [-c config]`` as a child, with $NOTIFY_SOCKET."""
 
     def __init__(
@@ -190,17 +190,6 @@ class ClickrelayProcess:
     def close(self) -> None:
         self.kill()
         self.notify.close()
-
-    def __enter__(self) -> ClickrelayProcess:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
