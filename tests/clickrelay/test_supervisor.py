@@ -508,12 +508,11 @@ def test_links_are_rewritten_once_a_failing_tracking_domain_recovers(tmp_path: P
     file comes up there; SIGHUP re-checks at once, STATUS turns to verified, and from
     then on links are tracked and redirect through that redirector."""
     smtp_port, http_port, other_http, other_admin = free_ports(4)
-    config = write_config(tmp_path, smtp_port=smtp_port, http_port=http_port)
-    config.write_text(
-        config.read_text().replace(
-            f'base_url = "http://127.0.0.1:{http_port}"',
-            f'base_url = "http://127.0.0.1:{other_http}"',
-        )
+    config = write_config(
+        tmp_path,
+        smtp_port=smtp_port,
+        http_port=http_port,
+        tracking={"base_url": f"http://127.0.0.1:{other_http}"},
     )
     other_dir = tmp_path / "other"
     other_dir.mkdir()
