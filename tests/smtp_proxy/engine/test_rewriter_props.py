@@ -22,7 +22,7 @@ from clickrelay.config import load_config_text
 from smtp_proxy.engine import mime_parts
 from smtp_proxy.engine.rewriter import TrackingSettings, rewrite_message
 from smtp_proxy.engine.speedups import speedups
-from tests.smtp_proxy.engine.test_rewriter_corpus import BASE, KEYRING, check_rewrite, fits
+from tests.support.rewrite_checks import BASE, KEYRING, check_rewrite, fits
 
 PROFILE = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
