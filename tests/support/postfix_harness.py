@@ -56,6 +56,26 @@ def require_postfix() -> None:
         pytest.skip(reason)
 
 
+#: Postfix's advice for an after-queue content filter (FILTER_README), on loopback.
+FILTER_MASTER_CF = """\
+127.0.0.1:{submit} inet n - n - - smtpd
+  -o content_filter=clickrelay:[127.0.0.1]:{clickrelay}
+clickrelay unix - - n - 10 smtp
+  -o smtp_send_xforward_command=no
+  -o disable_mime_output_conversion=yes
+  -o smtp_generic_maps=
+127.0.0.1:{reinject} inet n - n - 10 smtpd
+  -o content_filter=
+  -o receive_override_options=no_unknown_recipient_checks,no_header_body_checks,no_milters
+  -o smtpd_helo_restrictions=
+  -o smtpd_client_restrictions=
+  -o smtpd_sender_restrictions=
+  -o smtpd_relay_restrictions=permit_mynetworks,reject
+  -o smtpd_recipient_restrictions=permit_mynetworks,reject
+  -o mynetworks=127.0.0.0/8
+"""
+
+
 MASTER_CF_BASE = """\
 # service type  private unpriv  chroot  wakeup  maxproc command + args
 pickup    unix  n       -       n       60      1       pickup

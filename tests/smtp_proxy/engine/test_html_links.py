@@ -20,6 +20,7 @@ from smtp_proxy.engine.html_links import (
     unescape_attribute,
 )
 from tests.support.corpus import corpus_eml_files, corpus_html_files
+from tests.support.html_pieces import LINK_PIECES
 
 
 def checked(html: str) -> HtmlScan:
@@ -539,45 +540,7 @@ def test_splice_rejects_overlap_and_disorder() -> None:
 
 # --- properties ---------------------------------------------------------------------------
 
-_PIECES = st.sampled_from(
-    [
-        "<a href=",
-        "<a href='https://x.example/'>",
-        '<a href="https://x.example/?a=1&amp;b=2">',
-        "<area href=http://y.example/p?q>",
-        "<A HREF = x>",
-        "<v:rect href='https://v.example/'>",
-        "<!--[if mso]>",
-        "<![endif]-->",
-        "<!--",
-        "-->",
-        "<script>",
-        "</script>",
-        "<style>",
-        "</style>",
-        "<p title='",
-        '"',
-        "'",
-        ">",
-        "<",
-        "</a>",
-        "&amp;",
-        "&copy=",
-        "=",
-        " ",
-        "\n",
-        "text",
-        "<b>",
-        "<!DOCTYPE html>",
-        " data-clickrelay=off ",
-        "<title>",
-        "</title>",
-        "<textarea>",
-        "/",
-        "é",
-    ]
-)
-_FRAGMENTS = st.lists(st.one_of(_PIECES, st.text(max_size=4)), max_size=30).map("".join)
+_FRAGMENTS = st.lists(st.one_of(LINK_PIECES, st.text(max_size=4)), max_size=30).map("".join)
 
 
 @settings(max_examples=200, deadline=None)

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from smtp_proxy.engine import html_links
 from smtp_proxy.engine.html_links import FoundLink, scan_links
 from smtp_proxy.engine.speedups import speedups
-from tests.smtp_proxy.engine.test_html_links import _PIECES as LINK_PIECES
+from tests.support.html_pieces import LINK_PIECES
 
 
 @pytest.fixture(autouse=True, scope="module")
