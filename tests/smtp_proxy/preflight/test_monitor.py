@@ -12,8 +12,9 @@ from prometheus_client import CollectorRegistry
 from clickrelay.config import Config
 from redirector.tokens import Keyring, new_key_line, parse_keys
 from smtp_proxy.preflight import PreflightMonitor
-from tests.support.dns_server import DnsServer, dns_server_fixture  # noqa: F401 (fixture)
-from tests.support.preflight_fixtures import healthz_app, preflight_config, serve_app
+from tests.support.config import preflight_config
+from tests.support.dns_server import DnsServer
+from tests.support.preflight_fixtures import healthz_app, serve_app
 
 HOST = "links.example.com"
 TARGET = "track.example.net"

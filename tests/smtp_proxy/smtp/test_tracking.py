@@ -24,16 +24,7 @@ from smtp_proxy.config import DkimConfig, DkimDomainConfig
 from smtp_proxy.engine.rewriter import rewrite_message
 from smtp_proxy.service import ProxyService
 from smtp_proxy.smtp.tracking import load_dkim_keys, sender_base_url, tracking_settings
-from tests.support.proxy_helpers import (
-    ProxyLab,
-    close_line_clients,
-    keys,
-    lab,
-    smtp_client,
-    smtp_sink_factory,
-)
-
-__all__ = ["close_line_clients", "keys", "lab", "smtp_sink_factory"]  # fixtures used here
+from tests.support.proxy_helpers import ProxyLab, smtp_client
 
 
 def msg(headers: str, body: bytes) -> bytes:
