@@ -23,7 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from redirector.tokens import ensure_key_file
 
-CLICKRELAY = [sys.executable, "-m", "clickrelay"]
+#: The console script pip installed next to this interpreter (what users run), else -m.
+_SCRIPT = Path(sys.executable).parent / "clickrelay"
+CLICKRELAY = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-m", "clickrelay"]
 
 
 def _time_one(argv: list[str], env: dict[str, str]) -> float:
