@@ -27,7 +27,8 @@ from clickrelay.common.errors import TokenError
 from redirector.clicks.classify import Classifier, bundled_agents
 from redirector.clicks.recorder import ClickRecorder
 from redirector.config import RedirectorConfig
-from redirector.http.app import MAX_TOKEN_CHARS, create_admin_app, create_app, set_keyring
+from redirector.http.admin import create_admin_app
+from redirector.http.app import MAX_TOKEN_CHARS, create_app, set_keyring
 from redirector.http.clientip import ClientIpPolicy, parse_ip
 from redirector.location import has_forbidden_char, location_for
 from redirector.store import open_store

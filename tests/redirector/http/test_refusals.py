@@ -13,7 +13,8 @@ from prometheus_client import CollectorRegistry
 
 from clickrelay.common.errors import TokenError
 from redirector.config import RedirectorConfig
-from redirector.http.app import MAX_TOKEN_CHARS, create_admin_app, create_app
+from redirector.http.admin import create_admin_app
+from redirector.http.app import MAX_TOKEN_CHARS, create_app
 from redirector.http.refusals import MAX_KEY_IDS, RefusalLog
 from redirector.tokens import Keyring, new_key_line, parse_keys
 from tests.support.polling import until

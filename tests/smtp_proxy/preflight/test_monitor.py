@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 
@@ -199,7 +200,10 @@ async def test_a_failing_check_keeps_the_loop_alive_and_fails_closed(
     keyring: Keyring, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR, logger="clickrelay.preflight")
-    config = preflight_config(BASE, nameserver="[::1", cname_target=TARGET, http_probe=False)
+    # The loader refuses this nameserver; settings built in code reach the monitor as is.
+    config = preflight_config(BASE, nameserver="127.0.0.1", cname_target=TARGET, http_probe=False)
+    broken = dataclasses.replace(config.preflight, nameservers=("[::1",))
+    config = dataclasses.replace(config, preflight=broken)
     monitor = PreflightMonitor(config, keyring, min_ttl=0.05)
     await monitor.start()
     try:
