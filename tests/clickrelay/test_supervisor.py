@@ -23,14 +23,13 @@ from pathlib import Path
 
 import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from clickrelay.config import load_config_text
 from clickrelay.supervisor import restart_only_changes
 from redirector.tokens import load_keyring, new_key_line
 from smtp_proxy.engine.speedups import speedups
 from tests.support.config import write_config
+from tests.support.dkim_keys import new_dkim_key
 from tests.support.net import free_ports, refusing_port
 from tests.support.preflight_fixtures import TestCA
 from tests.support.processes import ClickrelayProcess, run_cli
@@ -548,12 +547,7 @@ def test_links_are_rewritten_once_a_failing_tracking_domain_recovers(tmp_path: P
 
 
 def _dkim_pem() -> bytes:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
+    return new_dkim_key()[0]
 
 
 def _with_dkim(config: Path, key_file: str) -> None:
