@@ -30,8 +30,9 @@ from clickrelay.common.logfmt import log_event
 from redirector.clicks.classify import Classifier
 from redirector.clicks.recorder import ClickRecorder
 from redirector.config import RedirectorConfig
+from redirector.http.admin import create_admin_app
 from redirector.http.admin_auth import check_admin_listen
-from redirector.http.app import create_admin_app, create_app, set_keyring
+from redirector.http.app import create_app, set_keyring
 from redirector.http.conngate import ConnectionGate, gated_factory
 from redirector.store import ClickStore, StoreError, open_store
 from redirector.tokens import Keyring

@@ -5,7 +5,7 @@ Usage (``clickrelay proxy``/``serve``, tests)::
     service = ProxyService(config, keyring, registry=registry, preflight=monitor)
     await service.start()          # listening when this returns; port 0 allowed
     service.port, service.tls_port, service.admin_port
-    service.reload(new_config, new_keyring)   # SIGHUP: TLS cert, users, networks, keys
+    service.reload(new_config, new_keyring)   # SIGHUP: TLS cert, users, networks, keys, DKIM keys
     await service.stop(grace=30)   # stop accepting, let transactions finish, close
 
 What ``reload`` cannot change without a restart: listen addresses, the upstream
@@ -28,26 +28,28 @@ from prometheus_client import CollectorRegistry
 from clickrelay.common.errors import ConfigError
 from clickrelay.common.hostport import parse_hostport
 from clickrelay.common.logfmt import log_event
-from clickrelay.common.secretfiles import GROUP_OR_OTHERS, NOBODY, check_secret_file
-from redirector.http.admin_auth import check_admin_listen, install_admin_auth
-from redirector.http.app import REGISTRY_KEY, metrics_handler
+from clickrelay.common.secretfiles import NOBODY, check_secret_file
+from redirector.http.admin import create_admin_app
+from redirector.http.admin_auth import check_admin_listen
 from redirector.tokens import Keyring
 from smtp_proxy.config import ProxySettings
 from smtp_proxy.engine.speedups import speedups
 from smtp_proxy.preflight.monitor import PreflightMonitor
+from smtp_proxy.smtp.auth_limiter import AuthFailureLimiter
+from smtp_proxy.smtp.connections import Connections
+from smtp_proxy.smtp.handler import ProxyHandler
 from smtp_proxy.smtp.metrics import ProxyMetrics
-from smtp_proxy.smtp.relay_policy import AuthFailureLimiter, RelayPolicy
-from smtp_proxy.smtp.server import (
-    Connections,
-    ProxyHandler,
-    ProxyRuntime,
-    build_settings,
-    protocol_factory,
-)
+from smtp_proxy.smtp.protocol import protocol_factory
+from smtp_proxy.smtp.relay_policy import RelayPolicy
+from smtp_proxy.smtp.runtime import ProxyRuntime
+from smtp_proxy.smtp.tracking import build_settings, load_dkim_keys
 from smtp_proxy.smtp.users import UsersFile
 from smtp_proxy.upstream import Upstream, open_upstream
 
 logger = logging.getLogger("clickrelay.proxy")
+
+#: The service name in the admin listener's ``/healthz``.
+SERVICE = "clickrelay-proxy"
 
 
 def make_tls_context(cert: str, key: str) -> ssl.SSLContext:
@@ -61,33 +63,12 @@ def make_tls_context(cert: str, key: str) -> ssl.SSLContext:
     return context
 
 
-def check_secret_files(config: ProxySettings) -> None:
-    """The key files the proxy reads, checked at start and on reload
-    (:mod:`clickrelay.common.secretfiles`): a DKIM key others can read or write, or a
-    TLS key others can write, is a ConfigError; a TLS key others can read, a warning."""
-    for domain, dkim_cfg in config.dkim.domains.items():
-        check_secret_file(
-            dkim_cfg.key_file,
-            f'DKIM key of {domain} ([dkim.domains."{domain}"] key_file)',
-            refuse_read=GROUP_OR_OTHERS,
-        )
+def check_tls_key(config: ProxySettings) -> None:
+    """The TLS key's permissions (:mod:`clickrelay.common.secretfiles`), at start and on
+    reload: writable by others is a ConfigError, readable by others a warning. (The
+    DKIM keys are checked where they are read, in :func:`load_dkim_keys`.)"""
     if config.proxy.tls_key is not None:
         check_secret_file(config.proxy.tls_key, "TLS key (proxy.tls_key)", refuse_read=NOBODY)
-
-
-def create_admin_app(registry: CollectorRegistry, token: str = "") -> web.Application:
-    """``/metrics`` (Prometheus text format of ``registry``) and a tiny ``/healthz``;
-    both require ``token`` when one is set (``[redirector] admin_token``)."""
-    app = web.Application()
-    install_admin_auth(app, token)
-    app[REGISTRY_KEY] = registry
-
-    async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({"service": "clickrelay-proxy", "status": "ok"})
-
-    app.router.add_get("/metrics", metrics_handler)
-    app.router.add_get("/healthz", healthz)
-    return app
 
 
 class ProxyService:
@@ -133,7 +114,7 @@ class ProxyService:
         self, config: ProxySettings, keyring: Keyring, hostname: str
     ) -> ProxyRuntime:
         proxy = config.proxy
-        check_secret_files(config)
+        check_tls_key(config)
         tls_context = None
         if proxy.tls_cert is not None or proxy.tls_key is not None:
             if proxy.tls_cert is None or proxy.tls_key is None:
@@ -143,6 +124,9 @@ class ProxyService:
         if proxy.tls_listen and tls_context is None:
             raise ConfigError("proxy.tls_listen needs proxy.tls_cert and proxy.tls_key")
         users = UsersFile.load(proxy.users_file) if proxy.users_file is not None else None
+        # Read here, once: a signed message is then re-signed from memory (no file read
+        # on the event loop), and a reload with an unreadable key keeps the old ones.
+        dkim_keys = load_dkim_keys(config.dkim)
         return ProxyRuntime(
             config=config,
             keyring=keyring,
@@ -150,7 +134,8 @@ class ProxyService:
             users=users,
             tls_context=tls_context,
             hostname=hostname,
-            settings=build_settings(config, keyring),
+            settings=build_settings(config, keyring, dkim_keys),
+            dkim_keys=dkim_keys,
         )
 
     def _current(self) -> ProxyRuntime:
@@ -207,8 +192,14 @@ class ProxyService:
                 self._tls_port = int(self._tls_server.sockets[0].getsockname()[1])
             if self._admin and config.proxy.admin_listen:
                 admin_host, admin_port = parse_hostport(config.proxy.admin_listen)
-                token = config.redirector.admin_token
-                runner = web.AppRunner(create_admin_app(self.registry, token), access_log=None)
+                admin = create_admin_app(
+                    None,
+                    registry=self.registry,
+                    stats=False,
+                    health_service=SERVICE,
+                    token=config.redirector.admin_token,
+                )
+                runner = web.AppRunner(admin, access_log=None)
                 await runner.setup()
                 self._admin_runner = runner
                 site = web.TCPSite(runner, admin_host, admin_port)
@@ -276,8 +267,8 @@ class ProxyService:
     def reload(self, config: ProxySettings, keyring: Keyring) -> None:
         """Apply a new config and keyring to new commands and connections.
 
-        Raises ConfigError (and keeps the old runtime) when e.g. the new certificate or
-        users file cannot be loaded.
+        Raises ConfigError (and keeps the old runtime) when e.g. the new certificate,
+        users file or a DKIM key file cannot be loaded.
         """
         old = self._current()
         hostname = config.proxy.hostname or old.hostname

@@ -1,5 +1,6 @@
-"""The redirector's aiohttp applications: the public one (``/c/<token>``, ``/healthz``)
-and the admin one (``/metrics``, ``/api/stats``).
+"""The redirector's public aiohttp application: ``/c/<token>`` and ``/healthz``.
+
+(The admin application, ``/metrics`` and ``/api/stats``, is :mod:`redirector.http.admin`.)
 
 The hot path (``GET|HEAD /c/<token>``) needs no I/O: open the sealed token, build the
 Location header byte-exact (:mod:`redirector.location`), label the click
@@ -17,16 +18,16 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from clickrelay.common import __version__
-from clickrelay.common.errors import ClickrelayError, TokenError
+from clickrelay.common.errors import TokenError
 from clickrelay.common.logfmt import log_event
 from redirector.clicks import (
     BOT,
@@ -37,14 +38,12 @@ from redirector.clicks import (
     Click,
     bounded,
 )
-from redirector.clicks.classify import Classifier, Verdict
+from redirector.clicks.classify import Classifier, ClickVerdict
 from redirector.clicks.repeats import RepeatLimiter
 from redirector.config import RedirectorConfig
-from redirector.http.admin_auth import install_admin_auth
 from redirector.http.clientip import ClientIpPolicy
 from redirector.http.refusals import RefusalLog
 from redirector.location import location_for
-from redirector.store.stats import parse_since
 from redirector.tokens import Keyring, LinkData
 
 if TYPE_CHECKING:
@@ -87,13 +86,13 @@ class RedirectorMetrics(Collector):
         #: 404s by reason; their sum is the 404 count.
         self.refusals = refusals
         # Keyed by bot reason (None = human): a reason implies its classification, and
-        # hashing a str is cheaper than hashing the Verdict dataclass.
+        # hashing a str is cheaper than hashing the ClickVerdict dataclass.
         self.clicks: dict[str | None, int] = {}
         #: Set by create_app: clicks redirected and counted but not stored (repeats).
         self.repeats: RepeatLimiter | None = None
         registry.register(self)
 
-    def click(self, verdict: Verdict) -> None:
+    def click(self, verdict: ClickVerdict) -> None:
         reason = verdict.reason
         self.clicks[reason] = self.clicks.get(reason, 0) + 1
 
@@ -148,8 +147,6 @@ class RedirectorState:
 
 
 STATE_KEY = web.AppKey("redirector_state", RedirectorState)
-RECORDER_KEY: web.AppKey[ClickRecorder | None] = web.AppKey("redirector_recorder")
-REGISTRY_KEY = web.AppKey("redirector_registry", CollectorRegistry)
 
 
 def not_found_response() -> web.Response:
@@ -233,13 +230,6 @@ def _note_click(request: web.Request, state: RedirectorState, link: LinkData) ->
     )
 
 
-def store_health(recorder: ClickRecorder | None) -> dict[str, Any]:
-    """The ``store`` object of the admin ``/api/health``: state and queue counts."""
-    if recorder is None:
-        return {"state": "disabled", "queued": 0, "dropped": 0}
-    return {"state": recorder.state, "queued": recorder.queued, "dropped": recorder.dropped}
-
-
 async def _healthz(request: web.Request) -> web.Response:
     # Only what the preflight probe checks (smtp_proxy.preflight.http_probe): that this
     # is our redirector, which keys it holds, and whether the store is up. The queue and
@@ -308,53 +298,3 @@ async def _log_refusals_at_exit(app: web.Application) -> AsyncIterator[None]:
 def set_keyring(app: web.Application, keyring: Keyring) -> None:
     """Swap the keys a running public app decodes with (key rotation)."""
     app[STATE_KEY].keyring = keyring
-
-
-# --- admin ---------------------------------------------------------------------------
-
-
-async def metrics_handler(request: web.Request) -> web.Response:
-    """``GET /metrics``: the Prometheus text format of the app's ``REGISTRY_KEY`` registry."""
-    registry = request.app[REGISTRY_KEY]
-    return web.Response(
-        body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-    )
-
-
-async def _api_stats(request: web.Request) -> web.Response:
-    recorder = request.app[RECORDER_KEY]
-    if recorder is None:
-        return web.json_response({"error": "no click store configured"}, status=503)
-    since = None
-    raw = request.query.get("since")
-    if raw:
-        try:
-            since = parse_since(raw)
-        except ValueError as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-    try:
-        doc = await recorder.store.stats(since)
-    except ClickrelayError as exc:
-        log_event(log, logging.WARNING, "stats-failed", error=str(exc))
-        return web.json_response({"error": f"click store unavailable: {exc}"}, status=503)
-    return web.json_response(doc)
-
-
-async def _api_health(request: web.Request) -> web.Response:
-    return web.json_response({"service": SERVICE, "store": store_health(request.app[RECORDER_KEY])})
-
-
-def create_admin_app(
-    recorder: ClickRecorder | None, *, registry: CollectorRegistry, token: str = ""
-) -> web.Application:
-    """The admin application: ``GET /metrics`` (Prometheus), ``GET /api/stats?since=``
-    and ``GET /api/health`` (store state, queued and dropped clicks); every route
-    requires ``token`` when one is set (:mod:`redirector.http.admin_auth`)."""
-    app = web.Application()
-    install_admin_auth(app, token)
-    app[REGISTRY_KEY] = registry
-    app[RECORDER_KEY] = recorder
-    app.router.add_get("/metrics", metrics_handler)
-    app.router.add_get("/api/stats", _api_stats)
-    app.router.add_get("/api/health", _api_health)
-    return app

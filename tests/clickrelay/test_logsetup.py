@@ -7,7 +7,9 @@ import socket
 from pathlib import Path
 
 from smtp_proxy.smtp import users
-from tests.support.process_harness import ClickrelayProcess, free_ports, write_config
+from tests.support.config import write_config
+from tests.support.net import free_ports
+from tests.support.processes import ClickrelayProcess
 
 #: ESC (a terminal colour sequence), VT, U+2028, U+0085: all arrived raw in the log before.
 HOSTILE_USER = "mallory\x1b[31mRED\x0bvt\u2028ls\u0085nel"
@@ -34,10 +36,11 @@ def test_hostile_auth_user_and_unknown_command_are_escaped_in_the_log(tmp_path: 
         tmp_path,
         smtp_port=smtp_port,
         http_port=http_port,
-        proxy=(
-            f'users_file = "{users_file}"\nallow_plain_auth_on_loopback = true\n'
-            'trusted_networks = ["127.0.0.1/32"]'
-        ),
+        proxy={
+            "users_file": users_file,
+            "allow_plain_auth_on_loopback": True,
+            "trusted_networks": ["127.0.0.1/32"],
+        },
     )
     with ClickrelayProcess(["proxy", "-c", str(config)], cwd=tmp_path) as proc:
         proc.wait_ready()

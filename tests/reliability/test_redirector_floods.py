@@ -23,8 +23,9 @@ from pathlib import Path
 import pytest
 
 from redirector.tokens import Keyring, load_keyring
-from tests.reliability.harness import Figures, config_text
-from tests.support.netutil import poll
+from tests.reliability.harness import Figures
+from tests.support.config import config_text
+from tests.support.polling import poll
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(300)]
 

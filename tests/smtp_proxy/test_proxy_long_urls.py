@@ -6,17 +6,7 @@ from __future__ import annotations
 import email
 from email import policy
 
-from tests.support.proxy_helpers import (
-    ProxyLab,
-    decode_links,
-    html_message,
-    keys,
-    lab,
-    smtp_client,
-    smtp_sink_factory,
-)
-
-__all__ = ["keys", "lab", "smtp_sink_factory"]
+from tests.support.proxy_helpers import ProxyLab, decode_links, html_message, smtp_client
 
 
 async def test_a_60k_url_in_a_quoted_printable_part_stays_untracked(lab: ProxyLab) -> None:

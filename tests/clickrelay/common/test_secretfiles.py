@@ -11,8 +11,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from clickrelay.common.secretfiles import GROUP_OR_OTHERS, NOBODY, OTHERS, permission_problem
 from redirector.tokens import new_key_line
+from tests.support.config import write_config
+from tests.support.net import free_ports
 from tests.support.preflight_fixtures import TestCA
-from tests.support.process_harness import ClickrelayProcess, free_ports, run_cli, write_config
+from tests.support.processes import ClickrelayProcess, run_cli
 
 
 def test_the_rule() -> None:
@@ -64,8 +66,10 @@ def dkim_key(path: Path, mode: int) -> Path:
     return path
 
 
-def dkim_section(key: Path) -> str:
-    return f'\n[dkim.domains."example.com"]\nselector = "mail"\nkey_file = "{key}"\n'
+def add_dkim_section(config: Path, key: Path) -> None:
+    # Written by hand: the domain needs a quoted TOML key.
+    text = f'\n[dkim.domains."example.com"]\nselector = "mail"\nkey_file = "{key}"\n'
+    config.write_text(config.read_text() + text)
 
 
 @pytest.mark.parametrize("mode", [0o604, 0o640, 0o660])
@@ -74,7 +78,7 @@ def test_dkim_key_readable_by_others_is_refused(tmp_path: Path, mode: int) -> No
     link_key_file(tmp_path, 0o600)
     (http_port,) = free_ports(1)
     config = write_config(tmp_path, http_port=http_port)
-    config.write_text(config.read_text() + dkim_section(key))
+    add_dkim_section(config, key)
     result = run_cli("proxy", "-c", str(config), cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert str(key) in result.stderr and 'dkim.domains."example.com"' in result.stderr
@@ -91,9 +95,9 @@ def test_private_keys_at_0600_start_and_a_readable_tls_key_is_a_warning(tmp_path
         tmp_path,
         smtp_port=smtp_port,
         http_port=http_port,
-        proxy=f'tls_cert = "{ca.cert_file}"\ntls_key = "{ca.key_file}"',
+        proxy={"tls_cert": ca.cert_file, "tls_key": ca.key_file},
     )
-    config.write_text(config.read_text() + dkim_section(key))
+    add_dkim_section(config, key)
     with ClickrelayProcess(["proxy", "-c", str(config)], cwd=tmp_path) as proc:
         proc.wait_ready()
         line = proc.wait_for_log("secret-file-readable")
@@ -109,7 +113,7 @@ def test_group_writable_tls_key_is_refused(tmp_path: Path) -> None:
     config = write_config(
         tmp_path,
         http_port=http_port,
-        proxy=f'tls_cert = "{ca.cert_file}"\ntls_key = "{ca.key_file}"',
+        proxy={"tls_cert": ca.cert_file, "tls_key": ca.key_file},
     )
     result = run_cli("proxy", "-c", str(config), cwd=tmp_path)
     assert result.returncode == 2, result.stderr

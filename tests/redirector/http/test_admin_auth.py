@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from redirector.http.admin_auth import is_loopback
-from tests.support.process_harness import ClickrelayProcess, free_ports, run_cli, write_config
+from tests.support.config import write_config
+from tests.support.net import free_ports
+from tests.support.processes import ClickrelayProcess, run_cli
 
 TOKEN = "s3cret-admin-token-0123456789abcdef"
 #: Not an address of this machine: nothing is ever exposed, even before the check existed.
@@ -46,16 +48,9 @@ def test_non_loopback_admin_listen_without_token_is_a_startup_error(
     tmp_path: Path, command: str, section: str
 ) -> None:
     (http_port,) = free_ports(1)
-    config = write_config(tmp_path, http_port=http_port)
-    text = config.read_text()
-    start = text.index(f"[{section}]")
-    head, tail = text[:start], text[start:]
-    tail = tail.replace(
-        tail[tail.index("admin_listen") : tail.index("\n", tail.index("admin_listen"))],
-        f'admin_listen = "{PUBLIC_ADDRESS}"',
-        1,
+    config = write_config(
+        tmp_path, http_port=http_port, **{section: {"admin_listen": PUBLIC_ADDRESS}}
     )
-    config.write_text(head + tail)
     result = run_cli(command, "-c", str(config), cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert f"[{section}] admin_listen" in result.stderr
@@ -66,7 +61,7 @@ def test_non_loopback_admin_listen_without_token_is_a_startup_error(
 def test_admin_routes_need_the_token_and_public_healthz_shows_no_queue(tmp_path: Path) -> None:
     http_port, admin_port = free_ports(2)
     config = write_config(
-        tmp_path, http_port=http_port, admin_port=admin_port, redirector=f'admin_token = "{TOKEN}"'
+        tmp_path, http_port=http_port, admin_port=admin_port, redirector={"admin_token": TOKEN}
     )
     with ClickrelayProcess(["redirector", "-c", str(config)], cwd=tmp_path) as proc:
         proc.wait_ready()
