@@ -38,8 +38,8 @@ import lxml.html
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from clickrelay.config import load_config_text  # noqa: E402
 from redirector.tokens import new_key_line, parse_keys  # noqa: E402
-from smtp_proxy.config import load_config_text  # noqa: E402
 from smtp_proxy.engine.html_links import check_links, find_html_links  # noqa: E402
 from smtp_proxy.engine.linkrules import skip_reason  # noqa: E402
 from smtp_proxy.engine.rewriter import (  # noqa: E402
