@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 from email.utils import getaddresses
 
 from clickrelay.common.errors import TokenError
+from redirector.hosts import base_url_host
 from redirector.tokens import Keyring
 from smtp_proxy.config import DkimConfig, ProxySettings
 from smtp_proxy.engine import dkim_sign, mime_parts
@@ -80,6 +81,11 @@ class TrackingSettings:
             text_links=tracking.text_links,
             dkim=config.dkim,
         )
+
+    @functools.cached_property
+    def tracking_host(self) -> str:
+        """The base URL's normalised host: every token minted is bound to it."""
+        return base_url_host(self.base_url)
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,15 +271,17 @@ def _decide(
                 try:
                     token = settings.keyring.seal(
                         link.url,
+                        host=settings.tracking_host,
                         queue_id=queue_id,
                         link_index=index,
                         recipient=recipient,
                         sent_at=sent_at,
                     )
-                except TokenError:
+                except TokenError as exc:
                     # seal() refuses what url_is_sealable refuses (skip_reason already
-                    # took out surrogates and everything else but the byte length).
-                    reason = "malformed"
+                    # took out surrogates and everything else but the byte length), and
+                    # a URL too long for any token.
+                    reason = "too-long" if exc.reason == "too-long" else "malformed"
                 else:
                     tracked = prefix + token
                     if len(tracked) > settings.max_link_length:
