@@ -40,8 +40,6 @@ _FLAG_ZLIB = 1
 MIN_TOKEN_BYTES = HEADER.size + NONCE_LEN + TAG_LEN + _FIXED_QLEN.size + _U16.size + len("http://x")
 #: Upper bound on a token we are willing to decode; longer input is rejected before base64.
 MAX_TOKEN_CHARS = 4 * (MAX_URL_BYTES + 1024) // 3
-#: Every version 1 token starts with this: the version byte 0x01 has six leading zero bits.
-FIRST_CHAR = "A"
 
 
 def b64encode(data: bytes) -> str:

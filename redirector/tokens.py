@@ -142,11 +142,9 @@ class Keyring:
             raise TokenError("malformed token")
         if token_v2.is_v2(token):
             return self._open_v2(token, _bound_host(host))
-        if token[0] == token_v1.FIRST_CHAR:
-            return self._open_v1(token)
-        if token[0] in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_":
-            raise TokenError("unknown token version", "unknown-version")
-        raise TokenError("malformed token")
+        # Everything else is read as version 1: junk is "malformed", a well-formed header
+        # with another version byte "unknown-version".
+        return self._open_v1(token)
 
     def _open_v2(self, token: str, host: bytes) -> LinkData:
         header, nonce, sealed = token_v2.split(token)
