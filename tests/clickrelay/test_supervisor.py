@@ -48,9 +48,11 @@ def http_get(port: int, path: str) -> tuple[int, str | None]:
         conn.close()
 
 
-def token_path(config_dir: Path, url: str) -> str:
+def token_path(config_dir: Path, url: str, queue_id: str = "Q1") -> str:
+    """A tracked link's path, minted for the host http_get sends (127.0.0.1)."""
     keyring = load_keyring(config_dir / "clickrelay-data" / "keys")
-    return "/c/" + keyring.seal(url, queue_id="Q1", link_index=0, sent_at=1)
+    token = keyring.seal(url, host="127.0.0.1", queue_id=queue_id, link_index=0, sent_at=1)
+    return "/c/" + token
 
 
 def outbox(config_dir: Path) -> list[Path]:
@@ -97,6 +99,12 @@ def test_restart_only_changes_names_what_reload_cannot_apply(tmp_path: Path) -> 
     ]
     # trusted_networks is applied live: it is in no list.
     assert restart_only_changes(old, old, "serve") == []
+    live = load_config_text(
+        '[redirector]\nblocklist_file = "bl"\nhost_aliases = {"a.example" = "b.example"}\n',
+        base_dir=tmp_path,
+    )
+    assert restart_only_changes(old, live, "serve") == []
+    assert restart_only_changes(old, live, "redirector") == []
 
 
 # --- the redirector command ------------------------------------------------------------------
@@ -167,6 +175,49 @@ def test_reload_with_broken_config_keeps_the_old_one_and_says_why(tmp_path: Path
         proc.wait_for("RELOADING")
         assert "reload failed" not in proc.wait_for("READY")["STATUS"]
         proc.wait_for_log("event=reloaded")
+        assert proc.stop() == 0
+
+
+def test_sighup_rereads_the_blocklist_and_a_broken_one_keeps_the_old(tmp_path: Path) -> None:
+    (http_port,) = free_ports(1)
+    blocklist = tmp_path / "blocklist"
+    blocklist.write_text("# nothing blocked yet\n")
+    config = write_config(
+        tmp_path, http_port=http_port, redirector=f'blocklist_file = "{blocklist}"'
+    )
+    with ClickrelayProcess(["redirector", "-c", str(config)], cwd=tmp_path) as proc:
+        proc.wait_ready()
+        phish = token_path(tmp_path, "https://login.phish.example/x", queue_id="QPHISH")
+        other = token_path(tmp_path, "https://shop.example/y", queue_id="QSHOP")
+        same_message = token_path(tmp_path, "https://ok.example/z", queue_id="QPHISH")
+        assert http_get(http_port, phish) == (302, "https://login.phish.example/x")
+
+        blocklist.write_text("host phish.example\n")
+        proc.send_signal(signal.SIGHUP)
+        proc.wait_for("RELOADING")
+        proc.wait_for("READY")
+        assert "hosts=1" in proc.wait_for_log("event=blocklist-loaded")
+        assert http_get(http_port, phish) == (404, None)
+        assert http_get(http_port, same_message) == (302, "https://ok.example/z")
+        assert http_get(http_port, other) == (302, "https://shop.example/y")
+
+        blocklist.write_text("host phish.example\nqueue QPHISH\n")
+        proc.send_signal(signal.SIGHUP)
+        proc.wait_for("RELOADING")
+        proc.wait_for("READY")
+        assert "queues=1" in proc.wait_for_log("queues=1 hosts=1")
+        assert http_get(http_port, same_message) == (404, None)
+
+        # A broken line: the reload is refused and the old list stays in force.
+        blocklist.write_text("hots phish.example\n")
+        proc.send_signal(signal.SIGHUP)
+        proc.wait_for("RELOADING")
+        assert "reload failed" in proc.wait_for("READY")["STATUS"]
+        assert f"{blocklist}:1" in proc.wait_for_log("event=reload-failed")
+        assert http_get(http_port, phish) == (404, None)
+        assert http_get(http_port, other) == (302, "https://shop.example/y")
+        # No restart needed: the blocklist and host aliases are applied live.
+        assert "reload-needs-restart" not in proc.stderr()
         assert proc.stop() == 0
 
 
