@@ -150,8 +150,12 @@ class Keyring:
         header, nonce, sealed = token_v2.split(token)
         entries = self._by_hint.get(header[0])
         if entries is None:
-            hint = f"{header[0]:02x}"
-            raise TokenError(f"unknown key {hint}…", "unknown-key", hint + "??????")
+            key_id = f"{header[0]:02x}??????"
+            raise TokenError(
+                f"unknown key {key_id} (a version 2 token names its key id's first byte)",
+                "unknown-key",
+                key_id,
+            )
         if header[1] != token_v2.host_tag(host):
             raise TokenError("token is bound to another host", "wrong-host")
         aad = token_v2.associated_data(header, host)

@@ -2,8 +2,8 @@
 
 One JSON object per input, one per line: ``url``, ``queue_id``, ``link``, ``recipient``,
 ``sent_at`` (ISO 8601, UTC), ``key_id``, ``version`` (1 or 2) and ``host`` (the tracking
-host a version 2 token is bound to; null for version 1); for input that is not one of our links,
-``{"input": …, "error": …}``. Exit status 1 when any input failed. ``-`` (or no
+host a version 2 token is bound to; null for version 1); for input that is not one of
+our links, ``{"input": …, "error": …}``. Exit status 1 when any input failed. ``-`` (or no
 argument) reads one link per line from stdin.
 """
 

@@ -4,9 +4,10 @@ Every refused ``/c/<token>`` gets the same 404, whatever went wrong, so a prober
 nothing. The operator must learn everything: a link that stopped working because its key
 line was deleted from the key file looks, from outside, exactly like a forged one. So
 each refusal is counted by reason (``TokenError.reason``, e.g. ``wrong-host``, plus
-``too-long``, ``blocked`` and ``unsafe-location``), and logged — the first one at once, then at most one line per
-``interval`` seconds with the counts since the last line, so that a scanner throwing
-thousands of junk tokens a second costs a log line every ten seconds, not thousands::
+``too-long``, ``blocked`` and ``unsafe-location``), and logged — the first one at once,
+then at most one line per ``interval`` seconds with the counts since the last line, so
+that a scanner throwing thousands of junk tokens a second costs a log line every ten
+seconds, not thousands::
 
     event=redirects-refused count=1204 reasons=unknown-key:1200,malformed:4
         unknown_key_ids=0a1b2c3d:1200 hint="…"

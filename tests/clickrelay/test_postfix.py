@@ -23,6 +23,7 @@ import pytest
 from redirector.tokens import load_keyring
 from tests.support.postfix_harness import PostfixInstance, require_postfix
 from tests.support.process_harness import ClickrelayProcess, free_ports, write_config
+from tests.support.tracked_links import open_tracked
 
 pytestmark = pytest.mark.postfix
 
@@ -92,7 +93,7 @@ def check_rewritten(path: Path, config: Path) -> Message:
     links = tracked_links(message, base_url.group(1))
     assert len(links) == 1, message.as_string()
     keyring = load_keyring(config.parent / "clickrelay-data" / "keys")
-    link = keyring.open(links[0].rsplit("/", 1)[1])
+    link = open_tracked(keyring, links[0])
     assert link.url == ORIGINAL_URL
     assert link.recipient == "rcpt@example.test"
     text = path.read_text()

@@ -16,6 +16,7 @@ from tests.conftest import corpus_eml_files
 from tests.reliability import torture
 from tests.reliability.checks import check_relayed, check_tracked_links
 from tests.reliability.harness import FULL, Figures, need, scale
+from tests.support.tracked_links import open_tracked
 
 pytestmark = [pytest.mark.reliability]
 
@@ -177,8 +178,7 @@ def test_links_only_decode_to_urls_of_the_original(
                 continue
             stats["tracked"] += 1
             assert decision.tracked_url is not None
-            token = decision.tracked_url.rsplit("/c/", 1)[1]
-            link = keyring.open(token)
+            link = open_tracked(keyring, decision.tracked_url)
             assert link.url == decision.url
             # The decoded URL is in the original (HTML-unescaped) document or text part.
             sources = [doc, html_mod.unescape(doc), text or ""]

@@ -16,10 +16,12 @@ from pathlib import Path
 
 import aiosmtplib
 
+from redirector.hosts import base_url_host
 from redirector.tokens import Keyring
 from smtp_proxy.engine.rewriter import TrackingSettings, rewrite_message
 from tests.conftest import corpus_html_files
 from tests.support.proxy_helpers import (
+    BASE_URL,
     QID_RE,
     TOKEN_RE,
     SinkFactory,
@@ -42,7 +44,7 @@ def canonical(keyring: Keyring, data: bytes) -> bytes:
     text = data.replace(b"=\r\n", b"").decode("utf-8", "surrogateescape")
 
     def decoded(match: re.Match[str]) -> str:
-        link = keyring.open(match.group(1))
+        link = keyring.open(match.group(1), base_url_host(BASE_URL))
         return f"<{link.url}|{link.queue_id}|{link.link_index}|{link.recipient}>"
 
     return TOKEN_RE.sub(decoded, text).encode("utf-8", "surrogateescape")

@@ -27,6 +27,7 @@ from smtp_proxy.engine.rewriter import (
     rewrite_message,
     sender_base_url,
 )
+from tests.support.tracked_links import open_tracked
 
 BASE = "https://t.example.net"
 TRACKED_RE = re.compile(rb"https://t\.example\.net/c/[A-Za-z0-9_-]+")
@@ -89,7 +90,7 @@ def test_single_html_part_only_href_values_change(
     assert restore(result.data, result, raws) == data
     for d in tracked:
         assert d.tracked_url is not None and d.tracked_url.startswith(BASE + "/c/")
-        link = keyring.open(d.tracked_url.rsplit("/", 1)[1])
+        link = open_tracked(keyring, d.tracked_url)
         assert link.url == d.url
         assert (link.queue_id, link.link_index) == ("Q123", d.index)
         assert link.recipient == "b@example.org"
@@ -135,7 +136,7 @@ def test_multipart_qp_keeps_unchanged_lines_and_line_limits(
     assert new_html == old_html.replace(
         b"https://example.com/path?q=caf%C3%A9&amp;z=1", tracked.encode()
     )
-    assert keyring.open(tracked.rsplit("/", 1)[1]).url == "https://example.com/path?q=caf%C3%A9&z=1"
+    assert open_tracked(keyring, tracked).url == "https://example.com/path?q=caf%C3%A9&z=1"
     new_qp = result.data.split(b"quoted-printable\r\n\r\n", 1)[1].split(b"--b1--")[0]
     assert all(len(line) <= 76 for line in new_qp.split(b"\r\n"))
     old_lines = qp.split(b"\r\n")
@@ -754,7 +755,7 @@ def test_href_split_by_a_soft_line_break(settings: TrackingSettings, keyring: Ke
     assert binascii.a2b_qp(new_body) == binascii.a2b_qp(body).replace(
         url.encode(), tracked.encode()
     )
-    assert keyring.open(tracked.rsplit("/", 1)[1]).url == url
+    assert open_tracked(keyring, tracked).url == url
 
 
 def test_same_html_again_gives_fresh_tokens(settings: TrackingSettings) -> None:
