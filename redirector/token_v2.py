@@ -70,7 +70,13 @@ _QID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 _QID_LEN = 14
 _QID_BYTES = 9
 _QID_LOW_BITS = 25  # below the milliseconds
-_QID_VALUE = {c: i for i, c in enumerate(_QID_ALPHABET)}
+#: Crockford digits -> int()'s base-32 digits; anything else -> "!", which int() refuses.
+_QID_TO_BASE32 = str.maketrans(
+    {
+        **{c: "!" for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"},
+        **dict(zip(_QID_ALPHABET, "0123456789abcdefghijklmnopqrstuv", strict=True)),
+    }
+)
 _QID_PAIRS = tuple(a + b for a in _QID_ALPHABET for b in _QID_ALPHABET)
 
 #: Preset dictionary for DEFLATE: parts of URLs and addresses that recur in mail. Only
@@ -105,6 +111,9 @@ def _varint(value: int) -> bytes:
 
 def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
     """(value, position after it); IndexError past the end, ValueError when too long."""
+    byte = data[pos]
+    if byte < 0x80:  # the usual case: one byte
+        return byte, pos + 1
     value = shift = 0
     while True:
         byte = data[pos]
@@ -127,15 +136,13 @@ def associated_data(header: bytes, host: bytes) -> bytes:
 
 def _packed_queue_id(queue_id: str) -> int | None:
     """The 70-bit value of one of our queue ids; None for any other queue id."""
-    if len(queue_id) != _QID_LEN:
+    if len(queue_id) != _QID_LEN or not (queue_id.isascii() and queue_id.isalnum()):
         return None
-    value = 0
-    for char in queue_id:
-        digit = _QID_VALUE.get(char)
-        if digit is None:
-            return None
-        value = value << 5 | digit
-    return value
+    digits = queue_id.translate(_QID_TO_BASE32)  # letters we never use become "!"
+    try:
+        return int(digits, 32)
+    except ValueError:
+        return None
 
 
 def _queue_id_seconds(value: int) -> int:
@@ -148,13 +155,19 @@ def _unpack_queue_id(value: int) -> str:
     return "".join([pairs[(value >> shift) & 1023] for shift in range(60, -1, -10)])
 
 
+#: Primed with the dictionary once and copied per token: copying the small state is
+#: cheaper than loading the dictionary again (never used directly, so never changed).
+_COMPRESSOR = zlib.compressobj(9, zlib.DEFLATED, -WINDOW_BITS, 2, zdict=ZDICT)
+_DECOMPRESSOR = zlib.decompressobj(-WINDOW_BITS, zdict=ZDICT)
+
+
 def _deflate(data: bytes) -> bytes:
-    compressor = zlib.compressobj(9, zlib.DEFLATED, -WINDOW_BITS, 2, zdict=ZDICT)
+    compressor = _COMPRESSOR.copy()
     return compressor.compress(data) + compressor.flush()
 
 
 def _inflate(data: bytes) -> bytes:
-    decompressor = zlib.decompressobj(-WINDOW_BITS, zdict=ZDICT)
+    decompressor = _DECOMPRESSOR.copy()
     out = decompressor.decompress(data, _MAX_BODY)
     if decompressor.unconsumed_tail or not decompressor.eof:
         raise ValueError("deflated body too long or truncated")

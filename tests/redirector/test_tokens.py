@@ -472,3 +472,18 @@ def test_keygen_command_prints_a_usable_line(capsys: pytest.CaptureFixture[str])
     ring = parse_keys(line)
     token = ring.seal("https://example.com/", host=HOST, queue_id="Q", link_index=0)
     assert ring.open(token, HOST).url
+
+
+def test_base36_lengths_are_exact() -> None:
+    for n in range(1, 600):
+        chars = base36.encoded_length(n)
+        assert 36 ** (chars - 1) < 256**n <= 36**chars
+
+
+@pytest.mark.parametrize(
+    "queue_id",
+    ["1m918sja48yfbi", "1M918SJA48YFB3", "1m918sja48yf_3", "1m918sja48yf 3", "+m918sja48yfb3"],
+)
+def test_queue_ids_not_ours_are_carried_as_written(queue_id: str) -> None:
+    token = _KEYRING.seal("https://example.com/", host=HOST, queue_id=queue_id, link_index=0)
+    assert _KEYRING.open(token, HOST).queue_id == queue_id
