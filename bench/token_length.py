@@ -34,8 +34,9 @@ sys.path.insert(0, str(ROOT))
 from clickrelay.config import load_config_text  # noqa: E402
 from redirector import base36, token_v2  # noqa: E402
 from redirector.tokens import Keyring, new_key_line, parse_keys  # noqa: E402
-from smtp_proxy.engine.rewriter import TrackingSettings, rewrite_message  # noqa: E402
-from smtp_proxy.smtp.server import new_queue_id  # noqa: E402
+from smtp_proxy.engine.rewriter import rewrite_message  # noqa: E402
+from smtp_proxy.smtp.queue_id import new_queue_id  # noqa: E402
+from smtp_proxy.smtp.tracking import tracking_settings  # noqa: E402
 
 BASE_URL = "https://links.example.com"
 HOST = "links.example.com"
@@ -182,7 +183,7 @@ def corpus_table(keyring: Keyring) -> None:
     qid = new_queue_id()
     for message in messages:
         for name, ring in (("v1", v1_ring), ("v2", keyring)):
-            settings = TrackingSettings.from_config(config, ring)
+            settings = tracking_settings(config, ring, {})
             result = rewrite_message(
                 message, settings, queue_id=qid, recipient=RECIPIENT, sent_at=SENT_AT_DT
             )

@@ -18,14 +18,12 @@ from clickrelay.common.validators import (
     one_of,
 )
 from redirector.hosts import normalize_host
+from redirector.store import store_kind
 
 
 def _check_store(value: str) -> None:
-    if value.startswith("sqlite:") and len(value) > len("sqlite:"):
-        return
-    if value.startswith(("postgresql://", "postgres://")):
-        return
-    raise ValueError("expected sqlite:PATH or postgresql://user@host:port/db")
+    if store_kind(value) is None:
+        raise ValueError("expected sqlite:PATH or postgresql://user@host:port/db")
 
 
 _HOST_RE = re.compile(r"[a-z0-9_.-]+|[0-9a-f:.]+")

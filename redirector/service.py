@@ -30,7 +30,8 @@ from redirector.blocklist import Blocklist, load_blocklist
 from redirector.clicks.classify import Classifier
 from redirector.clicks.recorder import ClickRecorder
 from redirector.config import LIVE_FIELDS, RedirectorConfig
-from redirector.http.app import create_admin_app, create_app, set_keyring, set_live_settings
+from redirector.http.admin import create_admin_app
+from redirector.http.app import create_app, set_keyring, set_live_settings
 from redirector.store import ClickStore, StoreError, open_store
 from redirector.tokens import Keyring
 

@@ -65,7 +65,7 @@ _PREFIX_MASK = 7
 _FLAG_QID_PACKED = 8
 _FLAG_DEFLATED = 16
 _KNOWN_FLAGS = _PREFIX_MASK | _FLAG_QID_PACKED | _FLAG_DEFLATED
-#: Our queue ids (``smtp_proxy.smtp.server.new_queue_id``): 14 Crockford base32 digits.
+#: Our queue ids (``smtp_proxy.smtp.queue_id.new_queue_id``): 14 Crockford base32 digits.
 _QID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 _QID_LEN = 14
 _QID_BYTES = 9

@@ -12,7 +12,7 @@ from clickrelay.common.errors import ConfigError
 from redirector.blocklist import EMPTY, destination_host, load_blocklist, parse_blocklist
 from redirector.token_types import LinkData
 from redirector.tokens import Keyring
-from tests.redirector.http.test_app import (
+from tests.support.redirector_client import (
     TEST_HOST,
     assert_not_found,
     client_for,

@@ -23,7 +23,8 @@ from clickrelay.config import load_config_text
 from redirector.config import RedirectorConfig
 from redirector.service import RedirectorService
 from redirector.tokens import Keyring
-from smtp_proxy.engine.rewriter import TrackingSettings, rewrite_message
+from smtp_proxy.engine.rewriter import rewrite_message
+from smtp_proxy.smtp.tracking import tracking_settings
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
 TARGET = "https://shop.example.org/sale?id=7"
@@ -32,7 +33,7 @@ TARGET = "https://shop.example.org/sale?id=7"
 def tracked_link(keyring: Keyring, base_url: str, tmp_path: Path) -> str:
     """The tracked URL the rewriting engine puts in a message for ``TARGET``."""
     config = load_config_text(f'[tracking]\nbase_url = "{base_url}"\n', base_dir=tmp_path)
-    settings = TrackingSettings.from_config(config, keyring)
+    settings = tracking_settings(config, keyring, {})
     message = (
         b"From: a@sender.example\r\nTo: b@example.org\r\nSubject: x\r\n"
         b"Content-Type: text/html\r\n\r\n" + f'<a href="{TARGET}">sale</a>\r\n'.encode()

@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from redirector.tokens import Keyring, new_key_line, parse_keys
-from smtp_proxy.smtp.server import new_queue_id
+from smtp_proxy.smtp.queue_id import new_queue_id
 
 BASE = "https://links.example.com/c/"
 HOST = "links.example.com"

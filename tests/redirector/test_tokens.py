@@ -23,7 +23,7 @@ from redirector.tokens import (
     parse_keys,
     url_is_sealable,
 )
-from smtp_proxy.smtp.server import new_queue_id
+from smtp_proxy.smtp.queue_id import new_queue_id
 
 HOST = "links.example.com"
 

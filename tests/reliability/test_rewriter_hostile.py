@@ -11,11 +11,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from redirector.hosts import base_url_host
 from redirector.tokens import Keyring
-from tests.conftest import corpus_eml_files
 from tests.reliability import torture
-from tests.reliability.checks import check_relayed, check_tracked_links
+from tests.reliability.checks import check_relayed, check_tracked_links, tokens_in
 from tests.reliability.harness import FULL, Figures, need, scale
+from tests.support.corpus import corpus_eml_files
 from tests.support.tracked_links import open_tracked
 
 pytestmark = [pytest.mark.reliability]
@@ -31,6 +32,16 @@ def tracking(keyring: Keyring) -> Any:
     )
 
 
+#: The host every token minted here is bound to.
+HOST = base_url_host(BASE)
+
+
+def token_of(decision: Any) -> str:
+    """The token of a tracked link's URL."""
+    assert decision.tracked_url is not None
+    return str(decision.tracked_url).rsplit("/c/", 1)[1]
+
+
 @pytest.mark.timeout(600 if FULL else 120)
 @pytest.mark.parametrize("case", sorted(torture.CASES))
 def test_torture_case_through_rewriter(keyring: Keyring, figures: list[Figures], case: str) -> None:
@@ -41,15 +52,24 @@ def test_torture_case_through_rewriter(keyring: Keyring, figures: list[Figures],
     assert isinstance(result.data, bytes)
     outcome = check_relayed(result.data, original, keyring)
     assert result.changed == (outcome == "rewrite")
-    tracked = sum(1 for d in result.links if d.action == "tracked")
+    tracked = [d for d in result.links if d.action == "tracked"]
     if outcome == "original":
-        assert result.data is not None
+        # Relayed as sent: no link may be reported as tracked.
+        assert not tracked, [d.url for d in tracked]
+    else:
+        # Each link reported as tracked is in the message as relayed and decodes to its
+        # URL, and every new /c/ link in it is one of them (nothing else was altered
+        # into a tracked link).
+        minted = {token_of(d): d.url for d in tracked}
+        assert set(tokens_in(result.data)) - set(tokens_in(original)) == set(minted)
+        for token, url in minted.items():
+            assert keyring.open(token, HOST).url == url
     figures.append(
         Figures(
             f"mime torture (engine): {case}",
             load=f"{len(original):,} bytes",
             faults=case,
-            notes=f"{outcome}, reason={result.reason}, tracked={tracked}",
+            notes=f"{outcome}, reason={result.reason}, tracked={len(tracked)}",
             extra={"error": result.reason.startswith("error:")},
         )
     )

@@ -15,10 +15,12 @@ from prometheus_client import CollectorRegistry
 from clickrelay.common.errors import TokenError
 from redirector.blocklist import parse_blocklist
 from redirector.config import RedirectorConfig
-from redirector.http.app import MAX_TOKEN_CHARS, create_admin_app, create_app
+from redirector.http.admin import create_admin_app
+from redirector.http.app import MAX_TOKEN_CHARS, create_app
 from redirector.http.refusals import MAX_KEY_IDS, RefusalLog
 from redirector.tokens import Key, Keyring
-from tests.redirector.http.test_app import (
+from tests.support.polling import until
+from tests.support.redirector_client import (
     TEST_HOST,
     assert_not_found,
     client_for,
@@ -26,7 +28,6 @@ from tests.redirector.http.test_app import (
     raw_token,
     seal,
 )
-from tests.support.click_helpers import until
 
 LOGGER = "clickrelay.test-refusals"
 
