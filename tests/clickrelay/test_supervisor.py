@@ -186,7 +186,7 @@ def test_sighup_rereads_the_blocklist_and_a_broken_one_keeps_the_old(tmp_path: P
     blocklist = tmp_path / "blocklist"
     blocklist.write_text("# nothing blocked yet\n")
     config = write_config(
-        tmp_path, http_port=http_port, redirector=f'blocklist_file = "{blocklist}"'
+        tmp_path, http_port=http_port, redirector={"blocklist_file": str(blocklist)}
     )
     with ClickrelayProcess(["redirector", "-c", str(config)], cwd=tmp_path) as proc:
         proc.wait_ready()
