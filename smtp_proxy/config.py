@@ -116,6 +116,9 @@ class TrackingConfig:
     #: Also track http(s) URLs in text/plain parts.
     text_links: bool = True
     max_link_length: int = field(default=2048, metadata=check(check_positive))
+    #: Messages with more MIME parts are relayed unchanged (reason ``too-many-parts``):
+    #: each part costs the rewriter work, on the event loop for small messages.
+    max_parts: int = field(default=1000, metadata=check(check_positive))
     #: Links to these domains (and their subdomains) are never tracked.
     skip_domains: tuple[str, ...] = ()
     #: Per-sender-domain tracking base URLs: ``"example.com" = "https://links.example.com"``.

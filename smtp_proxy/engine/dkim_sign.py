@@ -5,6 +5,13 @@ saw the message. So a signed message is relayed unchanged, unless ``[dkim]`` hol
 for *every* signing domain (``d=``): then the message is rewritten, the old signatures are
 removed and new ones are made with dkimpy, with the configured selector, canonicalization
 and signed headers.
+
+Re-signing must not turn the proxy into a signing oracle (anyone who may relay sending a
+made-up ``DKIM-Signature: d=example.com`` and getting a real one back). So a domain's
+key is only used when :func:`may_resign` agrees, on a :class:`DkimVerdict` the SMTP
+layer established before (the DNS lookups are its I/O): the message's own signature for
+that domain verified on the bytes received, every ``From`` address is in that domain (or
+a subdomain), and an authenticated user's name is an address in that domain too.
 """
 
 from __future__ import annotations
@@ -27,6 +34,17 @@ class Signature:
 
     domain: str  # d=, lower case
     signed_headers: frozenset[str]  # h=, lower case
+    selector: str = ""  # s=, lower case
+
+
+@dataclass(frozen=True)
+class DkimVerdict:
+    """What the SMTP layer found out about a message before it is rewritten."""
+
+    #: The ``d=`` domains (lower case) whose signature verified on the bytes received.
+    verified: frozenset[str] = frozenset()
+    #: The AUTH user name; None for a client relaying as a trusted network.
+    auth_user: str | None = None
 
 
 def signatures(headers: Message) -> list[Signature]:
@@ -35,8 +53,36 @@ def signatures(headers: Message) -> list[Signature]:
     for value in headers.get_all("DKIM-Signature") or []:
         tags = {k.lower(): re.sub(r"\s+", "", v) for k, v in _TAG_RE.findall(str(value))}
         signed = frozenset(h.strip().lower() for h in tags.get("h", "").split(":") if h.strip())
-        out.append(Signature(tags.get("d", "").lower().rstrip("."), signed))
+        out.append(
+            Signature(tags.get("d", "").lower().rstrip("."), signed, tags.get("s", "").lower())
+        )
     return out
+
+
+def in_domain(domain: str, parent: str) -> bool:
+    """True when ``domain`` is ``parent`` or one of its subdomains (case-insensitive)."""
+    domain, parent = domain.lower().rstrip("."), parent.lower().rstrip(".")
+    return bool(parent) and (domain == parent or domain.endswith("." + parent))
+
+
+def may_resign(
+    keys: list[tuple[str, DkimDomainConfig]],
+    verdict: DkimVerdict | None,
+    from_domains: list[str],
+) -> bool:
+    """Whether the message may be re-signed with ``keys`` (see the module docstring)."""
+    if verdict is None or not from_domains:
+        return False
+    for domain, _ in keys:
+        if domain not in verdict.verified:
+            return False
+        if not all(in_domain(f, domain) for f in from_domains):
+            return False
+        if verdict.auth_user is not None:
+            _, at, user_domain = verdict.auth_user.rpartition("@")
+            if not at or not in_domain(user_domain, domain):
+                return False
+    return True
 
 
 def resign_keys(sigs: list[Signature], config: DkimConfig) -> list[tuple[str, DkimDomainConfig]]:

@@ -63,6 +63,8 @@ class TrackingSettings:
     max_link_length: int = 2048
     text_links: bool = True
     dkim: DkimConfig = field(default_factory=DkimConfig)
+    #: More MIME entities than this: the message is relayed unchanged (too-many-parts).
+    max_parts: int = 1000
 
     @classmethod
     def from_config(
@@ -79,6 +81,7 @@ class TrackingSettings:
             max_link_length=tracking.max_link_length,
             text_links=tracking.text_links,
             dkim=config.dkim,
+            max_parts=tracking.max_parts,
         )
 
 
@@ -99,7 +102,8 @@ class RewriteResult:
     """The message to relay and what was done to it.
 
     ``reason`` is message-level: "rewritten", "no-links", "no-trackable-links",
-    "opt-out-header", "dkim-signed", "signed", "encrypted", a malformed-MIME reason
+    "opt-out-header", "dkim-signed", "dkim-unverified", "too-many-parts", "signed",
+    "encrypted", a malformed-MIME reason
     ("missing-boundary", "too-deep", "nul-bytes", "8bit-headers", …), a part-level reason
     when nothing was rewritten because of it, or "error:<ExceptionType>".
     ``notes`` lists parts left alone: ``"<part>:<reason>"``.
@@ -446,11 +450,16 @@ def rewrite_message(
     queue_id: str,
     recipient: str | None = None,
     sent_at: datetime | None = None,
+    dkim_verdict: dkim_sign.DkimVerdict | None = None,
 ) -> RewriteResult:
     """Rewrite the links of one raw message (see the module docstring). Never raises:
-    any internal error gives back the original bytes with reason ``error:<Type>``."""
+    any internal error gives back the original bytes with reason ``error:<Type>``.
+
+    ``dkim_verdict``: what the caller verified of the message's DKIM signatures; without
+    one a signed message is never re-signed (reason ``dkim-unverified``).
+    """
     try:
-        return _rewrite(data, settings, queue_id, recipient, sent_at)
+        return _rewrite(data, settings, queue_id, recipient, sent_at, dkim_verdict)
     except Exception as exc:  # fail open: the original message is always deliverable
         original = data if isinstance(data, bytes) else b""
         return RewriteResult(original, (), False, f"error:{type(exc).__name__}")
@@ -466,10 +475,11 @@ def _rewrite(
     queue_id: str,
     recipient: str | None,
     sent_at: datetime | None,
+    dkim_verdict: dkim_sign.DkimVerdict | None,
 ) -> RewriteResult:
     data = bytes(data)
     try:
-        entities = mime_parts.walk(data)
+        entities = mime_parts.walk(data, settings.max_parts)
     except MimeError as exc:
         return _unchanged(data, exc.reason)
     top = entities[0]
@@ -484,6 +494,16 @@ def _rewrite(
     resign_keys = dkim_sign.resign_keys(sigs, settings.dkim) if sigs else []
     if sigs and not resign_keys and force_reason is None:
         return _unchanged(data, "dkim-signed")
+    if resign_keys and force_reason is None:
+        # The parsed fields above leave From out (it is not a MIME field): read it here,
+        # on the rare path of a message we hold a key for.
+        all_headers = mime_parts.read_headers(data[: top.header_end])
+        from_domains = [
+            _domain_of(addr)
+            for _, addr in getaddresses([str(v) for v in all_headers.get_all("From") or []])
+        ]
+        if not dkim_sign.may_resign(resign_keys, dkim_verdict, from_domains):
+            return _unchanged(data, "dkim-unverified")
     if top.headers.protection is not None and force_reason is None:
         return _unchanged(data, top.headers.protection)
 

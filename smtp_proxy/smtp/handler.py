@@ -312,7 +312,12 @@ class ProxyHandler:
         recipient = envelope.rcpt_tos[0] if len(envelope.rcpt_tos) == 1 else None
         try:
             outcome = await self.rewriter.rewrite(
-                runtime, envelope.mail_from or "", content, queue_id, recipient
+                runtime,
+                envelope.mail_from or "",
+                content,
+                queue_id,
+                recipient,
+                sess.auth_user if session.authenticated else None,
             )
         except asyncio.CancelledError:
             self._abandon_transaction(sess)

@@ -55,12 +55,15 @@ def proxy_config(
     preflight: bool = False,
     upstream: dict[str, Any] | None = None,
     tracking: dict[str, Any] | None = None,
+    nameservers: Sequence[str] = (),
+    dkim_domains: dict[str, dict[str, Any]] | None = None,
     **proxy: Any,
 ) -> Config:
     """A config for a proxy on 127.0.0.1:0 relaying to ``upstream_url``.
 
     ``preflight=False`` (default) switches preflight off, which means "rewriting
-    allowed" for a proxy without a monitor.
+    allowed" for a proxy without a monitor. ``nameservers``: ``[preflight]
+    nameservers``; ``dkim_domains``: the ``[dkim.domains."<domain>"]`` tables.
     """
     proxy_table: dict[str, Any] = {
         "listen": "127.0.0.1:0",
@@ -82,12 +85,17 @@ def proxy_config(
     tracking_table: dict[str, Any] = {"base_url": BASE_URL, "key_file": str(key_file)}
     tracking_table.update(tracking or {})
     lines = []
-    for name, table in (
+    preflight_table: dict[str, Any] = {"enabled": preflight}
+    if nameservers:
+        preflight_table["nameservers"] = list(nameservers)
+    tables: list[tuple[str, dict[str, Any]]] = [
         ("proxy", proxy_table),
         ("upstream", upstream_table),
         ("tracking", tracking_table),
-        ("preflight", {"enabled": preflight}),
-    ):
+        ("preflight", preflight_table),
+    ]
+    tables += [(f'dkim.domains."{d}"', t) for d, t in (dkim_domains or {}).items()]
+    for name, table in tables:
         lines.append(f"[{name}]")
         lines.extend(f"{k} = {_toml(v)}" for k, v in table.items())
     return load_config_text("\n".join(lines) + "\n", base_dir=tmp_path)

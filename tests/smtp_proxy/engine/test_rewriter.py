@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from clickrelay.config import default_config, load_config_text
 from redirector.tokens import MAX_URL_BYTES, Keyring
 from smtp_proxy.config import DkimConfig, DkimDomainConfig
-from smtp_proxy.engine import mime_parts
+from smtp_proxy.engine import dkim_sign, mime_parts
+from smtp_proxy.engine.dkim_sign import DkimVerdict
 from smtp_proxy.engine.rewriter import (
     RewriteResult,
     TrackingSettings,
@@ -533,7 +534,10 @@ def test_dkim_resigned_when_domain_has_a_key(
     config = DkimConfig(domains={"Shop.Example": DkimDomainConfig("s2", key_file)})
     with_key = dataclasses.replace(settings, dkim=config)
     data = _signed_message(pem)
-    result = rw(data, with_key)
+    # Without a verdict saying its signature verified, the key is never used.
+    assert rw(data, with_key).reason == "dkim-unverified"
+    verdict = DkimVerdict(verified=frozenset({"shop.example"}))
+    result = rewrite_message(data, with_key, queue_id="Q1", dkim_verdict=verdict)
     assert result.reason == "rewritten" and result.changed
     assert result.data.count(b"DKIM-Signature:") == 1
     assert b"s=s2" in result.data and b"s=s1" not in result.data
@@ -552,9 +556,38 @@ def test_dkim_bad_key_file_relays_original(
 ) -> None:
     config = DkimConfig(domains={"shop.example": DkimDomainConfig("s2", tmp_path / "missing.pem")})
     data = _signed_message(dkim_key[0])
-    result = rw(data, dataclasses.replace(settings, dkim=config))
+    verdict = DkimVerdict(verified=frozenset({"shop.example"}))
+    result = rewrite_message(
+        data, dataclasses.replace(settings, dkim=config), queue_id="Q1", dkim_verdict=verdict
+    )
     assert result.data == data and not result.changed
     assert result.reason.startswith("dkim-error")
+
+
+@pytest.mark.parametrize(
+    ("verified", "sender", "user", "may"),
+    [
+        ({"shop.example"}, "news@shop.example", None, True),
+        ({"shop.example"}, "news@mail.shop.example", None, True),
+        (set(), "news@shop.example", None, False),  # the signature did not verify
+        ({"other.example"}, "news@shop.example", None, False),
+        ({"shop.example"}, "ceo@bank.example", None, False),  # From outside the domain
+        ({"shop.example"}, "news@evilshop.example", None, False),  # not a subdomain
+        ({"shop.example"}, "news@shop.example", "app@shop.example", True),
+        ({"shop.example"}, "news@shop.example", "app@eu.shop.example", True),
+        ({"shop.example"}, "news@shop.example", "mailer", False),  # no domain: never
+        ({"shop.example"}, "news@shop.example", "app@attacker.test", False),
+    ],
+)
+def test_may_resign_needs_a_verified_signature_from_and_user_in_the_domain(
+    tmp_path: Path, verified: set[str], sender: str, user: str | None, may: bool
+) -> None:
+    keys = [("shop.example", DkimDomainConfig("s2", tmp_path / "k.pem"))]
+    verdict = DkimVerdict(verified=frozenset(verified), auth_user=user)
+    domain = sender.rpartition("@")[2]
+    assert dkim_sign.may_resign(keys, verdict, [domain]) is may
+    assert dkim_sign.may_resign(keys, None, [domain]) is False
+    assert dkim_sign.may_resign(keys, verdict, []) is False
 
 
 # --- malformed MIME ---------------------------------------------------------------------
