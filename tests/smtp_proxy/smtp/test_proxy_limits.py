@@ -6,6 +6,8 @@
 * one client address gets ``max_connections_per_client`` connections, not all of them;
 * a client sending NOOPs (or RSET, HELP…) and no mail is closed after
   ``max_junk_commands``;
+* a message of many MIME parts is relayed unchanged (``too-many-parts``), not rewritten
+  part by part;
 * many concurrent AUTH attempts from one address get no more than ``auth_fail_limit``
   passwords checked, and a right password among them does not get in.
 """
@@ -125,6 +127,28 @@ async def test_commands_without_mail_are_bounded(lab: ProxyLab) -> None:
         assert await client.closed_by_server()
         await client.close()
     assert len(sink.messages) == 1
+
+
+async def test_a_message_of_too_many_parts_is_relayed_unchanged(
+    lab: ProxyLab, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="clickrelay.proxy")
+    part = b'--mp\r\nContent-Type: text/html\r\n\r\n<a href="https://example.com/%d">x</a>\r\n'
+    body = b"".join(part % i for i in range(1_501)) + b"--mp--\r\n"
+    original = (
+        b"From: a@example.com\r\nTo: b@example.org\r\nSubject: parts\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="mp"\r\n\r\n' + body
+    )
+    sink = await lab.sink()
+    registry = CollectorRegistry()
+    config = lab.config(sink.url, tracking={"max_parts": 1_500})
+    async with lab.proxy(config, registry=registry) as proxy:
+        client = await LineClient.start(proxy.port)
+        assert (await client.transaction(original + b".\r\n"))[0] == 250
+        await client.close()
+    assert sink.messages[0].data == original
+    assert any("rewrite=too-many-parts" in r.getMessage() for r in caplog.records)
+    assert sample(registry, "clickrelay_proxy_rewrites_total", reason="too-many-parts") == 1
 
 
 @pytest.fixture
