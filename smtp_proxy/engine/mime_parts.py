@@ -140,7 +140,9 @@ def parse_headers(block: bytes, default_type: str = "text/plain") -> PartHeaders
         except UnicodeDecodeError:
             raise MimeError("8bit-headers") from None
     start = block.find(b"\n") + 1 if block.startswith(b"From ") else 0  # mbox separator
-    if _BAD_HEADER_LINE_RE.search(block, start):
+    if _BAD_HEADER_LINE_RE.search(block, start) or block[start : start + 1] in (b" ", b"\t"):
+        # A first line starting with whitespace continues no field: parsers disagree on
+        # what it is (a defect, or the end of the headers), so the block is left alone.
         raise MimeError("bad-header-line")
     # The email package only gets the fields we read: parsing a long Received chain
     # would cost more than everything else the rewriter does with the headers.

@@ -20,6 +20,9 @@ from smtp_proxy.smtp.session import ProxySession
 
 #: DATA is read in pieces of up to this many bytes (see ProxySMTP._receive_data).
 READ_PIECE = 65_536
+#: The longest DATA line, CRLF included: 998 octets + CRLF (RFC 5321 4.5.3.1.6).
+#: (aiosmtpd's own line_length_limit, 1001, lets a 999-octet line through.)
+MAX_DATA_LINE = 1000
 
 
 class ProxySMTP(CompatSMTP):
@@ -150,7 +153,7 @@ class ProxySMTP(CompatSMTP):
         CPU time. This keeps aiosmtpd's protocol semantics — the data ends only at
         CRLF "." CRLF, so bare CR/LF reach the handler untouched (see
         smtp_proxy.engine.newlines); a line starting with "." loses that dot; a line over
-        1000 octets (500) or too much data (552) is answered once the client has sent
+        998 octets (500) or too much data (552) is answered once the client has sent
         everything — but reading pieces of up to READ_PIECE bytes into one buffer:
         about 2x the message at peak (the buffer and the final bytes copy).
         """
@@ -207,7 +210,7 @@ class ProxySMTP(CompatSMTP):
         del buffer[-3:]  # the final ".\r\n"
         content = bytes(buffer)
         del buffer
-        if _longest_line(content) > self.line_length_limit:
+        if _longest_line(content) > MAX_DATA_LINE:
             self.reset_envelope()
             await self.push("500 Line too long (see RFC5321 4.5.3.1.6)")
             return
