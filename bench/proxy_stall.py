@@ -101,9 +101,7 @@ async def measure(workdir: Path, parts: int, rounds: int) -> dict[str, list[floa
         for _ in range(rounds):
             for name in results:
                 limit = 10**9 if name == "inline" else 1000
-                config = proxy_config(
-                    workdir, sink.url, key_file, tracking={"max_parts": limit}
-                )
+                config = proxy_config(workdir, sink.url, key_file, tracking={"max_parts": limit})
                 message = plain if name == "baseline" else hostile
                 context = inline_rewriting() if name == "inline" else contextlib.nullcontext()
                 with context:
