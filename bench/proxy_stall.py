@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from redirector.tokens import load_keyring, new_key_line
 from smtp_proxy.smtp import rewriting
-from tests.support.proxy_helpers import LineClient, proxy_config, running_proxy
+from tests.support.config import proxy_config
+from tests.support.proxy_helpers import LineClient, running_proxy
 from tests.support.smtp_sink import SmtpSink
 
 

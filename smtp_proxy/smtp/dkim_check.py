@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 
 import dkim
 import dns.asyncresolver
@@ -38,18 +39,23 @@ class DkimChecker:
         self._resolvers: dict[tuple[tuple[str, ...], float], dns.asyncresolver.Resolver] = {}
 
     async def verdict(
-        self, config: ProxySettings, content: bytes, auth_user: str | None
+        self,
+        config: ProxySettings,
+        dkim_keys: Mapping[str, dkim_sign.DkimKey],
+        content: bytes,
+        auth_user: str | None,
     ) -> dkim_sign.DkimVerdict:
-        """The verdict on ``content`` (``auth_user``: the AUTH user, None if trusted)."""
+        """The verdict on ``content`` (``dkim_keys``: the re-signing keys by domain;
+        ``auth_user``: the AUTH user, None if trusted)."""
         empty = dkim_sign.DkimVerdict(auth_user=auth_user)
-        if not config.dkim.domains:
+        if not dkim_keys:
             return empty
         try:
             header_end, _, _ = mime_parts.split_entity(content, 0, len(content))
             sigs = dkim_sign.signatures(mime_parts.read_headers(content[:header_end]))
         except Exception:  # unreadable headers: the engine will leave the message alone
             return empty
-        keys = dict(dkim_sign.resign_keys(sigs, config.dkim))
+        keys = {key.domain for key in dkim_sign.resign_keys(sigs, dkim_keys)}
         wanted = {(s.domain, s.selector) for s in sigs if s.domain in keys and s.selector}
         if not wanted:
             return empty

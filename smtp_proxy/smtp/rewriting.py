@@ -16,11 +16,12 @@ from dataclasses import dataclass
 
 from clickrelay.common.logfmt import log_event
 from smtp_proxy.engine.dkim_sign import DkimVerdict
-from smtp_proxy.engine.rewriter import RewriteResult, rewrite_message, sender_base_url
+from smtp_proxy.engine.rewriter import RewriteResult, rewrite_message
 from smtp_proxy.preflight.monitor import PreflightMonitor
 from smtp_proxy.smtp.dkim_check import DkimChecker
 from smtp_proxy.smtp.metrics import ProxyMetrics
 from smtp_proxy.smtp.runtime import ProxyRuntime
+from smtp_proxy.smtp.tracking import sender_base_url
 
 logger = logging.getLogger("clickrelay.proxy")
 
@@ -84,7 +85,9 @@ class FailOpenRewriter:
             if not allowed:
                 return Outcome(content, f"preflight-{state}", base_url, state)
             settings = runtime.tracking_settings(base_url)
-            verdict: DkimVerdict = await self.dkim.verdict(runtime.config, content, auth_user)
+            verdict: DkimVerdict = await self.dkim.verdict(
+                runtime.config, runtime.dkim_keys, content, auth_user
+            )
             if inline_cost(content) > THREAD_THRESHOLD:
                 result = await asyncio.to_thread(
                     rewrite_message,

@@ -13,9 +13,11 @@ from dataclasses import dataclass, field
 
 from redirector.tokens import Keyring
 from smtp_proxy.config import ProxySettings
+from smtp_proxy.engine.dkim_sign import DkimKey
 from smtp_proxy.engine.rewriter import TrackingSettings
 from smtp_proxy.preflight.monitor import normalize_base_url
 from smtp_proxy.smtp.relay_policy import RelayPolicy
+from smtp_proxy.smtp.tracking import tracking_settings
 from smtp_proxy.smtp.users import UsersFile
 
 
@@ -29,19 +31,13 @@ class ProxyRuntime:
     users: UsersFile | None
     tls_context: ssl.SSLContext | None
     hostname: str
-    #: TrackingSettings by normalised base URL.
+    #: TrackingSettings by normalised base URL (smtp_proxy.smtp.tracking.build_settings).
     settings: Mapping[str, TrackingSettings] = field(default_factory=dict)
+    #: DKIM re-signing keys, read when this runtime was built.
+    dkim_keys: Mapping[str, DkimKey] = field(default_factory=dict)
 
     def tracking_settings(self, base_url: str) -> TrackingSettings:
         found = self.settings.get(normalize_base_url(base_url))
         if found is not None:
             return found
-        return TrackingSettings.from_config(self.config, self.keyring, base_url)
-
-
-def build_settings(config: ProxySettings, keyring: Keyring) -> dict[str, TrackingSettings]:
-    """The TrackingSettings of every configured base URL, built once per (re)load."""
-    return {
-        normalize_base_url(url): TrackingSettings.from_config(config, keyring, url)
-        for url in config.tracking.base_urls()
-    }
+        return tracking_settings(self.config, self.keyring, self.dkim_keys, base_url)

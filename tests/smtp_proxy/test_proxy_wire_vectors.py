@@ -8,28 +8,16 @@ failure, malformed header blocks, and DKIM re-signing after bare-CR normalisatio
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import dkim
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from smtp_proxy.engine.newlines import has_bare_newline
+from tests.support.dkim_keys import new_dkim_key, txt_record
 from tests.support.dns_server import DnsServer
-from tests.support.proxy_helpers import (
-    TOKEN_RE,
-    LineClient,
-    ProxyLab,
-    close_line_clients,
-    keys,
-    lab,
-    smtp_sink_factory,
-)
-
-__all__ = ["close_line_clients", "keys", "lab", "smtp_sink_factory"]  # fixtures used here
+from tests.support.proxy_helpers import TOKEN_RE, LineClient, ProxyLab
 
 HTML = (
     b"From: news@example.com\r\nTo: b@example.org\r\nSubject: s\r\nMIME-Version: 1.0\r\n"
@@ -193,23 +181,7 @@ async def test_malformed_header_blocks_are_relayed_unchanged(lab: ProxyLab) -> N
 
 
 async def test_dkim_resigning_after_bare_cr_normalisation(lab: ProxyLab, tmp_path: Path) -> None:
-    def key() -> tuple[bytes, bytes]:
-        private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        pem = private.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-        der = private.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        return pem, b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
-
-    def txt(value: bytes) -> str:
-        text = value.decode()
-        return " ".join(f'"{text[i : i + 200]}"' for i in range(0, len(text), 200))
-
-    (client_pem, client_txt), (proxy_pem, proxy_txt) = key(), key()
+    (client_pem, client_txt), (proxy_pem, proxy_txt) = new_dkim_key(), new_dkim_key()
     key_file = tmp_path / "dkim.pem"
     key_file.write_bytes(proxy_pem)
     key_file.chmod(0o600)
@@ -221,12 +193,12 @@ async def test_dkim_resigning_after_bare_cr_normalisation(lab: ProxyLab, tmp_pat
     sent = bytes(signature) + html.replace(b"line one\r\n", b"line one\r")
     sink = await lab.sink()
     with DnsServer() as dns:
-        dns.add("s1._domainkey.example.com", "TXT", txt(client_txt))
+        dns.add("s1._domainkey.example.com", "TXT", txt_record(client_txt))
         config = lab.config(
             sink.url,
             bare_newline="normalize",
-            nameservers=[dns.nameserver],
-            dkim_domains={"example.com": {"selector": "s2", "key_file": str(key_file)}},
+            preflight={"enabled": False, "nameservers": [dns.nameserver]},
+            dkim={"domains": {"example.com": {"selector": "s2", "key_file": str(key_file)}}},
         )
         async with lab.proxy(config) as proxy:
             client = await LineClient.start(proxy.port)

@@ -16,62 +16,31 @@ from pathlib import Path
 
 import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from prometheus_client import CollectorRegistry
 
 from smtp_proxy.smtp.users import add_user
+from tests.support.dkim_keys import new_dkim_key, txt_record
 from tests.support.dns_server import DnsServer
-from tests.support.proxy_helpers import (
-    TOKEN_RE,
-    LineClient,
-    ProxyLab,
-    close_line_clients,
-    keys,
-    lab,
-    smtp_sink_factory,
-)
-
-__all__ = ["close_line_clients", "keys", "lab", "smtp_sink_factory"]  # fixtures used here
+from tests.support.proxy_helpers import TOKEN_RE, LineClient, ProxyLab
 
 DOMAIN = "example.com"
 
 
-def new_key() -> tuple[bytes, bytes]:
-    """(PEM private key, the TXT value of its public key)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-    der = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return pem, b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
-
-
-def txt_rdata(value: bytes) -> str:
-    """A TXT record's text form: strings of at most 255 octets."""
-    text = value.decode()
-    return " ".join(f'"{text[i : i + 200]}"' for i in range(0, len(text), 200))
-
-
 @pytest.fixture(scope="module")
 def client_key() -> tuple[bytes, bytes]:
-    return new_key()
+    return new_dkim_key()
 
 
 @pytest.fixture(scope="module")
 def proxy_key() -> tuple[bytes, bytes]:
-    return new_key()
+    return new_dkim_key()
 
 
 @pytest.fixture
 def dns(client_key: tuple[bytes, bytes], proxy_key: tuple[bytes, bytes]) -> Iterator[DnsServer]:
     with DnsServer() as server:
-        server.add(f"s1._domainkey.{DOMAIN}", "TXT", txt_rdata(client_key[1]))
-        server.add(f"s2._domainkey.{DOMAIN}", "TXT", txt_rdata(proxy_key[1]))
+        server.add(f"s1._domainkey.{DOMAIN}", "TXT", txt_record(client_key[1]))
+        server.add(f"s2._domainkey.{DOMAIN}", "TXT", txt_record(proxy_key[1]))
         yield server
 
 
@@ -102,8 +71,8 @@ def config_for(lab: ProxyLab, dns: DnsServer, tmp_path: Path, proxy_key: tuple[b
     def make(upstream: str, **proxy: object):  # type: ignore[no-untyped-def]
         return lab.config(
             upstream,
-            nameservers=[dns.nameserver],
-            dkim_domains={DOMAIN: {"selector": "s2", "key_file": str(key_file)}},
+            preflight={"enabled": False, "nameservers": [dns.nameserver]},
+            dkim={"domains": {DOMAIN: {"selector": "s2", "key_file": str(key_file)}}},
             **proxy,
         )
 

@@ -6,16 +6,7 @@ Against a real aiosmtpd sink that does not offer SMTPUTF8.
 
 from __future__ import annotations
 
-from tests.support.proxy_helpers import (
-    LineClient,
-    ProxyLab,
-    close_line_clients,
-    keys,
-    lab,
-    smtp_sink_factory,
-)
-
-__all__ = ["close_line_clients", "keys", "lab", "smtp_sink_factory"]  # fixtures used here
+from tests.support.proxy_helpers import LineClient, ProxyLab
 
 MESSAGE = b"From: a@example.com\r\nSubject: t\r\n\r\nbody\r\n.\r\n"
 

@@ -23,18 +23,9 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from smtp_proxy.smtp.users import add_user
-from tests.support.click_helpers import until
-from tests.support.proxy_helpers import (
-    LineClient,
-    ProxyLab,
-    close_line_clients,
-    keys,
-    lab,
-    smtp_sink_factory,
-)
+from tests.support.polling import until
+from tests.support.proxy_helpers import LineClient, ProxyLab
 from tests.support.smtp_sink import make_test_ca
-
-__all__ = ["close_line_clients", "keys", "lab", "smtp_sink_factory"]  # fixtures used here
 
 UNTRUSTED = "127.0.0.2"
 USER, PASSWORD = "mailer", "correct horse battery staple"
