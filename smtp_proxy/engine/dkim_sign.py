@@ -14,7 +14,8 @@ made-up ``DKIM-Signature: d=example.com`` and getting a real one back). So a dom
 key is only used when :func:`may_resign` agrees, on a :class:`DkimVerdict` the SMTP
 layer established before (the DNS lookups are its I/O): the message's own signature for
 that domain verified on the bytes received, every ``From`` address is in that domain (or
-a subdomain), and an authenticated user's name is an address in that domain too.
+a subdomain), and an authenticated user is allowed that domain: their name is an address
+in it, or the users file lists it (or a parent) for them.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ class DkimVerdict:
     verified: frozenset[str] = frozenset()
     #: The AUTH user name; None for a client relaying as a trusted network.
     auth_user: str | None = None
+    #: The sender domains the users file allows that user (``clickrelay adduser
+    #: --domains``), besides the domain of a user name that is an address.
+    auth_domains: frozenset[str] = frozenset()
 
 
 def signatures(headers: Message) -> list[Signature]:
@@ -81,7 +85,9 @@ def may_resign(
             return False
         if verdict.auth_user is not None:
             _, at, user_domain = verdict.auth_user.rpartition("@")
-            if not at or not in_domain(user_domain, domain):
+            named = bool(at) and in_domain(user_domain, domain)
+            listed = any(in_domain(domain, allowed) for allowed in verdict.auth_domains)
+            if not (named or listed):
                 return False
     return True
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import dkim
 import dns.asyncresolver
@@ -44,10 +44,12 @@ class DkimChecker:
         dkim_keys: Mapping[str, dkim_sign.DkimKey],
         content: bytes,
         auth_user: str | None,
+        auth_domains: Sequence[str] = (),
     ) -> dkim_sign.DkimVerdict:
         """The verdict on ``content`` (``dkim_keys``: the re-signing keys by domain;
-        ``auth_user``: the AUTH user, None if trusted)."""
-        empty = dkim_sign.DkimVerdict(auth_user=auth_user)
+        ``auth_user``: the AUTH user, None if trusted; ``auth_domains``: the sender
+        domains the users file allows that user)."""
+        empty = dkim_sign.DkimVerdict(auth_user=auth_user, auth_domains=frozenset(auth_domains))
         if not dkim_keys:
             return empty
         try:
@@ -69,7 +71,9 @@ class DkimChecker:
         )
         records = {name: txt for name, txt in found if txt is not None}
         verified = await asyncio.to_thread(_verify, content, records, len(sigs))
-        return dkim_sign.DkimVerdict(verified=verified, auth_user=auth_user)
+        return dkim_sign.DkimVerdict(
+            verified=verified, auth_user=auth_user, auth_domains=frozenset(auth_domains)
+        )
 
     async def _resolver(self, config: ProxySettings) -> dns.asyncresolver.Resolver:
         key = (tuple(config.preflight.nameservers), config.preflight.timeout)

@@ -86,7 +86,13 @@ class FailOpenRewriter:
                 return Outcome(content, f"preflight-{state}", base_url, state)
             settings = runtime.tracking_settings(base_url)
             verdict: DkimVerdict = await self.dkim.verdict(
-                runtime.config, runtime.dkim_keys, content, auth_user
+                runtime.config,
+                runtime.dkim_keys,
+                content,
+                auth_user,
+                runtime.users.domains.get(auth_user, ())
+                if auth_user is not None and runtime.users is not None
+                else (),
             )
             if inline_cost(content) > THREAD_THRESHOLD:
                 result = await asyncio.to_thread(

@@ -778,3 +778,23 @@ def test_large_part_still_cross_checked_with_lxml(settings: TrackingSettings, ch
     result = rw(msg(head, bad.encode()), settings)
     assert result.reason == "html-disagrees" and not result.changed
     assert all(d.reason == "html-disagrees" for d in result.links)
+
+
+@pytest.mark.parametrize(
+    ("allowed", "may"),
+    [
+        ({"shop.example"}, True),
+        ({"example"}, True),  # a parent domain allows its subdomains
+        ({"eu.shop.example"}, False),  # a subdomain does not allow its parent
+        ({"other.example"}, False),
+        (set(), False),
+    ],
+)
+def test_may_resign_for_a_user_the_users_file_allows_the_domain(
+    allowed: set[str], may: bool
+) -> None:
+    keys = [DkimKey("shop.example", "s2", b"", "relaxed/relaxed", DKIM_HEADERS)]
+    verdict = DkimVerdict(
+        verified=frozenset({"shop.example"}), auth_user="mailer", auth_domains=frozenset(allowed)
+    )
+    assert dkim_sign.may_resign(keys, verdict, ["shop.example"]) is may

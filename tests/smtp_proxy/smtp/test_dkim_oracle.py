@@ -163,18 +163,28 @@ async def test_a_genuine_signature_for_another_from_domain_is_not_resigned(
     assert sink.messages[0].data == original
 
 
-@pytest.mark.parametrize(("user", "resigned"), [(f"app@{DOMAIN}", True), ("mailer", False)])
-async def test_an_authenticated_user_needs_an_address_in_the_domain(
+@pytest.mark.parametrize(
+    ("user", "domains", "resigned"),
+    [
+        (f"app@{DOMAIN}", (), True),  # a user named like an address in the domain
+        ("mailer", (DOMAIN,), True),  # the users file allows the domain
+        ("mailer", ("other.example",), False),
+        ("mailer", (), False),
+        ("app@attacker.test", (), False),
+    ],
+)
+async def test_an_authenticated_user_must_be_allowed_the_domain(
     lab: ProxyLab,
     config_for,  # type: ignore[no-untyped-def]
     client_key: tuple[bytes, bytes],
     proxy_key: tuple[bytes, bytes],
     tmp_path: Path,
     user: str,
+    domains: tuple[str, ...],
     resigned: bool,
 ) -> None:
     users = tmp_path / "users"
-    add_user(users, user, "pw")
+    add_user(users, user, "pw", domains)
     sink = await lab.sink()
     original = signed(message(), client_key[0])
     config = config_for(
