@@ -29,7 +29,8 @@ from clickrelay.supervisor import restart_only_changes
 from redirector.tokens import load_keyring, new_key_line
 from smtp_proxy.engine.speedups import speedups
 from tests.support.config import write_config
-from tests.support.dkim_keys import new_dkim_key
+from tests.support.dkim_keys import new_dkim_key, txt_record
+from tests.support.dns_server import DnsServer
 from tests.support.net import free_ports, refusing_port
 from tests.support.preflight_fixtures import TestCA
 from tests.support.processes import ClickrelayProcess, run_cli
@@ -617,12 +618,19 @@ def test_proxy_dkim_key_file_that_is_bad_at_start_is_a_clean_error(tmp_path: Pat
     assert "Traceback" not in result.stderr
 
 
-def test_proxy_dkim_keys_stay_in_memory_when_a_reload_cannot_read_them(tmp_path: Path) -> None:
+def test_proxy_dkim_keys_stay_in_memory_when_a_reload_cannot_read_them(
+    tmp_path: Path, dns_server: DnsServer
+) -> None:
     smtp_port, http_port = free_ports(2)
+    pem, txt = new_dkim_key()
+    # The sender's own signature (s1) must verify for the proxy to re-sign it.
+    dns_server.add("s1._domainkey.sender.test", "TXT", txt_record(txt))
     config = write_config(
-        tmp_path, smtp_port=smtp_port, http_port=http_port, preflight={"enabled": False}
+        tmp_path,
+        smtp_port=smtp_port,
+        http_port=http_port,
+        preflight={"enabled": False, "nameservers": [dns_server.nameserver]},
     )
-    pem = _dkim_pem()
     (tmp_path / "dkim.pem").write_bytes(pem)
     _with_dkim(config, "dkim.pem")
     body = MESSAGE_HEAD.replace(b"text/plain", b"text/html") + (
