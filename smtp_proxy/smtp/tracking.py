@@ -79,6 +79,7 @@ def tracking_settings(
         max_url_length=tracking.max_url_length,
         text_links=tracking.text_links,
         dkim_keys=dkim_keys,
+        max_parts=tracking.max_parts,
     )
 
 

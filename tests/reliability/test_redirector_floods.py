@@ -140,7 +140,9 @@ def test_held_half_sent_requests_neither_starve_clicks_nor_flood_the_log(
         max_connections=150,
         max_connections_per_client=60,
     ) as red:
-        token = red.keyring.seal("https://example.com/landing", queue_id="Q1", link_index=0)
+        token = red.keyring.seal(
+            "https://example.com/landing", host=CLIENT, queue_id="Q1", link_index=0
+        )
         head = f"GET /c/{token} HTTP/1.1\r\nHost: links.test\r\nUser-Agent: slow".encode()
         held: list[socket.socket] = []
         try:
@@ -211,7 +213,9 @@ def test_descriptor_exhaustion_is_logged_in_summaries_and_recovers(
         max_connections=1000,
         max_connections_per_client=1000,
     ) as red:
-        token = red.keyring.seal("https://example.com/landing", queue_id="Q1", link_index=0)
+        token = red.keyring.seal(
+            "https://example.com/landing", host=CLIENT, queue_id="Q1", link_index=0
+        )
         held: list[socket.socket] = []
         try:
             for _ in range(attack):
@@ -282,7 +286,9 @@ def test_replayed_long_link_does_not_grow_the_store(
     with redirector_proc(tmp_path, key_file, nofile=1024, loop="uvloop") as red:
         # Minted directly: a proxy of this version refuses such a URL (max_url_length),
         # an older one did not, and its links must not cost the store either.
-        token = red.keyring.seal(url, queue_id="Q1", link_index=0, recipient="r@example.org")
+        token = red.keyring.seal(
+            url, host=CLIENT, queue_id="Q1", link_index=0, recipient="r@example.org"
+        )
         assert len(token) < 1000
         before = store_bytes(red.db)
         statuses = [click(red.port, f"/c/{token}", user_agent=user_agent) for _ in range(replays)]
