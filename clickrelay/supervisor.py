@@ -39,8 +39,10 @@ from clickrelay.common.logfmt import log_event
 from clickrelay.config import Config, config_from_cli
 from clickrelay.logsetup import setup_logging
 from clickrelay.sdnotify import Notifier
+from redirector.tls.manager import TlsSettings
 from redirector.tokens import Keyring, ensure_key_file, load_keyring
 from smtp_proxy.preflight import PreflightMonitor
+from smtp_proxy.preflight.tls_hosts import dns_gate, https_hosts
 
 if TYPE_CHECKING:
     from redirector.service import RedirectorService
@@ -78,10 +80,27 @@ def restart_only_changes(old: Config, new: Config, kind: Kind) -> list[str]:
             changed.append("preflight")
     if kind in ("serve", "redirector"):
         for fld in dataclasses.fields(old.redirector):
+            if fld.name == "tls_certificates":
+                continue  # read again on reload
             if getattr(old.redirector, fld.name) != getattr(new.redirector, fld.name):
                 changed.append(f"redirector.{fld.name}")
+        if old.acme != new.acme:
+            changed.append("acme")
+        tls_hosts_changed = https_hosts(old.tracking) != https_hosts(new.tracking)
+        if kind == "redirector" and new.redirector.https_listen and tls_hosts_changed:
+            changed.append("tracking.base_url/sender_domains")
     # (tracking.key_file is not here: the keys are read from the new path on reload.)
     return changed
+
+
+def tls_settings(config: Config) -> TlsSettings:
+    """What the redirector's HTTPS listener needs from the other sections."""
+    return TlsSettings(
+        hosts=https_hosts(config.tracking),
+        acme=config.acme,
+        data_dir=config.data_dir,
+        dns_gate=dns_gate(config) if config.preflight.enabled else None,
+    )
 
 
 def _hostport_text(listen: str, port: int | None) -> str:
@@ -113,7 +132,9 @@ class Stack:
         if kind in ("serve", "redirector"):
             from redirector.service import RedirectorService
 
-            self.redirector = RedirectorService(config.redirector, keyring, registry=self.registry)
+            self.redirector = RedirectorService(
+                config.redirector, keyring, registry=self.registry, tls=tls_settings(config)
+            )
         if kind in ("serve", "proxy"):
             from smtp_proxy.service import ProxyService
 
@@ -168,6 +189,10 @@ class Stack:
     async def reload(self, config: Config, keyring: Keyring) -> list[str]:
         """Apply what can be applied live; returns the keys that need a restart."""
         pending = restart_only_changes(self.config, config, self.kind)
+        if self.redirector is not None:
+            # Certificate files first: a bad one raises ConfigError before anything else
+            # has changed, and the certificates in service stay.
+            await self.redirector.reload_certificates(config.redirector)
         if self.proxy is not None:
             # The proxy validates the new TLS certificate and users file before it
             # switches (and hands the keys to the preflight monitor, which re-proves
@@ -197,6 +222,10 @@ class Stack:
                 out["admin"] = _hostport_text(cfg.proxy.admin_listen, self.proxy.admin_port)
         if self.redirector is not None:
             out["redirector"] = _hostport_text(cfg.redirector.listen, self.redirector.public_port)
+            if cfg.redirector.https_listen and self.redirector.https_port is not None:
+                out["https"] = _hostport_text(
+                    cfg.redirector.https_listen, self.redirector.https_port
+                )
             if cfg.redirector.admin_listen and self.redirector.admin_port:
                 out["admin"] = _hostport_text(
                     cfg.redirector.admin_listen, self.redirector.admin_port
@@ -248,6 +277,8 @@ class Stack:
                     )
         if "redirector" in listening:
             lines.append(f"redirector      http://{listening['redirector']}  (clicks land here)")
+        if "https" in listening:
+            lines.append(f"redirector TLS  https://{listening['https']}  (certificate by SNI)")
         if "admin" in listening:
             lines.append(f"admin           http://{listening['admin']}/metrics")
         if self.redirector is not None:

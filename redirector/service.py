@@ -17,6 +17,7 @@ redirects never need the store, so listeners start anyway, ``/healthz`` reports 
 from __future__ import annotations
 
 import logging
+import ssl
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -29,6 +30,8 @@ from redirector.clicks.recorder import ClickRecorder
 from redirector.config import RedirectorConfig
 from redirector.http.app import create_admin_app, create_app, set_keyring
 from redirector.store import ClickStore, StoreError, open_store
+from redirector.tls.manager import CertManager, TlsSettings
+from redirector.tls.storage import open_tls_storage
 from redirector.tokens import Keyring
 
 log = logging.getLogger("clickrelay.redirector")
@@ -57,14 +60,21 @@ class RedirectorService:
         keyring: Keyring,
         *,
         registry: CollectorRegistry | None = None,
+        tls: TlsSettings | None = None,
     ) -> None:
         self.config = config
+        self.tls = tls if tls is not None else TlsSettings()
         self.registry = registry if registry is not None else CollectorRegistry()
         self._keyring = keyring
         # Built now so that a bad scanner_agents_file fails before anything is bound.
         self._classifier = Classifier.from_config(config)
         self._listen = parse_listen(config.listen, key="listen")
         self._admin_listen = parse_listen(config.admin_listen, key="admin_listen")
+        self._https_listen = (
+            parse_listen(config.https_listen, key="https_listen") if config.https_listen else None
+        )
+        self._certs: CertManager | None = None
+        self._https_port: int | None = None
         self._store: ClickStore | None = None
         self._recorder: ClickRecorder | None = None
         self._app: web.Application | None = None
@@ -84,6 +94,16 @@ class RedirectorService:
         return self._public_port
 
     @property
+    def https_port(self) -> int | None:
+        """The bound HTTPS port (None when ``https_listen`` is off); only after start()."""
+        return self._https_port
+
+    @property
+    def certificates(self) -> CertManager | None:
+        """The HTTPS listener's certificates (None when ``https_listen`` is off)."""
+        return self._certs
+
+    @property
     def admin_port(self) -> int:
         if self._admin_port is None:
             raise RuntimeError("RedirectorService is not started")
@@ -95,6 +115,22 @@ class RedirectorService:
         Raises StoreError for an unusable store URL, OSError when a port cannot be bound.
         """
         config = self.config
+        if self._https_listen is not None:
+            # First, so that an unusable certificate file fails the start before anything
+            # is bound or opened.
+            acme = self.tls.acme
+            storage = open_tls_storage(config.store, self.tls.data_dir) if acme.enabled else None
+            certs = CertManager(
+                self.tls.hosts,
+                config,
+                acme,
+                storage=storage,
+                registry=self.registry,
+                dns_gate=self.tls.dns_gate,
+                timing=self.tls.timing,
+            )
+            await certs.start()
+            self._certs = certs
         store = open_store(config.store)
         self._store = store
         try:
@@ -119,9 +155,18 @@ class RedirectorService:
                 recorder,
                 registry=self.registry,
                 classifier=self._classifier,
+                acme_challenge=(
+                    self._certs.challenge_answer
+                    if self._certs is not None and self.tls.acme.enabled
+                    else None
+                ),
             )
             admin = create_admin_app(recorder, registry=self.registry)
             self._public_port = await self._serve(self._app, self._listen)
+            if self._https_listen is not None and self._certs is not None:
+                self._https_port = await self._serve(
+                    self._app, self._https_listen, ssl_context=self._certs.sni.context
+                )
             self._admin_port = await self._serve(admin, self._admin_listen)
         except BaseException:
             await self.stop()
@@ -131,23 +176,41 @@ class RedirectorService:
             logging.INFO,
             "redirector-listening",
             listen=f"{self._listen[0]}:{self._public_port}",
+            https=f"{self._https_listen[0]}:{self._https_port}" if self._https_listen else "off",
             admin=f"{self._admin_listen[0]}:{self._admin_port}",
             store=store.name,
             key_ids=",".join(self._keyring.key_ids),
         )
 
-    async def _serve(self, app: web.Application, where: tuple[str, int]) -> int:
+    async def _serve(
+        self,
+        app: web.Application,
+        where: tuple[str, int],
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> int:
         # No access log: it would cost time on the hot path and write every client's IP
         # in full, bypassing the configured truncation.
-        runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=LISTENER_SHUTDOWN_TIMEOUT
-        )
-        await runner.setup()
-        self._runners.append(runner)
-        site = web.TCPSite(runner, where[0], where[1])
+        runner = next((r for r in self._runners if r.app is app), None)
+        if runner is None:
+            runner = web.AppRunner(
+                app,
+                access_log=None,
+                handle_signals=False,
+                shutdown_timeout=LISTENER_SHUTDOWN_TIMEOUT,
+            )
+            await runner.setup()
+            self._runners.append(runner)
+        site = web.TCPSite(runner, where[0], where[1], ssl_context=ssl_context)
         await site.start()
         address = runner.addresses[-1]
         return int(address[1])
+
+    async def reload_certificates(self, config: RedirectorConfig) -> None:
+        """SIGHUP: read ``[redirector] tls_certificates`` again (ConfigError: nothing
+        changed)."""
+        if self._certs is not None:
+            await self._certs.reload_files(config)
 
     def update_keyring(self, keyring: Keyring) -> None:
         """Decode with these keys from now on (rotation without a restart)."""
@@ -162,6 +225,9 @@ class RedirectorService:
         runners, self._runners = self._runners, []
         for runner in reversed(runners):
             await runner.cleanup()
+        certs, self._certs = self._certs, None
+        if certs is not None:
+            await certs.stop()
         recorder = self._recorder  # kept: its counters stay readable after stop
         if recorder is not None:
             flush = self.config.shutdown_flush_timeout if timeout is None else timeout

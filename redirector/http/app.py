@@ -35,6 +35,8 @@ from redirector.http.clientip import ClientIpPolicy
 from redirector.http.refusals import RefusalLog
 from redirector.location import location_for
 from redirector.store.stats import parse_since
+from redirector.tls import http01
+from redirector.tls.http01 import ChallengeLookup
 from redirector.tokens import Keyring, LinkData
 
 if TYPE_CHECKING:
@@ -240,8 +242,11 @@ def create_app(
     registry: CollectorRegistry,
     classifier: Classifier | None = None,
     refusals: RefusalLog | None = None,
+    acme_challenge: ChallengeLookup | None = None,
 ) -> web.Application:
     """The public application: ``GET|HEAD /c/<token>``, ``GET /healthz``, else 404.
+
+    ``acme_challenge`` (ACME on) adds ``GET /.well-known/acme-challenge/<token>``.
 
     ``recorder`` None means clicks are only counted in metrics, not stored.
     ``classifier`` defaults to one built from ``config`` (tests pass one with a fake
@@ -262,6 +267,8 @@ def create_app(
     app.router.add_route("HEAD", "/c/{token}", _redirect)
     app.router.add_route("GET", "/healthz", _healthz)
     app.router.add_route("HEAD", "/healthz", _healthz)
+    if acme_challenge is not None:
+        http01.add_route(app, acme_challenge, not_found_response())
     # Everything else, any method: the same 404 (not aiohttp's 404/405 pages).
     app.router.add_route("*", "/{tail:.*}", _not_found)
     return app
