@@ -12,6 +12,8 @@ Usage::
 from __future__ import annotations
 
 import datetime
+import ipaddress
+import socket
 import ssl
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +26,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
+
+
+def _san(name: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
 
 
 class CertAuthority:
@@ -90,9 +99,7 @@ class CertAuthority:
             .serial_number(x509.random_serial_number())
             .not_valid_before(not_before or now - datetime.timedelta(hours=1))
             .not_valid_after(not_after or now + datetime.timedelta(days=90))
-            .add_extension(
-                x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
-            )
+            .add_extension(x509.SubjectAlternativeName([_san(n) for n in names]), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .add_extension(
@@ -107,3 +114,20 @@ class CertAuthority:
             serialization.NoEncryption(),
         )
         return key_pem + leaf.public_bytes(serialization.Encoding.PEM) + self.ca_pem
+
+
+def handshake(port: int, name: str | None, context: ssl.SSLContext | None = None) -> bytes:
+    """A TLS handshake from a plain blocking socket to ``127.0.0.1:port`` with SNI ``name``;
+    returns the served leaf (DER). Without ``context`` nothing is verified, so a refusal
+    can only come from the server. Raises ``ssl.SSLError`` if the handshake fails."""
+    if context is None:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=10) as sock,
+        context.wrap_socket(sock, server_hostname=name) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+        assert der is not None
+        return der

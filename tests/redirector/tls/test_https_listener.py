@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime
-import socket
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,7 +28,7 @@ from redirector.service import RedirectorService
 from redirector.tls.manager import TlsSettings
 from redirector.tokens import Keyring
 from smtp_proxy.preflight.http_probe import PinnedResolver
-from tests.support.tls_certs import CertAuthority
+from tests.support.tls_certs import CertAuthority, handshake
 
 HOST_A = "links.example.test"
 HOST_B = "links.shop.test"
@@ -79,15 +78,6 @@ async def peer_certificate(
     finally:
         writer.close()
         await writer.wait_closed()
-
-
-def blocking_handshake(port: int, context: ssl.SSLContext, name: str | None) -> None:
-    """A handshake from a plain blocking socket, so the server's TLS alert surfaces as is."""
-    with (
-        socket.create_connection(("127.0.0.1", port), timeout=10) as sock,
-        context.wrap_socket(sock, server_hostname=name) as tls,
-    ):
-        tls.getpeercert(binary_form=True)
 
 
 def san_names(cert: x509.Certificate) -> list[str]:
@@ -174,12 +164,9 @@ async def test_a_name_that_is_not_a_tracking_host_gets_no_certificate(
         port = service.https_port
         assert port is not None
         # No verification at all on the client: the refusal must come from the server.
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
         # (asyncio's server closes without flushing the alert: the client sees an EOF.)
         with pytest.raises(ssl.SSLError):
-            await asyncio.to_thread(blocking_handshake, port, context, name)
+            await asyncio.to_thread(handshake, port, name)
         reason = "no-sni" if name is None else "unknown-name"
         text = generate_latest(registry).decode()
         assert f'clickrelay_tls_handshakes_refused_total{{reason="{reason}"}} 1.0' in text
