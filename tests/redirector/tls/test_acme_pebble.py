@@ -98,9 +98,9 @@ async def running(
         await service.stop(5)
 
 
-async def wait_for(check: Callable[[], Any], what: str, timeout: float = 60) -> Any:
+async def wait_for(check: Callable[[], Any], what: str, limit: float = 60) -> Any:
     """Poll ``check`` (every 50 ms) until it returns something truthy."""
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(limit):
         while True:
             result = check()
             if result:
