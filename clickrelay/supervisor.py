@@ -39,7 +39,9 @@ from clickrelay.common.logfmt import log_event
 from clickrelay.config import Config, config_from_cli
 from clickrelay.logsetup import setup_logging
 from clickrelay.sdnotify import Notifier
+from clickrelay.tls_status import StoredTlsStatus
 from redirector.tls.manager import TlsSettings
+from redirector.tls.status import HostStatus
 from redirector.tokens import Keyring, ensure_key_file, load_keyring
 from smtp_proxy.preflight import PreflightMonitor
 from smtp_proxy.preflight.tls_hosts import dns_gate, https_hosts
@@ -129,6 +131,9 @@ class Stack:
         self.redirector: RedirectorService | None = None
         self.monitor: PreflightMonitor | None = None
         self.proxy: ProxyService | None = None
+        # What the preflight knows about certificates: our own redirector's, when it runs
+        # in this process, else what the redirector nodes wrote to the TLS storage.
+        self._stored_tls = StoredTlsStatus(config)
         if kind in ("serve", "redirector"):
             from redirector.service import RedirectorService
 
@@ -138,7 +143,9 @@ class Stack:
         if kind in ("serve", "proxy"):
             from smtp_proxy.service import ProxyService
 
-            self.monitor = PreflightMonitor(config, keyring, registry=self.registry)
+            self.monitor = PreflightMonitor(
+                config, keyring, registry=self.registry, tls_status=self._tls_status
+            )
             self.proxy = ProxyService(
                 config,
                 keyring,
@@ -146,6 +153,12 @@ class Stack:
                 preflight=self.monitor,
                 admin=kind == "proxy",
             )
+
+    async def _tls_status(self, host: str) -> HostStatus | None:
+        certs = self.redirector.certificates if self.redirector is not None else None
+        if certs is not None:
+            return certs.status(host)
+        return await self._stored_tls(host)
 
     async def start(self) -> None:
         if self.redirector is not None:
@@ -173,6 +186,7 @@ class Stack:
         if self.redirector is not None:
             timeout = self.config.redirector.shutdown_flush_timeout
             await self._stop_one("redirector", self.redirector.stop(timeout))
+        await self._stop_one("tls-status", self._stored_tls.aclose())
 
     async def _stop_one(self, name: str, stopping: Coroutine[Any, Any, None]) -> None:
         try:

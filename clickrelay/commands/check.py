@@ -11,8 +11,9 @@ import asyncio
 import json
 
 from clickrelay.commands import add_config_argument
-from clickrelay.config import config_from_cli
-from redirector.tokens import load_keyring
+from clickrelay.config import Config, config_from_cli
+from clickrelay.tls_status import StoredTlsStatus
+from redirector.tokens import Keyring, load_keyring
 from smtp_proxy.preflight import DomainReport, check_all
 
 
@@ -23,7 +24,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def format_report(report: DomainReport) -> str:
     """Human-readable: verdict, DNS evidence as dig shows it, probe result, fix."""
-    status = "ok" if report.ok else f"FAIL {report.verdict.value}"
+    if report.ok:
+        status = "ok"
+    elif report.warn_only:
+        status = f"WARN {report.verdict.value}"
+    else:
+        status = f"FAIL {report.verdict.value}"
     lines = [f"{report.base_url}: {status} — {report.detail}"]
     if report.dns.skipped:
         lines.append(f"  dns    {report.dns.skipped}")
@@ -36,6 +42,10 @@ def format_report(report: DomainReport) -> str:
             lines.append("         (no records)")
         if report.expected_target:
             lines.append(f"         expected CNAME target: {report.expected_target}")
+    if report.tls is not None:
+        first, *rest = report.tls.lines()
+        lines.append(f"  tls    {first}")
+        lines.extend(f"         {line}" for line in rest)
     if report.probe is not None:
         lines.append(f"  probe  {report.probe.summary()}")
     for note in report.notes:
@@ -46,10 +56,18 @@ def format_report(report: DomainReport) -> str:
     return "\n".join(lines)
 
 
+async def _check(config: Config, keyring: Keyring) -> list[DomainReport]:
+    source = StoredTlsStatus(config)
+    try:
+        return await check_all(config, keyring, tls_status=source)
+    finally:
+        await source.aclose()
+
+
 def run(args: argparse.Namespace) -> int:
     config = config_from_cli(args.config)
     keyring = load_keyring(config.tracking.key_file)
-    reports = asyncio.run(check_all(config, keyring))
+    reports = asyncio.run(_check(config, keyring))
     if args.json:
         for report in reports:
             print(json.dumps(report.to_json(), ensure_ascii=False))

@@ -86,7 +86,7 @@ def name_matches(pattern: str, host: str) -> bool:
     return False
 
 
-def _issuer_text(cert: x509.Certificate) -> str:
+def issuer_text(cert: x509.Certificate) -> str:
     names = cert.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)
     if names:
         value = names[0].value
@@ -94,7 +94,7 @@ def _issuer_text(cert: x509.Certificate) -> str:
     return cert.issuer.rfc4514_string()
 
 
-def _dns_names(cert: x509.Certificate) -> tuple[str, ...]:
+def dns_names(cert: x509.Certificate) -> tuple[str, ...]:
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
     except x509.ExtensionNotFound:
@@ -143,8 +143,8 @@ def parse_bundle(data: bytes, *, source: str, origin: str) -> CertBundle:
     if _public_der(key) != leaf_public:
         raise CertError("the private key does not belong to the first certificate")
     return CertBundle(
-        names=_dns_names(leaf),
-        issuer=_issuer_text(leaf),
+        names=dns_names(leaf),
+        issuer=issuer_text(leaf),
         not_before=leaf.not_valid_before_utc,
         not_after=leaf.not_valid_after_utc,
         fingerprint=hashlib.sha256(leaf.public_bytes(serialization.Encoding.DER)).hexdigest(),

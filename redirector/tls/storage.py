@@ -122,6 +122,9 @@ class SqliteTlsStorage(TlsStorage):
         return None
 
     async def get(self, kind: str, name: str) -> bytes | None:
+        if not self.path.exists():
+            return None  # a reader (``clickrelay check``) must not create the file
+
         def read(conn: sqlite3.Connection) -> bytes | None:
             row = conn.execute(
                 "SELECT value FROM tls_items WHERE kind = ? AND name = ?", (kind, name)
