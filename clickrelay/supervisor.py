@@ -137,8 +137,9 @@ class Stack:
         if kind in ("serve", "redirector"):
             from redirector.service import RedirectorService
 
+            tls = dataclasses.replace(tls_settings(config), on_change=self._certificate_changed)
             self.redirector = RedirectorService(
-                config.redirector, keyring, registry=self.registry, tls=tls_settings(config)
+                config.redirector, keyring, registry=self.registry, tls=tls
             )
         if kind in ("serve", "proxy"):
             from smtp_proxy.service import ProxyService
@@ -153,6 +154,10 @@ class Stack:
                 preflight=self.monitor,
                 admin=kind == "proxy",
             )
+
+    def _certificate_changed(self, host: str) -> None:
+        if self.monitor is not None:
+            self.monitor.refresh_soon()
 
     async def _tls_status(self, host: str) -> HostStatus | None:
         certs = self.redirector.certificates if self.redirector is not None else None

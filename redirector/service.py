@@ -128,6 +128,7 @@ class RedirectorService:
                 registry=self.registry,
                 dns_gate=self.tls.dns_gate,
                 timing=self.tls.timing,
+                on_change=self.tls.on_change,
             )
             await certs.start()
             self._certs = certs

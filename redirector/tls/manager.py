@@ -104,6 +104,9 @@ class TlsSettings:
     data_dir: Path = Path("clickrelay-data")
     dns_gate: DnsGate | None = None
     timing: Timing = field(default_factory=Timing)
+    #: Called with the host whenever the certificate served for it changes (the preflight
+    #: in the same process re-checks at once instead of at its next refresh).
+    on_change: Callable[[str], None] | None = None
 
 
 @dataclass
@@ -134,8 +137,10 @@ class CertManager(Collector):
         registry: CollectorRegistry,
         dns_gate: DnsGate | None = None,
         timing: Timing | None = None,
+        on_change: Callable[[str], None] | None = None,
     ) -> None:
         self.config = config
+        self.on_change = on_change
         self.acme = acme
         self.storage = storage
         self.dns_gate = dns_gate
@@ -219,6 +224,7 @@ class CertManager(Collector):
         if best is None:
             if current is not None:
                 self.sni.remove(host.name)
+                self._changed(host)
             return
         if current is not None and current.fingerprint == best.fingerprint:
             return
@@ -244,6 +250,14 @@ class CertManager(Collector):
             issuer=best.issuer,
             not_after=best.not_after.isoformat(),
         )
+        self._changed(host)
+
+    def _changed(self, host: _Host) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change(host.name)
+            except Exception as exc:  # a listener's bug must not stop certificates
+                log_event(log, logging.ERROR, "tls-on-change-failed", error=repr(exc))
 
     def served(self, host: str) -> CertBundle | None:
         return self.sni.bundle(host)
@@ -477,6 +491,7 @@ class CertManager(Collector):
             retry_in=f"{backoff:.0f}s",
             error=error,
         )
+        self._changed(host)
 
     def _alarm(self, host: _Host, now: datetime.datetime) -> None:
         bundle = host.acme

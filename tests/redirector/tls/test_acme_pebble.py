@@ -17,11 +17,13 @@ import pytest
 from cryptography import x509
 from prometheus_client import CollectorRegistry, generate_latest
 
+from clickrelay.config import load_config_text
 from redirector.config import AcmeConfig, RedirectorConfig
 from redirector.service import RedirectorService
 from redirector.tls.manager import Timing, TlsSettings
 from redirector.tokens import Keyring
 from smtp_proxy.preflight.http_probe import PinnedResolver
+from smtp_proxy.preflight.tls_hosts import dns_gate
 from tests.support.dns_server import DnsServer
 from tests.support.netutil import free_port
 from tests.support.pebble import Pebble, require_pebble
@@ -100,13 +102,15 @@ async def running(
 
 async def wait_for(check: Callable[[], Any], what: str, limit: float = 60) -> Any:
     """Poll ``check`` (every 50 ms) until it returns something truthy."""
-    async with asyncio.timeout(limit):
-        while True:
-            result = check()
-            if result:
-                return result
-            await asyncio.sleep(0.05)  # polling a condition with a deadline
-    raise AssertionError(what)  # pragma: no cover
+    try:
+        async with asyncio.timeout(limit):
+            while True:
+                result = check()
+                if result:
+                    return result
+                await asyncio.sleep(0.05)  # polling a condition with a deadline
+    except TimeoutError:
+        raise AssertionError(what) from None
 
 
 def client_context(root_pem: bytes) -> ssl.SSLContext:
@@ -188,3 +192,42 @@ async def test_certificates_are_issued_installed_and_serve_tracked_links(
         assert certs.served(HOST_A) is not None
         metrics = generate_latest(registry).decode()
         assert f'clickrelay_acme_orders_total{{host="{HOST_A}",outcome="issued"}} 0.0' in metrics
+
+
+async def test_only_hosts_whose_dns_check_passed_are_ordered(
+    tmp_path: Path, dns: DnsServer, pebble: Pebble, http_port: int, keyring: Keyring
+) -> None:
+    dns.remove(HOST_B)
+    config = load_config_text(
+        f'[tracking]\nbase_url = "https://{HOST_A}"\n'
+        f'[tracking.sender_domains]\n"shop.test" = "https://{HOST_B}"\n'
+        f'[preflight]\nnameservers = ["{dns.nameserver}"]\ntimeout = 2.0\n'
+    )
+    registry = CollectorRegistry()
+    async with running(
+        redirector_config(tmp_path, http_port),
+        keyring,
+        acme_for(pebble),
+        tmp_path / "data",
+        gate=dns_gate(config),
+        registry=registry,
+    ) as service:
+        certs = service.certificates
+        assert certs is not None
+        await wait_for(lambda: certs.served(HOST_A), f"A not issued:\n{pebble.log()}")
+        status = await wait_for(
+            lambda: (s := certs.status(HOST_B)).detail and s, "B has no status detail"
+        )
+        assert status.state == "pending"
+        assert status.detail.startswith("waiting for DNS before ordering: nxdomain")
+        # An SNI name that is not a tracking host never leads to an order.
+        with pytest.raises(ssl.SSLError):
+            await asyncio.to_thread(handshake, service.https_port or 0, "random.example.test")
+        metrics = generate_latest(registry).decode()
+        assert f'clickrelay_acme_orders_total{{host="{HOST_B}",outcome="failed"}} 0.0' in metrics
+        assert f'clickrelay_acme_orders_total{{host="{HOST_B}",outcome="issued"}} 0.0' in metrics
+        assert "random.example.test" not in metrics
+        assert "random.example.test" not in pebble.log()
+        # The DNS record appears: the host is ordered without a restart.
+        dns.add(HOST_B, "A", "127.0.0.1", ttl=5)
+        await wait_for(lambda: certs.served(HOST_B), f"B not issued:\n{pebble.log()}")
