@@ -1,16 +1,13 @@
 """ACME against Pebble (Let's Encrypt's test CA) end to end, in process: the redirector
 orders a certificate per tracking host over HTTP-01 on its plain listener, installs it in
-the running HTTPS listener, renews it, backs off when the CA fails it — all on loopback
-with the test DNS server pointing the tracking hosts at 127.0.0.1."""
+the running HTTPS listener and keeps it across restarts — all on loopback with the test DNS
+server pointing the tracking hosts at 127.0.0.1 (renewal and faults: test_acme_renewal)."""
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 import pytest
@@ -18,99 +15,22 @@ from cryptography import x509
 from prometheus_client import CollectorRegistry, generate_latest
 
 from clickrelay.config import load_config_text
-from redirector.config import AcmeConfig, RedirectorConfig
-from redirector.service import RedirectorService
-from redirector.tls.manager import Timing, TlsSettings
 from redirector.tokens import Keyring
 from smtp_proxy.preflight.http_probe import PinnedResolver
 from smtp_proxy.preflight.tls_hosts import dns_gate
+from tests.support.acme_helpers import (
+    HOST_A,
+    HOST_B,
+    acme_for,
+    redirector_config,
+    running,
+    wait_for,
+)
 from tests.support.dns_server import DnsServer
-from tests.support.netutil import free_port
-from tests.support.pebble import Pebble, require_pebble
+from tests.support.pebble import Pebble
 from tests.support.tls_certs import handshake
 
-HOST_A = "links.example.test"
-HOST_B = "links.shop.test"
-FAST = Timing(backoff_base=1.0, backoff_max=4.0, dns_retry=0.2, poll=0.5)
-
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-def dns() -> Iterator[DnsServer]:
-    with DnsServer() as server:
-        for host in (HOST_A, HOST_B):
-            server.add(host, "A", "127.0.0.1", ttl=5)
-        yield server
-
-
-@pytest.fixture
-def http_port() -> int:
-    return free_port()
-
-
-@pytest.fixture
-def pebble(tmp_path: Path, dns: DnsServer, http_port: int) -> Iterator[Pebble]:
-    require_pebble()
-    with Pebble(tmp_path / "pebble", http_port=http_port, dns=dns) as server:
-        yield server
-
-
-def redirector_config(tmp_path: Path, http_port: int, **kwargs: Any) -> RedirectorConfig:
-    return RedirectorConfig(
-        listen=f"127.0.0.1:{http_port}",
-        admin_listen="127.0.0.1:0",
-        https_listen="127.0.0.1:0",
-        store=kwargs.pop("store", f"sqlite:{tmp_path / 'clicks.sqlite3'}"),
-        flush_interval=0.02,
-        **kwargs,
-    )
-
-
-def acme_for(pebble: Pebble, **kwargs: Any) -> AcmeConfig:
-    return AcmeConfig(enabled=True, directory=pebble.directory, ca_file=pebble.ca_file, **kwargs)
-
-
-async def dns_ok(host: str) -> str | None:
-    return None
-
-
-@asynccontextmanager
-async def running(
-    config: RedirectorConfig,
-    keyring: Keyring,
-    acme: AcmeConfig,
-    data_dir: Path,
-    *,
-    hosts: tuple[str, ...] = (HOST_A, HOST_B),
-    gate: Callable[[str], Awaitable[str | None]] = dns_ok,
-    registry: CollectorRegistry | None = None,
-    timing: Timing = FAST,
-) -> AsyncIterator[RedirectorService]:
-    service = RedirectorService(
-        config,
-        keyring,
-        registry=registry or CollectorRegistry(),
-        tls=TlsSettings(hosts=hosts, acme=acme, data_dir=data_dir, dns_gate=gate, timing=timing),
-    )
-    await service.start()
-    try:
-        yield service
-    finally:
-        await service.stop(5)
-
-
-async def wait_for(check: Callable[[], Any], what: str, limit: float = 60) -> Any:
-    """Poll ``check`` (every 50 ms) until it returns something truthy."""
-    try:
-        async with asyncio.timeout(limit):
-            while True:
-                result = check()
-                if result:
-                    return result
-                await asyncio.sleep(0.05)  # polling a condition with a deadline
-    except TimeoutError:
-        raise AssertionError(what) from None
 
 
 def client_context(root_pem: bytes) -> ssl.SSLContext:
