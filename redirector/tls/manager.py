@@ -113,7 +113,7 @@ def backoff_delay(failures: int, timing: Timing, unit_random: float) -> float:
     """Seconds to wait after ``failures`` failed orders in a row: ``backoff_base``
     doubling per failure up to ``backoff_max``, plus up to 10 % jitter (``unit_random``
     in [0, 1)). With the defaults a host sees at most four failed orders in any hour."""
-    delay = min(timing.backoff_base * 2 ** min(failures - 1, 32), timing.backoff_max)
+    delay = min(timing.backoff_base * 2.0 ** min(failures - 1, 32), timing.backoff_max)
     return delay * (1 + 0.1 * unit_random)
 
 
