@@ -16,6 +16,7 @@ import re
 import smtplib
 import socket
 import ssl
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -26,7 +27,7 @@ from cryptography import x509
 from tests.support.dns_server import DnsServer
 from tests.support.netutil import free_ports, poll
 from tests.support.pebble import Pebble, require_pebble
-from tests.support.process_harness import ClickrelayProcess
+from tests.support.process_harness import CLICKRELAY, ClickrelayProcess
 from tests.support.tls_certs import handshake
 
 HOST_A = "links.example.test"
@@ -160,6 +161,50 @@ def test_serve_gets_certificates_and_mints_https_links(tmp_path: Path, dns: DnsS
                 assert ext.value.get_values_for_type(x509.DNSName) == [host]
             with pytest.raises(ssl.SSLError):
                 handshake(ports["https"], "unknown.example.test")
+            # `clickrelay check` (another process) reads what the redirector stored.
+            check = subprocess.run(
+                [str(CLICKRELAY), "check", "-c", str(config)],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert check.returncode == 0, check.stdout + check.stderr
+            assert check.stdout.count("         managed by acme\n") == 2
+            assert check.stdout.count(": ok\n") >= 2  # the last renewal attempt of each host
+            assert "issuer Pebble Intermediate CA" in check.stdout
         finally:
             assert proc.stop() == 0, proc.stderr()
             proc.close()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ("", "[redirector] tls_certificates: no certificate file covers the tracking host"),
+        ('tls_certificates = ["/nonexistent/links.pem"]', "cannot read certificate file"),
+    ],
+)
+def test_an_https_host_without_a_certificate_stops_the_start_naming_the_key(
+    tmp_path: Path, extra: str, message: str
+) -> None:
+    smtp, http, https, admin = free_ports(4)
+    config = tmp_path / "clickrelay.toml"
+    config.write_text(
+        f'[proxy]\nlisten = "127.0.0.1:{smtp}"\n'
+        f'[tracking]\nbase_url = "https://{HOST_A}"\nkey_file = "{tmp_path / "keys"}"\n'
+        f"[preflight]\nenabled = false\n"
+        f'[redirector]\nlisten = "127.0.0.1:{http}"\nhttps_listen = "127.0.0.1:{https}"\n'
+        f'admin_listen = "127.0.0.1:{admin}"\n{extra}\n',
+        encoding="utf-8",
+    )
+    result = subprocess.run(
+        [str(CLICKRELAY), "serve", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr
