@@ -168,8 +168,8 @@ def new_key_pem() -> bytes:
 def select(bundles: Iterable[CertBundle], host: str, now: datetime.datetime) -> CertBundle | None:
     """The certificate to serve for ``host``.
 
-    A file you placed wins over ACME for the names it covers; among equals a currently
-    valid certificate wins over an expired or not-yet-valid one, then the one that lasts
+    A currently valid certificate wins over an expired or not-yet-valid one; among valid
+    ones a file you placed wins over ACME for the names it covers, then the one that lasts
     longest. A covering certificate that is no longer valid is still returned when there
     is nothing better (a client then sees *why* it fails, and ``check`` says so).
     """
@@ -178,7 +178,7 @@ def select(bundles: Iterable[CertBundle], host: str, now: datetime.datetime) -> 
         return None
 
     def rank(bundle: CertBundle) -> tuple[bool, bool, datetime.datetime]:
-        return (bundle.source == FILE, bundle.valid_at(now), bundle.not_after)
+        return (bundle.valid_at(now), bundle.source == FILE, bundle.not_after)
 
     return max(covering, key=rank)
 
