@@ -130,7 +130,11 @@ class RedirectorService:
                 timing=self.tls.timing,
                 on_change=self.tls.on_change,
             )
-            await certs.start()
+            try:
+                await certs.start()
+            except BaseException:
+                await certs.stop()
+                raise
             self._certs = certs
         store = open_store(config.store)
         self._store = store

@@ -163,6 +163,7 @@ class CertManager(Collector):
         self._loop: asyncio.AbstractEventLoop | None = None
         if acme.enabled and storage is None:
             raise ValueError("ACME needs a TLS storage")
+        self._registry = registry
         registry.register(self)
 
     @property
@@ -196,6 +197,8 @@ class CertManager(Collector):
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []
         await cancel_and_wait(*tasks)
+        with contextlib.suppress(KeyError):  # a second stop()
+            self._registry.unregister(self)
         if self.storage is not None:
             with contextlib.suppress(TlsStorageError):
                 await self.storage.close()
