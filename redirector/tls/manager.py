@@ -28,10 +28,11 @@ import datetime
 import json
 import logging
 import random
+import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -66,6 +67,8 @@ from redirector.tls.storage import (
 )
 
 log = logging.getLogger("clickrelay.tls")
+
+T = TypeVar("T")
 
 #: ``await dns_gate(host)``: None when the host's DNS check passed, else why not.
 DnsGate = Callable[[str], Awaitable[str | None]]
@@ -107,6 +110,38 @@ class TlsSettings:
     #: Called with the host whenever the certificate served for it changes (the preflight
     #: in the same process re-checks at once instead of at its next refresh).
     on_change: Callable[[str], None] | None = None
+
+
+async def in_daemon_thread(fn: Callable[..., T], /, **kwargs: Any) -> T:
+    """``fn(**kwargs)`` on a thread of its own that does not hold up the process's exit.
+
+    An ACME order may poll the CA for minutes; on SIGTERM the service must not wait for
+    it (``asyncio.to_thread``'s executor is joined at loop shutdown). A cancelled caller
+    leaves the thread to finish or fail on its own; its result is dropped.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def work() -> None:
+        try:
+            result = fn(**kwargs)
+        except BaseException as exc:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits
+                loop.call_soon_threadsafe(settle, None, exc)
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=work, name="acme-order", daemon=True).start()
+    return await future
 
 
 def backoff_delay(failures: int, timing: Timing, unit_random: float) -> float:
@@ -445,7 +480,7 @@ class CertManager(Collector):
                 asyncio.run_coroutine_threadsafe(self._withdraw(token), loop).result(30)
 
         try:
-            account, chain = await asyncio.to_thread(
+            account, chain = await in_daemon_thread(
                 order_certificate,
                 directory_url=self.acme.directory,
                 ca_file=self.acme.ca_file,
