@@ -13,6 +13,7 @@ import email
 import email.policy
 import http.client
 import re
+import signal
 import smtplib
 import socket
 import ssl
@@ -208,3 +209,40 @@ def test_an_https_host_without_a_certificate_stops_the_start_naming_the_key(
     )
     assert result.returncode == 2, result.stdout + result.stderr
     assert message in result.stderr
+
+
+def test_sigterm_during_an_order_does_not_wait_for_the_ca(tmp_path: Path, dns: DnsServer) -> None:
+    """Pebble validates against a port that accepts and never answers: the order hangs
+    (about 15 s until Pebble gives up). SIGTERM meanwhile stops the redirector at once."""
+    require_pebble()
+    http, https, admin = free_ports(3)
+    with socket.socket() as black_hole:
+        black_hole.bind(("127.0.0.1", 0))
+        black_hole.listen(16)
+        hole = black_hole.getsockname()[1]
+        with Pebble(tmp_path / "pebble", http_port=hole, dns=dns) as pebble:
+            config = tmp_path / "clickrelay.toml"
+            config.write_text(
+                f'[tracking]\nbase_url = "https://{HOST_A}:{https}"\n'
+                f'key_file = "{tmp_path / "keys"}"\n'
+                f'[preflight]\nnameservers = ["{dns.nameserver}"]\n'
+                f'[redirector]\nlisten = "127.0.0.1:{http}"\nhttps_listen = "127.0.0.1:{https}"\n'
+                f'admin_listen = "127.0.0.1:{admin}"\n'
+                f'[acme]\nenabled = true\ndirectory = "{pebble.directory}"\n'
+                f'ca_file = "{pebble.ca_file}"\n',
+                encoding="utf-8",
+            )
+            with ClickrelayProcess(["redirector", "-c", str(config)], cwd=tmp_path) as proc:
+                proc.wait_ready()
+                proc.wait_for_log(f"event=acme-order-start host={HOST_A}")
+                poll(
+                    lambda: "/.well-known/acme-challenge/" in pebble.log() or None,
+                    timeout=30,
+                    interval=0.1,
+                    failure=lambda: f"Pebble never tried the challenge:\n{pebble.log()}",
+                )
+                proc.send_signal(signal.SIGTERM)
+                # Well under the ~15 s the hanging order still has to run.
+                assert proc.wait_exit(timeout=8) == 0, proc.stderr()
+            assert "event=acme-order-failed" not in proc.stderr()
+            assert "event=stopped" in proc.stderr()
