@@ -91,6 +91,9 @@ class Timing:
     dns_retry: float = 60.0
     #: Look for a certificate another node stored at least this often.
     poll: float = 300.0
+    #: ... and this often while this node has none for the host (a cheap read, and the
+    #: host's links wait for it).
+    poll_missing: float = 5.0
     #: Renewal starts up to this fraction of the certificate's lifetime later (at most
     #: an hour), so that nodes and hosts do not all renew in the same second.
     jitter: float = 0.02
@@ -442,13 +445,15 @@ class CertManager(Collector):
                 if host.acme is None:
                     host.state = st.PENDING
                 host.detail = f"waiting for DNS before ordering: {reason}"
+                if host.acme is None:
+                    return min(timing.dns_retry, timing.poll_missing)
                 return timing.dns_retry
         async with self.storage.order_lock(host.name) as mine:
             if not mine:
                 if host.acme is None:
                     host.state = st.PENDING
                 host.detail = "another node is ordering this certificate"
-                return min(timing.dns_retry, timing.poll)
+                return min(timing.dns_retry, timing.poll, timing.poll_missing)
             await self._load_stored(host)
             due = self._due(host)
             if due is not None and utcnow() < due:  # it was renewed while we waited

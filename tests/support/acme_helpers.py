@@ -19,7 +19,7 @@ from tests.support.pebble import Pebble
 
 HOST_A = "links.example.test"
 HOST_B = "links.shop.test"
-FAST = Timing(backoff_base=1.0, backoff_max=4.0, dns_retry=0.2, poll=0.5)
+FAST = Timing(backoff_base=1.0, backoff_max=4.0, dns_retry=0.2, poll=0.5, poll_missing=0.5)
 
 
 def redirector_config(tmp_path: Path, http_port: int, **kwargs: Any) -> RedirectorConfig:
