@@ -173,6 +173,8 @@ class RedirectorService:
                     self._app, self._https_listen, ssl_context=self._certs.sni.context
                 )
             self._admin_port = await self._serve(admin, self._admin_listen)
+            if self._certs is not None:
+                self._certs.start_ordering()
         except BaseException:
             await self.stop()
             raise

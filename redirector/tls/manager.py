@@ -211,9 +211,9 @@ class CertManager(Collector):
     # --- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load the certificate files and stored certificates, install what covers each
-        host, then start ordering (ACME). Raises ConfigError for an unusable file or a host
-        nothing can ever cover (no file, ACME off)."""
+        """Load the certificate files and stored certificates and install what covers each
+        host. Raises ConfigError for an unusable file or a host nothing can ever cover (no
+        file, ACME off). Ordering starts with :meth:`start_ordering`."""
         self._loop = asyncio.get_running_loop()
         self._files = await asyncio.to_thread(load_certificate_files, self.config.tls_certificates)
         self._check_coverage(self._files)
@@ -228,9 +228,14 @@ class CertManager(Collector):
                 log_event(log, logging.WARNING, "tls-storage-unavailable", error=str(exc))
         for host in self._hosts.values():
             self._install_best(host)
-        if self.acme.enabled:
-            for host in self._hosts.values():
-                self._tasks.append(asyncio.create_task(self._run(host), name=f"acme {host.name}"))
+
+    def start_ordering(self) -> None:
+        """Start the background ordering and renewal (ACME on) — once the plain listener
+        answers, since the CA may come for the HTTP-01 challenge right away."""
+        if not self.acme.enabled or self._tasks:
+            return
+        for host in self._hosts.values():
+            self._tasks.append(asyncio.create_task(self._run(host), name=f"acme {host.name}"))
 
     async def stop(self) -> None:
         tasks, self._tasks = self._tasks, []

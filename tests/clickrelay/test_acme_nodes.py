@@ -92,21 +92,24 @@ def test_node_b_answers_node_as_challenge_and_both_serve_the_certificate(
                 store=store,
                 pebble=pebble,
             )
-            with (
-                ClickrelayProcess(["redirector", "-c", str(config_b)], cwd=tmp_path / "b") as b,
-                ClickrelayProcess(["redirector", "-c", str(config_a)], cwd=tmp_path / "a") as a,
-            ):
+            # B listens before A orders (Pebble will knock on B's door).
+            with ClickrelayProcess(["redirector", "-c", str(config_b)], cwd=tmp_path / "b") as b:
                 b.wait_ready()
-                a.wait_ready()
-                a.wait_for_log(f"event=acme-order-issued host={HOST}", timeout=60)
-                b.wait_for_log(f"event=tls-certificate-installed host={HOST}", timeout=60)
-                issued = fingerprint(ports[1])
-                assert poll(
-                    lambda: fingerprint(ports[4]) == issued or None,
-                    timeout=30,
-                    interval=0.2,
-                    failure=lambda: "node B serves another certificate",
-                )
-                assert "event=acme-order-start" not in b.stderr()  # B never ordered
-                assert f":{ports[3]}/.well-known/acme-challenge/" in pebble.log()
-                assert a.stop() == 0 and b.stop() == 0
+                a = ClickrelayProcess(["redirector", "-c", str(config_a)], cwd=tmp_path / "a")
+                try:
+                    a.wait_ready()
+                    a.wait_for_log(f"event=acme-order-issued host={HOST}", timeout=60)
+                    b.wait_for_log(f"event=tls-certificate-installed host={HOST}", timeout=60)
+                    issued = fingerprint(ports[1])
+                    assert poll(
+                        lambda: fingerprint(ports[4]) == issued or None,
+                        timeout=30,
+                        interval=0.2,
+                        failure=lambda: "node B serves another certificate",
+                    )
+                    assert "event=acme-order-start" not in b.stderr()  # B never ordered
+                    assert f":{ports[3]}/.well-known/acme-challenge/" in pebble.log()
+                    assert a.stop() == 0
+                finally:
+                    a.close()
+                assert b.stop() == 0
