@@ -39,15 +39,14 @@ from clickrelay.common.logfmt import log_event
 from clickrelay.config import Config, config_from_cli
 from clickrelay.logsetup import setup_logging
 from clickrelay.sdnotify import Notifier
-from clickrelay.tls_status import StoredTlsStatus
-from redirector.tls.manager import TlsSettings
-from redirector.tls.status import HostStatus
+from clickrelay.tls_setup import https_hosts, tls_settings
 from redirector.tokens import Keyring, ensure_key_file, load_keyring
-from smtp_proxy.preflight import PreflightMonitor
-from smtp_proxy.preflight.tls_hosts import dns_gate, https_hosts
 
 if TYPE_CHECKING:
+    from clickrelay.tls_status import StoredTlsStatus
     from redirector.service import RedirectorService
+    from redirector.tls.status import HostStatus
+    from smtp_proxy.preflight.monitor import PreflightMonitor
     from smtp_proxy.service import ProxyService
 
 logger = logging.getLogger("clickrelay.lifecycle")
@@ -95,16 +94,6 @@ def restart_only_changes(old: Config, new: Config, kind: Kind) -> list[str]:
     return changed
 
 
-def tls_settings(config: Config) -> TlsSettings:
-    """What the redirector's HTTPS listener needs from the other sections."""
-    return TlsSettings(
-        hosts=https_hosts(config.tracking),
-        acme=config.acme,
-        data_dir=config.data_dir,
-        dns_gate=dns_gate(config) if config.preflight.enabled else None,
-    )
-
-
 def _hostport_text(listen: str, port: int | None) -> str:
     host, _ = parse_hostport(listen)
     shown = f"[{host}]" if ":" in host else host
@@ -131,18 +120,24 @@ class Stack:
         self.redirector: RedirectorService | None = None
         self.monitor: PreflightMonitor | None = None
         self.proxy: ProxyService | None = None
-        # What the preflight knows about certificates: our own redirector's, when it runs
-        # in this process, else what the redirector nodes wrote to the TLS storage.
-        self._stored_tls = StoredTlsStatus(config)
+        # Each service (and preflight) is imported only by the commands that run it:
+        # `clickrelay redirector` loads no SMTP code, DNS resolver or HTTP client.
+        self._stored_tls: StoredTlsStatus | None = None
         if kind in ("serve", "redirector"):
             from redirector.service import RedirectorService
 
-            tls = dataclasses.replace(tls_settings(config), on_change=self._certificate_changed)
+            tls = tls_settings(config, on_change=self._certificate_changed)
             self.redirector = RedirectorService(
                 config.redirector, keyring, registry=self.registry, tls=tls
             )
         if kind in ("serve", "proxy"):
+            from clickrelay.tls_status import StoredTlsStatus
+            from smtp_proxy.preflight.monitor import PreflightMonitor
             from smtp_proxy.service import ProxyService
+
+            # What the preflight knows about certificates: our own redirector's, when it
+            # runs in this process, else what the redirector nodes wrote to the storage.
+            self._stored_tls = StoredTlsStatus(config)
 
             self.monitor = PreflightMonitor(
                 config, keyring, registry=self.registry, tls_status=self._tls_status
@@ -163,7 +158,7 @@ class Stack:
         certs = self.redirector.certificates if self.redirector is not None else None
         if certs is not None:
             return certs.status(host)
-        return await self._stored_tls(host)
+        return await self._stored_tls(host) if self._stored_tls is not None else None
 
     async def start(self) -> None:
         if self.redirector is not None:
@@ -191,7 +186,8 @@ class Stack:
         if self.redirector is not None:
             timeout = self.config.redirector.shutdown_flush_timeout
             await self._stop_one("redirector", self.redirector.stop(timeout))
-        await self._stop_one("tls-status", self._stored_tls.aclose())
+        if self._stored_tls is not None:
+            await self._stop_one("tls-status", self._stored_tls.aclose())
 
     async def _stop_one(self, name: str, stopping: Coroutine[Any, Any, None]) -> None:
         try:

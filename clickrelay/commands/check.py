@@ -9,12 +9,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from typing import TYPE_CHECKING
 
 from clickrelay.commands import add_config_argument
-from clickrelay.config import Config, config_from_cli
-from clickrelay.tls_status import StoredTlsStatus
-from redirector.tokens import Keyring, load_keyring
-from smtp_proxy.preflight import DomainReport, check_all
+from clickrelay.config import config_from_cli
+from redirector.tokens import load_keyring
+
+if TYPE_CHECKING:
+    from clickrelay.config import Config
+    from redirector.tokens import Keyring
+    from smtp_proxy.preflight import DomainReport
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,6 +61,11 @@ def format_report(report: DomainReport) -> str:
 
 
 async def _check(config: Config, keyring: Keyring) -> list[DomainReport]:
+    # Imported here: preflight pulls in dnspython and aiohttp's client, the TLS status
+    # the certificate code.
+    from clickrelay.tls_status import StoredTlsStatus
+    from smtp_proxy.preflight import check_all
+
     source = StoredTlsStatus(config)
     try:
         return await check_all(config, keyring, tls_status=source)

@@ -37,7 +37,7 @@ from redirector.config import RedirectorConfig
 
 
 @dataclass(frozen=True)
-class Verdict:
+class ClickVerdict:
     classification: str  # "human" | "bot"
     reason: str | None  # None for humans; "head", "no-user-agent", ... for bots
 
@@ -46,9 +46,9 @@ class Verdict:
         return self.classification == BOT
 
 
-HUMAN_VERDICT = Verdict(HUMAN, None)
+HUMAN_VERDICT = ClickVerdict(HUMAN, None)
 _BOT_VERDICTS = {
-    reason: Verdict(BOT, reason)
+    reason: ClickVerdict(BOT, reason)
     for reason in ("head", "no-user-agent", "scanner-agent", "too-soon", "burst")
 }
 
@@ -116,7 +116,7 @@ def rule_verdict(
     seconds_since_send: float,
     agents: Callable[[str], bool],
     bot_seconds_after_send: float,
-) -> Verdict:
+) -> ClickVerdict:
     """Every rule but the burst rule (which needs memory of earlier clicks).
 
     ``agents`` tells whether a user agent is a known scanner (an :class:`AgentMatcher`).
@@ -228,7 +228,7 @@ class Classifier:
         link_index: int,
         sent_at: float,
         now: float | None = None,
-    ) -> Verdict:
+    ) -> ClickVerdict:
         """The verdict for one click. Every click feeds the burst tracker, bot or not.
 
         ``now`` (unix seconds) defaults to the classifier's clock.

@@ -32,7 +32,7 @@ import threading
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -43,8 +43,6 @@ from clickrelay.common.errors import ConfigError
 from clickrelay.common.logfmt import log_event
 from redirector.config import AcmeConfig, RedirectorConfig
 from redirector.tls import status as st
-from redirector.tls.acme_client import Account, AcmeOrderError, order_certificate
-from redirector.tls.acme_client import new_account_key as _new_account_key
 from redirector.tls.certs import (
     ACME,
     CertBundle,
@@ -65,6 +63,9 @@ from redirector.tls.storage import (
     TlsStorage,
     TlsStorageError,
 )
+
+if TYPE_CHECKING:
+    from redirector.tls.acme_client import Account
 
 log = logging.getLogger("clickrelay.tls")
 
@@ -472,6 +473,9 @@ class CertManager(Collector):
         return 0.0
 
     async def _order(self, host: _Host) -> None:
+        # Imported here: the ACME library (and requests) only for a redirector that orders.
+        from redirector.tls.acme_client import AcmeOrderError, order_certificate
+
         assert self.storage is not None
         loop = asyncio.get_running_loop()
         host.state = st.PENDING if host.acme is None else host.state
@@ -567,6 +571,8 @@ class CertManager(Collector):
             )
 
     async def _get_account(self) -> Account:
+        from redirector.tls.acme_client import Account, new_account_key
+
         assert self.storage is not None
         async with self._account_lock:
             if self._account is None:
@@ -575,7 +581,7 @@ class CertManager(Collector):
                     doc = json.loads(stored)
                     self._account = Account(doc["key_pem"].encode(), doc.get("uri"))
                 else:
-                    self._account = Account(_new_account_key())
+                    self._account = Account(new_account_key())
                     await self._save_account(self._account, force=True)
             return self._account
 

@@ -1,19 +1,12 @@
-"""Which tracking hosts need a certificate, and the DNS check that must pass before one
-is ordered (so a CA is never asked for a name that does not point at us yet)."""
+"""The DNS check that must pass before a tracking host's certificate is ordered (so a CA
+is never asked for a name that does not point at us yet)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from urllib.parse import urlsplit
 
-from smtp_proxy.config import ProxySettings, TrackingConfig
-from smtp_proxy.preflight.dns_check import check_dns, host_of, make_resolver, skip_reason
-
-
-def https_hosts(tracking: TrackingConfig) -> tuple[str, ...]:
-    """The hosts of every ``https://`` tracking base URL, default first, no duplicates."""
-    hosts = [host_of(url) for url in tracking.base_urls() if urlsplit(url).scheme == "https"]
-    return tuple(dict.fromkeys(hosts))
+from smtp_proxy.config import ProxySettings
+from smtp_proxy.preflight.dns_check import check_dns, domain_skip_reason, make_resolver
 
 
 def dns_gate(config: ProxySettings) -> Callable[[str], Awaitable[str | None]]:
@@ -23,7 +16,7 @@ def dns_gate(config: ProxySettings) -> Callable[[str], Awaitable[str | None]]:
     cname_target = config.tracking.cname_target
 
     async def gate(host: str) -> str | None:
-        reason = skip_reason(host)
+        reason = domain_skip_reason(host)
         if reason is not None:
             return f"{reason}: no public CA certifies it"
         resolver = await make_resolver(pre.nameservers, pre.timeout)

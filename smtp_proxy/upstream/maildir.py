@@ -113,7 +113,8 @@ class MaildirUpstream:
     async def close(self) -> None:
         return None
 
-    async def _deliver(self, data: bytes) -> str:
+    async def deliver_message(self, data: bytes) -> str:
+        """Write one message file (off the event loop); its name, or UpstreamError."""
         try:
             return await asyncio.to_thread(deliver, self.path, data, self._host)
         except OSError as exc:
@@ -151,7 +152,7 @@ class MaildirTransaction:
         self._check_open()
         if not self._recipients:
             return Reply(503, "5.5.1 Error: need RCPT command")
-        name = await self._upstream._deliver(message)
+        name = await self._upstream.deliver_message(message)
         self._sender = None
         self._recipients = []
         return Reply(250, f"2.0.0 Ok: delivered to maildir {name}")

@@ -17,9 +17,10 @@ import asyncpg
 import pytest
 
 from tests.support.dns_server import DnsServer
-from tests.support.netutil import free_ports, poll
+from tests.support.net import free_ports
 from tests.support.pebble import Pebble, require_pebble
-from tests.support.process_harness import ClickrelayProcess
+from tests.support.polling import poll
+from tests.support.processes import ClickrelayProcess
 from tests.support.tls_certs import handshake
 
 HOST = "links.example.test"

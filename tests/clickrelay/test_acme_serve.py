@@ -26,9 +26,10 @@ import pytest
 from cryptography import x509
 
 from tests.support.dns_server import DnsServer
-from tests.support.netutil import free_ports, poll
+from tests.support.net import free_ports
 from tests.support.pebble import Pebble, require_pebble
-from tests.support.process_harness import CLICKRELAY, ClickrelayProcess
+from tests.support.polling import poll
+from tests.support.processes import CLICKRELAY, ClickrelayProcess
 from tests.support.tls_certs import handshake
 
 HOST_A = "links.example.test"

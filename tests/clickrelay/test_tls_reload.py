@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from tests.support.netutil import free_ports
-from tests.support.process_harness import ClickrelayProcess
+from tests.support.net import free_ports
+from tests.support.processes import ClickrelayProcess
 from tests.support.tls_certs import CertAuthority, handshake
 
 HOST = "links.example.test"

@@ -30,7 +30,8 @@ from types import TracebackType
 import pytest
 
 from tests.support.dns_server import DnsServer
-from tests.support.netutil import free_ports, poll
+from tests.support.net import free_ports
+from tests.support.polling import poll
 from tests.support.tls_certs import CertAuthority
 
 PEBBLE = "/usr/bin/pebble"

@@ -10,7 +10,7 @@ import pytest
 
 from tests.support.acme_helpers import HOST_A, HOST_B
 from tests.support.dns_server import DnsServer
-from tests.support.netutil import free_port
+from tests.support.net import free_port
 from tests.support.pebble import Pebble, require_pebble
 
 

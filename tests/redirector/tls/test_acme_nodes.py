@@ -19,7 +19,7 @@ from redirector.tls.storage import CHALLENGE, PgTlsStorage, SqliteTlsStorage
 from redirector.tokens import Keyring
 from tests.support.acme_helpers import HOST_A, acme_for, redirector_config, running, wait_for
 from tests.support.dns_server import DnsServer
-from tests.support.netutil import free_port
+from tests.support.net import free_port
 from tests.support.pebble import Pebble
 from tests.support.tls_certs import handshake
 

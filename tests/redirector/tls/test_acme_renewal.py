@@ -24,7 +24,7 @@ from smtp_proxy.preflight.http_probe import PinnedResolver
 from smtp_proxy.preflight.tls_check import TlsStatusSource
 from tests.support.acme_helpers import HOST_A, acme_for, redirector_config, running, wait_for
 from tests.support.dns_server import DnsServer
-from tests.support.netutil import free_port, refusing_port
+from tests.support.net import free_port, refusing_port
 from tests.support.pebble import Pebble, require_pebble
 from tests.support.tls_certs import handshake
 
