@@ -85,7 +85,9 @@ async def test_certificates_are_issued_installed_and_serve_tracked_links(
         assert port is not None
         assert san(await served(port, HOST_A, root)) == [HOST_A]
         assert san(await served(port, HOST_B, root)) == [HOST_B]
-        token = keyring.seal("https://shop.example.com/p?x=1", queue_id="Q9", link_index=0)
+        token = keyring.seal(
+            "https://shop.example.com/p?x=1", host=HOST_A, queue_id="Q9", link_index=0
+        )
         assert await https_get(port, HOST_A, f"/c/{token}", root) == (
             302,
             "https://shop.example.com/p?x=1",

@@ -90,7 +90,9 @@ async def test_short_lived_certificates_are_renewed_while_clicks_flow(
             assert certs is not None
             first = await wait_for(lambda: certs.served(HOST_A), f"not issued:\n{pebble.log()}")
             root = pebble.root_pem()
-            token = keyring.seal("https://shop.example.com/x", queue_id="Q1", link_index=0)
+            token = keyring.seal(
+                "https://shop.example.com/x", host=HOST_A, queue_id="Q1", link_index=0
+            )
             stop = asyncio.Event()
             load = asyncio.create_task(
                 click_load(service.https_port or 0, f"/c/{token}", root, stop)

@@ -128,7 +128,9 @@ async def test_each_tracking_host_gets_its_own_certificate_by_sni(
 async def test_https_serves_exactly_what_listen_serves(
     tmp_path: Path, certs_dir: Path, ca: CertAuthority, keyring: Keyring
 ) -> None:
-    token = keyring.seal("https://shop.example.com/item?id=7", queue_id="Q1", link_index=0)
+    token = keyring.seal(
+        "https://shop.example.com/item?id=7", host=HOST_A, queue_id="Q1", link_index=0
+    )
     async with running(config_for(tmp_path), keyring) as service:
         port = service.https_port
         assert port is not None
@@ -143,7 +145,9 @@ async def test_https_serves_exactly_what_listen_serves(
         async with (
             aiohttp.ClientSession() as session,
             session.get(
-                f"http://127.0.0.1:{service.public_port}/c/{token}", allow_redirects=False
+                f"http://127.0.0.1:{service.public_port}/c/{token}",
+                allow_redirects=False,
+                headers={"Host": HOST_A},
             ) as resp,
         ):
             assert resp.status == 302
