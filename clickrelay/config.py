@@ -25,7 +25,7 @@ from typing import Any
 
 from clickrelay.common.errors import ConfigError
 from clickrelay.common.validators import check, one_of
-from redirector.config import RedirectorConfig
+from redirector.config import AcmeConfig, RedirectorConfig
 from smtp_proxy.config import (
     DEFAULT_DATA_DIR,
     DkimConfig,
@@ -53,6 +53,7 @@ class Config:
     preflight: PreflightConfig = field(default_factory=PreflightConfig)
     redirector: RedirectorConfig = field(default_factory=RedirectorConfig)
     dkim: DkimConfig = field(default_factory=DkimConfig)
+    acme: AcmeConfig = field(default_factory=AcmeConfig)
     log: LogConfig = field(default_factory=LogConfig)
     #: The file this came from; None for the quick-start defaults.
     source: Path | None = None
@@ -209,7 +210,17 @@ def load_config_text(text: str, source: str = "<string>", base_dir: Path | None 
     loader = _Loader(source, base)
     config = loader.section(Config, table, "")
     config = dataclasses.replace(config, base_dir=base)
+    _check_across_sections(config, source)
     return _resolve_defaults(config, base)
+
+
+def _check_across_sections(config: Config, source: str) -> None:
+    """Rules that tie two sections together (each section checks its own keys)."""
+    if config.acme.enabled and not config.redirector.https_listen:
+        raise ConfigError(
+            f"{source}: acme.enabled: ACME certificates need an HTTPS listener: set "
+            '[redirector] https_listen (e.g. "0.0.0.0:443") or [acme] enabled = false'
+        )
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:

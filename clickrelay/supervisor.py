@@ -40,12 +40,15 @@ from clickrelay.common.logfmt import log_event
 from clickrelay.config import Config, config_from_cli
 from clickrelay.logsetup import setup_logging
 from clickrelay.sdnotify import Notifier
+from clickrelay.tls_setup import https_hosts, tls_settings
 from redirector.blocklist import load_blocklist
 from redirector.config import LIVE_FIELDS as REDIRECTOR_LIVE_FIELDS
 from redirector.tokens import Keyring, ensure_key_file, load_keyring
 
 if TYPE_CHECKING:
+    from clickrelay.tls_status import StoredTlsStatus
     from redirector.service import RedirectorService
+    from redirector.tls.status import HostStatus
     from smtp_proxy.preflight.monitor import PreflightMonitor
     from smtp_proxy.service import ProxyService
 
@@ -87,6 +90,11 @@ def restart_only_changes(old: Config, new: Config, kind: Kind) -> list[str]:
                 continue
             if getattr(old.redirector, fld.name) != getattr(new.redirector, fld.name):
                 changed.append(f"redirector.{fld.name}")
+        if old.acme != new.acme:
+            changed.append("acme")
+        tls_hosts_changed = https_hosts(old.tracking) != https_hosts(new.tracking)
+        if kind == "redirector" and new.redirector.https_listen and tls_hosts_changed:
+            changed.append("tracking.base_url/sender_domains")
     # (tracking.key_file is not here: the keys are read from the new path on reload.)
     return changed
 
@@ -119,15 +127,26 @@ class Stack:
         self.proxy: ProxyService | None = None
         # Each service (and preflight) is imported only by the commands that run it:
         # `clickrelay redirector` loads no SMTP code, DNS resolver or HTTP client.
+        self._stored_tls: StoredTlsStatus | None = None
         if kind in ("serve", "redirector"):
             from redirector.service import RedirectorService
 
-            self.redirector = RedirectorService(config.redirector, keyring, registry=self.registry)
+            tls = tls_settings(config, on_change=self._certificate_changed)
+            self.redirector = RedirectorService(
+                config.redirector, keyring, registry=self.registry, tls=tls
+            )
         if kind in ("serve", "proxy"):
+            from clickrelay.tls_status import StoredTlsStatus
             from smtp_proxy.preflight.monitor import PreflightMonitor
             from smtp_proxy.service import ProxyService
 
-            self.monitor = PreflightMonitor(config, keyring, registry=self.registry)
+            # What the preflight knows about certificates: our own redirector's, when it
+            # runs in this process, else what the redirector nodes wrote to the storage.
+            self._stored_tls = StoredTlsStatus(config)
+
+            self.monitor = PreflightMonitor(
+                config, keyring, registry=self.registry, tls_status=self._tls_status
+            )
             self.proxy = ProxyService(
                 config,
                 keyring,
@@ -135,6 +154,16 @@ class Stack:
                 preflight=self.monitor,
                 admin=kind == "proxy",
             )
+
+    def _certificate_changed(self, host: str) -> None:
+        if self.monitor is not None:
+            self.monitor.refresh_soon()
+
+    async def _tls_status(self, host: str) -> HostStatus | None:
+        certs = self.redirector.certificates if self.redirector is not None else None
+        if certs is not None:
+            return certs.status(host)
+        return await self._stored_tls(host) if self._stored_tls is not None else None
 
     async def start(self) -> None:
         if self.redirector is not None:
@@ -162,6 +191,8 @@ class Stack:
         if self.redirector is not None:
             timeout = self.config.redirector.shutdown_flush_timeout
             await self._stop_one("redirector", self.redirector.stop(timeout))
+        if self._stored_tls is not None:
+            await self._stop_one("tls-status", self._stored_tls.aclose())
 
     async def _stop_one(self, name: str, stopping: Coroutine[Any, Any, None]) -> None:
         try:
@@ -184,6 +215,10 @@ class Stack:
             if self.redirector is not None
             else None
         )
+        if self.redirector is not None:
+            # Certificate files too: a bad one raises ConfigError before anything else
+            # has changed, and the certificates in service stay.
+            await self.redirector.reload_certificates(config.redirector)
         if self.proxy is not None:
             # The proxy validates the new TLS certificate and users file before it
             # switches (and hands the keys to the preflight monitor, which re-proves
@@ -214,6 +249,10 @@ class Stack:
                 out["admin"] = _hostport_text(cfg.proxy.admin_listen, self.proxy.admin_port)
         if self.redirector is not None:
             out["redirector"] = _hostport_text(cfg.redirector.listen, self.redirector.public_port)
+            if cfg.redirector.https_listen and self.redirector.https_port is not None:
+                out["https"] = _hostport_text(
+                    cfg.redirector.https_listen, self.redirector.https_port
+                )
             if cfg.redirector.admin_listen and self.redirector.admin_port:
                 out["admin"] = _hostport_text(
                     cfg.redirector.admin_listen, self.redirector.admin_port
@@ -265,6 +304,8 @@ class Stack:
                     )
         if "redirector" in listening:
             lines.append(f"redirector      http://{listening['redirector']}  (clicks land here)")
+        if "https" in listening:
+            lines.append(f"redirector TLS  https://{listening['https']}  (certificate by SNI)")
         if "admin" in listening:
             lines.append(f"admin           http://{listening['admin']}/metrics")
         if self.redirector is not None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from clickrelay.common.validators import (
     check,
+    check_listen,
     check_networks,
     check_required_listen,
     in_range,
@@ -20,10 +22,19 @@ from clickrelay.common.validators import (
 from redirector.hosts import normalize_host
 from redirector.store import store_kind
 
+#: Let's Encrypt's production ACME directory.
+LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
+
 
 def _check_store(value: str) -> None:
     if store_kind(value) is None:
         raise ValueError("expected sqlite:PATH or postgresql://user@host:port/db")
+
+
+def _check_directory(value: str) -> None:
+    parts = urlsplit(value)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ValueError("expected the https:// URL of an ACME directory")
 
 
 _HOST_RE = re.compile(r"[a-z0-9_.-]+|[0-9a-f:.]+")
@@ -41,13 +52,19 @@ def _check_host_aliases(value: dict[str, str]) -> None:
 
 
 #: Settings a SIGHUP applies without a restart (everything else here needs one).
-LIVE_FIELDS = frozenset({"host_aliases", "blocklist_file"})
+LIVE_FIELDS = frozenset({"host_aliases", "blocklist_file", "tls_certificates"})
 
 
 @dataclass(frozen=True)
 class RedirectorConfig:
-    #: Public listener: serves only ``/c/<token>`` and ``/healthz``.
+    #: Public listener: serves only ``/c/<token>`` and ``/healthz`` (and, for ACME,
+    #: ``/.well-known/acme-challenge/``).
     listen: str = field(default="127.0.0.1:8080", metadata=check(check_required_listen))
+    #: HTTPS listener serving what ``listen`` serves, certificate chosen by SNI; empty = off.
+    https_listen: str = field(default="", metadata=check(check_listen))
+    #: Globs of PEM files (private key + chain) for tracking hosts you certify yourself;
+    #: read at start and on SIGHUP, preferred to ACME for the names they cover.
+    tls_certificates: tuple[Path, ...] = ()
     #: Admin listener: ``/metrics`` and ``/api/stats``; keep it off the internet.
     admin_listen: str = field(default="127.0.0.1:8081", metadata=check(check_required_listen))
     #: Shared secret of every admin listener (this one and ``[proxy] admin_listen``):
@@ -100,3 +117,19 @@ class RedirectorConfig:
     blocklist_file: Path | None = None
     #: Seconds the shutdown waits for queued clicks to reach the store.
     shutdown_flush_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class AcmeConfig:
+    """The ``[acme]`` section: certificates for the tracking hosts from an ACME CA."""
+
+    enabled: bool = False
+    #: The CA's ACME directory URL (Let's Encrypt production by default).
+    directory: str = field(default=LETS_ENCRYPT, metadata=check(_check_directory))
+    #: Contact address given to the CA (expiry notices); empty = none.
+    email: str = ""
+    #: CA bundle to trust the ACME server with (a test CA); empty = system CAs.
+    ca_file: Path | None = None
+    #: Renewal starts this many days before expiry (or in a certificate's last third).
+    renew_before_days: float = field(default=30.0, metadata=check(in_range(1, 365)))
+    challenge: str = field(default="http-01", metadata=check(one_of("http-01")))

@@ -21,6 +21,7 @@ import asyncio
 import dataclasses
 import ipaddress
 import logging
+import ssl
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -38,6 +39,8 @@ from redirector.http.admin_auth import check_admin_listen
 from redirector.http.app import create_app, set_keyring, set_live_settings
 from redirector.http.conngate import ConnectionGate, gated_factory
 from redirector.store import ClickStore, StoreError, open_store
+from redirector.tls.manager import CertManager, TlsSettings
+from redirector.tls.storage import open_tls_storage
 from redirector.tokens import Keyring
 
 log = logging.getLogger("clickrelay.redirector")
@@ -66,8 +69,10 @@ class RedirectorService:
         keyring: Keyring,
         *,
         registry: CollectorRegistry | None = None,
+        tls: TlsSettings | None = None,
     ) -> None:
         self.config = config
+        self.tls = tls if tls is not None else TlsSettings()
         self.registry = registry if registry is not None else CollectorRegistry()
         self._keyring = keyring
         # Built now so that a bad scanner_agents_file or blocklist fails before anything
@@ -77,11 +82,16 @@ class RedirectorService:
         self._listen = parse_listen(config.listen, key="listen")
         self._admin_listen = parse_listen(config.admin_listen, key="admin_listen")
         check_admin_listen(config.admin_listen, config.admin_token, key="[redirector] admin_listen")
+        self._https_listen = (
+            parse_listen(config.https_listen, key="https_listen") if config.https_listen else None
+        )
+        self._certs: CertManager | None = None
+        self._https_port: int | None = None
         self._store: ClickStore | None = None
         self._recorder: ClickRecorder | None = None
         self._app: web.Application | None = None
         self._runners: list[web.AppRunner] = []
-        self._public_server: asyncio.Server | None = None
+        self._public_servers: list[asyncio.Server] = []
         self._accept_errors: AcceptErrorLog | None = None
         self.gate = ConnectionGate(
             max_connections=config.max_connections,
@@ -105,6 +115,16 @@ class RedirectorService:
         return self._public_port
 
     @property
+    def https_port(self) -> int | None:
+        """The bound HTTPS port (None when ``https_listen`` is off); only after start()."""
+        return self._https_port
+
+    @property
+    def certificates(self) -> CertManager | None:
+        """The HTTPS listener's certificates (None when ``https_listen`` is off)."""
+        return self._certs
+
+    @property
     def admin_port(self) -> int:
         if self._admin_port is None:
             raise RuntimeError("RedirectorService is not started")
@@ -116,6 +136,27 @@ class RedirectorService:
         Raises StoreError for an unusable store URL, OSError when a port cannot be bound.
         """
         config = self.config
+        if self._https_listen is not None:
+            # First, so that an unusable certificate file fails the start before anything
+            # is bound or opened.
+            acme = self.tls.acme
+            storage = open_tls_storage(config.store, self.tls.data_dir) if acme.enabled else None
+            certs = CertManager(
+                self.tls.hosts,
+                config,
+                acme,
+                storage=storage,
+                registry=self.registry,
+                dns_gate=self.tls.dns_gate,
+                timing=self.tls.timing,
+                on_change=self.tls.on_change,
+            )
+            try:
+                await certs.start()
+            except BaseException:
+                await certs.stop()
+                raise
+            self._certs = certs
         store = open_store(config.store)
         self._store = store
         try:
@@ -142,13 +183,25 @@ class RedirectorService:
                 recorder,
                 registry=self.registry,
                 classifier=self._classifier,
+                acme_challenge=(
+                    self._certs.challenge_answer
+                    if self._certs is not None and self.tls.acme.enabled
+                    else None
+                ),
                 blocklist=self._blocklist,
             )
             admin = create_admin_app(
                 recorder, registry=self.registry, token=self.config.admin_token
             )
             self._public_port = await self._serve_public(self._app, self._listen)
+            if self._https_listen is not None and self._certs is not None:
+                # The same gate as the plain listener: both serve the public app.
+                self._https_port = await self._serve_public(
+                    self._app, self._https_listen, ssl_context=self._certs.sni.context
+                )
             self._admin_port = await self._serve(admin, self._admin_listen)
+            if self._certs is not None:
+                self._certs.start_ordering()
         except BaseException:
             await self.stop()
             raise
@@ -157,6 +210,7 @@ class RedirectorService:
             logging.INFO,
             "redirector-listening",
             listen=f"{self._listen[0]}:{self._public_port}",
+            https=f"{self._https_listen[0]}:{self._https_port}" if self._https_listen else "off",
             admin=f"{self._admin_listen[0]}:{self._admin_port}",
             store=store.name,
             key_ids=",".join(self._keyring.key_ids),
@@ -165,6 +219,10 @@ class RedirectorService:
             _log_blocklist(self._blocklist)
 
     async def _runner(self, app: web.Application) -> web.AppRunner:
+        """One runner per app, shared by its listeners (HTTP and HTTPS serve one app)."""
+        runner = next((r for r in self._runners if r.app is app), None)
+        if runner is not None:
+            return runner
         # No access log: it would cost time on the hot path and write every client's IP
         # in full, bypassing the configured truncation.
         runner = web.AppRunner(
@@ -178,16 +236,22 @@ class RedirectorService:
         self._runners.append(runner)
         return runner
 
-    async def _serve_public(self, app: web.Application, where: tuple[str, int]) -> int:
-        """The public listener: aiohttp's handlers behind the connection gate."""
+    async def _serve_public(
+        self,
+        app: web.Application,
+        where: tuple[str, int],
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> int:
+        """A public listener: aiohttp's handlers behind the connection gate."""
         runner = await self._runner(app)
         assert runner.server is not None
         loop = asyncio.get_running_loop()
         factory = gated_factory(
             runner.server, self.gate, loop=loop, keepalive_timeout=self.config.header_timeout
         )
-        server = await loop.create_server(factory, where[0], where[1])
-        self._public_server = server
+        server = await loop.create_server(factory, where[0], where[1], ssl=ssl_context)
+        self._public_servers.append(server)
         return int(server.sockets[0].getsockname()[1])
 
     async def _serve(self, app: web.Application, where: tuple[str, int]) -> int:
@@ -196,6 +260,12 @@ class RedirectorService:
         await site.start()
         address = runner.addresses[-1]
         return int(address[1])
+
+    async def reload_certificates(self, config: RedirectorConfig) -> None:
+        """SIGHUP: read ``[redirector] tls_certificates`` again (ConfigError: nothing
+        changed)."""
+        if self._certs is not None:
+            await self._certs.reload_files(config)
 
     def update_keyring(self, keyring: Keyring) -> None:
         """Decode with these keys from now on (rotation without a restart)."""
@@ -219,12 +289,15 @@ class RedirectorService:
     async def stop(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - contract
         """Stop listening, flush queued clicks (up to ``timeout`` or the configured
         ``shutdown_flush_timeout``), close the store. Safe to call twice."""
-        public, self._public_server = self._public_server, None
-        if public is not None:
-            public.close()  # stop accepting; the runner's cleanup ends open connections
+        public, self._public_servers = self._public_servers, []
+        for server in public:
+            server.close()  # stop accepting; the runner's cleanup ends open connections
         runners, self._runners = self._runners, []
         for runner in reversed(runners):
             await runner.cleanup()
+        certs, self._certs = self._certs, None
+        if certs is not None:
+            await certs.stop()
         recorder = self._recorder  # kept: its counters stay readable after stop
         if recorder is not None:
             flush = self.config.shutdown_flush_timeout if timeout is None else timeout

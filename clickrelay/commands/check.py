@@ -16,6 +16,8 @@ from clickrelay.config import config_from_cli
 from redirector.tokens import load_keyring
 
 if TYPE_CHECKING:
+    from clickrelay.config import Config
+    from redirector.tokens import Keyring
     from smtp_proxy.preflight import DomainReport
 
 
@@ -26,7 +28,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def format_report(report: DomainReport) -> str:
     """Human-readable: verdict, DNS evidence as dig shows it, probe result, fix."""
-    status = "ok" if report.ok else f"FAIL {report.verdict.value}"
+    if report.ok:
+        status = "ok"
+    elif report.warn_only:
+        status = f"WARN {report.verdict.value}"
+    else:
+        status = f"FAIL {report.verdict.value}"
     lines = [f"{report.base_url}: {status} — {report.detail}"]
     if report.dns.skipped:
         lines.append(f"  dns    {report.dns.skipped}")
@@ -39,6 +46,10 @@ def format_report(report: DomainReport) -> str:
             lines.append("         (no records)")
         if report.expected_target:
             lines.append(f"         expected CNAME target: {report.expected_target}")
+    if report.tls is not None:
+        first, *rest = report.tls.lines()
+        lines.append(f"  tls    {first}")
+        lines.extend(f"         {line}" for line in rest)
     if report.probe is not None:
         lines.append(f"  probe  {report.probe.summary()}")
     for note in report.notes:
@@ -49,13 +60,23 @@ def format_report(report: DomainReport) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
-    # Imported here: preflight pulls in dnspython and aiohttp's client.
+async def _check(config: Config, keyring: Keyring) -> list[DomainReport]:
+    # Imported here: preflight pulls in dnspython and aiohttp's client, the TLS status
+    # the certificate code.
+    from clickrelay.tls_status import StoredTlsStatus
     from smtp_proxy.preflight import check_all
 
+    source = StoredTlsStatus(config)
+    try:
+        return await check_all(config, keyring, tls_status=source)
+    finally:
+        await source.aclose()
+
+
+def run(args: argparse.Namespace) -> int:
     config = config_from_cli(args.config)
     keyring = load_keyring(config.tracking.key_file)
-    reports = asyncio.run(check_all(config, keyring))
+    reports = asyncio.run(_check(config, keyring))
     if args.json:
         for report in reports:
             print(json.dumps(report.to_json(), ensure_ascii=False))

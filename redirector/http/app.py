@@ -50,6 +50,8 @@ from redirector.hosts import normalize_host, request_host
 from redirector.http.clientip import ClientIpPolicy
 from redirector.http.refusals import RefusalLog
 from redirector.location import location_for
+from redirector.tls import http01
+from redirector.tls.http01 import ChallengeLookup
 from redirector.tokens import Keyring, LinkData
 
 if TYPE_CHECKING:
@@ -282,9 +284,12 @@ def create_app(
     registry: CollectorRegistry,
     classifier: Classifier | None = None,
     refusals: RefusalLog | None = None,
+    acme_challenge: ChallengeLookup | None = None,
     blocklist: Blocklist = EMPTY_BLOCKLIST,
 ) -> web.Application:
     """The public application: ``GET|HEAD /c/<token>``, ``GET /healthz``, else 404.
+
+    ``acme_challenge`` (ACME on) adds ``GET /.well-known/acme-challenge/<token>``.
 
     ``recorder`` None means clicks are only counted in metrics, not stored.
     ``classifier`` defaults to one built from ``config`` (tests pass one with a fake
@@ -313,6 +318,8 @@ def create_app(
     app.router.add_route("HEAD", "/c/{token}", _redirect)
     app.router.add_route("GET", "/healthz", _healthz)
     app.router.add_route("HEAD", "/healthz", _healthz)
+    if acme_challenge is not None:
+        http01.add_route(app, acme_challenge, not_found_response())
     # Everything else, any method: the same 404 (not aiohttp's 404/405 pages).
     app.router.add_route("*", "/{tail:.*}", _not_found)
     return app

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from urllib.parse import urlsplit
 
 import dns.asyncresolver
 import dns.name
 
 from redirector.tokens import Keyring
 from smtp_proxy.config import ProxySettings
+from smtp_proxy.preflight.cert_verdicts import TlsEvidence, blocks_tracking, cert_verdict
 from smtp_proxy.preflight.dns_check import check_dns, domain_skip_reason, host_of, make_resolver
 from smtp_proxy.preflight.http_probe import healthz_url, probe
+from smtp_proxy.preflight.tls_check import TlsStatusSource, look_at_certificate
 from smtp_proxy.preflight.verdicts import DnsEvidence, DomainReport, ProbeResult, Verdict, fix_for
 
 #: Lower bound (seconds) of how long a verdict is trusted before it is checked again.
@@ -43,8 +46,13 @@ async def check_domain(
     *,
     resolver: dns.asyncresolver.Resolver | None = None,
     min_ttl: float = MIN_TTL,
+    tls_status: TlsStatusSource | None = None,
 ) -> DomainReport:
-    """Check one tracking base URL once (pass ``resolver`` to share one across checks)."""
+    """Check one tracking base URL once (pass ``resolver`` to share one across checks).
+
+    For an ``https://`` base URL the certificate the host serves is judged too
+    (``tls_status`` adds what the redirector knows: ACME state, last error).
+    """
     pre = config.preflight
     host = host_of(base_url)
     cname_target = config.tracking.cname_target
@@ -90,6 +98,19 @@ async def check_domain(
         )
         verdict = result.verdict
         detail = result.detail if verdict is not Verdict.OK else f"{detail}; {result.detail}"
+    tls: TlsEvidence | None = None
+    warn_only = False
+    if dns_verdict is None and urlsplit(base_url).scheme == "https":
+        tls = await look_at_certificate(
+            base_url, host, addresses, time_limit=pre.timeout, status_source=tls_status
+        )
+        judged = cert_verdict(tls)
+        if judged is not None:
+            cert, why = judged
+            if blocks_tracking(cert, tls):
+                verdict, detail = cert, why
+            elif verdict is Verdict.OK:
+                verdict, detail, warn_only = cert, f"{why} (links are still tracked)", True
     if verdict is Verdict.OK:
         ttl = bounded_ttl(evidence.min_ttl, min_ttl=min_ttl, interval=pre.interval)
     else:
@@ -102,6 +123,7 @@ async def check_domain(
         dns=evidence,
         probe=result,
         current_key_id=keyring.current_key_id,
+        tls=tls,
     )
     return DomainReport(
         base_url=base_url,
@@ -115,11 +137,17 @@ async def check_domain(
         checked_at=checked_at,
         expected_target=expected,
         notes=tuple(notes),
+        tls=tls,
+        warn_only=warn_only,
     )
 
 
 async def check_all(
-    config: ProxySettings, keyring: Keyring, *, min_ttl: float = MIN_TTL
+    config: ProxySettings,
+    keyring: Keyring,
+    *,
+    min_ttl: float = MIN_TTL,
+    tls_status: TlsStatusSource | None = None,
 ) -> list[DomainReport]:
     """Check every base URL of ``config.tracking.base_urls()`` concurrently, in that order."""
     pre = config.preflight
@@ -130,7 +158,9 @@ async def check_all(
     return list(
         await asyncio.gather(
             *(
-                check_domain(url, config, keyring, resolver=resolver, min_ttl=min_ttl)
+                check_domain(
+                    url, config, keyring, resolver=resolver, min_ttl=min_ttl, tls_status=tls_status
+                )
                 for url in urls
             )
         )

@@ -34,6 +34,7 @@ from redirector.tokens import Keyring
 from smtp_proxy.config import ProxySettings
 from smtp_proxy.preflight.checks import MIN_TTL, check_domain
 from smtp_proxy.preflight.dns_check import domain_skip_reason, host_of, make_resolver
+from smtp_proxy.preflight.tls_check import TlsStatusSource
 from smtp_proxy.preflight.verdicts import DomainReport, Verdict
 
 logger = logging.getLogger("clickrelay.preflight")
@@ -74,8 +75,10 @@ class PreflightMonitor:
         registry: CollectorRegistry | None = None,
         min_ttl: float = MIN_TTL,
         clock: Callable[[], float] = time.monotonic,
+        tls_status: TlsStatusSource | None = None,
     ) -> None:
         self._config = config
+        self._tls_status = tls_status
         self._keyring = keyring
         self._min_ttl = min_ttl
         self._clock = clock
@@ -108,7 +111,7 @@ class PreflightMonitor:
         domain = self._domains.get(normalize_base_url(base_url))
         if domain is None or domain.report is None or domain.stale:
             return False
-        return domain.report.verdict is Verdict.OK and self._clock() < domain.expires
+        return domain.report.may_track and self._clock() < domain.expires
 
     def state(self, base_url: str) -> str:
         """``verified``, ``pending``, ``disabled`` or the failing verdict's value."""
@@ -117,7 +120,7 @@ class PreflightMonitor:
         domain = self._domains.get(normalize_base_url(base_url))
         if domain is None or domain.report is None or domain.stale:
             return "pending"
-        if domain.report.verdict is not Verdict.OK:
+        if not domain.report.may_track:
             return str(domain.report.verdict.value)
         return "verified" if self._clock() < domain.expires else "pending"
 
@@ -186,6 +189,7 @@ class PreflightMonitor:
             keyring,
             resolver=await self._get_resolver(),
             min_ttl=self._min_ttl,
+            tls_status=self._tls_status,
         )
         self._record(domain, report, stale=keyring is not self._keyring)
         return report
@@ -225,7 +229,7 @@ class PreflightMonitor:
         domain.expires = self._clock() + report.ttl
         domain.stale = stale
         domain.checks += 1
-        ok = report.verdict is Verdict.OK and not stale
+        ok = report.may_track and not stale
         self._gauge.labels(domain=domain.label).set(1 if ok else 0)
         if report.verdict is not previous:
             log_event(

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from smtp_proxy.preflight.cert_verdicts import TlsEvidence
 
 
 class Verdict(enum.Enum):
@@ -29,6 +32,14 @@ class Verdict(enum.Enum):
     PROBE_HTTP_STATUS = "probe-http-status"
     WRONG_RESPONDER = "wrong-responder"
     KEY_MISMATCH = "key-mismatch"
+    #: No certificate yet: the ACME order is under way or waits for DNS.
+    CERT_PENDING = "cert-pending"
+    #: The ACME order failed; the detail is the CA's error, verbatim.
+    CERT_FAILED = "cert-failed"
+    #: Inside the renewal window with renewal failing, or close to expiry unrenewed.
+    CERT_EXPIRING = "cert-expiring"
+    CERT_EXPIRED = "cert-expired"
+    CERT_NAME_MISMATCH = "cert-name-mismatch"
 
     @property
     def is_dns(self) -> bool:
@@ -155,10 +166,21 @@ class DomainReport:
     checked_at: float
     expected_target: str | None = None
     notes: tuple[str, ...] = field(default=())
+    #: The certificate step of an ``https://`` base URL (None for ``http://`` or when DNS
+    #: failed first).
+    tls: TlsEvidence | None = None
+    #: A failing verdict that still lets links be tracked (``cert-expiring`` while the
+    #: certificate has days left): ``check`` reports it, the proxy keeps rewriting.
+    warn_only: bool = False
 
     @property
     def ok(self) -> bool:
         return self.verdict is Verdict.OK
+
+    @property
+    def may_track(self) -> bool:
+        """Whether links may be minted for this base URL on this verdict."""
+        return self.ok or self.warn_only
 
     @property
     def expires_at(self) -> float:
@@ -179,6 +201,8 @@ class DomainReport:
             "checked_at": self.checked_at,
             "expires_at": self.expires_at,
             "notes": list(self.notes),
+            "tls": self.tls.to_json() if self.tls is not None else None,
+            "may_track": self.may_track,
         }
 
 
@@ -199,6 +223,7 @@ def fix_for(
     dns: DnsEvidence,
     probe: ProbeResult | None,
     current_key_id: str,
+    tls: TlsEvidence | None = None,
 ) -> str | None:
     """The one concrete thing to change for ``verdict``; None for ``ok``."""
     record = f"{_absolute(host)} CNAME {_absolute(expected_target)}" if expected_target else None
@@ -282,4 +307,55 @@ def fix_for(
                 f"{current_key_id}: copy [tracking] key_file to the redirector and reload it "
                 "(SIGHUP)"
             )
+        case (
+            Verdict.CERT_PENDING
+            | Verdict.CERT_FAILED
+            | Verdict.CERT_EXPIRING
+            | Verdict.CERT_EXPIRED
+            | Verdict.CERT_NAME_MISMATCH
+        ):
+            return _cert_fix(verdict, _bare(host), tls)
     return None  # pragma: no cover - match is exhaustive
+
+
+def _cert_fix(verdict: Verdict, host: str, tls: TlsEvidence | None) -> str:
+    status = tls.status if tls is not None else None
+    by_acme = status is not None and status.managed_by == "acme"
+    match verdict:
+        case Verdict.CERT_PENDING:
+            detail = status.detail if status is not None and status.detail else ""
+            if detail.startswith("waiting for DNS"):
+                return (
+                    f"Nothing to do if the DNS record for {host} was just added: the certificate "
+                    "is ordered once the DNS check passes (see the dns lines above)"
+                )
+            return (
+                f"Wait a minute: the certificate for {host} is being ordered; if this stays, "
+                "check the redirector's log for acme-order lines"
+            )
+        case Verdict.CERT_FAILED:
+            return (
+                f"Make http://{host}/.well-known/acme-challenge/ reach the redirector's listen "
+                "address on port 80 (firewall, DNS, load balancer) and allow the CA in any CAA "
+                f"record of {host}; the redirector retries with back-off (SIGHUP or a restart "
+                "retries at once)"
+            )
+        case Verdict.CERT_EXPIRING if by_acme:
+            return (
+                f"Renewal of the certificate for {host} keeps failing (error above): make the "
+                f"ACME server and http://{host}/.well-known/acme-challenge/ reachable; the "
+                "certificate in service keeps working until it expires"
+            )
+        case Verdict.CERT_EXPIRING | Verdict.CERT_EXPIRED:
+            return (
+                f"Put a renewed certificate for {host} in the file listed in [redirector] "
+                "tls_certificates and send the redirector SIGHUP (or set [acme] enabled = true "
+                "to have it renewed automatically)"
+            )
+        case Verdict.CERT_NAME_MISMATCH:
+            return (
+                f"The certificate served for {host} does not name it: put a certificate whose "
+                f"subjectAltName includes {host} in [redirector] tls_certificates and send "
+                "SIGHUP, or remove the wrong file so that ACME covers the host"
+            )
+    return ""  # pragma: no cover - only certificate verdicts come here

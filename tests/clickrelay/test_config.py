@@ -21,14 +21,15 @@ def test_example_config_loads_and_matches_defaults() -> None:
     assert config.source == EXAMPLE.resolve()
     defaults = default_config(EXAMPLE.parent)
     # The documented example shows the defaults: loading it must change nothing.
-    for section in ("proxy", "upstream", "tracking", "preflight", "redirector", "dkim", "log"):
+    sections = ("proxy", "upstream", "tracking", "preflight", "redirector", "dkim", "acme", "log")
+    for section in sections:
         assert getattr(config, section) == getattr(defaults, section), section
 
 
 def test_example_documents_every_key() -> None:
     text = EXAMPLE.read_text()
     missing = []
-    for section in ("proxy", "upstream", "tracking", "preflight", "redirector", "log"):
+    for section in ("proxy", "upstream", "tracking", "preflight", "redirector", "acme", "log"):
         cls = type(getattr(Config(), section))
         for f in dataclasses.fields(cls):
             if f"\n{f.name} =" not in text and f"[{section}.{f.name}]" not in text:

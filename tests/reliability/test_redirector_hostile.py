@@ -164,7 +164,11 @@ def test_forged_and_mutated_tokens_never_redirect(
         location = resp.getheader("Location")
         check_reply(redirector, resp.status, [location.encode("latin-1")] if location else [])
         if resp.status == 302:
-            assert token in redirector.tokens  # only an unchanged minted token redirects
+            # Only an unchanged minted token redirects. Version 2 tokens (base36 after a
+            # "k") are read case-insensitively by design, so a flip that only changed a
+            # letter's case still names the same token.
+            same = token.lower() if token[:1] in ("k", "K") else token
+            assert same in redirector.tokens
 
     @settings(
         max_examples=examples,

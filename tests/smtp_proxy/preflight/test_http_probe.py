@@ -184,13 +184,17 @@ async def test_https_with_trusted_test_ca_is_ok(
     assert app[HOSTS_SEEN] == [f"{HOST}:{port}"]
 
 
-async def test_https_certificate_for_another_name_is_tls_error(
+async def test_https_certificate_for_another_name_is_name_mismatch(
     dns: DnsServer, keyring: Keyring, tmp_path: Path
 ) -> None:
     other = TestCA(tmp_path, ["other.example.org"])
     async with serve_app(healthz_app([keyring.current_key_id]), other.server_context()) as port:
         report = await check(dns, keyring, port, scheme="https", ca_file=other.ca_file)
-    assert report.verdict is Verdict.PROBE_TLS_ERROR
+    assert report.verdict is Verdict.CERT_NAME_MISMATCH
+    assert report.tls is not None and report.tls.served is not None
+    assert report.tls.served.names == ("other.example.org",)
+    assert report.fix is not None and "subjectAltName" in report.fix
+    assert not report.may_track
 
 
 async def test_ip_base_url_probes_without_dns(keyring: Keyring) -> None:
