@@ -32,6 +32,7 @@ from datetime import UTC, datetime
 from clickrelay.common.errors import TokenError
 from redirector.tokens import Keyring
 from smtp_proxy.engine import b64, dkim_sign, headers, mime_parts, qp
+from smtp_proxy.engine.anchor_text import anchor_text, is_url_text
 from smtp_proxy.engine.dkim_sign import DkimKey
 from smtp_proxy.engine.html_scan import FoundLink, HtmlScan
 from smtp_proxy.engine.html_verify import check_links, find_html_links
@@ -62,6 +63,9 @@ class TrackingSettings:
     policy: LinkPolicy
     max_link_length: int = 2048
     text_links: bool = True
+    #: Track an ``<a>`` whose visible text is a URL or host name (off: skipped as
+    #: ``url-text``, see :mod:`smtp_proxy.engine.anchor_text`).
+    track_url_text: bool = False
     #: Re-signing keys by normalised signing domain (:func:`dkim_sign.keys_by_domain`).
     dkim_keys: Mapping[str, DkimKey] = field(default_factory=dict)
 
@@ -238,12 +242,14 @@ def _decide(
     decisions: list[LinkDecision] = []
     index = 0
     for job in jobs:
-        for link in job.links:
+        for position, link in enumerate(job.links):
             reason = force_reason or link_skip_reason(link.url, settings.policy)
             if reason is None and (link.opt_out or (link.kind == "text" and link.url in opted_out)):
                 reason = OPT_OUT_REASON
             if reason is None and link.url.startswith(prefix):
                 reason = "already-tracked"
+            if reason is None and link.kind == "a" and not settings.track_url_text:
+                reason = _url_text_reason(job, position)
             tracked: str | None = None
             if reason is None:
                 try:
@@ -274,6 +280,14 @@ def _decide(
             decisions.append(decision)
             index += 1
     return decisions
+
+
+def _url_text_reason(job: _Job, position: int) -> str | None:
+    """``"url-text"`` if the visible text of the job's ``position``-th link is a URL."""
+    if job.scan is None or position >= len(job.scan.tag_ends):
+        return None
+    text = anchor_text(job.text, job.scan.tag_ends[position])
+    return "url-text" if text is not None and is_url_text(text) else None
 
 
 # --- phase 3: splice and re-encode -----------------------------------------------------

@@ -70,6 +70,7 @@ def tracking_settings(
         policy=LinkPolicy.from_base_urls(urls, tracking.skip_domains),
         max_link_length=tracking.max_link_length,
         text_links=tracking.text_links,
+        track_url_text=tracking.track_url_text,
         dkim_keys=dkim_keys,
     )
 
