@@ -40,6 +40,7 @@ from smtp_proxy.engine.linkrules import OPT_OUT_REASON, LinkPolicy, link_skip_re
 from smtp_proxy.engine.mime_parts import Entity, MimeError
 from smtp_proxy.engine.splice import Edit, assemble, encode_part, spliced_decoded
 from smtp_proxy.engine.text_links import find_text_links
+from smtp_proxy.engine.uri_only_text import loses_its_spaces
 
 OPT_OUT_HEADER = "X-Clickrelay-Track"
 _OFF_VALUES = frozenset({"off", "no", "false", "0", "none"})
@@ -277,9 +278,19 @@ def _decide(
                 tracked_url=tracked,
             )
             job.decisions.append((link, decision))
-            decisions.append(decision)
             index += 1
+        if job.kind == "text":
+            _keep_spaces(job)
+        decisions.extend(d for _, d in job.decisions)
     return decisions
+
+
+def _keep_spaces(job: _Job) -> None:
+    """Leave a text/plain part untracked (``uri-only-text``) if tracking would make it
+    read as one long word (see :mod:`smtp_proxy.engine.uri_only_text`)."""
+    tracked = [(link, d.tracked_url) for link, d in job.decisions if d.tracked_url]
+    if tracked and loses_its_spaces(job.text, tracked):
+        job.decisions = [(link, _as_skipped(d, "uri-only-text")) for link, d in job.decisions]
 
 
 def _url_text_reason(job: _Job, position: int) -> str | None:
