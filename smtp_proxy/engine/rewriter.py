@@ -11,8 +11,9 @@ and changes nothing else. It works in three phases:
    reason (:func:`smtp_proxy.engine.linkrules.link_skip_reason`, opt-out attributes,
    an anchor whose visible text is a URL (:mod:`smtp_proxy.engine.anchor_text`), length,
    a text/plain part tracking would leave without spaces
-   (:mod:`smtp_proxy.engine.uri_only_text`)) or sealed into a token (:meth:`redirector.tokens.Keyring.seal`). A URL opted
-   out in the HTML is also left alone in the text part.
+   (:mod:`smtp_proxy.engine.uri_only_text`)) or sealed into a token
+   (:meth:`redirector.tokens.Keyring.seal`). A URL opted out in the HTML is also left
+   alone in the text part.
 3. **Splice** (:mod:`smtp_proxy.engine.splice`) — only the bytes of the changed href
    values are replaced, the part is re-encoded in its own charset and transfer encoding
    (unchanged quoted-printable lines are kept as they were), and the message is
