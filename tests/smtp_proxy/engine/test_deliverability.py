@@ -107,7 +107,9 @@ def test_tracking_a_signature_only_text_would_add_tvd_space_ratio(
     (what the rewriter would do without that rule) gains the space-ratio rules."""
     data = dict(CRAFTED)["signature-only"]
     url = "http://www.sam.example.com"
-    token = branded.keyring.seal(url, queue_id="Q1", link_index=0, recipient=None, sent_at=0)
+    token = branded.keyring.seal(
+        url, host=branded.tracking_host, queue_id="Q1", link_index=0, sent_at=0
+    )
     tracked = data.replace(url.encode(), f"{BRANDED_BASE}/c/{token}".encode())
     before, after = spamd.check(data), spamd.check(tracked)
     assert "TVD_SPACE_RATIO" in after.rules - before.rules
