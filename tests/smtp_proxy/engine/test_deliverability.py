@@ -31,8 +31,6 @@ from tests.support.deliverability import (
 )
 from tests.support.spamd import Spamd
 
-pytest_plugins = ["tests.support.spamd"]
-
 #: message name -> (rules it may gain, why). Empty: no rewrite adds any rule.
 EXCEPTIONS: dict[str, tuple[frozenset[str], str]] = {}
 
