@@ -71,7 +71,7 @@ def test_crafted_set_is_really_rewritten(spamd: Spamd, branded: TrackingSettings
 
 
 def _corpus_share() -> list[tuple[str, bytes]]:
-    """The whole corpus in CI (about two minutes on a busy 2-core machine), else every
+    """The whole corpus in CI (70 s to 2 minutes on a shared 2-core machine), else every
     third message unless ``CLICKRELAY_DELIVERABILITY=full``: the check is slow for an
     edit-test loop, and CI runs all of it anyway."""
     messages = list(corpus_messages())
