@@ -117,6 +117,9 @@ class TrackingConfig:
     key_file: Path = DEFAULT_DATA_DIR / "keys"
     #: Also track http(s) URLs in text/plain parts.
     text_links: bool = True
+    #: Also track an ``<a>`` whose visible text is a URL or host name (the display would
+    #: then name another host than the link's: phishing checks flag that).
+    track_url_text: bool = False
     max_link_length: int = field(default=2048, metadata=check(check_positive))
     #: A destination URL longer than this many bytes stays untracked (reason
     #: ``too-long``): a token compresses the URL, and every click stores it.

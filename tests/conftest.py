@@ -1,5 +1,5 @@
 """Fixtures every test can ask for: PostgreSQL, keys, and (through ``pytest_plugins``) the
-corpus, DNS server, SMTP sinks and proxy lab defined in ``tests/support``."""
+corpus, DNS server, SMTP sinks, proxy lab and spamd defined in ``tests/support``."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ pytest_plugins = [
     "tests.support.dns_server",
     "tests.support.proxy_helpers",
     "tests.support.smtp_sink",
+    "tests.support.spamd",
 ]
 
 

@@ -9,8 +9,11 @@ and changes nothing else. It works in three phases:
    found (:mod:`smtp_proxy.engine.html_scan`, :mod:`smtp_proxy.engine.text_links`).
 2. **Decide** — each link, counted across the whole message, is either skipped with a
    reason (:func:`smtp_proxy.engine.linkrules.link_skip_reason`, opt-out attributes,
-   length) or sealed into a token (:meth:`redirector.tokens.Keyring.seal`). A URL opted
-   out in the HTML is also left alone in the text part.
+   an anchor whose visible text is a URL (:mod:`smtp_proxy.engine.anchor_text`), length,
+   a text/plain part tracking would leave without spaces
+   (:mod:`smtp_proxy.engine.uri_only_text`)) or sealed into a token
+   (:meth:`redirector.tokens.Keyring.seal`). A URL opted out in the HTML is also left
+   alone in the text part.
 3. **Splice** (:mod:`smtp_proxy.engine.splice`) — only the bytes of the changed href
    values are replaced, the part is re-encoded in its own charset and transfer encoding
    (unchanged quoted-printable lines are kept as they were), and the message is
@@ -34,6 +37,7 @@ from clickrelay.common.errors import TokenError
 from redirector.hosts import base_url_host
 from redirector.tokens import Keyring
 from smtp_proxy.engine import b64, dkim_sign, headers, mime_parts, qp, sender_domains
+from smtp_proxy.engine.anchor_text import anchor_text, is_url_text
 from smtp_proxy.engine.dkim_sign import DkimKey
 from smtp_proxy.engine.html_scan import FoundLink, HtmlScan
 from smtp_proxy.engine.html_verify import check_links, find_html_links
@@ -41,6 +45,7 @@ from smtp_proxy.engine.linkrules import OPT_OUT_REASON, LinkPolicy, link_skip_re
 from smtp_proxy.engine.mime_parts import Entity, MimeError
 from smtp_proxy.engine.splice import Edit, assemble, encode_part, spliced_decoded
 from smtp_proxy.engine.text_links import find_text_links
+from smtp_proxy.engine.uri_only_text import loses_its_spaces
 
 OPT_OUT_HEADER = "X-Clickrelay-Track"
 _OFF_VALUES = frozenset({"off", "no", "false", "0", "none"})
@@ -68,6 +73,9 @@ class TrackingSettings:
     #: stored click.
     max_url_length: int = 8192
     text_links: bool = True
+    #: Track an ``<a>`` whose visible text is a URL or host name (off: skipped as
+    #: ``url-text``, see :mod:`smtp_proxy.engine.anchor_text`).
+    track_url_text: bool = False
     #: Re-signing keys by normalised signing domain (:func:`dkim_sign.keys_by_domain`).
     dkim_keys: Mapping[str, DkimKey] = field(default_factory=dict)
     #: More MIME entities than this: the message is relayed unchanged (too-many-parts).
@@ -253,7 +261,7 @@ def _decide(
     decisions: list[LinkDecision] = []
     index = 0
     for job in jobs:
-        for link in job.links:
+        for position, link in enumerate(job.links):
             reason = force_reason or link_skip_reason(link.url, settings.policy)
             if reason is None and (link.opt_out or (link.kind == "text" and link.url in opted_out)):
                 reason = OPT_OUT_REASON
@@ -261,6 +269,8 @@ def _decide(
                 reason = "already-tracked"
             if reason is None and len(link.url.encode("utf-8", "surrogatepass")) > max_url:
                 reason = "too-long"
+            if reason is None and link.kind == "a" and not settings.track_url_text:
+                reason = _url_text_reason(job, position)
             tracked: str | None = None
             if reason is None:
                 try:
@@ -290,9 +300,27 @@ def _decide(
                 tracked_url=tracked,
             )
             job.decisions.append((link, decision))
-            decisions.append(decision)
             index += 1
+        if job.kind == "text":
+            _keep_spaces(job)
+        decisions.extend(d for _, d in job.decisions)
     return decisions
+
+
+def _keep_spaces(job: _Job) -> None:
+    """Leave a text/plain part untracked (``uri-only-text``) if tracking would make it
+    read as one long word (see :mod:`smtp_proxy.engine.uri_only_text`)."""
+    tracked = [(link, d.tracked_url) for link, d in job.decisions if d.tracked_url]
+    if tracked and loses_its_spaces(job.text, tracked):
+        job.decisions = [(link, _as_skipped(d, "uri-only-text")) for link, d in job.decisions]
+
+
+def _url_text_reason(job: _Job, position: int) -> str | None:
+    """``"url-text"`` if the visible text of the job's ``position``-th link is a URL."""
+    if job.scan is None or position >= len(job.scan.tag_ends):
+        return None
+    text = anchor_text(job.text, job.scan.tag_ends[position])
+    return "url-text" if text is not None and is_url_text(text) else None
 
 
 # --- phase 3: splice and re-encode -----------------------------------------------------

@@ -78,6 +78,7 @@ def tracking_settings(
         max_link_length=tracking.max_link_length,
         max_url_length=tracking.max_url_length,
         text_links=tracking.text_links,
+        track_url_text=tracking.track_url_text,
         dkim_keys=dkim_keys,
         max_parts=tracking.max_parts,
     )

