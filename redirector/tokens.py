@@ -8,7 +8,12 @@ The header (version + key id) is the associated data, so it cannot be swapped. T
 plaintext is::
 
     flags (1) | sent_at (u32, unix s) | link index (u32) | len(queue id) (u8) | queue id
-              | len(recipient) (u16) | recipient | url (rest, utf-8; zlib when flags & 1)
+              | len(recipient) (u16) | recipient
+              | [len(extras) (u16) | extras, only when flags & 2]
+              | url (rest, utf-8; zlib when flags & 1)
+
+``extras`` is compact JSON, ``{"t": tag, "m": {metadata}}`` (either member optional): what
+the sending application said about the message. Tokens without the flag decode as before.
 
 AES-GCM-SIV is used because nonces are random: it stays safe even if a nonce repeats,
 which matters at billions of links per key.
@@ -18,13 +23,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import os
 import re
 import secrets
 import stat
 import struct
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +52,7 @@ _FIXED_QLEN = struct.Struct(">BIIB")
 #: The recipient length.
 _U16 = struct.Struct(">H")
 _FLAG_ZLIB = 1
+_FLAG_EXTRAS = 2
 #: Base64url alphabet only: a token needs no escaping in HTML, QP or plain text.
 TOKEN_RE = re.compile(r"[A-Za-z0-9_-]+")
 _MIN_TOKEN_BYTES = (
@@ -93,6 +100,9 @@ class LinkData(NamedTuple):
     recipient: str | None
     sent_at: int
     key_id: str
+    #: The message's tag and metadata, as the sending application set them.
+    tag: str | None = None
+    metadata: Mapping[str, str] | None = None
 
     @property
     def sent_at_datetime(self) -> datetime:
@@ -166,19 +176,28 @@ class Keyring:
         link_index: int,
         recipient: str | None = None,
         sent_at: int | None = None,
+        extras: bytes = b"",
     ) -> str:
-        """Mint a token for ``url``; raises TokenError for anything we would not redirect to."""
+        """Mint a token for ``url``; raises TokenError for anything we would not redirect to.
+
+        ``extras``: :func:`encode_extras` of the message's tag and metadata (or empty).
+        """
         if not url_is_sealable(url):
             raise TokenError(
                 "only http(s) URLs without control characters can be tracked", "not-http"
             )
         qid = queue_id.encode("utf-8")
         rcpt = (recipient or "").encode("utf-8")
-        if len(qid) > 255 or len(rcpt) > 65535 or not 0 <= link_index <= 0xFFFFFFFF:
+        if (
+            len(qid) > 255
+            or len(rcpt) > 65535
+            or len(extras) > 65535
+            or not 0 <= link_index <= 0xFFFFFFFF
+        ):
             raise TokenError("queue id, recipient or link index out of range", "out-of-range")
         when = int(sent_at if sent_at is not None else datetime.now(UTC).timestamp())
         raw_url = url.encode("utf-8", "surrogatepass")
-        flags = 0
+        flags = _FLAG_EXTRAS if extras else 0
         packed_url = _compress(raw_url) if len(raw_url) > 96 else raw_url
         if len(packed_url) < len(raw_url):
             flags |= _FLAG_ZLIB
@@ -190,6 +209,8 @@ class Keyring:
                 qid,
                 _U16.pack(len(rcpt)),
                 rcpt,
+                _U16.pack(len(extras)) if extras else b"",
+                extras,
                 packed_url,
             )
         )
@@ -243,10 +264,18 @@ def _unpack(plaintext: bytes, key_id: str) -> LinkData:
         (rlen,) = _U16.unpack_from(plaintext, pos)
         pos += _U16.size
         recipient = plaintext[pos : pos + rlen].decode("utf-8")
-        packed = plaintext[pos + rlen :]
+        pos += rlen
+        tag: str | None = None
+        metadata: Mapping[str, str] | None = None
+        if flags & _FLAG_EXTRAS:
+            (elen,) = _U16.unpack_from(plaintext, pos)
+            pos += _U16.size
+            tag, metadata = decode_extras(plaintext[pos : pos + elen])
+            pos += elen
+        packed = plaintext[pos:]
         raw_url = zlib.decompress(packed, bufsize=len(packed) * 4) if flags & _FLAG_ZLIB else packed
         url = raw_url.decode("utf-8", "surrogatepass")
-    except (struct.error, IndexError, UnicodeDecodeError, zlib.error):
+    except (struct.error, IndexError, UnicodeDecodeError, ValueError, zlib.error):
         raise TokenError("malformed token payload", "bad-payload") from None
     if not url_is_sealable(url):
         raise TokenError("token target is not an http(s) URL", "not-http")
@@ -257,7 +286,39 @@ def _unpack(plaintext: bytes, key_id: str) -> LinkData:
         recipient=recipient or None,
         sent_at=sent_at,
         key_id=key_id,
+        tag=tag,
+        metadata=metadata,
     )
+
+
+def encode_extras(tag: str | None, metadata: Mapping[str, str] | None) -> bytes:
+    """The compact JSON sealed beside the URL (empty when there is nothing to say)."""
+    doc: dict[str, object] = {}
+    if tag is not None:
+        doc["t"] = tag
+    if metadata:
+        doc["m"] = dict(metadata)
+    if not doc:
+        return b""
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def decode_extras(raw: bytes) -> tuple[str | None, Mapping[str, str] | None]:
+    """(tag, metadata) from :func:`encode_extras`'s bytes; UnicodeDecodeError or
+    ValueError when they are not what we wrote."""
+    doc = json.loads(raw.decode("utf-8"))
+    if not isinstance(doc, dict):
+        raise ValueError("extras are not an object")
+    tag = doc.get("t")
+    metadata = doc.get("m")
+    if tag is not None and not isinstance(tag, str):
+        raise ValueError("tag is not a string")
+    if metadata is not None and not (
+        isinstance(metadata, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
+    ):
+        raise ValueError("metadata is not a flat object of strings")
+    return tag, metadata
 
 
 # --- key files ------------------------------------------------------------------------

@@ -206,6 +206,8 @@ def _note_click(request: web.Request, state: RedirectorState, link: LinkData) ->
             method=method,
             classification=verdict.classification,
             reason=verdict.reason,
+            tag=link.tag,
+            metadata=link.metadata,
         )
     )
 

@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from clickrelay.common.errors import TokenError
-from redirector.tokens import Keyring
-from smtp_proxy.engine import b64, dkim_sign, headers, mime_parts, qp
+from redirector.tokens import Keyring, encode_extras
+from smtp_proxy.engine import b64, dkim_sign, headers, message_tags, mime_parts, qp
 from smtp_proxy.engine.dkim_sign import DkimKey
 from smtp_proxy.engine.html_scan import FoundLink, HtmlScan
 from smtp_proxy.engine.html_verify import check_links, find_html_links
@@ -83,7 +83,8 @@ class RewriteResult:
     """The message to relay and what was done to it.
 
     ``reason`` is message-level: "rewritten", "no-links", "no-trackable-links",
-    "opt-out-header", "dkim-signed", "signed", "encrypted", a malformed-MIME reason
+    "opt-out-header" (ours or an ESP's click-tracking switch), "metadata-invalid",
+    "metadata-too-large", "dkim-signed", "signed", "encrypted", a malformed-MIME reason
     ("missing-boundary", "too-deep", "nul-bytes", "8bit-headers", …), a part-level reason
     when nothing was rewritten because of it, or "error:<ExceptionType>".
     ``notes`` lists parts left alone: ``"<part>:<reason>"``.
@@ -94,6 +95,9 @@ class RewriteResult:
     changed: bool
     reason: str
     notes: tuple[str, ...] = ()
+    #: The tag and metadata sealed into the links (from the message's headers).
+    tag: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
 
 # --- phase 1: scan ---------------------------------------------------------------------
@@ -230,7 +234,11 @@ def _decide(
     recipient: str | None,
     sent_at: int,
     force_reason: str | None,
-) -> list[LinkDecision]:
+    extras: bytes = b"",
+) -> tuple[list[LinkDecision], bool]:
+    """Every link's decision, and whether ``extras`` (tag and metadata) pushed some link
+    past ``max_link_length`` that would have fitted without them."""
+    too_large = False
     opted_out = {
         link.url for job in jobs if job.kind == "html" for link in job.links if link.opt_out
     }
@@ -253,6 +261,7 @@ def _decide(
                         link_index=index,
                         recipient=recipient,
                         sent_at=sent_at,
+                        extras=extras,
                     )
                 except TokenError:
                     # seal() refuses what url_is_sealable refuses (link_skip_reason already
@@ -261,6 +270,11 @@ def _decide(
                 else:
                     tracked = prefix + token
                     if len(tracked) > settings.max_link_length:
+                        if extras and not too_large:
+                            bare = settings.keyring.seal(
+                                link.url, queue_id=queue_id, link_index=index, sent_at=sent_at
+                            )
+                            too_large = len(prefix + bare) <= settings.max_link_length
                         reason, tracked = "too-long", None
             decision = LinkDecision(
                 part=job.entity.path,
@@ -273,7 +287,7 @@ def _decide(
             job.decisions.append((link, decision))
             decisions.append(decision)
             index += 1
-    return decisions
+    return decisions, too_large
 
 
 # --- phase 3: splice and re-encode -----------------------------------------------------
@@ -317,6 +331,20 @@ def _unchanged(data: bytes, reason: str, links: Sequence[LinkDecision] = ()) -> 
     return RewriteResult(data, tuple(links), False, reason)
 
 
+def _strip_tag_headers(
+    data: bytes, top: Entity, tags: message_tags.MessageTags, sigs: Sequence[dkim_sign.Signature]
+) -> bytes:
+    """``data`` without the tag headers, unless a DKIM signature covers one of them
+    (removing it would break a signature we may not be able to renew)."""
+    names = {name.lower() for name in tags.headers}
+    if any(name in s.signed_headers for s in sigs for name in names):
+        return data
+    block = data[: top.header_end]
+    for name in names:
+        block = headers.remove_header(block, name)
+    return block + data[top.header_end :]
+
+
 def _rewrite_raising(
     data: bytes,
     settings: TrackingSettings,
@@ -324,11 +352,38 @@ def _rewrite_raising(
     recipient: str | None,
     sent_at: datetime | None,
 ) -> RewriteResult:
-    data = bytes(data)
+    original = data = bytes(data)
     try:
         entities = mime_parts.walk(data)
     except MimeError as exc:
         return _unchanged(data, exc.reason)
+    top = entities[0]
+    # The application's tag, metadata and ESP tracking switches: read, then the headers
+    # go (a message that had some is walked again: every offset after them moved).
+    tags = message_tags.read_tags(top.headers.message.items())
+    if tags.headers:
+        data = _strip_tag_headers(data, top, tags, dkim_sign.signatures(top.headers.message))
+        if data is not original:
+            entities = mime_parts.walk(data)
+            top = entities[0]
+    result = _rewrite_stripped(data, entities, settings, queue_id, recipient, sent_at, tags)
+    if data is not original and not result.changed:
+        # Only the tag headers came out: still a change, and the stripped copy is relayed.
+        return RewriteResult(
+            data, result.links, True, result.reason, result.notes, result.tag, result.metadata
+        )
+    return result
+
+
+def _rewrite_stripped(
+    data: bytes,
+    entities: list[Entity],
+    settings: TrackingSettings,
+    queue_id: str,
+    recipient: str | None,
+    sent_at: datetime | None,
+    tags: message_tags.MessageTags,
+) -> RewriteResult:
     top = entities[0]
     top_headers = top.headers.message
     when = int((sent_at or datetime.now(UTC)).timestamp())
@@ -336,6 +391,11 @@ def _rewrite_raising(
     # Per-message opt-out: report the links, change nothing but removing the header.
     opt_out = [str(v).strip().lower() for v in top_headers.get_all(OPT_OUT_HEADER) or []]
     force_reason = "opt-out-header" if any(v in _OFF_VALUES for v in opt_out) else None
+    if force_reason is None and tags.tracking_off:
+        force_reason = "opt-out-header"
+    if force_reason is None and tags.error is not None:
+        force_reason = tags.error
+    extras = encode_extras(tags.tag, tags.metadata)
 
     sigs = dkim_sign.signatures(top_headers)
     resign_keys = dkim_sign.resign_keys(sigs, settings.dkim_keys) if sigs else []
@@ -360,14 +420,28 @@ def _rewrite_raising(
             continue
         jobs.append(job)
 
-    decisions = _decide(
+    decisions, too_large = _decide(
         jobs,
         settings,
         queue_id=queue_id,
         recipient=recipient,
         sent_at=when,
         force_reason=force_reason,
+        extras=extras if force_reason is None else b"",
     )
+    if too_large:
+        # Never truncated: the whole message goes out untracked, and says why.
+        force_reason = "metadata-too-large"
+        for job in jobs:
+            job.decisions.clear()
+        decisions, _ = _decide(
+            jobs,
+            settings,
+            queue_id=queue_id,
+            recipient=recipient,
+            sent_at=when,
+            force_reason=force_reason,
+        )
 
     if force_reason is not None:
         if not any(OPT_OUT_HEADER.lower() in s.signed_headers for s in sigs):
@@ -419,7 +493,9 @@ def _rewrite_raising(
                 f"dkim-error:{type(exc).__name__}",
                 tuple(notes),
             )
-    return RewriteResult(out, tuple(final), True, "rewritten", tuple(notes))
+    return RewriteResult(
+        out, tuple(final), True, "rewritten", tuple(notes), tags.tag, dict(tags.metadata)
+    )
 
 
 def _as_skipped(decision: LinkDecision, reason: str) -> LinkDecision:
