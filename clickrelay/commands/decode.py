@@ -1,7 +1,8 @@
 """``clickrelay decode``: turn tracked links (or bare tokens) back into what they carry.
 
 One JSON object per input, one per line: ``url``, ``queue_id``, ``link``, ``recipient``,
-``sent_at`` (ISO 8601, UTC) and ``key_id``; for input that is not one of our links,
+``sent_at`` (ISO 8601, UTC), ``key_id``, and the message's ``tag`` and ``metadata`` when
+it had some; for input that is not one of our links,
 ``{"input": …, "error": …}``. Exit status 1 when any input failed. ``-`` (or no
 argument) reads one link per line from stdin.
 """
@@ -43,7 +44,7 @@ def decode_one(keyring: Keyring, text: str) -> dict[str, Any]:
         data = keyring.open(token_of(text))
     except TokenError as exc:
         return {"input": text, "error": str(exc)}
-    return {
+    record: dict[str, Any] = {
         "url": data.url,
         "queue_id": data.queue_id,
         "link": data.link_index,
@@ -51,6 +52,11 @@ def decode_one(keyring: Keyring, text: str) -> dict[str, Any]:
         "sent_at": data.sent_at_datetime.isoformat(),
         "key_id": data.key_id,
     }
+    if data.tag is not None:
+        record["tag"] = data.tag
+    if data.metadata:
+        record["metadata"] = dict(data.metadata)
+    return record
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,7 +3,8 @@
 Reads the click store named by ``[redirector] store`` in the config (the same store the
 redirector writes to; SQLite's WAL lets it read while the redirector runs). ``--json``
 prints the document ``GET /api/stats`` returns; ``--since`` takes an ISO 8601 time or a
-duration back from now (``24h``, ``7d``, ``30m``).
+duration back from now (``24h``, ``7d``, ``30m``); ``--tag T`` counts only the clicks of
+messages tagged ``T``. Per-tag totals close the report.
 """
 
 from __future__ import annotations
@@ -30,14 +31,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="WHEN",
         help="only clicks from WHEN on: ISO 8601 (2026-11-01T12:00Z) or 24h, 7d, 30m",
     )
+    parser.add_argument("--tag", metavar="TAG", help="only clicks of messages tagged TAG")
 
 
-async def read_stats(store_url: str, since: datetime | None) -> dict[str, Any]:
+async def read_stats(
+    store_url: str, since: datetime | None, tag: str | None = None
+) -> dict[str, Any]:
     """Open the store, read the stats, close it; StoreError names the store."""
     store = open_store(store_url)
     try:
         await store.open()
-        return await store.stats(since)
+        return await store.stats(since, tag)
     finally:
         await store.close()
 
@@ -60,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
                 f"no click store at {path} (has the redirector run with this config?)"
             )
     try:
-        doc = asyncio.run(read_stats(store_url, since))
+        doc = asyncio.run(read_stats(store_url, since, args.tag))
     except StoreError as exc:
         raise ClickrelayError(f"cannot read the click store: {exc}") from None
     if args.json:

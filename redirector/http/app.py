@@ -302,7 +302,7 @@ async def _api_stats(request: web.Request) -> web.Response:
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=400)
     try:
-        doc = await recorder.store.stats(since)
+        doc = await recorder.store.stats(since, request.query.get("tag") or None)
     except ClickrelayError as exc:
         log_event(log, logging.WARNING, "stats-failed", error=str(exc))
         return web.json_response({"error": f"click store unavailable: {exc}"}, status=503)

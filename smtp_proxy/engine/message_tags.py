@@ -100,6 +100,25 @@ def is_tag_header(name: str) -> bool:
     )
 
 
+#: Every tag header's line and its folded continuation lines, in a raw header block.
+_FIELD_RE = re.compile(
+    rb"(?im)^(x-clickrelay-(?:tag|metadata)|x-mailgun-(?:tag|variables|track-clicks|track)"
+    rb"|x-pm-(?:tag|tracklinks|metadata-[!-9;-~]+)|x-ses-message-tags|x-smtpapi)"
+    rb"[ \t]*:([^\n]*(?:\n[ \t][^\n]*)*)"
+)
+
+
+def tag_fields(block: bytes) -> list[tuple[str, str]]:
+    """The ``(name, value)`` of every tag header in a raw header block, in order (the
+    value unfolded, UTF-8; a byte that is not becomes U+FFFD)."""
+    if b"-" not in block:
+        return []
+    return [
+        (m.group(1).decode("ascii"), _unfold(m.group(2).decode("utf-8", "replace")))
+        for m in _FIELD_RE.finditer(block)
+    ]
+
+
 def _check_text(value: str, limit: int, what: str) -> str:
     if not value or len(value) > limit or _CONTROL_RE.search(value):
         raise TagError(f"{what} must be 1-{limit} characters without control characters")
@@ -173,6 +192,11 @@ def _smtpapi(text: str) -> tuple[str | None, dict[str, str], bool]:
 
 def _unfold(value: str) -> str:
     return re.sub(r"\r?\n[ \t]", " ", value).strip()
+
+
+def read_block(block: bytes) -> MessageTags:
+    """:func:`read_tags` of a raw top-level header block."""
+    return read_tags(tag_fields(block))
 
 
 def read_tags(headers: Iterable[tuple[str, str]]) -> MessageTags:

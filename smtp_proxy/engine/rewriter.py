@@ -360,7 +360,7 @@ def _rewrite_raising(
     top = entities[0]
     # The application's tag, metadata and ESP tracking switches: read, then the headers
     # go (a message that had some is walked again: every offset after them moved).
-    tags = message_tags.read_tags(top.headers.message.items())
+    tags = message_tags.read_block(data[: top.header_end])
     if tags.headers:
         data = _strip_tag_headers(data, top, tags, dkim_sign.signatures(top.headers.message))
         if data is not original:

@@ -294,3 +294,17 @@ def test_keygen_command_prints_a_usable_line(capsys: pytest.CaptureFixture[str])
     line = capsys.readouterr().out.strip()
     ring = parse_keys(line)
     assert ring.open(ring.seal("https://example.com/", queue_id="Q", link_index=0)).url
+
+
+def test_tag_and_metadata_are_sealed_and_tokens_without_them_still_decode() -> None:
+    from redirector.tokens import encode_extras
+
+    keyring = parse_keys(new_key_line())
+    extras = encode_extras("spring", {"user_id": "42", "name": "Zoë"})
+    token = keyring.seal("https://example.com/a", queue_id="Q1", link_index=3, extras=extras)
+    link = keyring.open(token)
+    assert (link.url, link.queue_id, link.link_index) == ("https://example.com/a", "Q1", 3)
+    assert (link.tag, dict(link.metadata or {})) == ("spring", {"user_id": "42", "name": "Zoë"})
+    plain = keyring.open(keyring.seal("https://example.com/a", queue_id="Q1", link_index=3))
+    assert (plain.tag, plain.metadata) == (None, None)
+    assert encode_extras(None, {}) == b""

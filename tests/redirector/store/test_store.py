@@ -407,3 +407,31 @@ def test_open_store_picks_the_implementation() -> None:
     assert isinstance(open_store("sqlite:/tmp/x.db"), SqliteStore)
     assert isinstance(open_store("postgres://h/db"), PgStore)
     assert isinstance(open_store("postgresql://h/db"), PgStore)
+
+
+async def test_tag_and_metadata_are_kept_and_counted_per_tag(store: ClickStore) -> None:
+    await store.write(
+        [
+            make_click(1, tag="spring", metadata={"user_id": "42"}),
+            make_click(2, tag="spring", classification="bot", reason="prefetch"),
+            make_click(3, tag="autumn", queue_id="other"),
+            make_click(4),
+        ]
+    )
+    doc = await store.stats()
+    assert doc["tags"] == [
+        {"tag": "autumn", "human_clicks": 1, "bot_clicks": 0},
+        {"tag": "spring", "human_clicks": 1, "bot_clicks": 1},
+    ]
+    assert doc["totals"]["human_clicks"] == 3
+    spring = await store.stats(tag="spring")
+    assert spring["totals"] == {"human_clicks": 1, "bot_clicks": 1, "messages": 1, "links": 2}
+    from redirector.store.records import ClickFilter
+
+    page = await store.export_page(ClickFilter(), 0, 10)
+    assert [(c.tag, c.metadata) for c in page] == [
+        ("spring", {"user_id": "42"}),
+        ("spring", None),
+        ("autumn", None),
+        (None, None),
+    ]
