@@ -80,6 +80,8 @@ def restart_only_changes(old: Config, new: Config, kind: Kind) -> list[str]:
         for fld in dataclasses.fields(old.redirector):
             if getattr(old.redirector, fld.name) != getattr(new.redirector, fld.name):
                 changed.append(f"redirector.{fld.name}")
+        if [w.key for w in old.webhooks] != [w.key for w in new.webhooks]:
+            changed.append("webhooks (endpoints added or removed)")
     # (tracking.key_file is not here: the keys are read from the new path on reload.)
     return changed
 
@@ -113,7 +115,9 @@ class Stack:
         if kind in ("serve", "redirector"):
             from redirector.service import RedirectorService
 
-            self.redirector = RedirectorService(config.redirector, keyring, registry=self.registry)
+            self.redirector = RedirectorService(
+                config.redirector, keyring, registry=self.registry, webhooks=config.webhooks
+            )
         if kind in ("serve", "proxy"):
             from smtp_proxy.service import ProxyService
 
@@ -178,6 +182,7 @@ class Stack:
         # link minted with a new key always decodes.
         if self.redirector is not None:
             self.redirector.update_keyring(keyring)
+            self.redirector.update_webhooks(config.webhooks)
         setup_logging(config.log.level)
         self.config = config
         self.keyring = keyring

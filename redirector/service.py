@@ -30,6 +30,8 @@ from redirector.config import RedirectorConfig
 from redirector.http.app import create_admin_app, create_app, set_keyring
 from redirector.store import ClickStore, StoreError, open_store
 from redirector.tokens import Keyring
+from redirector.webhooks.config import WebhookConfig
+from redirector.webhooks.delivery import WebhookDispatcher
 
 log = logging.getLogger("clickrelay.redirector")
 
@@ -57,8 +59,11 @@ class RedirectorService:
         keyring: Keyring,
         *,
         registry: CollectorRegistry | None = None,
+        webhooks: tuple[WebhookConfig, ...] = (),
     ) -> None:
         self.config = config
+        self.webhooks = webhooks
+        self._dispatcher: WebhookDispatcher | None = None
         self.registry = registry if registry is not None else CollectorRegistry()
         self._keyring = keyring
         # Built now so that a bad scanner_agents_file fails before anything is bound.
@@ -112,6 +117,9 @@ class RedirectorService:
         )
         self._recorder = recorder
         await recorder.start()
+        if self.webhooks:
+            self._dispatcher = WebhookDispatcher(store, self.webhooks, registry=self.registry)
+            await self._dispatcher.start()
         try:
             self._app = create_app(
                 config,
@@ -149,6 +157,15 @@ class RedirectorService:
         address = runner.addresses[-1]
         return int(address[1])
 
+    @property
+    def dispatcher(self) -> WebhookDispatcher | None:
+        return self._dispatcher
+
+    def update_webhooks(self, webhooks: tuple[WebhookConfig, ...]) -> None:
+        """New settings for the running endpoints (one disabled by a 410 is enabled)."""
+        if self._dispatcher is not None:
+            self._dispatcher.reload(webhooks)
+
     def update_keyring(self, keyring: Keyring) -> None:
         """Decode with these keys from now on (rotation without a restart)."""
         self._keyring = keyring
@@ -162,6 +179,10 @@ class RedirectorService:
         runners, self._runners = self._runners, []
         for runner in reversed(runners):
             await runner.cleanup()
+        dispatcher, self._dispatcher = self._dispatcher, None
+        if dispatcher is not None:
+            # Events in flight stay leased in the store and are sent again later.
+            await dispatcher.stop()
         recorder = self._recorder  # kept: its counters stay readable after stop
         if recorder is not None:
             flush = self.config.shutdown_flush_timeout if timeout is None else timeout

@@ -74,6 +74,7 @@ class _ClickFields(NamedTuple):
     id: str
     tag: str | None
     metadata: Mapping[str, str] | None
+    sent_at: datetime | None
 
 
 class Click(_ClickFields):
@@ -82,7 +83,8 @@ class Click(_ClickFields):
     ``time`` is timezone-aware UTC. ``client_ip`` is already truncated (or None) by the
     HTTP layer; the store keeps what it is given. ``id`` is a fresh
     :func:`new_click_id` unless given (``_replace`` keeps it). ``tag`` and ``metadata``
-    are what the sending application sealed into the link (or None).
+    are what the sending application sealed into the link (or None); ``sent_at`` is the
+    link's minting time (when the message went through the proxy).
 
     Immutable, as a named tuple rather than a frozen dataclass: one is made per redirect,
     and a frozen dataclass's ``__init__`` (one ``object.__setattr__`` per field) costs
@@ -106,6 +108,7 @@ class Click(_ClickFields):
         id: str | None = None,
         tag: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        sent_at: datetime | None = None,
     ) -> Click:
         return tuple.__new__(
             cls,
@@ -123,6 +126,7 @@ class Click(_ClickFields):
                 new_click_id() if id is None else id,
                 tag,
                 metadata or None,
+                sent_at,
             ),
         )
 
@@ -168,6 +172,7 @@ CLICK_COLUMNS = (
     "reason",
     "tag",
     "metadata",
+    "sent_at",
 )
 
 
@@ -205,4 +210,5 @@ def click_row(click: Click, time_value: Callable[[datetime], Any]) -> tuple[Any,
         clean_text(click.reason),
         clean_text(click.tag),
         clean_text(metadata_text(click.metadata)),
+        None if click.sent_at is None else time_value(click.sent_at),
     )

@@ -208,6 +208,7 @@ def _note_click(request: web.Request, state: RedirectorState, link: LinkData) ->
             reason=verdict.reason,
             tag=link.tag,
             metadata=link.metadata,
+            sent_at=link.sent_at_datetime,
         )
     )
 

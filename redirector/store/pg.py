@@ -69,7 +69,7 @@ def _migrations(p: str) -> tuple[tuple[str, ...], ...]:
             # What the sending application said about the message (tag, metadata JSON),
             # and the commit order webhook cursors and export pages walk (see _SEQ_LOCK).
             f"ALTER TABLE {p}clicks ADD COLUMN tag text, ADD COLUMN metadata text,"
-            " ADD COLUMN seq bigserial",
+            " ADD COLUMN sent_at timestamptz, ADD COLUMN seq bigserial",
             f"CREATE INDEX {p}clicks_tag ON {p}clicks (tag)",
             f"CREATE UNIQUE INDEX {p}clicks_seq ON {p}clicks (seq)",
             f"""CREATE TABLE {p}webhook_cursors (
@@ -279,7 +279,7 @@ class PgStore:
                 f" WHERE {' AND '.join(conditions)} ORDER BY seq LIMIT ${len(params)}",
                 *params,
             )
-        return [StoredClick.from_row(r[0], tuple(r)[1:], r[2]) for r in rows]
+        return [StoredClick.from_row(r[0], tuple(r)[1:], r[2], r[-1]) for r in rows]
 
     async def export_page(self, flt: ClickFilter, after: int, limit: int) -> list[StoredClick]:
         result: list[StoredClick] = await self._guarded(self._export_page, flt, after, limit)
@@ -387,7 +387,10 @@ class PgStore:
             )
         return [
             WebhookEvent(
-                endpoint, int(r[0]), float(r[1]), StoredClick.from_row(r[2], tuple(r)[3:], r[4])
+                endpoint,
+                int(r[0]),
+                float(r[1]),
+                StoredClick.from_row(r[2], tuple(r)[3:], r[4], r[-1]),
             )
             for r in rows
         ]

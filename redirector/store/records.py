@@ -32,6 +32,7 @@ READ_COLUMNS = (
     "reason",
     "tag",
     "metadata",
+    "sent_at",
 )
 
 
@@ -51,10 +52,13 @@ class StoredClick:
     reason: str | None
     tag: str | None
     metadata: Mapping[str, str] | None
+    sent_at: datetime | None
 
     @classmethod
-    def from_row(cls, seq: int, row: tuple[Any, ...] | Any, time: datetime) -> StoredClick:
-        """``row`` in :data:`READ_COLUMNS` order (``time`` already converted)."""
+    def from_row(
+        cls, seq: int, row: tuple[Any, ...] | Any, time: datetime, sent_at: datetime | None
+    ) -> StoredClick:
+        """``row`` in :data:`READ_COLUMNS` order (``time`` and ``sent_at`` converted)."""
         return cls(
             seq=int(seq),
             id=row[0],
@@ -70,6 +74,7 @@ class StoredClick:
             reason=row[10],
             tag=row[11],
             metadata=metadata_from_text(row[12]),
+            sent_at=utc(sent_at) if sent_at is not None else None,
         )
 
 

@@ -66,6 +66,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # What the sending application said about the message (tag, metadata JSON).
         "ALTER TABLE clicks ADD COLUMN tag TEXT",
         "ALTER TABLE clicks ADD COLUMN metadata TEXT",
+        "ALTER TABLE clicks ADD COLUMN sent_at TEXT",  # the link's minting time
         "CREATE INDEX clicks_tag ON clicks (tag)",
         # Webhooks: how far each endpoint has taken clicks (rowid), and the events
         # taken but not delivered yet (pending) or given up on (failed).
@@ -95,7 +96,7 @@ _ROW = f"({', '.join('?' * len(CLICK_COLUMNS))})"
 #: writer thread wrestles the event loop's thread for the GIL at every row (a context
 #: switch each, and redirects stalled behind it). With 100 rows per statement it does
 #: so once per 100 rows, and the B-tree work runs beside the loop, without the GIL.
-#: (13 columns x 100 = 1,300 variables: far under SQLite's limit of 32,766.)
+#: (14 columns x 100 = 1,400 variables: far under SQLite's limit of 32,766.)
 _ROWS_PER_INSERT = 100
 
 
@@ -121,6 +122,14 @@ def time_text(value: datetime) -> str:
 
 def _parse_time(value: str) -> datetime:
     return utc(datetime.fromisoformat(value))
+
+
+def _stored(seq: int, row: Sequence[Any]) -> StoredClick:
+    """A stored click from ``rowid`` and a row in READ_COLUMNS order."""
+    sent_at = row[-1]
+    return StoredClick.from_row(
+        seq, row, _parse_time(row[1]), _parse_time(sent_at) if sent_at else None
+    )
 
 
 class SqliteStore:
@@ -279,7 +288,7 @@ class SqliteStore:
             f" WHERE {' AND '.join(conditions)} ORDER BY rowid LIMIT ?",
             (*params, limit),
         ).fetchall()
-        return [StoredClick.from_row(r[0], r[1:], _parse_time(r[2])) for r in rows]
+        return [_stored(r[0], r[1:]) for r in rows]
 
     def _delete_before(self, cutoff: datetime, limit: int) -> int:
         conn = self._connect()
@@ -379,7 +388,7 @@ class SqliteStore:
                 endpoint,
                 int(r[0]) + 1,
                 float(r[1]),
-                StoredClick.from_row(r[2], r[3:], _parse_time(r[4])),
+                _stored(r[2], r[3:]),
             )
             for r in rows
         ]
