@@ -157,7 +157,7 @@ def node_key(receiver: WebhookReceiver) -> str:
 async def test_bots_are_sent_flagged_with_include_bots(
     receiver: WebhookReceiver, keyring: Keyring, sqlite_store: tuple[str, ClickStore]
 ) -> None:
-    url, reader = sqlite_store
+    url, _reader = sqlite_store
     node = Node(
         url, keyring, [WebhookConfig(url=receiver.url, secret=receiver.secret, include_bots=True)]
     )
