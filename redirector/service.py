@@ -29,6 +29,7 @@ from redirector.clicks.recorder import ClickRecorder
 from redirector.config import RedirectorConfig
 from redirector.http.app import create_admin_app, create_app, set_keyring
 from redirector.store import ClickStore, StoreError, open_store
+from redirector.store.retention import Retention
 from redirector.tokens import Keyring
 from redirector.webhooks.config import WebhookConfig
 from redirector.webhooks.delivery import WebhookDispatcher
@@ -64,6 +65,7 @@ class RedirectorService:
         self.config = config
         self.webhooks = webhooks
         self._dispatcher: WebhookDispatcher | None = None
+        self._retention: Retention | None = None
         self.registry = registry if registry is not None else CollectorRegistry()
         self._keyring = keyring
         # Built now so that a bad scanner_agents_file fails before anything is bound.
@@ -120,6 +122,10 @@ class RedirectorService:
         if self.webhooks:
             self._dispatcher = WebhookDispatcher(store, self.webhooks, registry=self.registry)
             await self._dispatcher.start()
+        if self._retention is None:  # its metric is registered once per registry
+            self._retention = Retention(store, config.retention_days, registry=self.registry)
+        self._retention.store = store
+        await self._retention.start()
         try:
             self._app = create_app(
                 config,
@@ -179,6 +185,8 @@ class RedirectorService:
         runners, self._runners = self._runners, []
         for runner in reversed(runners):
             await runner.cleanup()
+        if self._retention is not None:
+            await self._retention.stop()
         dispatcher, self._dispatcher = self._dispatcher, None
         if dispatcher is not None:
             # Events in flight stay leased in the store and are sent again later.

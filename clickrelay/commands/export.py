@@ -14,14 +14,14 @@ import csv
 import json
 import sys
 from collections.abc import Callable
-from typing import Any, TextIO
+from typing import TextIO
 
 from clickrelay.commands import add_config_argument
 from clickrelay.common.errors import ClickrelayError
 from clickrelay.config import config_from_cli
 from redirector.store import ClickStore, StoreError, open_store
-from redirector.store.records import ClickFilter, StoredClick
-from redirector.store.stats import iso, parse_since
+from redirector.store.records import ClickFilter, StoredClick, click_record
+from redirector.store.stats import parse_since
 
 #: Clicks per page.
 PAGE = 5000
@@ -42,26 +42,6 @@ FIELDS = (
     "method",
     "sent_at",
 )
-
-
-def click_record(click: StoredClick) -> dict[str, Any]:
-    """One exported click (also the items of ``GET /api/clicks``)."""
-    return {
-        "click_id": click.id,
-        "clicked_at": iso(click.time),
-        "queue_id": click.queue_id,
-        "link_index": click.link_index,
-        "url": click.url,
-        "recipient": click.recipient,
-        "classification": click.classification,
-        "reason": click.reason,
-        "tag": click.tag,
-        "metadata": dict(click.metadata) if click.metadata else {},
-        "user_agent": click.user_agent,
-        "ip": click.client_ip,
-        "method": click.method,
-        "sent_at": iso(click.sent_at) if click.sent_at else None,
-    }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -31,6 +31,7 @@ from clickrelay.common.logfmt import log_event
 from redirector.clicks import BOT, HUMAN, Click
 from redirector.clicks.classify import Classifier, ClickVerdict
 from redirector.config import RedirectorConfig
+from redirector.http import api_clicks
 from redirector.http.clientip import ClientIpPolicy
 from redirector.http.refusals import RefusalLog
 from redirector.location import location_for
@@ -313,10 +314,13 @@ async def _api_stats(request: web.Request) -> web.Response:
 def create_admin_app(
     recorder: ClickRecorder | None, *, registry: CollectorRegistry
 ) -> web.Application:
-    """The admin application: ``GET /metrics`` (Prometheus) and ``GET /api/stats?since=``."""
+    """The admin application: ``GET /metrics`` (Prometheus), ``GET /api/stats?since=&tag=``
+    and ``GET /api/clicks`` (:mod:`redirector.http.api_clicks`)."""
     app = web.Application()
     app[REGISTRY_KEY] = registry
     app[RECORDER_KEY] = recorder
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/api/stats", _api_stats)
+    app[api_clicks.STORE_KEY] = recorder.store if recorder is not None else None
+    app.router.add_get("/api/clicks", api_clicks.api_clicks)
     return app

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from redirector.clicks import metadata_from_text, utc
+from redirector.store.stats import iso
 
 #: The columns a stored click is read with, in :class:`StoredClick` order (``seq`` is
 #: spelled by each store: ``rowid`` in SQLite).
@@ -105,3 +106,23 @@ class EndpointStatus:
     oldest_pending: float | None  # unix seconds of the oldest pending event's enqueueing
     last_error: str | None
     cursor: int | None  # last seq taken from the clicks (None: not started)
+
+
+def click_record(click: StoredClick) -> dict[str, Any]:
+    """One exported click (also the items of ``GET /api/clicks``)."""
+    return {
+        "click_id": click.id,
+        "clicked_at": iso(click.time),
+        "queue_id": click.queue_id,
+        "link_index": click.link_index,
+        "url": click.url,
+        "recipient": click.recipient,
+        "classification": click.classification,
+        "reason": click.reason,
+        "tag": click.tag,
+        "metadata": dict(click.metadata) if click.metadata else {},
+        "user_agent": click.user_agent,
+        "ip": click.client_ip,
+        "method": click.method,
+        "sent_at": iso(click.sent_at) if click.sent_at else None,
+    }
