@@ -72,6 +72,10 @@ class ProxyConfig:
     allow_plain_auth_on_loopback: bool = False
     max_message_size: int = field(default=52_428_800, metadata=check(check_positive))
     max_recipients: int = field(default=1000, metadata=check(check_positive))
+    #: One recipient per transaction: a second RCPT gets ``452 4.5.3 Too many recipients``
+    #: and the client (Postfix, Exim, any RFC 5321 client) sends the other recipients in
+    #: further transactions, so every copy's links carry their own recipient.
+    one_recipient_per_message: bool = False
     max_connections: int = field(default=200, metadata=check(check_positive))
     command_timeout: float = field(default=300.0, metadata=check(check_positive))
     data_timeout: float = field(default=600.0, metadata=check(check_positive))

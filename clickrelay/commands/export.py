@@ -71,15 +71,19 @@ def _writer(fmt: str, out: TextIO) -> Callable[[StoredClick], None]:
 
 
 async def export(store: ClickStore, flt: ClickFilter, write: Callable[[StoredClick], None]) -> int:
-    after, total = 0, 0
+    """Write every matching click; the next page is read (on the store's thread) while
+    this one is written, so at most two pages are in memory."""
+    total = 0
+    pending = asyncio.ensure_future(store.export_page(flt, 0, PAGE))
     while True:
-        page = await store.export_page(flt, after, PAGE)
+        page = await pending
+        if len(page) == PAGE:
+            pending = asyncio.ensure_future(store.export_page(flt, page[-1].seq, PAGE))
         for click in page:
             write(click)
         total += len(page)
         if len(page) < PAGE:
             return total
-        after = page[-1].seq
 
 
 def run(args: argparse.Namespace) -> int:
