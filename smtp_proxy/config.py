@@ -103,6 +103,45 @@ class UpstreamConfig:
     helo: str = ""
 
 
+def _check_utm_value(value: str) -> None:
+    if len(value) > 200 or any(ord(c) < 0x20 for c in value):
+        raise ValueError("expected at most 200 characters without control characters")
+
+
+def _check_utm_domains(value: dict[str, dict[str, str]]) -> None:
+    for domain, params in value.items():
+        for name, text in params.items():
+            if name not in _UTM_KEYS:
+                raise ValueError(f"{domain}: expected keys among {', '.join(_UTM_KEYS)}")
+            _check_utm_value(text)
+
+
+_UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
+
+
+@dataclass(frozen=True)
+class UtmConfig:
+    """``[tracking.utm]``: parameters added to tracked links' destinations (off while
+    all are empty). ``{tag}`` in a value is the message's tag."""
+
+    utm_source: str = field(default="", metadata=check(_check_utm_value))
+    utm_medium: str = field(default="", metadata=check(_check_utm_value))
+    utm_campaign: str = field(default="", metadata=check(_check_utm_value))
+    utm_term: str = field(default="", metadata=check(_check_utm_value))
+    utm_content: str = field(default="", metadata=check(_check_utm_value))
+    #: Per sender domain (and its subdomains): these keys replace the ones above.
+    sender_domains: dict[str, dict[str, str]] = field(
+        default_factory=dict, metadata=check(_check_utm_domains)
+    )
+
+    def base(self) -> dict[str, str]:
+        return {k: getattr(self, k) for k in _UTM_KEYS if getattr(self, k)}
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.base()) or any(any(v.values()) for v in self.sender_domains.values())
+
+
 @dataclass(frozen=True)
 class TrackingConfig:
     #: Tracked links become ``<base_url>/c/<token>``.
@@ -119,6 +158,8 @@ class TrackingConfig:
     sender_domains: dict[str, str] = field(
         default_factory=dict, metadata=check(_check_sender_domains)
     )
+    #: UTM parameters for tracked links (opt-in).
+    utm: UtmConfig = field(default_factory=UtmConfig)
 
     def base_urls(self) -> tuple[str, ...]:
         """Every tracking base URL, default first, without duplicates."""

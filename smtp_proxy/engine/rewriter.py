@@ -31,7 +31,7 @@ from datetime import UTC, datetime
 
 from clickrelay.common.errors import TokenError
 from redirector.tokens import Keyring, encode_extras
-from smtp_proxy.engine import b64, dkim_sign, headers, message_tags, mime_parts, qp
+from smtp_proxy.engine import b64, dkim_sign, headers, message_tags, mime_parts, qp, utm
 from smtp_proxy.engine.dkim_sign import DkimKey
 from smtp_proxy.engine.html_scan import FoundLink, HtmlScan
 from smtp_proxy.engine.html_verify import check_links, find_html_links
@@ -235,6 +235,7 @@ def _decide(
     sent_at: int,
     force_reason: str | None,
     extras: bytes = b"",
+    utm_params: Mapping[str, str] | None = None,
 ) -> tuple[list[LinkDecision], bool]:
     """Every link's decision, and whether ``extras`` (tag and metadata) pushed some link
     past ``max_link_length`` that would have fitted without them."""
@@ -256,7 +257,7 @@ def _decide(
             if reason is None:
                 try:
                     token = settings.keyring.seal(
-                        link.url,
+                        utm.add_utm(link.url, utm_params) if utm_params else link.url,
                         queue_id=queue_id,
                         link_index=index,
                         recipient=recipient,
@@ -317,11 +318,13 @@ def rewrite_message(
     queue_id: str,
     recipient: str | None = None,
     sent_at: datetime | None = None,
+    utm_values: Mapping[str, str] | None = None,
 ) -> RewriteResult:
     """Rewrite the links of one raw message (see the module docstring). Never raises:
-    any internal error gives back the original bytes with reason ``error:<Type>``."""
+    any internal error gives back the original bytes with reason ``error:<Type>``.
+    ``utm_values``: UTM parameters (``{tag}`` not yet filled in) for tracked links."""
     try:
-        return _rewrite_raising(data, settings, queue_id, recipient, sent_at)
+        return _rewrite_raising(data, settings, queue_id, recipient, sent_at, utm_values)
     except Exception as exc:  # fail open: the original message is always deliverable
         original = data if isinstance(data, bytes) else b""
         return RewriteResult(original, (), False, f"error:{type(exc).__name__}")
@@ -351,6 +354,7 @@ def _rewrite_raising(
     queue_id: str,
     recipient: str | None,
     sent_at: datetime | None,
+    utm_values: Mapping[str, str] | None = None,
 ) -> RewriteResult:
     original = data = bytes(data)
     try:
@@ -366,7 +370,8 @@ def _rewrite_raising(
         if data is not original:
             entities = mime_parts.walk(data)
             top = entities[0]
-    result = _rewrite_stripped(data, entities, settings, queue_id, recipient, sent_at, tags)
+    params = utm.utm_params(utm_values, tags.tag) if utm_values else None
+    result = _rewrite_stripped(data, entities, settings, queue_id, recipient, sent_at, tags, params)
     if data is not original and not result.changed:
         # Only the tag headers came out: still a change, and the stripped copy is relayed.
         return RewriteResult(
@@ -383,6 +388,7 @@ def _rewrite_stripped(
     recipient: str | None,
     sent_at: datetime | None,
     tags: message_tags.MessageTags,
+    utm_params: Mapping[str, str] | None = None,
 ) -> RewriteResult:
     top = entities[0]
     top_headers = top.headers.message
@@ -428,6 +434,7 @@ def _rewrite_stripped(
         sent_at=when,
         force_reason=force_reason,
         extras=extras if force_reason is None else b"",
+        utm_params=utm_params,
     )
     if too_large:
         # Never truncated: the whole message goes out untracked, and says why.

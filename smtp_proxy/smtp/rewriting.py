@@ -12,7 +12,7 @@ from smtp_proxy.engine.rewriter import RewriteResult, rewrite_message
 from smtp_proxy.preflight.monitor import PreflightMonitor
 from smtp_proxy.smtp.metrics import ProxyMetrics
 from smtp_proxy.smtp.runtime import ProxyRuntime
-from smtp_proxy.smtp.tracking import sender_base_url
+from smtp_proxy.smtp.tracking import sender_base_url, utm_values
 
 logger = logging.getLogger("clickrelay.proxy")
 
@@ -62,12 +62,20 @@ class FailOpenRewriter:
             if not allowed:
                 return Outcome(content, f"preflight-{state}", base_url, state)
             settings = runtime.tracking_settings(base_url)
+            utm = utm_values(runtime.config, mail_from, content) or None
             if len(content) > THREAD_THRESHOLD:
                 result = await asyncio.to_thread(
-                    rewrite_message, content, settings, queue_id=queue_id, recipient=recipient
+                    rewrite_message,
+                    content,
+                    settings,
+                    queue_id=queue_id,
+                    recipient=recipient,
+                    utm_values=utm,
                 )
             else:
-                result = rewrite_message(content, settings, queue_id=queue_id, recipient=recipient)
+                result = rewrite_message(
+                    content, settings, queue_id=queue_id, recipient=recipient, utm_values=utm
+                )
         except asyncio.CancelledError:
             raise
         except Exception as exc:
