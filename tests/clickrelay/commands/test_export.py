@@ -104,3 +104,20 @@ async def test_api_clicks_pages_through_every_click(tmp_path: Path, keyring: obj
                     assert resp.status == 400, bad
     finally:
         await service.stop()
+
+
+async def test_stats_tag_filter_and_per_tag_totals(tmp_path: Path) -> None:
+    db = tmp_path / "clicks.sqlite3"
+    await _fill(db)
+    config = str(_config(tmp_path, db))
+    every = run_cli("stats", "-c", config, "--json", cwd=tmp_path)
+    assert every.returncode == 0, every.stderr
+    doc = json.loads(every.stdout)
+    assert doc["tags"] == [{"tag": "spring", "human_clicks": 2, "bot_clicks": 0}]
+    assert doc["totals"]["human_clicks"] == 4
+    spring = json.loads(
+        run_cli("stats", "-c", config, "--json", "--tag", "spring", cwd=tmp_path).stdout
+    )
+    assert spring["totals"]["human_clicks"] == 2
+    text = run_cli("stats", "-c", config, cwd=tmp_path).stdout
+    assert "tag spring: 2 human clicks, 0 bot clicks" in text
