@@ -98,6 +98,7 @@ class WebhookDispatcher:
         self._session: aiohttp.ClientSession | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._last_error_log: dict[str, float] = {}
+        self._failed_unlogged: dict[str, int] = {}
 
     @property
     def endpoints(self) -> dict[str, WebhookConfig]:
@@ -164,6 +165,8 @@ class WebhookDispatcher:
                     await self._update_backlog()
             except StoreError as exc:
                 self._log_store_error("cursor", exc)
+            except Exception as exc:  # a bug must not end delivery for good: log, go on
+                self._log_store_error("cursor", exc)
             if took < CURSOR_BATCH:
                 await asyncio.sleep(self.poll_interval)
 
@@ -171,11 +174,12 @@ class WebhookDispatcher:
         for status in await self._store.webhook_status(list(self._endpoints)):
             self._metrics.backlog.labels(endpoint=status.endpoint).set(status.pending)
 
-    def _log_store_error(self, where: str, exc: StoreError) -> None:
+    def _log_store_error(self, where: str, exc: Exception) -> None:
         now = time.monotonic()
         if now - self._last_error_log.get(where, -ERROR_LOG_INTERVAL) >= ERROR_LOG_INTERVAL:
             self._last_error_log[where] = now
-            log_event(logger, logging.WARNING, "webhook-store-error", loop=where, error=str(exc))
+            event = "webhook-store-error" if isinstance(exc, StoreError) else "webhook-error"
+            log_event(logger, logging.WARNING, event, loop=where, error=repr(exc))
 
     # -- one endpoint -----------------------------------------------------------------
 
@@ -193,7 +197,10 @@ class WebhookDispatcher:
                 except StoreError as exc:
                     self._log_store_error(name, exc)
                 if events:
-                    await self._send_all(endpoint, events)
+                    try:
+                        await self._send_all(endpoint, events)
+                    except Exception as exc:  # as above; unfinished events return after the lease
+                        self._log_store_error(name, exc)
                     continue
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.poll_interval):
@@ -244,20 +251,32 @@ class WebhookDispatcher:
         if label is not None:
             self._metrics.events.labels(endpoint=name, outcome=label).inc()
         if outcome == "failed":
-            log_event(
-                logger,
-                logging.WARNING,
-                "webhook-failed",
-                endpoint=name,
-                click_id=event.click.id,
-                attempts=event.attempts,
-                error=error,
-            )
+            self._log_failed(name, event, error)
         try:
             await self._store.webhook_finish(name, event.click.id, outcome, at, error)
         except StoreError as exc:
             # The lease runs out and the event is sent again: at least once still holds.
             self._log_store_error(name, exc)
+
+    def _log_failed(self, name: str, event: WebhookEvent, error: str | None) -> None:
+        """One ``webhook-failed`` line per endpoint per ERROR_LOG_INTERVAL at most, with
+        how many gave up since the last line (a day-long outage ends in a burst)."""
+        self._failed_unlogged[name] = self._failed_unlogged.get(name, 0) + 1
+        now = time.monotonic()
+        key = f"failed:{name}"
+        if now - self._last_error_log.get(key, -ERROR_LOG_INTERVAL) < ERROR_LOG_INTERVAL:
+            return
+        self._last_error_log[key] = now
+        log_event(
+            logger,
+            logging.WARNING,
+            "webhook-failed",
+            endpoint=name,
+            count=self._failed_unlogged.pop(name),
+            click_id=event.click.id,
+            attempts=event.attempts,
+            error=error,
+        )
 
     async def _send(self, endpoint: _Endpoint, event: WebhookEvent) -> tuple[str, str | None]:
         """("delivered" | "retry" | "gone", error text)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -239,8 +240,12 @@ async def test_410_disables_the_endpoint_until_reload(
 
 
 async def test_failed_after_budget_then_replayed(
-    receiver: WebhookReceiver, keyring: Keyring, sqlite_store: tuple[str, ClickStore]
+    receiver: WebhookReceiver,
+    keyring: Keyring,
+    sqlite_store: tuple[str, ClickStore],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.WARNING, logger="clickrelay.webhooks")
     url, reader = sqlite_store
     receiver.status = 500
     cfg = WebhookConfig(url=receiver.url, secret=receiver.secret, retry_delay=0.05, max_attempts=2)
@@ -260,6 +265,8 @@ async def test_failed_after_budget_then_replayed(
             assert time.monotonic() < deadline
             await until(lambda: True, "tick")
         assert receiver.requests == 2
+        (line,) = [r.getMessage() for r in caplog.records if "webhook-failed" in r.getMessage()]
+        assert "count=1" in line and "attempts=2" in line
         assert status[0].last_error == "HTTP 500: ok"
         assert (
             node.metric("clickrelay_webhook_events_total", endpoint=cfg.key, outcome="failed") == 1
