@@ -142,7 +142,7 @@ def newsletter() -> tuple[Path, str]:
     from redirector.tokens import new_key_line, parse_keys
     from smtp_proxy.engine.rewriter import rewrite_message
     from smtp_proxy.smtp.tracking import tracking_settings
-    from tests.conftest import corpus_html_files
+    from tests.support.corpus import corpus_html_files
 
     files = [
         f for f in corpus_html_files() if abs(f.stat().st_size - TARGET_SIZE) <= TARGET_SIZE // 4

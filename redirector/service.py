@@ -27,7 +27,8 @@ from clickrelay.common.logfmt import log_event
 from redirector.clicks.classify import Classifier
 from redirector.clicks.recorder import ClickRecorder
 from redirector.config import RedirectorConfig
-from redirector.http.app import create_admin_app, create_app, set_keyring
+from redirector.http.admin import create_admin_app
+from redirector.http.app import create_app, set_keyring
 from redirector.store import ClickStore, StoreError, open_store
 from redirector.store.retention import Retention
 from redirector.tokens import Keyring

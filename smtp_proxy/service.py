@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry
 from clickrelay.common.errors import ConfigError
 from clickrelay.common.hostport import parse_hostport
 from clickrelay.common.logfmt import log_event
-from redirector.http.app import REGISTRY_KEY, metrics_handler
+from redirector.http.admin import create_admin_app
 from redirector.tokens import Keyring
 from smtp_proxy.config import ProxySettings
 from smtp_proxy.engine.speedups import speedups
@@ -46,6 +46,9 @@ from smtp_proxy.upstream import Upstream, open_upstream
 
 logger = logging.getLogger("clickrelay.proxy")
 
+#: The service name in the admin listener's ``/healthz``.
+SERVICE = "clickrelay-proxy"
+
 
 def make_tls_context(cert: str, key: str) -> ssl.SSLContext:
     """Server-side TLS context for STARTTLS and the implicit-TLS listener."""
@@ -56,19 +59,6 @@ def make_tls_context(cert: str, key: str) -> ssl.SSLContext:
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"proxy.tls_cert/tls_key: cannot load {cert} / {key}: {exc}") from None
     return context
-
-
-def create_admin_app(registry: CollectorRegistry) -> web.Application:
-    """``/metrics`` (Prometheus text format of ``registry``) and a tiny ``/healthz``."""
-    app = web.Application()
-    app[REGISTRY_KEY] = registry
-
-    async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({"service": "clickrelay-proxy", "status": "ok"})
-
-    app.router.add_get("/metrics", metrics_handler)
-    app.router.add_get("/healthz", healthz)
-    return app
 
 
 class ProxyService:
@@ -187,7 +177,10 @@ class ProxyService:
                 self._tls_port = int(self._tls_server.sockets[0].getsockname()[1])
             if self._admin and config.proxy.admin_listen:
                 admin_host, admin_port = parse_hostport(config.proxy.admin_listen)
-                runner = web.AppRunner(create_admin_app(self.registry), access_log=None)
+                admin = create_admin_app(
+                    None, registry=self.registry, stats=False, health_service=SERVICE
+                )
+                runner = web.AppRunner(admin, access_log=None)
                 await runner.setup()
                 self._admin_runner = runner
                 site = web.TCPSite(runner, admin_host, admin_port)

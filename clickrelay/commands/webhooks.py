@@ -27,7 +27,9 @@ from redirector.store.stats import parse_since
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_argument(parser)
     parser.add_argument("--json", action="store_true", help="print JSON lines")
-    sub = parser.add_subparsers(dest="action", metavar="ACTION")
+    sub = parser.add_subparsers(
+        dest="action", metavar="ACTION", parser_class=argparse.ArgumentParser
+    )
     replay = sub.add_parser("replay", help="send the clicks since WHEN again")
     # SUPPRESS: without -c after "replay", the one given before it stands.
     replay.add_argument(

@@ -1,5 +1,6 @@
-"""The redirector's aiohttp applications: the public one (``/c/<token>``, ``/healthz``)
-and the admin one (``/metrics``, ``/api/stats``).
+"""The redirector's public aiohttp application: ``/c/<token>`` and ``/healthz``.
+
+(The admin application, ``/metrics`` and ``/api/stats``, is :mod:`redirector.http.admin`.)
 
 The hot path (``GET|HEAD /c/<token>``) needs no I/O: open the sealed token, build the
 Location header byte-exact (:mod:`redirector.location`), label the click
@@ -21,21 +22,19 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from clickrelay.common import __version__
-from clickrelay.common.errors import ClickrelayError, TokenError
+from clickrelay.common.errors import TokenError
 from clickrelay.common.logfmt import log_event
 from redirector.clicks import BOT, HUMAN, Click
 from redirector.clicks.classify import Classifier, ClickVerdict
 from redirector.config import RedirectorConfig
-from redirector.http import api_clicks
 from redirector.http.clientip import ClientIpPolicy
 from redirector.http.refusals import RefusalLog
 from redirector.location import location_for
-from redirector.store.stats import parse_since
 from redirector.tokens import Keyring, LinkData
 
 if TYPE_CHECKING:
@@ -128,8 +127,6 @@ class RedirectorState:
 
 
 STATE_KEY = web.AppKey("redirector_state", RedirectorState)
-RECORDER_KEY: web.AppKey[ClickRecorder | None] = web.AppKey("redirector_recorder")
-REGISTRY_KEY = web.AppKey("redirector_registry", CollectorRegistry)
 
 
 def not_found_response() -> web.Response:
@@ -279,48 +276,3 @@ async def _log_refusals_at_exit(app: web.Application) -> AsyncIterator[None]:
 def set_keyring(app: web.Application, keyring: Keyring) -> None:
     """Swap the keys a running public app decodes with (key rotation)."""
     app[STATE_KEY].keyring = keyring
-
-
-# --- admin ---------------------------------------------------------------------------
-
-
-async def metrics_handler(request: web.Request) -> web.Response:
-    """``GET /metrics``: the Prometheus text format of the app's ``REGISTRY_KEY`` registry."""
-    registry = request.app[REGISTRY_KEY]
-    return web.Response(
-        body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-    )
-
-
-async def _api_stats(request: web.Request) -> web.Response:
-    recorder = request.app[RECORDER_KEY]
-    if recorder is None:
-        return web.json_response({"error": "no click store configured"}, status=503)
-    since = None
-    raw = request.query.get("since")
-    if raw:
-        try:
-            since = parse_since(raw)
-        except ValueError as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-    try:
-        doc = await recorder.store.stats(since, request.query.get("tag") or None)
-    except ClickrelayError as exc:
-        log_event(log, logging.WARNING, "stats-failed", error=str(exc))
-        return web.json_response({"error": f"click store unavailable: {exc}"}, status=503)
-    return web.json_response(doc)
-
-
-def create_admin_app(
-    recorder: ClickRecorder | None, *, registry: CollectorRegistry
-) -> web.Application:
-    """The admin application: ``GET /metrics`` (Prometheus), ``GET /api/stats?since=&tag=``
-    and ``GET /api/clicks`` (:mod:`redirector.http.api_clicks`)."""
-    app = web.Application()
-    app[REGISTRY_KEY] = registry
-    app[RECORDER_KEY] = recorder
-    app.router.add_get("/metrics", metrics_handler)
-    app.router.add_get("/api/stats", _api_stats)
-    app[api_clicks.STORE_KEY] = recorder.store if recorder is not None else None
-    app.router.add_get("/api/clicks", api_clicks.api_clicks)
-    return app

@@ -2,8 +2,8 @@
 
 Every link the finders (``html_scan``, ``text_links``) report goes through here. ``None``
 means "may be tracked"; anything else is the reason string ``clickrelay rewrite --explain``
-shows for a link that is left as written. The rules come from design.md ("Which links are
-rewritten") and are checked in this order, so each URL gets the most telling reason:
+shows for a link that is left as written. The rules are checked in this order, so each
+URL gets the most telling reason:
 
 1. ``empty``         nothing but whitespace
 2. ``placeholder``   template variables (``{{x}}``, ``{%x%}``, ``*|X|*``, ``%%X%%``, ``[[x]]``),

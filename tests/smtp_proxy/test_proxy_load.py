@@ -19,19 +19,10 @@ import aiosmtplib
 from redirector.tokens import Keyring
 from smtp_proxy.engine.rewriter import rewrite_message
 from smtp_proxy.smtp.tracking import tracking_settings
-from tests.conftest import corpus_html_files
-from tests.support.proxy_helpers import (
-    QID_RE,
-    TOKEN_RE,
-    SinkFactory,
-    html_message,
-    keys,
-    proxy_config,
-    running_proxy,
-    smtp_sink_factory,
-)
-
-__all__ = ["keys", "smtp_sink_factory"]  # fixtures used here
+from tests.support.config import proxy_config
+from tests.support.corpus import corpus_html_files
+from tests.support.proxy_helpers import QID_RE, TOKEN_RE, html_message, running_proxy
+from tests.support.smtp_sink import SinkFactory
 
 CLIENTS = 20
 MESSAGES_PER_CLIENT = 50

@@ -16,13 +16,8 @@ from tests.support.proxy_helpers import (
     TOKEN_RE,
     ProxyLab,
     html_message,
-    keys,
-    lab,
     smtp_client,
-    smtp_sink_factory,
 )
-
-__all__ = ["keys", "lab", "smtp_sink_factory"]
 
 META = {"user_id": "42", "campaign": "spring"}
 

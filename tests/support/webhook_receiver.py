@@ -17,7 +17,7 @@ from typing import Any
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from tests.support.click_helpers import until
+from tests.support.polling import until
 
 
 def new_secret() -> str:

@@ -15,7 +15,7 @@ from redirector.config import RedirectorConfig
 from redirector.service import RedirectorService
 from redirector.store.sqlite import SqliteStore
 from tests.redirector.store.test_store import make_click
-from tests.support.process_harness import run_cli
+from tests.support.processes import run_cli
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 

@@ -23,7 +23,7 @@ from redirector.store import ClickStore, open_store
 from redirector.store.records import ClickFilter
 from redirector.tokens import Keyring
 from redirector.webhooks.config import WebhookConfig
-from tests.support.click_helpers import until
+from tests.support.polling import until
 from tests.support.webhook_receiver import WebhookReceiver, new_secret
 
 HUMAN_UA = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"

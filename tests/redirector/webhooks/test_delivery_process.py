@@ -15,8 +15,10 @@ from pathlib import Path
 import aiohttp
 
 from redirector.tokens import encode_extras, load_keyring
-from tests.support.click_helpers import until
-from tests.support.process_harness import ClickrelayProcess, free_ports, run_cli, write_config
+from tests.support.config import write_config
+from tests.support.net import free_ports
+from tests.support.polling import until
+from tests.support.processes import ClickrelayProcess, run_cli
 from tests.support.webhook_receiver import WebhookReceiver, new_secret
 
 HUMAN_UA = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
@@ -37,7 +39,7 @@ async def test_sigkill_mid_delivery_loses_nothing(tmp_path: Path) -> None:
     await receiver.start()
     http_port, admin_port = free_ports(2)
     config = write_config(
-        tmp_path, http_port=http_port, admin_port=admin_port, redirector="flush_interval = 0.02"
+        tmp_path, http_port=http_port, admin_port=admin_port, redirector={"flush_interval": 0.02}
     )
     with config.open("a") as fh:
         fh.write(

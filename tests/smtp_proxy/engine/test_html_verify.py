@@ -12,8 +12,8 @@ import pytest
 from smtp_proxy.engine.html_scan import HtmlScan
 from smtp_proxy.engine.html_verify import check_links, find_html_links
 from smtp_proxy.engine.splice import splice
-from tests.conftest import corpus_eml_files, corpus_html_files
-from tests.smtp_proxy.engine.test_html_scan import checked, links, lxml_hrefs
+from tests.support.corpus import corpus_eml_files, corpus_html_files
+from tests.support.html_checks import checked, links, lxml_hrefs
 
 # --- lxml cross-check -------------------------------------------------------------------
 

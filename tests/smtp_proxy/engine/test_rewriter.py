@@ -14,8 +14,6 @@ from pathlib import Path
 
 import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from clickrelay.config import load_config_text
 from redirector.tokens import MAX_URL_BYTES, Keyring
@@ -23,6 +21,7 @@ from smtp_proxy.engine import b64, qp
 from smtp_proxy.engine.dkim_sign import DkimKey, keys_by_domain
 from smtp_proxy.engine.rewriter import RewriteResult, TrackingSettings, rewrite_message
 from smtp_proxy.smtp.tracking import tracking_settings
+from tests.support.dkim_keys import new_dkim_key
 
 BASE = "https://t.example.net"
 TRACKED_RE = re.compile(rb"https://t\.example\.net/c/[A-Za-z0-9_-]+")
@@ -480,16 +479,7 @@ def test_inline_pgp_is_untouched(settings: TrackingSettings) -> None:
 
 @pytest.fixture(scope="module")
 def dkim_key() -> tuple[bytes, bytes]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-    der = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return pem, b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
+    return new_dkim_key()
 
 
 def _signed_message(pem: bytes) -> bytes:

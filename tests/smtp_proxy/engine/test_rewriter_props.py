@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from clickrelay.config import load_config_text
 from smtp_proxy.engine.rewriter import TrackingSettings, rewrite_message
 from smtp_proxy.smtp.tracking import tracking_settings
-from tests.smtp_proxy.engine.test_rewriter_corpus import BASE, KEYRING, check_rewrite, fits
+from tests.support.rewrite_checks import BASE, KEYRING, check_rewrite, fits
 
 PROFILE = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

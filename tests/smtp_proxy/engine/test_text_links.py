@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from smtp_proxy.engine.splice import splice
 from smtp_proxy.engine.text_links import find_text_links
-from tests.conftest import corpus_eml_files
+from tests.support.corpus import corpus_eml_files
 
 
 def urls(text: str) -> list[str]:

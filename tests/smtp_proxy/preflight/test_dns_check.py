@@ -14,8 +14,8 @@ from redirector.tokens import Keyring
 from smtp_proxy.preflight import Verdict, check_domain
 from smtp_proxy.preflight.checks import bounded_ttl
 from smtp_proxy.preflight.dns_check import check_dns, domain_skip_reason, make_resolver
-from tests.support.dns_server import DnsServer, dns_server_fixture  # noqa: F401 (fixture)
-from tests.support.preflight_fixtures import preflight_config
+from tests.support.config import preflight_config
+from tests.support.dns_server import DnsServer
 
 TARGET = "track.example.net"
 

@@ -7,15 +7,12 @@ file, and a reload with a bad one keeps the old keys.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import re
 from pathlib import Path
 
 import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from clickrelay.common.errors import ConfigError
 from clickrelay.config import Config, default_config, load_config_text
@@ -24,16 +21,8 @@ from smtp_proxy.config import DkimConfig, DkimDomainConfig
 from smtp_proxy.engine.rewriter import rewrite_message
 from smtp_proxy.service import ProxyService
 from smtp_proxy.smtp.tracking import load_dkim_keys, sender_base_url, tracking_settings
-from tests.support.proxy_helpers import (
-    ProxyLab,
-    close_line_clients,
-    keys,
-    lab,
-    smtp_client,
-    smtp_sink_factory,
-)
-
-__all__ = ["close_line_clients", "keys", "lab", "smtp_sink_factory"]  # fixtures used here
+from tests.support.dkim_keys import new_dkim_key
+from tests.support.proxy_helpers import ProxyLab, smtp_client
 
 
 def msg(headers: str, body: bytes) -> bytes:
@@ -103,17 +92,7 @@ def test_settings_from_config_knows_every_tracking_host(keyring: Keyring, tmp_pa
 # --- DKIM keys -----------------------------------------------------------------------------
 
 
-def _new_key() -> tuple[bytes, bytes]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-    der = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return pem, b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
+_new_key = new_dkim_key
 
 
 @pytest.fixture(scope="module")
