@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from typing import TextIO
 
-from clickrelay.commands import add_config_argument
+from clickrelay.commands import add_config_argument, require_sqlite_file
 from clickrelay.common.errors import ClickrelayError
 from clickrelay.config import config_from_cli
 from redirector.store import ClickStore, StoreError, open_store
@@ -93,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         until = parse_since(args.until) if args.until else None
     except ValueError as exc:
         raise ClickrelayError(str(exc).replace("--since", "--since/--until")) from None
+    require_sqlite_file(config.redirector.store)
     flt = ClickFilter(since=since, until=until, tag=args.tag)
     write = _writer(args.format, sys.stdout)
 

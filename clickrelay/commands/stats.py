@@ -13,10 +13,9 @@ import argparse
 import asyncio
 import json
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from clickrelay.commands import add_config_argument
+from clickrelay.commands import add_config_argument, require_sqlite_file
 from clickrelay.common.errors import ClickrelayError
 from clickrelay.config import config_from_cli
 from redirector.store import StoreError, open_store
@@ -55,14 +54,7 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise ClickrelayError(str(exc)) from None
     store_url = config.redirector.store
-    if store_url.startswith("sqlite:"):
-        # Reading must not create an empty database: a missing file means a wrong
-        # config (or a redirector that never ran), which the user should hear about.
-        path = Path(store_url[len("sqlite:") :])
-        if not path.is_file():
-            raise ClickrelayError(
-                f"no click store at {path} (has the redirector run with this config?)"
-            )
+    require_sqlite_file(store_url)
     try:
         doc = asyncio.run(read_stats(store_url, since, args.tag))
     except StoreError as exc:

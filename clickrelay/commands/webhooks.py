@@ -17,7 +17,7 @@ import json
 import time
 from typing import Any
 
-from clickrelay.commands import add_config_argument
+from clickrelay.commands import add_config_argument, require_sqlite_file
 from clickrelay.common.errors import ClickrelayError
 from clickrelay.config import Config, config_from_cli
 from redirector.store import ClickStore, StoreError, open_store
@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     names = [w.key for w in config.webhooks]
     if not names:
         raise ClickrelayError("no [[webhooks]] in the config")
+    require_sqlite_file(config.redirector.store)
     try:
         if args.action == "replay":
             return _replay(args, config, names)

@@ -121,3 +121,14 @@ async def test_stats_tag_filter_and_per_tag_totals(tmp_path: Path) -> None:
     assert spring["totals"]["human_clicks"] == 2
     text = run_cli("stats", "-c", config, cwd=tmp_path).stdout
     assert "tag spring: 2 human clicks, 0 bot clicks" in text
+
+
+def test_reading_commands_never_create_a_store(tmp_path: Path) -> None:
+    db = tmp_path / "nowhere.sqlite3"
+    config = _config(tmp_path, db)
+    with config.open("a") as fh:
+        fh.write('[[webhooks]]\nurl = "http://127.0.0.1:9/h"\nsecret = "whsec_' + "A" * 44 + '"\n')
+    for args in (("export",), ("webhooks",), ("webhooks", "replay", "--since", "1h")):
+        done = run_cli(*args, "-c", str(config), cwd=tmp_path)
+        assert done.returncode == 2 and "no click store at" in done.stderr, args
+    assert not db.exists()
