@@ -7,6 +7,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
+from redirector.tokens import Keyring
 from smtp_proxy.engine import message_tags
 from smtp_proxy.engine.message_tags import (
     INVALID,
@@ -137,3 +138,33 @@ def test_any_header_block_never_raises(raw: bytes) -> None:
     fields = tag_fields(raw)
     got = read_tags(fields)
     assert len(got.headers) == len(fields)
+
+
+def test_hostile_values_are_refused_not_crashed_on() -> None:
+    deep = "X-Clickrelay-Metadata: " + "[" * 100_000 + "]" * 100_000
+    huge = 'X-Mailgun-Variables: {"a": "' + "x" * 200_000 + '"}'
+    for line in (deep, huge, "X-SMTPAPI: " + "{" * 50_000):
+        got = read_block(block(line))
+        assert got.error == INVALID and got.empty
+
+
+def test_rewriter_keeps_tag_headers_a_dkim_signature_covers(keyring: Keyring) -> None:
+    from smtp_proxy.engine.linkrules import LinkPolicy
+    from smtp_proxy.engine.rewriter import TrackingSettings, rewrite_message
+
+    settings = TrackingSettings(
+        base_url="https://t.example.net",
+        keyring=keyring,
+        policy=LinkPolicy.from_base_urls(["https://t.example.net"], ()),
+    )
+    signed = (
+        b"DKIM-Signature: v=1; a=rsa-sha256; d=example.com; s=s; h=from:x-clickrelay-tag;"
+        b" bh=x; b=y\r\nX-Clickrelay-Tag: spring\r\nFrom: a@example.com\r\n"
+        b'Content-Type: text/html\r\n\r\n<a href="https://shop.example/a">a</a>\r\n'
+    )
+    result = rewrite_message(signed, settings, queue_id="Q1")
+    assert result.data == signed  # dkim-signed, not re-signable: byte-identical
+    unsigned_tag = signed.replace(b"h=from:x-clickrelay-tag;", b"h=from;")
+    result = rewrite_message(unsigned_tag, settings, queue_id="Q1")
+    assert b"X-Clickrelay-Tag" not in result.data  # not covered: removed
+    assert result.changed
