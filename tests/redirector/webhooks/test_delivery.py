@@ -232,6 +232,10 @@ async def test_410_disables_the_endpoint_until_reload(
                 assert time.monotonic() < deadline, "events not taken by the cursor"
                 await until(lambda: True, "tick")
             assert receiver.requests == 1  # nothing sent while disabled
+            await until(
+                lambda: node.metric("clickrelay_webhook_backlog", endpoint=cfg.key) == 3,
+                "backlog gauge at 3",
+            )
             node.service.update_webhooks((cfg,))
             clicks = await stored(reader, 3)
             await receiver.wait_for(set(clicks))
