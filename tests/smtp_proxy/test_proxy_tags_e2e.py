@@ -1,16 +1,23 @@
 """Tags and metadata end to end: each ESP's headers through the real proxy to a sink.
 
 Upstream, the tag headers are gone and every other byte of the header block is as sent;
-every tracked link's token carries the tag and metadata.
+every tracked link's token carries the tag and metadata, and a click on one reaches the
+application's webhook receiver with them.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
+import aiohttp
 import pytest
 
+from redirector.config import RedirectorConfig
+from redirector.service import RedirectorService
 from redirector.tokens import Keyring
+from redirector.webhooks.config import WebhookConfig
+from tests.support.polling import until
 from tests.support.proxy_helpers import (
     SIMPLE_HTML,
     TOKEN_RE,
@@ -18,6 +25,7 @@ from tests.support.proxy_helpers import (
     html_message,
     smtp_client,
 )
+from tests.support.webhook_receiver import WebhookReceiver, new_secret
 
 META = {"user_id": "42", "campaign": "spring"}
 
@@ -150,3 +158,57 @@ async def test_metadata_past_the_link_budget_relays_untracked_with_reason(
             )
     assert sink.messages[0].data == plain  # never truncated: untracked instead
     assert any("rewrite=metadata-too-large" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(("esp", "headers", "tag", "metadata"), ESP_FORMATS)
+async def test_esp_headers_reach_the_application_in_the_click_webhook(
+    lab: ProxyLab,
+    tmp_path: Path,
+    esp: str,
+    headers: list[str],
+    tag: str | None,
+    metadata: dict[str, str],
+) -> None:
+    """Mail with an ESP's headers through the proxy, its link clicked on a redirector,
+    the click POSTed to a receiver that verifies it with ``standardwebhooks``."""
+    receiver = WebhookReceiver(new_secret())
+    await receiver.start()
+    sink = await lab.sink()
+    redirector = RedirectorService(
+        RedirectorConfig(
+            listen="127.0.0.1:0",
+            admin_listen="127.0.0.1:0",
+            store=f"sqlite:{tmp_path / 'clicks.sqlite3'}",
+            flush_interval=0.02,
+            bot_seconds_after_send=0,  # the click follows the sending at once
+        ),
+        lab.keys,
+        webhooks=(WebhookConfig(url=receiver.url, secret=receiver.secret),),
+    )
+    await redirector.start()
+    try:
+        async with lab.proxy(lab.config(sink.url)) as proxy:
+            async with smtp_client(proxy.port) as client:
+                await client.sendmail(
+                    "news@example.com",
+                    ["reader@example.org"],
+                    tagged(html_message(SIMPLE_HTML), headers),
+                )
+        token = TOKEN_RE.findall(sink.messages[0].data.replace(b"=\r\n", b"").decode())[0]
+        async with aiohttp.ClientSession() as session:
+            async with session.get(
+                f"http://127.0.0.1:{redirector.public_port}/c/{token}",
+                allow_redirects=False,
+                headers={"User-Agent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0"},
+            ) as resp:
+                assert resp.status == 302
+        await until(lambda: len(receiver.deliveries) == 1, "the click's webhook")
+        (payloads,) = receiver.deliveries.values()
+        data = payloads[0]["data"]
+        assert (data["tag"], data["metadata"]) == (tag, metadata)
+        assert data["recipient"] == "reader@example.org"
+        assert data["url"] == "https://shop.example.net/sale?id=1&x=2"
+        assert receiver.rejected == []
+    finally:
+        await redirector.stop()
+        await receiver.stop()
