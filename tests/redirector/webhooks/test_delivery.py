@@ -63,6 +63,7 @@ class Node:
         now = int(time.time())
         token = self.keyring.seal(
             "https://example.com/landing",
+            host="127.0.0.1",  # the Host the test client sends
             queue_id=f"Q{next(_QIDS)}",
             link_index=0,
             recipient="reader@example.org",

@@ -57,6 +57,7 @@ async def test_sigkill_mid_delivery_loses_nothing(tmp_path: Path) -> None:
                 for i in range(10):
                     token = keyring.seal(
                         f"https://example.com/{i}",
+                        host="127.0.0.1",
                         queue_id=f"Q{i}",
                         link_index=0,
                         recipient=f"r{i}@example.org",

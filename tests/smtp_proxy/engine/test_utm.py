@@ -87,7 +87,7 @@ def test_rewriter_seals_utm_into_tracked_links_only(keyring: Keyring, tmp_path: 
     )
     tokens = re.findall(rb"https://t\.example\.net/c/([A-Za-z0-9_-]+)", result.data)
     assert len(tokens) == 1
-    link = keyring.open(tokens[0].decode())
+    link = keyring.open(tokens[0].decode(), "t.example.net")
     assert link.url == "https://shop.example/a?utm_source=own&utm_campaign=spring#x"
     assert result.links[0].url == "https://shop.example/a?utm_source=own#x"  # as written
     assert b"https://skip.example/b" in result.data  # not tracked: no parameters
