@@ -194,7 +194,7 @@ def seal(
     is the message's tag and metadata (:func:`redirector.token_types.encode_extras`)."""
     if not url_is_sealable(url):
         raise TokenError("only http(s) URLs without control characters can be tracked", "not-http")
-    if not 0 <= link_index <= 0xFFFFFFFF or len(queue_id) > 255:
+    if not 0 <= link_index <= 0xFFFFFFFF or len(queue_id) > 255 or len(extras) > 16_384:
         raise TokenError("queue id or link index out of range", "out-of-range")
     prefix_code = 0
     for code in (3, 4, 1, 2):  # the longer spellings first

@@ -52,6 +52,9 @@ from smtp_proxy.engine.splice import Edit, assemble, encode_part, spliced_decode
 from smtp_proxy.engine.text_links import find_text_links
 
 OPT_OUT_HEADER = "X-Clickrelay-Track"
+#: Tag and metadata (compact JSON) larger than this are refused before any link is
+#: sealed, whatever max_link_length allows: every token carries them.
+MAX_EXTRAS_BYTES = 8192
 _OFF_VALUES = frozenset({"off", "no", "false", "0", "none"})
 _HREF_RE = re.compile(r"href", re.I)
 _HTTP_RE = re.compile(r"https?:", re.I)
@@ -438,6 +441,8 @@ def _rewrite_stripped(
     if force_reason is None and tags.error is not None:
         force_reason = tags.error
     extras = encode_extras(tags.tag, tags.metadata)
+    if force_reason is None and len(extras) > MAX_EXTRAS_BYTES:
+        force_reason = "metadata-too-large"
 
     sigs = dkim_sign.signatures(top_headers)
     resign_keys = dkim_sign.resign_keys(sigs, settings.dkim_keys) if sigs else []

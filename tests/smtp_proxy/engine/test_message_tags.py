@@ -168,3 +168,27 @@ def test_rewriter_keeps_tag_headers_a_dkim_signature_covers(keyring: Keyring) ->
     result = rewrite_message(unsigned_tag, settings, queue_id="Q1")
     assert b"X-Clickrelay-Tag" not in result.data  # not covered: removed
     assert result.changed
+
+
+def test_metadata_over_the_extras_cap_is_too_large_whatever_the_link_budget(
+    keyring: Keyring,
+) -> None:
+    import dataclasses
+
+    from smtp_proxy.engine.linkrules import LinkPolicy
+    from smtp_proxy.engine.rewriter import MAX_EXTRAS_BYTES, TrackingSettings, rewrite_message
+
+    settings = TrackingSettings(
+        base_url="https://t.example.net",
+        keyring=keyring,
+        policy=LinkPolicy.from_base_urls(["https://t.example.net"], ()),
+    )
+    settings = dataclasses.replace(settings, max_link_length=1_000_000)
+    values = ",\r\n ".join(f'"k{i}": "{"x" * 1000}"' for i in range(MAX_EXTRAS_BYTES // 1000 + 1))
+    message = (
+        f"X-Clickrelay-Metadata: {{{values}}}\r\nContent-Type: text/html\r\n\r\n"
+        '<a href="https://shop.example/a">a</a>\r\n'
+    ).encode()
+    result = rewrite_message(message, settings, queue_id="Q1")
+    assert result.reason == "metadata-too-large"
+    assert b"t.example.net" not in result.data
