@@ -164,7 +164,10 @@ def test_forged_and_mutated_tokens_never_redirect(
         location = resp.getheader("Location")
         check_reply(redirector, resp.status, [location.encode("latin-1")] if location else [])
         if resp.status == 302:
-            assert token in redirector.tokens  # only an unchanged minted token redirects
+            # Only an unchanged minted token redirects. Version 2 tokens are base36, which
+            # is case-insensitive: a flip of a letter's case is the same token.
+            same = token[:1] in "kK" and token.lower() in redirector.tokens
+            assert token in redirector.tokens or same
 
     @settings(
         max_examples=examples,
