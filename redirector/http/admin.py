@@ -1,16 +1,18 @@
 """The admin aiohttp application: ``/metrics`` and, for the redirector, ``/api/stats``
-and ``/api/clicks`` (:mod:`redirector.http.api_clicks`).
+and ``/api/health``; ``/api/clicks`` is :mod:`redirector.http.api_clicks`.
 
 One factory for both listeners that serve it: the redirector's ``[redirector]
 admin_listen`` (metrics and click statistics) and a standalone proxy's ``[proxy]
 admin_listen`` (metrics and a ``/healthz`` naming the proxy). Keep it off the internet:
-it tells anyone who asks how much mail and how many clicks went through.
+it tells anyone who asks how much mail and how many clicks went through. With
+``[redirector] admin_token`` set, every route requires it
+(:mod:`redirector.http.admin_auth`); without, the listener must be on loopback.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -18,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from clickrelay.common.errors import ClickrelayError
 from clickrelay.common.logfmt import log_event
 from redirector.http import api_clicks
+from redirector.http.admin_auth import install_admin_auth
 from redirector.store.stats import parse_since
 
 if TYPE_CHECKING:
@@ -57,6 +60,20 @@ async def _api_stats(request: web.Request) -> web.Response:
     return web.json_response(doc)
 
 
+def store_health(recorder: ClickRecorder | None) -> dict[str, Any]:
+    """The ``store`` object of ``/api/health``: state and queue counts (kept off the
+    public ``/healthz``: they tell an outsider how busy we are)."""
+    if recorder is None:
+        return {"state": "disabled", "queued": 0, "dropped": 0}
+    return {"state": recorder.state, "queued": recorder.queued, "dropped": recorder.dropped}
+
+
+async def _api_health(request: web.Request) -> web.Response:
+    return web.json_response(
+        {"service": "clickrelay-redirector", "store": store_health(request.app[RECORDER_KEY])}
+    )
+
+
 async def _healthz(request: web.Request) -> web.Response:
     return web.json_response({"service": request.app[HEALTH_SERVICE_KEY], "status": "ok"})
 
@@ -67,17 +84,20 @@ def create_admin_app(
     registry: CollectorRegistry,
     stats: bool = True,
     health_service: str | None = None,
+    token: str = "",
 ) -> web.Application:
     """``GET /metrics`` (Prometheus text format of ``registry``), plus:
 
-    * ``stats``: ``GET /api/stats?since=&tag=`` and ``GET /api/clicks`` (pages of stored
-      clicks) from ``recorder``'s store (503 without one);
+    * ``stats``: ``GET /api/stats?since=&tag=`` from ``recorder``'s store (503 without
+      one), ``GET /api/clicks`` (pages of stored clicks) and ``GET /api/health`` (store
+      state, queued and dropped clicks);
     * ``health_service``: ``GET /healthz`` answering ``{"service": …, "status": "ok"}``.
 
     The redirector passes its recorder; a standalone proxy passes ``None, stats=False,
-    health_service="clickrelay-proxy"``.
+    health_service="clickrelay-proxy"``. ``token``: required on every route when set.
     """
     app = web.Application()
+    install_admin_auth(app, token)
     app[REGISTRY_KEY] = registry
     app[RECORDER_KEY] = recorder
     app.router.add_get("/metrics", metrics_handler)
@@ -85,6 +105,7 @@ def create_admin_app(
         app.router.add_get("/api/stats", _api_stats)
         app[api_clicks.STORE_KEY] = recorder.store if recorder is not None else None
         app.router.add_get("/api/clicks", api_clicks.api_clicks)
+        app.router.add_get("/api/health", _api_health)
     if health_service is not None:
         app[HEALTH_SERVICE_KEY] = health_service
         app.router.add_get("/healthz", _healthz)
