@@ -27,6 +27,8 @@ COMMANDS: dict[str, str] = {
     "rewrite": "rewrite messages as the proxy would (test before sending)",
     "decode": "decode tracked links back to their original URLs",
     "stats": "click statistics per message and link",
+    "export": "every stored click as CSV or JSON lines (stdout)",
+    "webhooks": "webhook endpoints: backlog, failures; replay",
     "keygen": "print a new link key line for the key file",
     "adduser": "add or replace an SMTP AUTH user in the users file",
 }

@@ -26,6 +26,7 @@ from typing import Any
 from clickrelay.common.errors import ConfigError
 from clickrelay.common.validators import check, one_of
 from redirector.config import AcmeConfig, RedirectorConfig
+from redirector.webhooks.config import WebhookConfig, validate_webhooks
 from smtp_proxy.config import (
     DEFAULT_DATA_DIR,
     DkimConfig,
@@ -55,6 +56,8 @@ class Config:
     dkim: DkimConfig = field(default_factory=DkimConfig)
     acme: AcmeConfig = field(default_factory=AcmeConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    #: ``[[webhooks]]``: endpoints every click is POSTed to (signed, at least once).
+    webhooks: tuple[WebhookConfig, ...] = ()
     #: The file this came from; None for the quick-start defaults.
     source: Path | None = None
     #: Directory relative paths were resolved against.
@@ -209,6 +212,10 @@ def load_config_text(text: str, source: str = "<string>", base_dir: Path | None 
         raise ConfigError(f"{source}: not valid TOML: {exc}") from None
     loader = _Loader(source, base)
     config = loader.section(Config, table, "")
+    try:
+        validate_webhooks(config.webhooks)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     config = dataclasses.replace(config, base_dir=base)
     _check_across_sections(config, source)
     return _resolve_defaults(config, base)

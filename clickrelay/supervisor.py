@@ -95,6 +95,8 @@ def restart_only_changes(old: Config, new: Config, kind: Kind) -> list[str]:
         tls_hosts_changed = https_hosts(old.tracking) != https_hosts(new.tracking)
         if kind == "redirector" and new.redirector.https_listen and tls_hosts_changed:
             changed.append("tracking.base_url/sender_domains")
+        if [w.key for w in old.webhooks] != [w.key for w in new.webhooks]:
+            changed.append("webhooks (endpoints added or removed)")
     # (tracking.key_file is not here: the keys are read from the new path on reload.)
     return changed
 
@@ -133,7 +135,11 @@ class Stack:
 
             tls = tls_settings(config, on_change=self._certificate_changed)
             self.redirector = RedirectorService(
-                config.redirector, keyring, registry=self.registry, tls=tls
+                config.redirector,
+                keyring,
+                registry=self.registry,
+                tls=tls,
+                webhooks=config.webhooks,
             )
         if kind in ("serve", "proxy"):
             from clickrelay.tls_status import StoredTlsStatus
@@ -230,6 +236,7 @@ class Stack:
         if self.redirector is not None and blocklist is not None:
             self.redirector.update_keyring(keyring)
             self.redirector.update_live_settings(config.redirector, blocklist)
+            self.redirector.update_webhooks(config.webhooks)
         setup_logging(config.log.level)
         self.config = config
         self.keyring = keyring

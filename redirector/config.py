@@ -117,6 +117,8 @@ class RedirectorConfig:
     blocklist_file: Path | None = None
     #: Seconds the shutdown waits for queued clicks to reach the store.
     shutdown_flush_timeout: float = 10.0
+    #: Clicks older than this many days are deleted in the background (0 = keep forever).
+    retention_days: int = field(default=395, metadata=check(in_range(0, 100_000)))
 
 
 @dataclass(frozen=True)

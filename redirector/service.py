@@ -39,9 +39,12 @@ from redirector.http.admin_auth import check_admin_listen
 from redirector.http.app import create_app, set_keyring, set_live_settings
 from redirector.http.conngate import ConnectionGate, gated_factory
 from redirector.store import ClickStore, StoreError, open_store
+from redirector.store.retention import Retention
 from redirector.tls.manager import CertManager, TlsSettings
 from redirector.tls.storage import open_tls_storage
 from redirector.tokens import Keyring
+from redirector.webhooks.config import WebhookConfig
+from redirector.webhooks.delivery import WebhookDispatcher
 
 log = logging.getLogger("clickrelay.redirector")
 
@@ -70,9 +73,13 @@ class RedirectorService:
         *,
         registry: CollectorRegistry | None = None,
         tls: TlsSettings | None = None,
+        webhooks: tuple[WebhookConfig, ...] = (),
     ) -> None:
         self.config = config
         self.tls = tls if tls is not None else TlsSettings()
+        self.webhooks = webhooks
+        self._dispatcher: WebhookDispatcher | None = None
+        self._retention: Retention | None = None
         self.registry = registry if registry is not None else CollectorRegistry()
         self._keyring = keyring
         # Built now so that a bad scanner_agents_file or blocklist fails before anything
@@ -176,6 +183,13 @@ class RedirectorService:
         )
         self._recorder = recorder
         await recorder.start()
+        if self.webhooks:
+            self._dispatcher = WebhookDispatcher(store, self.webhooks, registry=self.registry)
+            await self._dispatcher.start()
+        if self._retention is None:  # its metric is registered once per registry
+            self._retention = Retention(store, config.retention_days, registry=self.registry)
+        self._retention.store = store
+        await self._retention.start()
         try:
             self._app = create_app(
                 config,
@@ -267,6 +281,15 @@ class RedirectorService:
         if self._certs is not None:
             await self._certs.reload_files(config)
 
+    @property
+    def dispatcher(self) -> WebhookDispatcher | None:
+        return self._dispatcher
+
+    def update_webhooks(self, webhooks: tuple[WebhookConfig, ...]) -> None:
+        """New settings for the running endpoints (one disabled by a 410 is enabled)."""
+        if self._dispatcher is not None:
+            self._dispatcher.reload(webhooks)
+
     def update_keyring(self, keyring: Keyring) -> None:
         """Decode with these keys from now on (rotation without a restart)."""
         self._keyring = keyring
@@ -295,6 +318,12 @@ class RedirectorService:
         runners, self._runners = self._runners, []
         for runner in reversed(runners):
             await runner.cleanup()
+        if self._retention is not None:
+            await self._retention.stop()
+        dispatcher, self._dispatcher = self._dispatcher, None
+        if dispatcher is not None:
+            # Events in flight stay leased in the store and are sent again later.
+            await dispatcher.stop()
         certs, self._certs = self._certs, None
         if certs is not None:
             await certs.stop()

@@ -4,6 +4,8 @@ keyring (:mod:`redirector.tokens`)."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import NamedTuple
 
@@ -43,7 +45,41 @@ class LinkData(NamedTuple):
     version: int = 2
     #: The tracking host a version 2 token is bound to; None for version 1.
     host: str | None = None
+    #: The message's tag and metadata, as the sending application set them.
+    tag: str | None = None
+    metadata: Mapping[str, str] | None = None
 
     @property
     def sent_at_datetime(self) -> datetime:
         return datetime.fromtimestamp(self.sent_at, UTC)
+
+
+def encode_extras(tag: str | None, metadata: Mapping[str, str] | None) -> bytes:
+    """The compact JSON sealed beside the URL (empty when there is nothing to say):
+    ``{"t": tag, "m": {metadata}}``, either member optional."""
+    doc: dict[str, object] = {}
+    if tag is not None:
+        doc["t"] = tag
+    if metadata:
+        doc["m"] = dict(metadata)
+    if not doc:
+        return b""
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def decode_extras(raw: bytes) -> tuple[str | None, Mapping[str, str] | None]:
+    """(tag, metadata) from :func:`encode_extras`'s bytes; ValueError (UnicodeDecodeError
+    too) when they are not what we wrote."""
+    doc = json.loads(raw.decode("utf-8"))
+    if not isinstance(doc, dict):
+        raise ValueError("extras are not an object")
+    tag = doc.get("t")
+    metadata = doc.get("m")
+    if tag is not None and not isinstance(tag, str):
+        raise ValueError("tag is not a string")
+    if metadata is not None and not (
+        isinstance(metadata, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
+    ):
+        raise ValueError("metadata is not a flat object of strings")
+    return tag, metadata

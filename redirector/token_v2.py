@@ -26,7 +26,10 @@ The plaintext::
               else varint length + UTF-8
     sent_at:  seconds relative to the packed queue id's own time (the message was
               received then, so this is one byte), else to 2024-01-01 UTC
-    body:     varint len(recipient) | recipient | the URL without its scheme prefix,
+    body:     varint len(recipient) | recipient
+              | [varint len(extras) | extras: the message's tag and metadata as compact
+                 JSON (:func:`redirector.token_types.encode_extras`), only when flags & 32]
+              | the URL without its scheme prefix,
               raw DEFLATE with a preset dictionary of common URL and address parts when
               that is shorter (flags & 16)
     flags & 7: the scheme prefix taken off the URL ("", "https://", "http://",
@@ -44,7 +47,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
 
 from clickrelay.common.errors import TokenError
 from redirector import base36
-from redirector.token_types import MAX_URL_BYTES, LinkData, url_is_sealable
+from redirector.token_types import MAX_URL_BYTES, LinkData, decode_extras, url_is_sealable
 
 MARK = "k"
 _MARKS = frozenset("kK")  # base36 is case-insensitive, and so is the mark
@@ -64,7 +67,8 @@ _PREFIXES = ("", "https://", "http://", "https://www.", "http://www.")
 _PREFIX_MASK = 7
 _FLAG_QID_PACKED = 8
 _FLAG_DEFLATED = 16
-_KNOWN_FLAGS = _PREFIX_MASK | _FLAG_QID_PACKED | _FLAG_DEFLATED
+_FLAG_EXTRAS = 32
+_KNOWN_FLAGS = _PREFIX_MASK | _FLAG_QID_PACKED | _FLAG_DEFLATED | _FLAG_EXTRAS
 #: Our queue ids (``smtp_proxy.smtp.queue_id.new_queue_id``): 14 Crockford base32 digits.
 _QID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 _QID_LEN = 14
@@ -184,11 +188,13 @@ def seal(
     link_index: int,
     recipient: str | None,
     sent_at: int,
+    extras: bytes = b"",
 ) -> str:
-    """A version 2 token for ``url``, bound to ``host`` (normalised, ASCII)."""
+    """A version 2 token for ``url``, bound to ``host`` (normalised, ASCII); ``extras``
+    is the message's tag and metadata (:func:`redirector.token_types.encode_extras`)."""
     if not url_is_sealable(url):
         raise TokenError("only http(s) URLs without control characters can be tracked", "not-http")
-    if not 0 <= link_index <= 0xFFFFFFFF or len(queue_id) > 255:
+    if not 0 <= link_index <= 0xFFFFFFFF or len(queue_id) > 255 or len(extras) > 16_384:
         raise TokenError("queue id or link index out of range", "out-of-range")
     prefix_code = 0
     for code in (3, 4, 1, 2):  # the longer spellings first
@@ -197,8 +203,9 @@ def seal(
             break
     rest = url[len(_PREFIXES[prefix_code]) :].encode("utf-8", "surrogatepass")
     rcpt = (recipient or "").encode("utf-8")
-    body = b"".join((_varint(len(rcpt)), rcpt, rest))
-    flags = prefix_code
+    extra = _varint(len(extras)) + extras if extras else b""
+    body = b"".join((_varint(len(rcpt)), rcpt, extra, rest))
+    flags = prefix_code | (_FLAG_EXTRAS if extras else 0)
     if len(body) > 12:  # shorter ones never shrink: the block header alone costs 3 bits
         packed = _deflate(body)
         if len(packed) < len(body):
@@ -273,9 +280,17 @@ def unpack(plaintext: bytes, key_id: str, host: str) -> LinkData:
             body = _inflate(body)
         rlen, pos = _read_varint(body, 0)
         recipient = body[pos : pos + rlen].decode("utf-8")
-        url = _PREFIXES[flags & _PREFIX_MASK] + body[pos + rlen :].decode("utf-8", "surrogatepass")
+        pos += rlen
+        tag = metadata = None
+        if flags & _FLAG_EXTRAS:
+            elen, pos = _read_varint(body, pos)
+            tag, metadata = decode_extras(body[pos : pos + elen])
+            pos += elen
+        url = _PREFIXES[flags & _PREFIX_MASK] + body[pos:].decode("utf-8", "surrogatepass")
     except (IndexError, ValueError, zlib.error):  # (UnicodeDecodeError is a ValueError)
         raise TokenError("malformed token payload", "bad-payload") from None
     if not url_is_sealable(url):
         raise TokenError("token target is not an http(s) URL", "not-http")
-    return LinkData(url, queue_id, link_index, recipient or None, sent_at, key_id, 2, host)
+    return LinkData(
+        url, queue_id, link_index, recipient or None, sent_at, key_id, 2, host, tag, metadata
+    )

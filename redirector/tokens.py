@@ -28,6 +28,7 @@ from redirector import token_v1, token_v2
 from redirector.hosts import normalize_host
 from redirector.token_types import MAX_URL_BYTES as MAX_URL_BYTES
 from redirector.token_types import LinkData as LinkData
+from redirector.token_types import encode_extras as encode_extras
 from redirector.token_types import url_is_sealable as url_is_sealable
 
 KEY_ID_LEN = 4
@@ -91,10 +92,11 @@ class Keyring:
         link_index: int,
         recipient: str | None = None,
         sent_at: int | None = None,
+        extras: bytes = b"",
     ) -> str:
         """Mint a version 2 token for ``url``, valid when requested on ``host`` (the
         tracking base URL's host); raises TokenError for anything we would not redirect
-        to."""
+        to. ``extras``: :func:`encode_extras` of the message's tag and metadata."""
         bound = _bound_host(host)
         if not bound:
             raise TokenError("a token must be bound to a tracking host", "no-host")
@@ -108,6 +110,7 @@ class Keyring:
             link_index=link_index,
             recipient=recipient,
             sent_at=when,
+            extras=extras,
         )
 
     def seal_v1(

@@ -74,6 +74,10 @@ class ProxyConfig:
     allow_plain_auth_on_loopback: bool = False
     max_message_size: int = field(default=52_428_800, metadata=check(check_positive))
     max_recipients: int = field(default=1000, metadata=check(check_positive))
+    #: One recipient per transaction: a second RCPT gets ``452 4.5.3 Too many recipients``
+    #: and the client (Postfix, Exim, any RFC 5321 client) sends the other recipients in
+    #: further transactions, so every copy's links carry their own recipient.
+    one_recipient_per_message: bool = False
     max_connections: int = field(default=200, metadata=check(check_positive))
     #: Open connections one client address (an IPv6 /64) may hold at once.
     max_connections_per_client: int = field(default=20, metadata=check(check_positive))
@@ -108,6 +112,45 @@ class UpstreamConfig:
     helo: str = ""
 
 
+def _check_utm_value(value: str) -> None:
+    if len(value) > 200 or any(ord(c) < 0x20 for c in value):
+        raise ValueError("expected at most 200 characters without control characters")
+
+
+def _check_utm_domains(value: dict[str, dict[str, str]]) -> None:
+    for domain, params in value.items():
+        for name, text in params.items():
+            if name not in _UTM_KEYS:
+                raise ValueError(f"{domain}: expected keys among {', '.join(_UTM_KEYS)}")
+            _check_utm_value(text)
+
+
+_UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content")
+
+
+@dataclass(frozen=True)
+class UtmConfig:
+    """``[tracking.utm]``: parameters added to tracked links' destinations (off while
+    all are empty). ``{tag}`` in a value is the message's tag."""
+
+    utm_source: str = field(default="", metadata=check(_check_utm_value))
+    utm_medium: str = field(default="", metadata=check(_check_utm_value))
+    utm_campaign: str = field(default="", metadata=check(_check_utm_value))
+    utm_term: str = field(default="", metadata=check(_check_utm_value))
+    utm_content: str = field(default="", metadata=check(_check_utm_value))
+    #: Per sender domain (and its subdomains): these keys replace the ones above.
+    sender_domains: dict[str, dict[str, str]] = field(
+        default_factory=dict, metadata=check(_check_utm_domains)
+    )
+
+    def base(self) -> dict[str, str]:
+        return {k: getattr(self, k) for k in _UTM_KEYS if getattr(self, k)}
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.base()) or any(any(v.values()) for v in self.sender_domains.values())
+
+
 @dataclass(frozen=True)
 class TrackingConfig:
     #: Tracked links become ``<base_url>/c/<token>``.
@@ -133,6 +176,8 @@ class TrackingConfig:
     sender_domains: dict[str, str] = field(
         default_factory=dict, metadata=check(_check_sender_domains)
     )
+    #: UTM parameters for tracked links (opt-in).
+    utm: UtmConfig = field(default_factory=UtmConfig)
 
     def base_urls(self) -> tuple[str, ...]:
         """Every tracking base URL, default first, without duplicates."""

@@ -1,9 +1,10 @@
 """``clickrelay decode``: turn tracked links (or bare tokens) back into what they carry.
 
 One JSON object per input, one per line: ``url``, ``queue_id``, ``link``, ``recipient``,
-``sent_at`` (ISO 8601, UTC), ``key_id``, ``version`` (1 or 2) and ``host`` (the tracking
-host a version 2 token is bound to; null for version 1); for input that is not one of
-our links, ``{"input": …, "error": …}``. Exit status 1 when any input failed. ``-`` (or no
+``sent_at`` (ISO 8601, UTC), ``key_id``, ``version`` (1 or 2), ``host`` (the tracking
+host a version 2 token is bound to; null for version 1), and the message's ``tag`` and
+``metadata`` when it had some; for input that is not one of our links,
+``{"input": …, "error": …}``. Exit status 1 when any input failed. ``-`` (or no
 argument) reads one link per line from stdin.
 """
 
@@ -77,7 +78,7 @@ def decode_one(keyring: Keyring, text: str, hosts: Sequence[str] = ()) -> dict[s
             tried = ", ".join(candidates) or "none"
             message = f"token is bound to a tracking host other than the ones tried ({tried})"
         return {"input": text, "error": message}
-    return {
+    record: dict[str, Any] = {
         "url": data.url,
         "queue_id": data.queue_id,
         "link": data.link_index,
@@ -87,6 +88,11 @@ def decode_one(keyring: Keyring, text: str, hosts: Sequence[str] = ()) -> dict[s
         "version": data.version,
         "host": data.host,
     }
+    if data.tag is not None:
+        record["tag"] = data.tag
+    if data.metadata:
+        record["metadata"] = dict(data.metadata)
+    return record
 
 
 def configured_hosts(config: Config) -> list[str]:

@@ -59,7 +59,12 @@ def run(args: argparse.Namespace) -> int:
         outdir.mkdir(parents=True, exist_ok=True)
     # Imported here: the CLI builds every command's parser, and the engine pulls in lxml.
     from smtp_proxy.engine.rewriter import rewrite_message
-    from smtp_proxy.smtp.tracking import load_dkim_keys, sender_base_url, tracking_settings
+    from smtp_proxy.smtp.tracking import (
+        load_dkim_keys,
+        sender_base_url,
+        tracking_settings,
+        utm_values,
+    )
 
     config = config_from_cli(args.config)
     keyring = ensure_key_file(config.tracking.key_file)
@@ -69,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
         base_url = sender_base_url(config, "", data)
         settings = tracking_settings(config, keyring, dkim_keys, base_url)
         queue_id = "rewrite-" + secrets.token_hex(5)
-        result = rewrite_message(data, settings, queue_id=queue_id)
+        utm = utm_values(config, "", data) or None
+        result = rewrite_message(data, settings, queue_id=queue_id, utm_values=utm)
         label = "<stdin>" if name == "-" else name
         _summary(label, result)
         if args.explain:

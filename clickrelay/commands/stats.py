@@ -3,7 +3,8 @@
 Reads the click store named by ``[redirector] store`` in the config (the same store the
 redirector writes to; SQLite's WAL lets it read while the redirector runs). ``--json``
 prints the document ``GET /api/stats`` returns; ``--since`` takes an ISO 8601 time or a
-duration back from now (``24h``, ``7d``, ``30m``).
+duration back from now (``24h``, ``7d``, ``30m``); ``--tag T`` counts only the clicks of
+messages tagged ``T``. Per-tag totals close the report.
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ import argparse
 import asyncio
 import json
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from clickrelay.commands import add_config_argument
+from clickrelay.commands import add_config_argument, require_sqlite_file
 from clickrelay.common.errors import ClickrelayError
 from clickrelay.config import config_from_cli
 from redirector.store import StoreError, open_store
@@ -30,14 +30,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="WHEN",
         help="only clicks from WHEN on: ISO 8601 (2026-11-01T12:00Z) or 24h, 7d, 30m",
     )
+    parser.add_argument("--tag", metavar="TAG", help="only clicks of messages tagged TAG")
 
 
-async def read_stats(store_url: str, since: datetime | None) -> dict[str, Any]:
+async def read_stats(
+    store_url: str, since: datetime | None, tag: str | None = None
+) -> dict[str, Any]:
     """Open the store, read the stats, close it; StoreError names the store."""
     store = open_store(store_url)
     try:
         await store.open()
-        return await store.stats(since)
+        return await store.stats(since, tag)
     finally:
         await store.close()
 
@@ -51,16 +54,9 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise ClickrelayError(str(exc)) from None
     store_url = config.redirector.store
-    if store_url.startswith("sqlite:"):
-        # Reading must not create an empty database: a missing file means a wrong
-        # config (or a redirector that never ran), which the user should hear about.
-        path = Path(store_url[len("sqlite:") :])
-        if not path.is_file():
-            raise ClickrelayError(
-                f"no click store at {path} (has the redirector run with this config?)"
-            )
+    require_sqlite_file(store_url)
     try:
-        doc = asyncio.run(read_stats(store_url, since))
+        doc = asyncio.run(read_stats(store_url, since, args.tag))
     except StoreError as exc:
         raise ClickrelayError(f"cannot read the click store: {exc}") from None
     if args.json:

@@ -8,9 +8,10 @@ inserted with ``ON CONFLICT (id) DO NOTHING``, so every click lands exactly once
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -96,6 +97,9 @@ class _ClickFields(NamedTuple):
     classification: str  # HUMAN or BOT
     reason: str | None
     id: str
+    tag: str | None
+    metadata: Mapping[str, str] | None
+    sent_at: datetime | None
 
 
 class Click(_ClickFields):
@@ -103,7 +107,9 @@ class Click(_ClickFields):
 
     ``time`` is timezone-aware UTC. ``client_ip`` is already truncated (or None) by the
     HTTP layer; the store keeps what it is given. ``id`` is a fresh
-    :func:`new_click_id` unless given (``_replace`` keeps it).
+    :func:`new_click_id` unless given (``_replace`` keeps it). ``tag`` and ``metadata``
+    are what the sending application sealed into the link (or None); ``sent_at`` is the
+    link's minting time (when the message went through the proxy).
 
     Immutable, as a named tuple rather than a frozen dataclass: one is made per redirect,
     and a frozen dataclass's ``__init__`` (one ``object.__setattr__`` per field) costs
@@ -125,6 +131,9 @@ class Click(_ClickFields):
         classification: str,
         reason: str | None,
         id: str | None = None,
+        tag: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        sent_at: datetime | None = None,
     ) -> Click:
         return tuple.__new__(
             cls,
@@ -140,6 +149,9 @@ class Click(_ClickFields):
                 classification,
                 reason,
                 new_click_id() if id is None else id,
+                tag,
+                metadata or None,
+                sent_at,
             ),
         )
 
@@ -183,7 +195,28 @@ CLICK_COLUMNS = (
     "method",
     "classification",
     "reason",
+    "tag",
+    "metadata",
+    "sent_at",
 )
+
+
+def metadata_text(metadata: Mapping[str, str] | None) -> str | None:
+    """The stored form of metadata: compact JSON (None when there is none)."""
+    if not metadata:
+        return None
+    return json.dumps(dict(metadata), ensure_ascii=False, separators=(",", ":"))
+
+
+def metadata_from_text(text: str | None) -> dict[str, str] | None:
+    """Metadata back from its stored form; anything unreadable is None."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else None
 
 
 def click_row(click: Click, time_value: Callable[[datetime], Any]) -> tuple[Any, ...]:
@@ -200,4 +233,7 @@ def click_row(click: Click, time_value: Callable[[datetime], Any]) -> tuple[Any,
         clean_text(click.method),
         clean_text(click.classification),
         clean_text(click.reason),
+        clean_text(click.tag),
+        clean_text(metadata_text(click.metadata)),
+        None if click.sent_at is None else time_value(click.sent_at),
     )

@@ -1,5 +1,5 @@
 """The admin aiohttp application: ``/metrics`` and, for the redirector, ``/api/stats``
-and ``/api/health``.
+and ``/api/health``; ``/api/clicks`` is :mod:`redirector.http.api_clicks`.
 
 One factory for both listeners that serve it: the redirector's ``[redirector]
 admin_listen`` (metrics and click statistics) and a standalone proxy's ``[proxy]
@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from clickrelay.common.errors import ClickrelayError
 from clickrelay.common.logfmt import log_event
+from redirector.http import api_clicks
 from redirector.http.admin_auth import install_admin_auth
 from redirector.store.stats import parse_since
 
@@ -52,7 +53,7 @@ async def _api_stats(request: web.Request) -> web.Response:
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=400)
     try:
-        doc = await recorder.store.stats(since)
+        doc = await recorder.store.stats(since, request.query.get("tag") or None)
     except ClickrelayError as exc:
         log_event(log, logging.WARNING, "stats-failed", error=str(exc))
         return web.json_response({"error": f"click store unavailable: {exc}"}, status=503)
@@ -87,8 +88,9 @@ def create_admin_app(
 ) -> web.Application:
     """``GET /metrics`` (Prometheus text format of ``registry``), plus:
 
-    * ``stats``: ``GET /api/stats?since=`` from ``recorder``'s store (503 without one)
-      and ``GET /api/health`` (store state, queued and dropped clicks);
+    * ``stats``: ``GET /api/stats?since=&tag=`` from ``recorder``'s store (503 without
+      one), ``GET /api/clicks`` (pages of stored clicks) and ``GET /api/health`` (store
+      state, queued and dropped clicks);
     * ``health_service``: ``GET /healthz`` answering ``{"service": …, "status": "ok"}``.
 
     The redirector passes its recorder; a standalone proxy passes ``None, stats=False,
@@ -101,6 +103,8 @@ def create_admin_app(
     app.router.add_get("/metrics", metrics_handler)
     if stats:
         app.router.add_get("/api/stats", _api_stats)
+        app[api_clicks.STORE_KEY] = recorder.store if recorder is not None else None
+        app.router.add_get("/api/clicks", api_clicks.api_clicks)
         app.router.add_get("/api/health", _api_health)
     if health_service is not None:
         app[HEALTH_SERVICE_KEY] = health_service

@@ -253,6 +253,9 @@ def _note_click(request: web.Request, state: RedirectorState, link: LinkData) ->
             method=method,
             classification=verdict.classification,
             reason=verdict.reason,
+            tag=link.tag,
+            metadata=link.metadata,
+            sent_at=link.sent_at_datetime,
         )
     )
 

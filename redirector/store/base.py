@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from clickrelay.common.errors import ClickrelayError
 from redirector.clicks import Click
+from redirector.store.records import ClickFilter, EndpointStatus, StoredClick, WebhookEvent
 
 
 class StoreError(ClickrelayError):
@@ -32,6 +33,43 @@ class ClickStore(Protocol):
 
     async def write(self, clicks: Sequence[Click]) -> None: ...
 
-    async def stats(self, since: datetime | None = None) -> dict[str, Any]: ...
+    async def stats(self, since: datetime | None = None, tag: str | None = None) -> dict[str, Any]:
+        """The stats document (:mod:`redirector.store.stats`), of one tag's clicks if given."""
+        ...
+
+    async def export_page(self, flt: ClickFilter, after: int, limit: int) -> list[StoredClick]:
+        """Up to ``limit`` clicks with ``seq > after`` matching ``flt``, in ``seq`` order."""
+        ...
+
+    async def delete_before(self, cutoff: datetime, limit: int) -> int:
+        """Delete up to ``limit`` clicks older than ``cutoff`` (retention); how many went."""
+        ...
+
+    async def webhook_enqueue(
+        self, endpoints: Sequence[tuple[str, bool]], cutoff: datetime, limit: int, now: float
+    ) -> int:
+        """Move each ``(endpoint, include_bots)``'s cursor over up to ``limit`` committed
+        clicks recorded at or before ``cutoff``, making a pending event of each (human
+        ones only unless ``include_bots``). A new endpoint starts at the newest click."""
+        ...
+
+    async def webhook_claim(
+        self, endpoint: str, now: float, lease: float, limit: int
+    ) -> list[WebhookEvent]:
+        """Up to ``limit`` due pending events, leased for ``lease`` seconds: no other node
+        claims them meanwhile, and they are due again if this one never finishes them."""
+        ...
+
+    async def webhook_finish(
+        self, endpoint: str, click_id: str, outcome: str, next_at: float, error: str | None
+    ) -> None:
+        """``delivered`` (forgotten), ``retry`` (due again at ``next_at``) or ``failed``."""
+        ...
+
+    async def webhook_replay(self, endpoint: str, since: datetime, now: float) -> int:
+        """Make every click since ``since`` already taken by the cursor pending again."""
+        ...
+
+    async def webhook_status(self, endpoints: Sequence[str]) -> list[EndpointStatus]: ...
 
     async def close(self) -> None: ...

@@ -24,12 +24,22 @@ import asyncpg
 
 from redirector.clicks import CLICK_COLUMNS, Click, click_row, utc
 from redirector.store.base import StoreError
+from redirector.store.records import (
+    READ_COLUMNS,
+    ClickFilter,
+    EndpointStatus,
+    StoredClick,
+    WebhookEvent,
+)
 from redirector.store.stats import (
     LINK_STATS_SQL,
     MESSAGE_STATS_SQL,
+    TAG_STATS_SQL,
     LinkRow,
     MessageRow,
+    TagRow,
     build_stats,
+    where_clause,
 )
 
 _PREFIX_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
@@ -54,6 +64,32 @@ def _migrations(p: str) -> tuple[tuple[str, ...], ...]:
             )""",
             f"CREATE INDEX {p}clicks_queue_id ON {p}clicks (queue_id, link_index)",
             f"CREATE INDEX {p}clicks_time ON {p}clicks (time)",
+        ),
+        (
+            # What the sending application said about the message (tag, metadata JSON),
+            # and the commit order webhook cursors and export pages walk (see _SEQ_LOCK).
+            f"ALTER TABLE {p}clicks ADD COLUMN tag text, ADD COLUMN metadata text,"
+            " ADD COLUMN sent_at timestamptz, ADD COLUMN seq bigserial",
+            f"CREATE INDEX {p}clicks_tag ON {p}clicks (tag)",
+            f"CREATE UNIQUE INDEX {p}clicks_seq ON {p}clicks (seq)",
+            f"""CREATE TABLE {p}webhook_cursors (
+                endpoint text PRIMARY KEY,
+                last_seq bigint NOT NULL,
+                last_error text
+            )""",
+            f"""CREATE TABLE {p}webhook_events (
+                endpoint text NOT NULL,
+                click_id text NOT NULL,
+                seq bigint NOT NULL,
+                state text NOT NULL,
+                attempts integer NOT NULL DEFAULT 0,
+                enqueued_at double precision NOT NULL,
+                next_attempt_at double precision NOT NULL,
+                last_error text,
+                PRIMARY KEY (endpoint, click_id)
+            )""",
+            f"CREATE INDEX {p}webhook_events_due ON {p}webhook_events"
+            " (endpoint, state, next_attempt_at)",
         ),
     )
 
@@ -101,6 +137,10 @@ class PgStore:
         self.max_connections = max_connections
         self.connect_timeout = connect_timeout
         self.command_timeout = command_timeout
+        #: Writers hold it shared for their insert transaction; the webhook cursor takes
+        #: it exclusively while it reads, so every seq it sees below the newest is
+        #: committed (a sequence hands out numbers at insert, not at commit).
+        self._seq_lock = zlib.crc32(f"{table_prefix}clicks.seq".encode())
         self._pool: asyncpg.Pool | None = None
         self._migrated = False
         self._lock = asyncio.Lock()  # one open/migrate at a time
@@ -178,6 +218,7 @@ class PgStore:
                 await conn.fetchval("SELECT 1")
                 return
             async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", self._seq_lock)
                 await conn.executemany(self._insert, rows)
 
     async def write(self, clicks: Sequence[Click]) -> None:
@@ -187,15 +228,21 @@ class PgStore:
             raise StoreError(f"{self.name}: malformed click: {exc}", retryable=False) from exc
         await self._guarded(self._write, rows)
 
-    async def _stats(self, since: datetime | None) -> dict[str, Any]:
+    async def _stats(self, since: datetime | None, tag: str | None) -> dict[str, Any]:
         pool = await self._ensure()
-        where, params = ("WHERE time >= $1", [utc(since)]) if since else ("", [])
-        async with pool.acquire(timeout=self.connect_timeout) as conn:
+        where, params = where_clause(utc(since) if since else None, tag, lambda n: f"${n}")
+        async with (
+            pool.acquire(timeout=self.connect_timeout) as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
             link_rows = await conn.fetch(
                 LINK_STATS_SQL.format(table=self.table, where=where), *params
             )
             message_rows = await conn.fetch(
                 MESSAGE_STATS_SQL.format(table=self.table, where=where), *params
+            )
+            tag_rows = await conn.fetch(
+                TAG_STATS_SQL.format(table=self.table, where=where), *params
             )
         links = [
             LinkRow(r[0], int(r[1]), r[2], int(r[3]), int(r[4]), int(r[5]), r[6], r[7])
@@ -204,10 +251,244 @@ class PgStore:
         messages = [
             MessageRow(r[0], int(r[1]), int(r[2]), int(r[3]), r[4], r[5]) for r in message_rows
         ]
-        return build_stats(links, messages)
+        tags = [TagRow(r[0], int(r[1]), int(r[2])) for r in tag_rows if r[0] is not None]
+        return build_stats(links, messages, tags)
 
-    async def stats(self, since: datetime | None = None) -> dict[str, Any]:
-        result: dict[str, Any] = await self._guarded(self._stats, since)
+    async def stats(self, since: datetime | None = None, tag: str | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = await self._guarded(self._stats, since, tag)
+        return result
+
+    # -- export and retention ---------------------------------------------------------
+
+    async def _export_page(self, flt: ClickFilter, after: int, limit: int) -> list[StoredClick]:
+        pool = await self._ensure()
+        conditions = ["seq > $1"]
+        params: list[object] = [after]
+        for column, op, value in (
+            ("time", ">=", utc(flt.since) if flt.since else None),
+            ("time", "<", utc(flt.until) if flt.until else None),
+            ("tag", "=", flt.tag),
+        ):
+            if value is not None:
+                params.append(value)
+                conditions.append(f"{column} {op} ${len(params)}")
+        params.append(limit)
+        async with pool.acquire(timeout=self.connect_timeout) as conn:
+            rows = await conn.fetch(
+                f"SELECT seq, {', '.join(READ_COLUMNS)} FROM {self.table}"
+                f" WHERE {' AND '.join(conditions)} ORDER BY seq LIMIT ${len(params)}",
+                *params,
+            )
+        return [StoredClick.from_row(r[0], tuple(r)[1:], r[2], r[-1]) for r in rows]
+
+    async def export_page(self, flt: ClickFilter, after: int, limit: int) -> list[StoredClick]:
+        result: list[StoredClick] = await self._guarded(self._export_page, flt, after, limit)
+        return result
+
+    async def _delete_before(self, cutoff: datetime, limit: int) -> int:
+        pool = await self._ensure()
+        p = self.prefix
+        async with pool.acquire(timeout=self.connect_timeout) as conn, conn.transaction():
+            ids = await conn.fetch(
+                f"DELETE FROM {p}clicks WHERE id IN (SELECT id FROM {p}clicks"
+                " WHERE time < $1 LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING id",
+                utc(cutoff),
+                limit,
+            )
+            if ids:
+                await conn.execute(
+                    f"DELETE FROM {p}webhook_events WHERE click_id = ANY($1::text[])",
+                    [r[0] for r in ids],
+                )
+        return len(ids)
+
+    async def delete_before(self, cutoff: datetime, limit: int) -> int:
+        result: int = await self._guarded(self._delete_before, cutoff, limit)
+        return result
+
+    # -- webhook delivery state -------------------------------------------------------
+
+    async def _wh_enqueue(
+        self, endpoints: Sequence[tuple[str, bool]], cutoff: datetime, limit: int, now: float
+    ) -> int:
+        pool = await self._ensure()
+        p = self.prefix
+        taken = 0
+        async with pool.acquire(timeout=self.connect_timeout) as conn, conn.transaction():
+            # Waits for insert transactions in flight; new ones wait for this one.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", self._seq_lock)
+            for endpoint, include_bots in endpoints:
+                await conn.execute(
+                    f"INSERT INTO {p}webhook_cursors (endpoint, last_seq) VALUES"
+                    f" ($1, (SELECT COALESCE(MAX(seq), 0) FROM {p}clicks))"
+                    " ON CONFLICT (endpoint) DO NOTHING",
+                    endpoint,
+                )
+                last = await conn.fetchval(
+                    f"SELECT last_seq FROM {p}webhook_cursors WHERE endpoint = $1 FOR UPDATE",
+                    endpoint,
+                )
+                rows = await conn.fetch(
+                    f"SELECT seq, id, classification FROM {p}clicks"
+                    " WHERE seq > $1 AND time <= $2 ORDER BY seq LIMIT $3",
+                    last,
+                    utc(cutoff),
+                    limit,
+                )
+                if not rows:
+                    continue
+                events = [
+                    (endpoint, r[1], r[0], now) for r in rows if include_bots or r[2] == "human"
+                ]
+                if events:
+                    await conn.executemany(
+                        f"INSERT INTO {p}webhook_events (endpoint, click_id, seq, state,"
+                        " enqueued_at, next_attempt_at) VALUES ($1, $2, $3, 'pending', $4, $4)"
+                        " ON CONFLICT (endpoint, click_id) DO NOTHING",
+                        events,
+                    )
+                await conn.execute(
+                    f"UPDATE {p}webhook_cursors SET last_seq = $1 WHERE endpoint = $2",
+                    rows[-1][0],
+                    endpoint,
+                )
+                taken += len(rows)
+        return taken
+
+    async def webhook_enqueue(
+        self, endpoints: Sequence[tuple[str, bool]], cutoff: datetime, limit: int, now: float
+    ) -> int:
+        result: int = await self._guarded(self._wh_enqueue, list(endpoints), cutoff, limit, now)
+        return result
+
+    async def _wh_claim(
+        self, endpoint: str, now: float, lease: float, limit: int
+    ) -> list[WebhookEvent]:
+        pool = await self._ensure()
+        p = self.prefix
+        cols = ", ".join("c." + col for col in READ_COLUMNS)
+        async with pool.acquire(timeout=self.connect_timeout) as conn, conn.transaction():
+            # SKIP LOCKED: nodes claiming at once take different events.
+            rows = await conn.fetch(
+                f"WITH due AS (SELECT endpoint, click_id FROM {p}webhook_events"
+                " WHERE endpoint = $1 AND state = 'pending' AND next_attempt_at <= $2"
+                " ORDER BY seq LIMIT $4 FOR UPDATE SKIP LOCKED),"
+                f" claimed AS (UPDATE {p}webhook_events e SET attempts = e.attempts + 1,"
+                " next_attempt_at = $2 + $3 FROM due"
+                " WHERE e.endpoint = due.endpoint AND e.click_id = due.click_id"
+                " RETURNING e.click_id, e.attempts, e.enqueued_at, e.seq)"
+                f" SELECT claimed.attempts, claimed.enqueued_at, c.seq, {cols}"
+                f" FROM claimed JOIN {p}clicks c ON c.id = claimed.click_id"
+                " ORDER BY claimed.seq",
+                endpoint,
+                now,
+                lease,
+                limit,
+            )
+        return [
+            WebhookEvent(
+                endpoint,
+                int(r[0]),
+                float(r[1]),
+                StoredClick.from_row(r[2], tuple(r)[3:], r[4], r[-1]),
+            )
+            for r in rows
+        ]
+
+    async def webhook_claim(
+        self, endpoint: str, now: float, lease: float, limit: int
+    ) -> list[WebhookEvent]:
+        result: list[WebhookEvent] = await self._guarded(
+            self._wh_claim, endpoint, now, lease, limit
+        )
+        return result
+
+    async def _wh_finish(
+        self, endpoint: str, click_id: str, outcome: str, next_at: float, error: str | None
+    ) -> None:
+        pool = await self._ensure()
+        p = self.prefix
+        async with pool.acquire(timeout=self.connect_timeout) as conn, conn.transaction():
+            if outcome == "delivered":
+                await conn.execute(
+                    f"DELETE FROM {p}webhook_events WHERE endpoint = $1 AND click_id = $2",
+                    endpoint,
+                    click_id,
+                )
+                return
+            await conn.execute(
+                f"UPDATE {p}webhook_events SET state = $1, next_attempt_at = $2,"
+                " last_error = $3 WHERE endpoint = $4 AND click_id = $5",
+                "failed" if outcome == "failed" else "pending",
+                next_at,
+                error,
+                endpoint,
+                click_id,
+            )
+            await conn.execute(
+                f"UPDATE {p}webhook_cursors SET last_error = $1 WHERE endpoint = $2",
+                error,
+                endpoint,
+            )
+
+    async def webhook_finish(
+        self, endpoint: str, click_id: str, outcome: str, next_at: float, error: str | None
+    ) -> None:
+        await self._guarded(self._wh_finish, endpoint, click_id, outcome, next_at, error)
+
+    async def _wh_replay(self, endpoint: str, since: datetime, now: float) -> int:
+        pool = await self._ensure()
+        p = self.prefix
+        async with pool.acquire(timeout=self.connect_timeout) as conn:
+            status = await conn.execute(
+                f"INSERT INTO {p}webhook_events (endpoint, click_id, seq, state, enqueued_at,"
+                f" next_attempt_at) SELECT $1, id, seq, 'pending', $2, $2 FROM {p}clicks"
+                " WHERE time >= $3 AND seq <= COALESCE("
+                f"   (SELECT last_seq FROM {p}webhook_cursors WHERE endpoint = $1), 0)"
+                " ON CONFLICT (endpoint, click_id) DO UPDATE SET state = 'pending',"
+                " attempts = 0, enqueued_at = excluded.enqueued_at,"
+                " next_attempt_at = excluded.next_attempt_at, last_error = NULL",
+                endpoint,
+                now,
+                utc(since),
+            )
+        return int(str(status).rsplit(" ", 1)[-1])
+
+    async def webhook_replay(self, endpoint: str, since: datetime, now: float) -> int:
+        result: int = await self._guarded(self._wh_replay, endpoint, since, now)
+        return result
+
+    async def _wh_status(self, endpoints: Sequence[str]) -> list[EndpointStatus]:
+        pool = await self._ensure()
+        p = self.prefix
+        out: list[EndpointStatus] = []
+        async with pool.acquire(timeout=self.connect_timeout) as conn:
+            for endpoint in endpoints:
+                counts = await conn.fetchrow(
+                    "SELECT COUNT(*) FILTER (WHERE state = 'pending'),"
+                    " COUNT(*) FILTER (WHERE state = 'failed'),"
+                    " MIN(enqueued_at) FILTER (WHERE state = 'pending')"
+                    f" FROM {p}webhook_events WHERE endpoint = $1",
+                    endpoint,
+                )
+                cursor = await conn.fetchrow(
+                    f"SELECT last_seq, last_error FROM {p}webhook_cursors WHERE endpoint = $1",
+                    endpoint,
+                )
+                out.append(
+                    EndpointStatus(
+                        endpoint,
+                        int(counts[0]),
+                        int(counts[1]),
+                        float(counts[2]) if counts[2] is not None else None,
+                        cursor[1] if cursor else None,
+                        int(cursor[0]) if cursor else None,
+                    )
+                )
+        return out
+
+    async def webhook_status(self, endpoints: Sequence[str]) -> list[EndpointStatus]:
+        result: list[EndpointStatus] = await self._guarded(self._wh_status, list(endpoints))
         return result
 
     async def close(self) -> None:
@@ -227,7 +508,8 @@ class PgStore:
             pool = await self._ensure()
             async with pool.acquire(timeout=self.connect_timeout) as conn:
                 await conn.execute(
-                    f"DROP TABLE IF EXISTS {self.prefix}clicks, {self.prefix}schema_version"
+                    f"DROP TABLE IF EXISTS {self.prefix}clicks, {self.prefix}schema_version,"
+                    f" {self.prefix}webhook_cursors, {self.prefix}webhook_events"
                 )
             self._migrated = False
 

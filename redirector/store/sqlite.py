@@ -23,12 +23,22 @@ from typing import Any, TypeVar
 
 from redirector.clicks import CLICK_COLUMNS, Click, click_row, utc
 from redirector.store.base import StoreError
+from redirector.store.records import (
+    READ_COLUMNS,
+    ClickFilter,
+    EndpointStatus,
+    StoredClick,
+    WebhookEvent,
+)
 from redirector.store.stats import (
     LINK_STATS_SQL,
     MESSAGE_STATS_SQL,
+    TAG_STATS_SQL,
     LinkRow,
     MessageRow,
+    TagRow,
     build_stats,
+    where_clause,
 )
 
 T = TypeVar("T")
@@ -52,6 +62,32 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX clicks_queue_id ON clicks (queue_id, link_index)",
         "CREATE INDEX clicks_time ON clicks (time)",
     ),
+    (
+        # What the sending application said about the message (tag, metadata JSON).
+        "ALTER TABLE clicks ADD COLUMN tag TEXT",
+        "ALTER TABLE clicks ADD COLUMN metadata TEXT",
+        "ALTER TABLE clicks ADD COLUMN sent_at TEXT",  # the link's minting time
+        "CREATE INDEX clicks_tag ON clicks (tag)",
+        # Webhooks: how far each endpoint has taken clicks (rowid), and the events
+        # taken but not delivered yet (pending) or given up on (failed).
+        """CREATE TABLE webhook_cursors (
+            endpoint TEXT PRIMARY KEY,
+            last_seq INTEGER NOT NULL,
+            last_error TEXT
+        )""",
+        """CREATE TABLE webhook_events (
+            endpoint TEXT NOT NULL,
+            click_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            state TEXT NOT NULL,            -- pending | failed
+            attempts INTEGER NOT NULL DEFAULT 0,
+            enqueued_at REAL NOT NULL,      -- unix seconds
+            next_attempt_at REAL NOT NULL,  -- also the lease of a claimed event
+            last_error TEXT,
+            PRIMARY KEY (endpoint, click_id)
+        )""",
+        "CREATE INDEX webhook_events_due ON webhook_events (endpoint, state, next_attempt_at)",
+    ),
 )
 
 _ROW = f"({', '.join('?' * len(CLICK_COLUMNS))})"
@@ -60,7 +96,7 @@ _ROW = f"({', '.join('?' * len(CLICK_COLUMNS))})"
 #: writer thread wrestles the event loop's thread for the GIL at every row (a context
 #: switch each, and redirects stalled behind it). With 100 rows per statement it does
 #: so once per 100 rows, and the B-tree work runs beside the loop, without the GIL.
-#: (11 columns x 100 = 1,100 variables: far under SQLite's limit of 32,766.)
+#: (14 columns x 100 = 1,400 variables: far under SQLite's limit of 32,766.)
 _ROWS_PER_INSERT = 100
 
 
@@ -86,6 +122,14 @@ def time_text(value: datetime) -> str:
 
 def _parse_time(value: str) -> datetime:
     return utc(datetime.fromisoformat(value))
+
+
+def _stored(seq: int, row: Sequence[Any]) -> StoredClick:
+    """A stored click from ``rowid`` and a row in READ_COLUMNS order."""
+    sent_at = row[-1]
+    return StoredClick.from_row(
+        seq, row, _parse_time(row[1]), _parse_time(sent_at) if sent_at else None
+    )
 
 
 class SqliteStore:
@@ -122,6 +166,11 @@ class SqliteStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = self._new_connection()
         try:
+            # Pages freed by retention go back to the file's free list and are returned
+            # to the disk by ``incremental_vacuum``. Takes effect on a new file only (an
+            # older file keeps its mode until a one-off ``VACUUM``; its free pages are
+            # still reused by new rows, so it does not grow either).
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
             if mode is None or str(mode[0]).lower() != "wal":
                 raise StoreError(f"{self.name}: cannot switch to WAL mode (got {mode!r})")
@@ -191,10 +240,10 @@ class SqliteStore:
                 conn.execute("ROLLBACK")
             raise
 
-    def _stats(self, since: datetime | None) -> dict[str, Any]:
+    def _stats(self, since: datetime | None, tag: str | None) -> dict[str, Any]:
         conn = self._read_connect()
-        where, params = ("WHERE time >= ?", (time_text(since),)) if since else ("", ())
-        # One read transaction: both queries see the same snapshot.
+        where, params = where_clause(time_text(since) if since else None, tag, lambda _n: "?")
+        # One read transaction: every query sees the same snapshot.
         conn.execute("BEGIN")
         try:
             link_rows = conn.execute(
@@ -202,6 +251,9 @@ class SqliteStore:
             ).fetchall()
             message_rows = conn.execute(
                 MESSAGE_STATS_SQL.format(table="clicks", where=where), params
+            ).fetchall()
+            tag_rows = conn.execute(
+                TAG_STATS_SQL.format(table="clicks", where=where), params
             ).fetchall()
         finally:
             conn.execute("COMMIT")
@@ -213,7 +265,208 @@ class SqliteStore:
             MessageRow(q, int(h), int(b), int(n), _parse_time(f), _parse_time(lt))
             for q, h, b, n, f, lt in message_rows
         ]
-        return build_stats(links, messages)
+        tags = [TagRow(t, int(h), int(b)) for t, h, b in tag_rows if t is not None]
+        return build_stats(links, messages, tags)
+
+    # -- export and retention ---------------------------------------------------------
+
+    def _export_page(self, flt: ClickFilter, after: int, limit: int) -> list[StoredClick]:
+        conn = self._read_connect()
+        conditions = ["rowid > ?"]
+        params: list[object] = [after]
+        if flt.since is not None:
+            conditions.append("time >= ?")
+            params.append(time_text(flt.since))
+        if flt.until is not None:
+            conditions.append("time < ?")
+            params.append(time_text(flt.until))
+        if flt.tag is not None:
+            conditions.append("tag = ?")
+            params.append(flt.tag)
+        rows = conn.execute(
+            f"SELECT rowid, {', '.join(READ_COLUMNS)} FROM clicks"
+            f" WHERE {' AND '.join(conditions)} ORDER BY rowid LIMIT ?",
+            (*params, limit),
+        ).fetchall()
+        return [_stored(r[0], r[1:]) for r in rows]
+
+    def _delete_before(self, cutoff: datetime, limit: int) -> int:
+        conn = self._connect()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # The newest row is never deleted: SQLite hands out max(rowid)+1, and a
+            # rowid used again would be behind every webhook cursor.
+            rows = conn.execute(
+                "SELECT rowid, id FROM clicks WHERE time < ?"
+                " AND rowid < (SELECT MAX(rowid) FROM clicks) LIMIT ?",
+                (time_text(cutoff), limit),
+            ).fetchall()
+            if rows:
+                conn.executemany(
+                    "DELETE FROM webhook_events WHERE click_id = ?", [(r[1],) for r in rows]
+                )
+                conn.executemany("DELETE FROM clicks WHERE rowid = ?", [(r[0],) for r in rows])
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        if rows:
+            conn.execute(f"PRAGMA incremental_vacuum({max(len(rows) // 8, 16)})").fetchall()
+        return len(rows)
+
+    # -- webhook delivery state (writer thread) ---------------------------------------
+
+    def _wh_enqueue(
+        self, endpoints: Sequence[tuple[str, bool]], cutoff: datetime, limit: int, now: float
+    ) -> int:
+        conn = self._connect()
+        conn.execute("BEGIN IMMEDIATE")
+        taken = 0
+        try:
+            for endpoint, include_bots in endpoints:
+                conn.execute(
+                    "INSERT OR IGNORE INTO webhook_cursors (endpoint, last_seq)"
+                    " VALUES (?, (SELECT COALESCE(MAX(rowid), 0) FROM clicks))",
+                    (endpoint,),
+                )
+                (last,) = conn.execute(
+                    "SELECT last_seq FROM webhook_cursors WHERE endpoint = ?", (endpoint,)
+                ).fetchone()
+                rows = conn.execute(
+                    "SELECT rowid, id, classification FROM clicks"
+                    " WHERE rowid > ? AND time <= ? ORDER BY rowid LIMIT ?",
+                    (last, time_text(cutoff), limit),
+                ).fetchall()
+                if not rows:
+                    continue
+                conn.executemany(
+                    "INSERT OR IGNORE INTO webhook_events (endpoint, click_id, seq, state,"
+                    " enqueued_at, next_attempt_at) VALUES (?, ?, ?, 'pending', ?, ?)",
+                    [
+                        (endpoint, r[1], r[0], now, now)
+                        for r in rows
+                        if include_bots or r[2] == "human"
+                    ],
+                )
+                conn.execute(
+                    "UPDATE webhook_cursors SET last_seq = ? WHERE endpoint = ?",
+                    (rows[-1][0], endpoint),
+                )
+                taken += len(rows)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return taken
+
+    def _wh_claim(self, endpoint: str, now: float, lease: float, limit: int) -> list[WebhookEvent]:
+        conn = self._connect()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            rows = conn.execute(
+                f"SELECT e.attempts, e.enqueued_at, c.rowid,"
+                f" {', '.join('c.' + col for col in READ_COLUMNS)}"
+                " FROM webhook_events e JOIN clicks c ON c.id = e.click_id"
+                " WHERE e.endpoint = ? AND e.state = 'pending' AND e.next_attempt_at <= ?"
+                " ORDER BY e.seq LIMIT ?",
+                (endpoint, now, limit),
+            ).fetchall()
+            conn.executemany(
+                "UPDATE webhook_events SET attempts = attempts + 1, next_attempt_at = ?"
+                " WHERE endpoint = ? AND click_id = ?",
+                [(now + lease, endpoint, r[3]) for r in rows],
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return [
+            WebhookEvent(
+                endpoint,
+                int(r[0]) + 1,
+                float(r[1]),
+                _stored(r[2], r[3:]),
+            )
+            for r in rows
+        ]
+
+    def _wh_finish(
+        self, endpoint: str, click_id: str, outcome: str, next_at: float, error: str | None
+    ) -> None:
+        conn = self._connect()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if outcome == "delivered":
+                conn.execute(
+                    "DELETE FROM webhook_events WHERE endpoint = ? AND click_id = ?",
+                    (endpoint, click_id),
+                )
+            else:  # "retry" (pending again at next_at) or "failed"
+                state = "failed" if outcome == "failed" else "pending"
+                conn.execute(
+                    "UPDATE webhook_events SET state = ?, next_attempt_at = ?, last_error = ?"
+                    " WHERE endpoint = ? AND click_id = ?",
+                    (state, next_at, error, endpoint, click_id),
+                )
+                conn.execute(
+                    "UPDATE webhook_cursors SET last_error = ? WHERE endpoint = ?",
+                    (error, endpoint),
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _wh_replay(self, endpoint: str, since: datetime, now: float) -> int:
+        conn = self._connect()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            cur = conn.execute(
+                "INSERT INTO webhook_events (endpoint, click_id, seq, state, enqueued_at,"
+                " next_attempt_at) SELECT ?, id, rowid, 'pending', ?, ? FROM clicks"
+                " WHERE time >= ? AND rowid <= COALESCE("
+                "   (SELECT last_seq FROM webhook_cursors WHERE endpoint = ?), 0)"
+                " ON CONFLICT (endpoint, click_id) DO UPDATE SET state = 'pending',"
+                " attempts = 0, enqueued_at = excluded.enqueued_at,"
+                " next_attempt_at = excluded.next_attempt_at, last_error = NULL",
+                (endpoint, now, now, time_text(since), endpoint),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return int(cur.rowcount)
+
+    def _wh_status(self, endpoints: Sequence[str]) -> list[EndpointStatus]:
+        conn = self._read_connect()
+        out: list[EndpointStatus] = []
+        for endpoint in endpoints:
+            pending, failed, oldest = conn.execute(
+                "SELECT SUM(state = 'pending'), SUM(state = 'failed'),"
+                " MIN(CASE WHEN state = 'pending' THEN enqueued_at END)"
+                " FROM webhook_events WHERE endpoint = ?",
+                (endpoint,),
+            ).fetchone()
+            cursor = conn.execute(
+                "SELECT last_seq, last_error FROM webhook_cursors WHERE endpoint = ?",
+                (endpoint,),
+            ).fetchone()
+            out.append(
+                EndpointStatus(
+                    endpoint,
+                    int(pending or 0),
+                    int(failed or 0),
+                    float(oldest) if oldest is not None else None,
+                    cursor[1] if cursor else None,
+                    int(cursor[0]) if cursor else None,
+                )
+            )
+        return out
 
     def _close_writer(self) -> None:
         conn, self._conn = self._conn, None
@@ -264,9 +517,38 @@ class SqliteStore:
     async def write(self, clicks: Sequence[Click]) -> None:
         await self._run(self._write, list(clicks))
 
-    async def stats(self, since: datetime | None = None) -> dict[str, Any]:
+    async def stats(self, since: datetime | None = None, tag: str | None = None) -> dict[str, Any]:
         await self._run(self._connect)  # the schema exists before the reader looks
-        return await self._run(self._stats, since, reader=True)
+        return await self._run(self._stats, since, tag, reader=True)
+
+    async def export_page(self, flt: ClickFilter, after: int, limit: int) -> list[StoredClick]:
+        await self._run(self._connect)
+        return await self._run(self._export_page, flt, after, limit, reader=True)
+
+    async def delete_before(self, cutoff: datetime, limit: int) -> int:
+        return await self._run(self._delete_before, cutoff, limit)
+
+    async def webhook_enqueue(
+        self, endpoints: Sequence[tuple[str, bool]], cutoff: datetime, limit: int, now: float
+    ) -> int:
+        return await self._run(self._wh_enqueue, list(endpoints), cutoff, limit, now)
+
+    async def webhook_claim(
+        self, endpoint: str, now: float, lease: float, limit: int
+    ) -> list[WebhookEvent]:
+        return await self._run(self._wh_claim, endpoint, now, lease, limit)
+
+    async def webhook_finish(
+        self, endpoint: str, click_id: str, outcome: str, next_at: float, error: str | None
+    ) -> None:
+        await self._run(self._wh_finish, endpoint, click_id, outcome, next_at, error)
+
+    async def webhook_replay(self, endpoint: str, since: datetime, now: float) -> int:
+        return await self._run(self._wh_replay, endpoint, since, now)
+
+    async def webhook_status(self, endpoints: Sequence[str]) -> list[EndpointStatus]:
+        await self._run(self._connect)
+        return await self._run(self._wh_status, list(endpoints), reader=True)
 
     async def close(self) -> None:
         """Close both connections and stop both threads (the store can be reopened)."""

@@ -8,7 +8,11 @@ The stores aggregate in SQL (so stats stay cheap on a big table) and hand rows t
                    "first_click", "last_click",
                    "links": [{"link_index", "url", "human_clicks", "bot_clicks",
                               "unique_human_recipients", "first_click", "last_click"}]}],
-     "totals": {"human_clicks", "bot_clicks", "messages", "links"}}
+     "totals": {"human_clicks", "bot_clicks", "messages", "links"},
+     "tags": [{"tag", "human_clicks", "bot_clicks"}]}
+
+``tags`` totals the clicks of tagged messages per tag (untagged clicks are not listed);
+``--tag T`` (``?tag=T``) counts only the clicks of messages tagged ``T``.
 
 Times are ISO 8601 UTC strings. Messages are ordered by first click, links by index.
 """
@@ -16,7 +20,7 @@ Times are ISO 8601 UTC strings. Messages are ordered by first click, links by in
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -45,6 +49,38 @@ SELECT queue_id,
 FROM {table} {where}
 GROUP BY queue_id
 """
+
+
+TAG_STATS_SQL = """
+SELECT tag,
+       SUM(CASE WHEN classification = 'human' THEN 1 ELSE 0 END) AS human_clicks,
+       SUM(CASE WHEN classification = 'human' THEN 0 ELSE 1 END) AS bot_clicks
+FROM {table} {where}
+GROUP BY tag
+"""
+
+
+def where_clause(
+    since: object | None, tag: str | None, placeholder: Callable[[int], str]
+) -> tuple[str, list[object]]:
+    """The ``WHERE`` of a stats query: ``time >= since`` and ``tag = tag`` when given.
+    ``placeholder(n)`` is the store's n-th parameter marker (``?`` or ``$n``)."""
+    conditions: list[str] = []
+    params: list[object] = []
+    if since is not None:
+        params.append(since)
+        conditions.append(f"time >= {placeholder(len(params))}")
+    if tag is not None:
+        params.append(tag)
+        conditions.append(f"tag = {placeholder(len(params))}")
+    return ("WHERE " + " AND ".join(conditions) if conditions else ""), params
+
+
+@dataclass(frozen=True)
+class TagRow:
+    tag: str
+    human_clicks: int
+    bot_clicks: int
 
 
 @dataclass(frozen=True)
@@ -84,7 +120,9 @@ def _counts(row: LinkRow | MessageRow) -> dict[str, Any]:
     }
 
 
-def build_stats(links: Iterable[LinkRow], messages: Iterable[MessageRow]) -> dict[str, Any]:
+def build_stats(
+    links: Iterable[LinkRow], messages: Iterable[MessageRow], tags: Iterable[TagRow] = ()
+) -> dict[str, Any]:
     """The stats JSON document from aggregated rows (see the module docstring)."""
     by_message: dict[str, list[LinkRow]] = {}
     for link in links:
@@ -108,6 +146,10 @@ def build_stats(links: Iterable[LinkRow], messages: Iterable[MessageRow]) -> dic
             "messages": len(out),
             "links": total_links,
         },
+        "tags": [
+            {"tag": t.tag, "human_clicks": t.human_clicks, "bot_clicks": t.bot_clicks}
+            for t in sorted(tags, key=lambda t: t.tag)
+        ],
     }
 
 
@@ -171,4 +213,9 @@ def format_stats(doc: Mapping[str, Any]) -> str:
         f"totals: {totals['messages']} messages, {totals['links']} links, "
         f"{totals['human_clicks']} human clicks, {totals['bot_clicks']} bot clicks"
     )
+    for tag in doc.get("tags", ()):
+        lines.append(
+            f"  tag {tag['tag']}: {tag['human_clicks']} human clicks, "
+            f"{tag['bot_clicks']} bot clicks"
+        )
     return "\n".join(lines)

@@ -35,8 +35,17 @@ from email.utils import getaddresses
 
 from clickrelay.common.errors import TokenError
 from redirector.hosts import base_url_host
-from redirector.tokens import Keyring
-from smtp_proxy.engine import b64, dkim_sign, headers, mime_parts, qp, sender_domains
+from redirector.tokens import Keyring, encode_extras
+from smtp_proxy.engine import (
+    b64,
+    dkim_sign,
+    headers,
+    message_tags,
+    mime_parts,
+    qp,
+    sender_domains,
+    utm,
+)
 from smtp_proxy.engine.anchor_text import anchor_text, is_url_text
 from smtp_proxy.engine.dkim_sign import DkimKey
 from smtp_proxy.engine.html_scan import FoundLink, HtmlScan
@@ -48,6 +57,9 @@ from smtp_proxy.engine.text_links import find_text_links
 from smtp_proxy.engine.uri_only_text import loses_its_spaces
 
 OPT_OUT_HEADER = "X-Clickrelay-Track"
+#: Tag and metadata (compact JSON) larger than this are refused before any link is
+#: sealed, whatever max_link_length allows: every token carries them.
+MAX_EXTRAS_BYTES = 8192
 _OFF_VALUES = frozenset({"off", "no", "false", "0", "none"})
 _HREF_RE = re.compile(r"href", re.I)
 _HTTP_RE = re.compile(r"https?:", re.I)
@@ -104,7 +116,8 @@ class RewriteResult:
     """The message to relay and what was done to it.
 
     ``reason`` is message-level: "rewritten", "no-links", "no-trackable-links",
-    "opt-out-header", "dkim-signed", "dkim-unverified", "too-many-parts", "signed",
+    "opt-out-header" (ours or an ESP's click-tracking switch), "metadata-invalid",
+    "metadata-too-large", "dkim-signed", "dkim-unverified", "too-many-parts", "signed",
     "encrypted", a malformed-MIME reason
     ("missing-boundary", "too-deep", "nul-bytes", "8bit-headers", …), a part-level reason
     when nothing was rewritten because of it, or "error:<ExceptionType>".
@@ -116,6 +129,9 @@ class RewriteResult:
     changed: bool
     reason: str
     notes: tuple[str, ...] = ()
+    #: The tag and metadata sealed into the links (from the message's headers).
+    tag: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
 
 # --- phase 1: scan ---------------------------------------------------------------------
@@ -252,7 +268,12 @@ def _decide(
     recipient: str | None,
     sent_at: int,
     force_reason: str | None,
-) -> list[LinkDecision]:
+    extras: bytes = b"",
+    utm_params: Mapping[str, str] | None = None,
+) -> tuple[list[LinkDecision], bool]:
+    """Every link's decision, and whether ``extras`` (tag and metadata) pushed some link
+    past ``max_link_length`` that would have fitted without them."""
+    too_large = False
     opted_out = {
         link.url for job in jobs if job.kind == "html" for link in job.links if link.opt_out
     }
@@ -275,12 +296,13 @@ def _decide(
             if reason is None:
                 try:
                     token = settings.keyring.seal(
-                        link.url,
+                        utm.add_utm(link.url, utm_params) if utm_params else link.url,
                         host=settings.tracking_host,
                         queue_id=queue_id,
                         link_index=index,
                         recipient=recipient,
                         sent_at=sent_at,
+                        extras=extras,
                     )
                 except TokenError as exc:
                     # seal() refuses what url_is_sealable refuses (link_skip_reason already
@@ -290,6 +312,15 @@ def _decide(
                 else:
                     tracked = prefix + token
                     if len(tracked) > settings.max_link_length:
+                        if extras and not too_large:
+                            bare = settings.keyring.seal(
+                                link.url,
+                                host=settings.tracking_host,
+                                queue_id=queue_id,
+                                link_index=index,
+                                sent_at=sent_at,
+                            )
+                            too_large = len(prefix + bare) <= settings.max_link_length
                         reason, tracked = "too-long", None
             decision = LinkDecision(
                 part=job.entity.path,
@@ -304,7 +335,7 @@ def _decide(
         if job.kind == "text":
             _keep_spaces(job)
         decisions.extend(d for _, d in job.decisions)
-    return decisions
+    return decisions, too_large
 
 
 def _keep_spaces(job: _Job) -> None:
@@ -350,16 +381,20 @@ def rewrite_message(
     queue_id: str,
     recipient: str | None = None,
     sent_at: datetime | None = None,
+    utm_values: Mapping[str, str] | None = None,
     dkim_verdict: dkim_sign.DkimVerdict | None = None,
 ) -> RewriteResult:
     """Rewrite the links of one raw message (see the module docstring). Never raises:
     any internal error gives back the original bytes with reason ``error:<Type>``.
 
+    ``utm_values``: UTM parameters (``{tag}`` not yet filled in) for tracked links.
     ``dkim_verdict``: what the caller verified of the message's DKIM signatures; without
     one a signed message is never re-signed (reason ``dkim-unverified``).
     """
     try:
-        return _rewrite_raising(data, settings, queue_id, recipient, sent_at, dkim_verdict)
+        return _rewrite_raising(
+            data, settings, queue_id, recipient, sent_at, utm_values, dkim_verdict
+        )
     except Exception as exc:  # fail open: the original message is always deliverable
         original = data if isinstance(data, bytes) else b""
         return RewriteResult(original, (), False, f"error:{type(exc).__name__}")
@@ -369,19 +404,66 @@ def _unchanged(data: bytes, reason: str, links: Sequence[LinkDecision] = ()) -> 
     return RewriteResult(data, tuple(links), False, reason)
 
 
+def _strip_tag_headers(
+    data: bytes, top: Entity, tags: message_tags.MessageTags, sigs: Sequence[dkim_sign.Signature]
+) -> bytes:
+    """``data`` without the tag headers, unless a DKIM signature covers one of them
+    (removing it would break a signature we may not be able to renew)."""
+    names = {name.lower() for name in tags.headers}
+    if any(name in s.signed_headers for s in sigs for name in names):
+        return data
+    block = data[: top.header_end]
+    for name in names:
+        block = headers.remove_header(block, name)
+    return block + data[top.header_end :]
+
+
 def _rewrite_raising(
     data: bytes,
     settings: TrackingSettings,
     queue_id: str,
     recipient: str | None,
     sent_at: datetime | None,
+    utm_values: Mapping[str, str] | None,
     dkim_verdict: dkim_sign.DkimVerdict | None,
 ) -> RewriteResult:
-    data = bytes(data)
+    original = data = bytes(data)
     try:
         entities = mime_parts.walk(data, settings.max_parts)
     except MimeError as exc:
         return _unchanged(data, exc.reason)
+    top = entities[0]
+    # The application's tag, metadata and ESP tracking switches: read, then the headers
+    # go (a message that had some is walked again: every offset after them moved).
+    tags = message_tags.read_block(data[: top.header_end])
+    if tags.headers:
+        data = _strip_tag_headers(data, top, tags, dkim_sign.signatures(top.headers.message))
+        if data is not original:
+            entities = mime_parts.walk(data, settings.max_parts)
+            top = entities[0]
+    params = utm.utm_params(utm_values, tags.tag) if utm_values else None
+    result = _rewrite_stripped(
+        data, entities, settings, queue_id, recipient, sent_at, tags, params, dkim_verdict
+    )
+    if data is not original and not result.changed:
+        # Only the tag headers came out: still a change, and the stripped copy is relayed.
+        return RewriteResult(
+            data, result.links, True, result.reason, result.notes, result.tag, result.metadata
+        )
+    return result
+
+
+def _rewrite_stripped(
+    data: bytes,
+    entities: list[Entity],
+    settings: TrackingSettings,
+    queue_id: str,
+    recipient: str | None,
+    sent_at: datetime | None,
+    tags: message_tags.MessageTags,
+    utm_params: Mapping[str, str] | None,
+    dkim_verdict: dkim_sign.DkimVerdict | None,
+) -> RewriteResult:
     top = entities[0]
     top_headers = top.headers.message
     when = int((sent_at or datetime.now(UTC)).timestamp())
@@ -389,6 +471,13 @@ def _rewrite_raising(
     # Per-message opt-out: report the links, change nothing but removing the header.
     opt_out = [str(v).strip().lower() for v in top_headers.get_all(OPT_OUT_HEADER) or []]
     force_reason = "opt-out-header" if any(v in _OFF_VALUES for v in opt_out) else None
+    if force_reason is None and tags.tracking_off:
+        force_reason = "opt-out-header"
+    if force_reason is None and tags.error is not None:
+        force_reason = tags.error
+    extras = encode_extras(tags.tag, tags.metadata)
+    if force_reason is None and len(extras) > MAX_EXTRAS_BYTES:
+        force_reason = "metadata-too-large"
 
     sigs = dkim_sign.signatures(top_headers)
     resign_keys = dkim_sign.resign_keys(sigs, settings.dkim_keys) if sigs else []
@@ -421,14 +510,29 @@ def _rewrite_raising(
             continue
         jobs.append(job)
 
-    decisions = _decide(
+    decisions, too_large = _decide(
         jobs,
         settings,
         queue_id=queue_id,
         recipient=recipient,
         sent_at=when,
         force_reason=force_reason,
+        extras=extras if force_reason is None else b"",
+        utm_params=utm_params,
     )
+    if too_large:
+        # Never truncated: the whole message goes out untracked, and says why.
+        force_reason = "metadata-too-large"
+        for job in jobs:
+            job.decisions.clear()
+        decisions, _ = _decide(
+            jobs,
+            settings,
+            queue_id=queue_id,
+            recipient=recipient,
+            sent_at=when,
+            force_reason=force_reason,
+        )
 
     if force_reason is not None:
         if not any(OPT_OUT_HEADER.lower() in s.signed_headers for s in sigs):
@@ -480,7 +584,9 @@ def _rewrite_raising(
                 f"dkim-error:{type(exc).__name__}",
                 tuple(notes),
             )
-    return RewriteResult(out, tuple(final), True, "rewritten", tuple(notes))
+    return RewriteResult(
+        out, tuple(final), True, "rewritten", tuple(notes), tags.tag, dict(tags.metadata)
+    )
 
 
 def _as_skipped(decision: LinkDecision, reason: str) -> LinkDecision:

@@ -311,7 +311,9 @@ class ProxyHandler:
         txn = sess.txn
         if txn is None:
             return REPLY_UPSTREAM_DOWN
-        if len(envelope.rcpt_tos) >= runtime.config.proxy.max_recipients:
+        proxy = runtime.config.proxy
+        limit = 1 if proxy.one_recipient_per_message else proxy.max_recipients
+        if len(envelope.rcpt_tos) >= limit:
             return REPLY_TOO_MANY_RCPTS
         # aiosmtpd refuses every RCPT parameter (555), so there is nothing to forward.
         reply = await self._upstream_call(

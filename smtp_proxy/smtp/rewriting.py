@@ -21,7 +21,7 @@ from smtp_proxy.preflight.monitor import PreflightMonitor
 from smtp_proxy.smtp.dkim_check import DkimChecker
 from smtp_proxy.smtp.metrics import ProxyMetrics
 from smtp_proxy.smtp.runtime import ProxyRuntime
-from smtp_proxy.smtp.tracking import sender_base_url
+from smtp_proxy.smtp.tracking import sender_base_url, utm_values
 
 logger = logging.getLogger("clickrelay.proxy")
 
@@ -85,6 +85,7 @@ class FailOpenRewriter:
             if not allowed:
                 return Outcome(content, f"preflight-{state}", base_url, state)
             settings = runtime.tracking_settings(base_url)
+            utm = utm_values(runtime.config, mail_from, content) or None
             verdict: DkimVerdict = await self.dkim.verdict(
                 runtime.config,
                 runtime.dkim_keys,
@@ -101,6 +102,7 @@ class FailOpenRewriter:
                     settings,
                     queue_id=queue_id,
                     recipient=recipient,
+                    utm_values=utm,
                     dkim_verdict=verdict,
                 )
             else:
@@ -109,6 +111,7 @@ class FailOpenRewriter:
                     settings,
                     queue_id=queue_id,
                     recipient=recipient,
+                    utm_values=utm,
                     dkim_verdict=verdict,
                 )
         except asyncio.CancelledError:

@@ -94,6 +94,23 @@ def build_settings(
     }
 
 
+def utm_values(config: ProxySettings, envelope_from: str, data: bytes) -> dict[str, str]:
+    """``[tracking.utm]`` for a message: the defaults, with its sender domain's keys over
+    them (sender domain found as for :func:`sender_base_url`); empty when off."""
+    utm = config.tracking.utm
+    if not utm.enabled:
+        return {}
+    values = utm.base()
+    if utm.sender_domains:
+        # The lookup maps sender domain -> itself: it answers which configured domain
+        # (or parent domain) the message's sender falls under.
+        domains = {d: d for d in utm.sender_domains}
+        matched = sender_domains.sender_base_url(domains, "", envelope_from, data)
+        if matched:
+            values.update(utm.sender_domains[matched])
+    return values
+
+
 def sender_base_url(config: ProxySettings, envelope_from: str, data: bytes) -> str:
     """The tracking base URL for a message: by envelope sender domain, then by the From
     header's domain (``[tracking.sender_domains]``), else ``[tracking] base_url``."""

@@ -155,3 +155,42 @@ def test_content_filter_defers_while_clickrelay_is_down(tmp_path: Path) -> None:
             (delivered,) = postfix.wait_for_messages(1)
             check_rewritten(delivered, config)
             assert proc.stop() == 0
+
+
+def test_one_recipient_per_message_gives_each_copy_its_recipient(tmp_path: Path) -> None:
+    """``one_recipient_per_message``: Postfix's SMTP client, told ``452 4.5.3`` at the
+    second RCPT, sends the other recipients in further transactions — 5 copies, each
+    with its own recipient sealed into its links, none lost."""
+    submit, reinject, smtp_port, http_port = free_ports(4)
+    postfix = PostfixInstance.create(
+        FILTER_MASTER_CF.format(submit=submit, clickrelay=smtp_port, reinject=reinject),
+        listen_ports=[submit, reinject],
+    )
+    config = write_config(
+        tmp_path,
+        smtp_port=smtp_port,
+        http_port=http_port,
+        proxy={"one_recipient_per_message": True},
+        upstream={"url": f"smtp://127.0.0.1:{reinject}"},
+        preflight={"enabled": False},
+    )
+    recipients = [f"rcpt{i}@example.test" for i in range(5)]
+    with postfix, ClickrelayProcess(["proxy", "-c", str(config)], cwd=tmp_path) as proc:
+        proc.wait_ready()
+        with smtplib.SMTP("127.0.0.1", submit, timeout=60) as client:
+            assert client.sendmail("news@sender.test", recipients, HTML_MESSAGE) == {}
+        delivered = postfix.wait_for_messages(5, timeout=120)
+        assert len(delivered) == 5
+        keyring = load_keyring(tmp_path / "clickrelay-data" / "keys")
+        sealed = []
+        for path in delivered:
+            message = message_from_bytes(path.read_bytes())
+            (link,) = tracked_links(message, f"http://127.0.0.1:{http_port}")
+            data = keyring.open(link.rsplit("/", 1)[1], "127.0.0.1")
+            assert data.url == ORIGINAL_URL
+            assert data.recipient == message["Delivered-To"]
+            sealed.append(data.recipient)
+        assert sorted(sealed) == recipients
+        # Postfix heard the 452 and queued the other recipients for later transactions.
+        assert "said: 452 4.5.3 Too many recipients" in postfix.log()
+        assert proc.stop() == 0

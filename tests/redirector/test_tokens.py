@@ -487,3 +487,23 @@ def test_base36_lengths_are_exact() -> None:
 def test_queue_ids_not_ours_are_carried_as_written(queue_id: str) -> None:
     token = _KEYRING.seal("https://example.com/", host=HOST, queue_id=queue_id, link_index=0)
     assert _KEYRING.open(token, HOST).queue_id == queue_id
+
+
+def test_tag_and_metadata_are_sealed_and_tokens_without_them_still_decode() -> None:
+    from redirector.tokens import encode_extras
+
+    keyring = parse_keys(new_key_line())
+    extras = encode_extras("spring", {"user_id": "42", "name": "Zoë"})
+    token = keyring.seal(
+        "https://example.com/a", host=HOST, queue_id="Q1", link_index=3, extras=extras
+    )
+    link = keyring.open(token, HOST)
+    assert (link.url, link.queue_id, link.link_index) == ("https://example.com/a", "Q1", 3)
+    assert (link.tag, dict(link.metadata or {})) == ("spring", {"user_id": "42", "name": "Zoë"})
+    plain = keyring.open(
+        keyring.seal("https://example.com/a", host=HOST, queue_id="Q1", link_index=3), HOST
+    )
+    assert (plain.tag, plain.metadata) == (None, None)
+    old = keyring.open(keyring.seal_v1("https://example.com/a", queue_id="Q1", link_index=3), HOST)
+    assert (old.tag, old.metadata) == (None, None)
+    assert encode_extras(None, {}) == b""

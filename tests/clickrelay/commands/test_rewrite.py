@@ -205,3 +205,21 @@ def test_explain_names_url_text_and_the_config_key_turns_it_off(
     )
     (record,) = json_lines(clickrelay("rewrite", "-c", config, "--explain", source).stdout)
     assert (record["action"], record["reason"]) == ("tracked", "tracked")
+
+
+def test_tagged_message_rewritten_then_decoded_shows_tag_and_metadata(
+    config: Path, tmp_path: Path
+) -> None:
+    source = tmp_path / "m.eml"
+    source.write_bytes(
+        b"X-PM-Tag: spring\r\nX-PM-Metadata-user_id: 42\r\n"
+        + MESSAGE.replace(b"https://example.com/a", b"https://example.com/b")
+    )
+    proc = clickrelay("rewrite", "-c", config, source)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split(b"\r\n\r\n", 1)[0] == MESSAGE.split(b"\r\n\r\n", 1)[0]
+    start = proc.stdout.index(b"https://links.shop.example/c/")
+    link = proc.stdout[start:].split(b'"', 1)[0].decode()
+    decoded = json_lines(clickrelay("decode", "-c", config, link).stdout)
+    assert decoded[0]["tag"] == "spring"
+    assert decoded[0]["metadata"] == {"user_id": "42"}

@@ -132,6 +132,7 @@ async def test_stats_of_known_clicks(store: ClickStore) -> None:
     assert doc == {
         "messages": [MSG_C, MSG_A, MSG_B],  # ordered by first click
         "totals": {"human_clicks": 6, "bot_clicks": 3, "messages": 3, "links": 4},
+        "tags": [],
     }
     json.dumps(doc)  # JSON-ready as it is
 
@@ -175,6 +176,7 @@ def test_build_stats_with_no_rows() -> None:
     assert build_stats([], []) == {
         "messages": [],
         "totals": {"human_clicks": 0, "bot_clicks": 0, "messages": 0, "links": 0},
+        "tags": [],
     }
 
 
@@ -364,6 +366,7 @@ def reference_stats(clicks: list[Click], since: datetime | None) -> dict[str, An
             "messages": len(out),
             "links": links_total,
         },
+        "tags": [],
     }
 
 

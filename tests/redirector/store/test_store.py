@@ -157,6 +157,7 @@ async def test_empty_write_checks_the_store_and_writes_nothing(store: ClickStore
     assert doc == {
         "messages": [],
         "totals": {"human_clicks": 0, "bot_clicks": 0, "messages": 0, "links": 0},
+        "tags": [],
     }
 
 
@@ -214,7 +215,7 @@ async def test_sqlite_creates_parent_dirs_uses_wal_and_records_schema_version(
     await store.close()
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
         indexes = {r[1] for r in conn.execute("PRAGMA index_list(clicks)")}
     assert {"clicks_queue_id", "clicks_time"} <= indexes
 
@@ -333,8 +334,13 @@ async def test_pg_schema_version_and_indexes(pg_dsn: str) -> None:
             }
         finally:
             await conn.close()
-        assert version == 1
-        assert {f"{store.prefix}clicks_queue_id", f"{store.prefix}clicks_time"} <= indexes
+        assert version == 2
+        assert {
+            f"{store.prefix}clicks_queue_id",
+            f"{store.prefix}clicks_time",
+            f"{store.prefix}clicks_tag",
+            f"{store.prefix}clicks_seq",
+        } <= indexes
         # A second node opening the same tables: no error, nothing re-created.
         other = PgStore(pg_dsn, table_prefix=store.prefix)
         await other.open()
@@ -355,7 +361,7 @@ async def test_pg_several_nodes_opening_at_once_migrate_once(pg_dsn: str) -> Non
             versions = await conn.fetch(f"SELECT version FROM {prefix}schema_version")
         finally:
             await conn.close()
-        assert [r[0] for r in versions] == [1]
+        assert [r[0] for r in versions] == [2]
         assert await count_rows(nodes[0]) == 4
     finally:
         await nodes[0].drop_tables()
@@ -412,3 +418,31 @@ def test_open_store_picks_the_implementation() -> None:
     assert isinstance(open_store("sqlite:/tmp/x.db"), SqliteStore)
     assert isinstance(open_store("postgres://h/db"), PgStore)
     assert isinstance(open_store("postgresql://h/db"), PgStore)
+
+
+async def test_tag_and_metadata_are_kept_and_counted_per_tag(store: ClickStore) -> None:
+    await store.write(
+        [
+            make_click(1, tag="spring", metadata={"user_id": "42"}),
+            make_click(2, tag="spring", classification="bot", reason="prefetch"),
+            make_click(3, tag="autumn", queue_id="other"),
+            make_click(4),
+        ]
+    )
+    doc = await store.stats()
+    assert doc["tags"] == [
+        {"tag": "autumn", "human_clicks": 1, "bot_clicks": 0},
+        {"tag": "spring", "human_clicks": 1, "bot_clicks": 1},
+    ]
+    assert doc["totals"]["human_clicks"] == 3
+    spring = await store.stats(tag="spring")
+    assert spring["totals"] == {"human_clicks": 1, "bot_clicks": 1, "messages": 1, "links": 2}
+    from redirector.store.records import ClickFilter
+
+    page = await store.export_page(ClickFilter(), 0, 10)
+    assert [(c.tag, c.metadata) for c in page] == [
+        ("spring", {"user_id": "42"}),
+        ("spring", None),
+        ("autumn", None),
+        (None, None),
+    ]
