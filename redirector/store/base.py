@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from clickrelay.common.errors import ClickrelayError
 from redirector.clicks import Click
+from redirector.store.dashboard import DashboardData, DashboardQuery
 
 
 class StoreError(ClickrelayError):
@@ -33,5 +34,7 @@ class ClickStore(Protocol):
     async def write(self, clicks: Sequence[Click]) -> None: ...
 
     async def stats(self, since: datetime | None = None) -> dict[str, Any]: ...
+
+    async def dashboard(self, query: DashboardQuery) -> DashboardData: ...
 
     async def close(self) -> None: ...
