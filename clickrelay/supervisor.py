@@ -37,6 +37,7 @@ from clickrelay.common.errors import ClickrelayError
 from clickrelay.common.hostport import parse_hostport
 from clickrelay.common.logfmt import log_event
 from clickrelay.config import Config, config_from_cli
+from clickrelay.health_items import preflight_provider, standalone_preflight_item
 from clickrelay.logsetup import setup_logging
 from clickrelay.sdnotify import Notifier
 from redirector.tokens import Keyring, ensure_key_file, load_keyring
@@ -116,11 +117,15 @@ class Stack:
             from redirector.service import RedirectorService
 
             self.redirector = RedirectorService(config.redirector, keyring, registry=self.registry)
+            if kind == "redirector":
+                self.redirector.health_providers.append(standalone_preflight_item(config))
         if kind in ("serve", "proxy"):
             from smtp_proxy.preflight.monitor import PreflightMonitor
             from smtp_proxy.service import ProxyService
 
             self.monitor = PreflightMonitor(config, keyring, registry=self.registry)
+            if self.redirector is not None:
+                self.redirector.health_providers.append(preflight_provider(self.monitor, config))
             self.proxy = ProxyService(
                 config,
                 keyring,

@@ -28,7 +28,11 @@ from redirector.clicks.classify import Classifier
 from redirector.clicks.recorder import ClickRecorder
 from redirector.config import RedirectorConfig
 from redirector.http.admin import create_admin_app
+from redirector.http.admin_auth import check_admin_exposure
 from redirector.http.app import create_app, set_keyring
+from redirector.http.dashboard import DashboardSources
+from redirector.http.health import HealthItem, HealthProvider, refusals_provider, store_item
+from redirector.http.refusals import RefusalLog
 from redirector.store import ClickStore, StoreError, open_store
 from redirector.tokens import Keyring
 
@@ -66,6 +70,10 @@ class RedirectorService:
         self._classifier = Classifier.from_config(config)
         self._listen = parse_listen(config.listen, key="listen")
         self._admin_listen = parse_listen(config.admin_listen, key="admin_listen")
+        check_admin_exposure(self._admin_listen[0], config.admin_token)
+        #: Extra lines for the dashboard's health strip (preflight, certificates, ...):
+        #: the product layer appends providers before start().
+        self.health_providers: list[HealthProvider] = []
         self._store: ClickStore | None = None
         self._recorder: ClickRecorder | None = None
         self._app: web.Application | None = None
@@ -113,6 +121,12 @@ class RedirectorService:
         )
         self._recorder = recorder
         await recorder.start()
+        refusals = RefusalLog(log)
+
+        def click_store() -> list[HealthItem]:
+            item = store_item(recorder.state, recorder.queued, recorder.dropped, config.queue_size)
+            return [item]
+
         try:
             self._app = create_app(
                 config,
@@ -120,8 +134,16 @@ class RedirectorService:
                 recorder,
                 registry=self.registry,
                 classifier=self._classifier,
+                refusals=refusals,
             )
-            admin = create_admin_app(recorder, registry=self.registry)
+            sources = DashboardSources(
+                store=store,
+                store_state=click_store,
+                providers=[*self.health_providers, refusals_provider(refusals)],
+            )
+            admin = create_admin_app(
+                recorder, registry=self.registry, dashboard=sources, token=config.admin_token
+            )
             self._public_port = await self._serve(self._app, self._listen)
             self._admin_port = await self._serve(admin, self._admin_listen)
         except BaseException:

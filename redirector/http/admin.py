@@ -1,4 +1,5 @@
-"""The admin aiohttp application: ``/metrics`` and, for the redirector, ``/api/stats``.
+"""The admin aiohttp application: ``/metrics`` and, for the redirector, ``/api/stats``
+and the click dashboard (:mod:`redirector.http.dashboard`).
 
 One factory for both listeners that serve it: the redirector's ``[redirector]
 admin_listen`` (metrics and click statistics) and a standalone proxy's ``[proxy]
@@ -12,10 +13,13 @@ import logging
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from clickrelay.common.errors import ClickrelayError
 from clickrelay.common.logfmt import log_event
+from redirector.http.admin_auth import token_middleware
+from redirector.http.dashboard import DashboardSources, add_dashboard, security_headers
 from redirector.store.stats import parse_since
 
 if TYPE_CHECKING:
@@ -65,16 +69,24 @@ def create_admin_app(
     registry: CollectorRegistry,
     stats: bool = True,
     health_service: str | None = None,
+    dashboard: DashboardSources | None = None,
+    token: str | None = None,
 ) -> web.Application:
     """``GET /metrics`` (Prometheus text format of ``registry``), plus:
 
     * ``stats``: ``GET /api/stats?since=`` from ``recorder``'s store (503 without one);
     * ``health_service``: ``GET /healthz`` answering ``{"service": …, "status": "ok"}``.
 
+    * ``dashboard``: the click dashboard (``/``, ``/message``, ``/link``, ``/static/``);
+    * ``token``: every route answers 401 without it (:mod:`redirector.http.admin_auth`).
+
     The redirector passes its recorder; a standalone proxy passes ``None, stats=False,
     health_service="clickrelay-proxy"``.
     """
-    app = web.Application()
+    middlewares: list[Middleware] = [security_headers]
+    if token is not None:
+        middlewares.append(token_middleware(token))
+    app = web.Application(middlewares=middlewares)
     app[REGISTRY_KEY] = registry
     app[RECORDER_KEY] = recorder
     app.router.add_get("/metrics", metrics_handler)
@@ -83,4 +95,6 @@ def create_admin_app(
     if health_service is not None:
         app[HEALTH_SERVICE_KEY] = health_service
         app.router.add_get("/healthz", _healthz)
+    if dashboard is not None:
+        add_dashboard(app, dashboard)
     return app

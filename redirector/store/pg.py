@@ -41,6 +41,7 @@ from redirector.store.stats import (
     build_stats,
 )
 
+
 def naive_utc(value: datetime) -> datetime:
     """The roll-ups' ``timestamp`` form of a time: UTC without a zone."""
     return utc(value).replace(tzinfo=None)

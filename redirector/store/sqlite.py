@@ -358,8 +358,7 @@ class SqliteStore:
 #: The overview's queries on the roll-ups; each names the index range it relies on
 #: (``bench/dashboard.py`` prints their plans).
 OVERVIEW_SQL = {
-    "hours": "SELECT hour, classification, reason, n FROM click_hours"
-    " WHERE hour >= ? AND hour < ?",
+    "hours": "SELECT hour, classification, reason, n FROM click_hours WHERE hour >= ? AND hour < ?",
     "top_links": "SELECT url, sum(human) AS h, sum(bot) FROM click_hour_urls"
     " WHERE hour >= ? AND hour < ? GROUP BY url ORDER BY h DESC, url LIMIT ?",
     "top_messages": "SELECT queue_id, sum(human) AS h, sum(bot) FROM click_hour_messages"
@@ -372,9 +371,7 @@ OVERVIEW_SQL = {
 def _overview(conn: sqlite3.Connection, query: DashboardQuery) -> DashboardData:
     window = (hour_key(query.start), hour_key(query.end))
     rows = conn.execute(OVERVIEW_SQL["hours"], window).fetchall()
-    hours, reasons = fold_hours(
-        [(parse_hour_key(h), c, r or None, int(n)) for h, c, r, n in rows]
-    )
+    hours, reasons = fold_hours([(parse_hour_key(h), c, r or None, int(n)) for h, c, r, n in rows])
     links = conn.execute(OVERVIEW_SQL["top_links"], (*window, TOP_N)).fetchall()
     messages = conn.execute(OVERVIEW_SQL["top_messages"], (*window, TOP_N)).fetchall()
     (unique,) = conn.execute(OVERVIEW_SQL["unique"], window).fetchone()
