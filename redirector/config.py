@@ -24,13 +24,13 @@ def _check_store(value: str) -> None:
         raise ValueError("expected sqlite:PATH or postgresql://user@host:port/db")
 
 
-def _check_token(value: str | None) -> None:
-    if value is None:
+def _check_token(value: str) -> None:
+    if not value:  # "": no token
         return
     if len(value) < 16:
         raise ValueError("use at least 16 characters (e.g. `openssl rand -hex 16`)")
     if not value.isprintable() or value != value.strip() or ":" in value:
-        raise ValueError("printable characters only, no surrounding spaces")
+        raise ValueError("printable characters only, no colon, no surrounding spaces")
 
 
 @dataclass(frozen=True)
@@ -40,8 +40,8 @@ class RedirectorConfig:
     #: Admin listener: ``/metrics`` and ``/api/stats``; keep it off the internet.
     admin_listen: str = field(default="127.0.0.1:8081", metadata=check(check_required_listen))
     #: Required by every admin route when set (Bearer, or HTTP basic password); without
-    #: it the admin listener must be on a loopback address.
-    admin_token: str | None = field(default=None, metadata=check(_check_token))
+    #: it the admin listener must be on a loopback address; ``""``: no token.
+    admin_token: str = field(default="", metadata=check(_check_token))
     #: ``sqlite:PATH`` or ``postgresql://user@host:port/db``.
     store: str = field(
         default="sqlite:clickrelay-data/clicks.sqlite3", metadata=check(_check_store)

@@ -70,7 +70,7 @@ class RedirectorService:
         self._classifier = Classifier.from_config(config)
         self._listen = parse_listen(config.listen, key="listen")
         self._admin_listen = parse_listen(config.admin_listen, key="admin_listen")
-        check_admin_exposure(self._admin_listen[0], config.admin_token)
+        check_admin_exposure(self._admin_listen[0], config.admin_token or None)
         #: Extra lines for the dashboard's health strip (preflight, certificates, ...):
         #: the product layer appends providers before start().
         self.health_providers: list[HealthProvider] = []
@@ -142,7 +142,10 @@ class RedirectorService:
                 providers=[*self.health_providers, refusals_provider(refusals)],
             )
             admin = create_admin_app(
-                recorder, registry=self.registry, dashboard=sources, token=config.admin_token
+                recorder,
+                registry=self.registry,
+                dashboard=sources,
+                token=config.admin_token or None,
             )
             self._public_port = await self._serve(self._app, self._listen)
             self._admin_port = await self._serve(admin, self._admin_listen)

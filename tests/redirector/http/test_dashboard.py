@@ -24,7 +24,7 @@ from redirector.http.charts import buckets, line_chart
 from redirector.http.dashboard import CSP, csv_cell, parse_view
 from redirector.http.health import HealthItem
 from redirector.service import RedirectorService
-from redirector.tokens import Keyring
+from redirector.tokens import Keyring, new_key_line
 
 TOKEN = "s3cret-admin-token-0123456789"
 NOW = datetime.now(UTC)
@@ -292,3 +292,17 @@ def test_buckets_keep_every_click_in_the_window(
     chart = line_chart(got, lambda d: d.isoformat())
     assert all(len(s.points) == len(got) for s in chart.series)
     assert all(12 <= p.y <= 192 for s in chart.series for p in s.points)
+
+
+def test_clickrelay_redirector_refuses_a_public_admin_listener_without_token(
+    tmp_path: Path,
+) -> None:
+    from tests.support.config import write_redirector_config
+    from tests.support.processes import run_cli
+
+    (tmp_path / "keys").write_text(new_key_line() + "\n")
+    (tmp_path / "keys").chmod(0o600)
+    config = write_redirector_config(tmp_path, tmp_path / "keys", port=0, admin_listen="0.0.0.0:0")
+    proc = run_cli("redirector", "-c", str(config), cwd=tmp_path)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert "admin_token" in proc.stderr and "loopback" in proc.stderr
