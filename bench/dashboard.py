@@ -11,6 +11,9 @@ Data shape: ``--messages`` queue ids (one per recipient, as a proxy sees a campa
 clicks falling off over the days after each send, 20 % bots with mixed reasons, 40 URLs.
 
     .venv/bin/python bench/dashboard.py [--clicks 1000000] [--runs 5] [--pg DSN]
+
+``--screenshot docs/dashboard.png`` instead saves the README's picture: the 30-day
+overview of a small store of this shape, taken with headless Chromium.
 """
 
 from __future__ import annotations
@@ -197,13 +200,39 @@ async def run(args: argparse.Namespace) -> None:
             await store.close()
 
 
+async def screenshot(path: Path) -> None:
+    from tests.support.browser import chromium
+
+    now = datetime.now(UTC)
+    tmp = Path(tempfile.mkdtemp(prefix="crshot"))
+    url = f"sqlite:{tmp / 'clicks.sqlite3'}"
+    await fill(url, make_clicks(40_000, 3_000, now))
+    config = RedirectorConfig(listen="127.0.0.1:0", admin_listen="127.0.0.1:0", store=url)
+    service = RedirectorService(config, parse_keys(new_key_line()))
+    await service.start()
+    try:
+        page = f"http://127.0.0.1:{service.admin_port}/?window=30d"
+
+        def shoot() -> None:
+            with chromium(width=1200, height=1000) as driver:
+                driver.get(page)
+                driver.save_screenshot(str(path))
+
+        await asyncio.to_thread(shoot)
+    finally:
+        await service.stop()
+    print(f"saved {path}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--clicks", type=int, default=1_000_000)
     parser.add_argument("--messages", type=int, default=50_000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--pg", help="also PostgreSQL at this DSN (tables removed after)")
-    asyncio.run(run(parser.parse_args()))
+    parser.add_argument("--screenshot", type=Path, help="save the README picture here")
+    args = parser.parse_args()
+    asyncio.run(screenshot(args.screenshot) if args.screenshot else run(args))
     return 0
 
 
