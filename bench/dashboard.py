@@ -36,11 +36,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from redirector.clicks import Click
 from redirector.config import RedirectorConfig
+from redirector.http.dashboard import parse_view
 from redirector.service import RedirectorService
 from redirector.store import open_store
-from redirector.store.dashboard import DashboardQuery, hour_floor, hour_key
+from redirector.store.dashboard import DashboardQuery, hour_key, split_days
 from redirector.store.pg import PgStore
-from redirector.store.sqlite import OVERVIEW_SQL, drill_sql
+from redirector.store.sqlite import OVERVIEW_SQL, drill_sql, time_text
 from redirector.tokens import new_key_line, parse_keys
 
 REASONS = ["head", "scanner-agent", "too-soon", "burst", "no-user-agent"]
@@ -108,27 +109,40 @@ async def timed_gets(url: str, runs: int) -> list[float]:
 
 
 def sqlite_plans(path: Path, now: datetime) -> None:
-    end = hour_floor(now) + timedelta(hours=1)
-    window = (hour_key(end - timedelta(days=30)), hour_key(end))
+    view = parse_view({"window": "30d"}, now)
+    window = (hour_key(view.start), hour_key(view.end))
+    split = split_days(view.start, view.end)
+    by_day = (
+        split.first_day.isoformat(),
+        split.end_day.isoformat(),
+        *(time_text(t) for edge in split.edges for t in edge),
+    )
     with sqlite3.connect(path) as conn:
         for name, sql in OVERVIEW_SQL.items():
-            params: tuple[object, ...] = (*window, 10) if "LIMIT" in sql else window
+            params: tuple[object, ...] = by_day if name in ("top_messages", "unique") else window
+            if "LIMIT" in sql:
+                params = (*params, 10)
             plan = conn.execute(f"EXPLAIN QUERY PLAN {sql}", params).fetchall()
             print(f"  plan {name}: " + "; ".join(str(row[3]) for row in plan))
-        query = DashboardQuery(end - timedelta(days=30), end, queue_id="Q0000001")
+        query = DashboardQuery(view.start, view.end, queue_id="Q0000001")
         plan = conn.execute(
             f"EXPLAIN QUERY PLAN {drill_sql(query)['recent']}", ("Q0000001", "", "", 100)
         ).fetchall()
         print("  plan drill-down recent: " + "; ".join(str(row[3]) for row in plan))
         rows = {
             t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-            for t in ("click_hours", "click_hour_urls", "click_hour_messages")
+            for t in (
+                "click_hours",
+                "click_hour_urls",
+                "click_day_messages",
+                "click_day_recipients",
+            )
         }
         print(f"  roll-up rows: {rows}")
 
 
 def sqlite_baseline(path: Path, now: datetime, runs: int) -> list[float]:
-    since = (now - timedelta(days=30)).isoformat(timespec="microseconds")
+    since = time_text(parse_view({"window": "30d"}, now).start)
     times = []
     with sqlite3.connect(path) as conn:
         for _ in range(runs + 1):
@@ -145,9 +159,14 @@ async def pg_plans(store_url: str, prefix: str, now: datetime) -> None:
     store = PgStore(store_url.split("?")[0], table_prefix=prefix)
     conn = await asyncpg.connect(store.dsn)
     try:
-        end = (hour_floor(now) + timedelta(hours=1)).replace(tzinfo=None)
+        view = parse_view({"window": "30d"}, now)
+        split = split_days(view.start, view.end)
+        hours: list[object] = [view.start.replace(tzinfo=None), view.end.replace(tzinfo=None)]
+        days: list[object] = [split.first_day, split.end_day, *(t for e in split.edges for t in e)]
         for name, sql in store.overview_sql().items():
-            args: list[object] = [end - timedelta(days=30), end] + ([10] if "$3" in sql else [])
+            args = days if name in ("top_messages", "unique") else hours
+            if "LIMIT" in sql:
+                args = [*args, 10]
             rows = await conn.fetch(f"EXPLAIN {sql}", *args)
             print(f"  plan {name}: " + " | ".join(r[0].strip() for r in rows[:4]))
     finally:

@@ -35,6 +35,7 @@ from clickrelay.common.errors import ClickrelayError
 from clickrelay.common.logfmt import log_event
 from redirector.http.charts import bucket_hours, buckets, line_chart
 from redirector.http.health import HealthItem, HealthProvider, collect
+from redirector.store.base import ClickStore
 from redirector.store.dashboard import DashboardData, DashboardQuery, hour_floor
 
 log = logging.getLogger("clickrelay.redirector")
@@ -63,7 +64,7 @@ SECURITY_HEADERS = {
 class DashboardSources:
     """Where the dashboard reads from: the recorder's store and state, health providers."""
 
-    store: Any  # ClickStore, or None when the redirector keeps no clicks
+    store: ClickStore | None
     store_state: HealthProvider | None = None
     providers: list[HealthProvider] = field(default_factory=list)
 
@@ -105,7 +106,9 @@ class View:
 
     def label(self, value: datetime) -> str:
         local = value.astimezone(self.tz)
-        return local.strftime("%H:%M") if self.bucket_hours < 24 else local.strftime("%b %d")
+        if self.bucket_hours == 1:
+            return local.strftime("%H:%M")
+        return local.strftime("%b %d %H:%M" if self.bucket_hours < 24 else "%b %d")
 
 
 def parse_zone(text: str) -> ZoneInfo:
@@ -139,8 +142,14 @@ def parse_view(query: Mapping[str, str], now: datetime) -> View:
     window = query.get("window", "24h") or "24h"
     end = hour_floor(now) + timedelta(hours=1)
     if window in PRESETS:
-        start = end - timedelta(hours=PRESETS[window])
-        return View(window, start, end, tz, bucket_hours(PRESETS[window]))
+        hours = PRESETS[window]
+        if hours <= 24:
+            return View(window, end - timedelta(hours=hours), end, tz, bucket_hours(hours))
+        # Whole UTC days (today's so far included): the buckets start at midnight and the
+        # store reads its daily roll-ups for all but today.
+        today = end.replace(hour=0) if end.hour else end - timedelta(days=1)
+        start = today - timedelta(days=hours // 24 - 1)
+        return View(window, start, end, tz, bucket_hours(hours))
     if window != "custom":
         raise ValueError("window: expected 24h, 7d, 30d or custom")
     raw_from, raw_to = query.get("from", ""), query.get("to", "")
@@ -220,7 +229,7 @@ async def _page(request: web.Request, kind: str) -> web.StreamResponse:
         return _error_page(request, 503, "no click store is configured")
     query = DashboardQuery(view.start, view.end, queue_id=queue_id, url=url)
     try:
-        data: DashboardData = await sources.store.dashboard(query)
+        data = await sources.store.dashboard(query)
     except ClickrelayError as exc:
         log_event(log, logging.WARNING, "dashboard-failed", error=str(exc))
         return _error_page(request, 503, f"click store unavailable: {exc}")

@@ -1,8 +1,10 @@
 """What the admin dashboard asks a click store, and the plain data it gets back.
 
-The overview is read from hourly roll-up tables the stores keep up to date as clicks are
-inserted (a trigger in each store), so a 30-day overview costs a few hundred roll-up rows
-per hour of the window instead of a scan of every click. Drill-downs (one message, one
+The overview is read from roll-up tables the stores keep up to date as clicks are
+inserted (a trigger in each store): hourly counts by class and reason and by URL, daily
+counts by message and the daily set of human recipients; only the partial days at the
+ends of a window are read from the clicks table. A 30-day overview of a million clicks
+so reads a few tens of thousands of rows instead of a million. Drill-downs (one message, one
 link) read the clicks table itself through indexes on ``queue_id`` and ``url``.
 
 Windows are whole UTC hours: ``start`` and ``end`` are hour-aligned (the caller rounds),
@@ -12,7 +14,7 @@ Windows are whole UTC hours: ``start`` and ``end`` are hour-aligned (the caller 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 #: How many rows the top-N tables and the recent-clicks table hold.
 TOP_N = 10
@@ -31,6 +33,27 @@ def hour_key(value: datetime) -> str:
 
 def parse_hour_key(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H").replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class DaySplit:
+    """A window as whole UTC days ``[first_day, end_day)`` plus the two partial-day
+    ``edges`` (time ranges, possibly empty) before and after them."""
+
+    first_day: date
+    end_day: date
+    edges: tuple[tuple[datetime, datetime], tuple[datetime, datetime]]
+
+
+def split_days(start: datetime, end: datetime) -> DaySplit:
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
+    first = start.replace(hour=0, minute=0, second=0, microsecond=0)
+    if first < start:
+        first += timedelta(days=1)
+    last = end.replace(hour=0, minute=0, second=0, microsecond=0)
+    if last <= first:  # no whole day inside: all of it is one edge
+        return DaySplit(first.date(), first.date(), ((start, end), (end, end)))
+    return DaySplit(first.date(), last.date(), ((start, first), (last, end)))
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from redirector.store.dashboard import (
     Ranked,
     RecentClick,
     fold_hours,
+    split_days,
 )
 from redirector.store.stats import (
     LINK_STATS_SQL,
@@ -79,14 +80,15 @@ def _migrations(p: str) -> tuple[tuple[str, ...], ...]:
             f"""CREATE TABLE {p}click_hour_urls (
                 hour timestamp NOT NULL, url text NOT NULL, human bigint NOT NULL,
                 bot bigint NOT NULL, PRIMARY KEY (hour, url))""",
-            f"""CREATE TABLE {p}click_hour_messages (
-                hour timestamp NOT NULL, queue_id text NOT NULL, human bigint NOT NULL,
-                bot bigint NOT NULL, PRIMARY KEY (hour, queue_id))""",
-            f"""CREATE TABLE {p}click_hour_recipients (
-                hour timestamp NOT NULL, recipient text NOT NULL, PRIMARY KEY (hour, recipient))""",
+            f"""CREATE TABLE {p}click_day_messages (
+                day date NOT NULL, queue_id text NOT NULL, human bigint NOT NULL,
+                bot bigint NOT NULL, PRIMARY KEY (day, queue_id))""",
+            f"""CREATE TABLE {p}click_day_recipients (
+                day date NOT NULL, recipient text NOT NULL, PRIMARY KEY (day, recipient))""",
             f"""CREATE FUNCTION {p}clicks_rollup() RETURNS trigger LANGUAGE plpgsql AS $$
             DECLARE
                 h timestamp := date_trunc('hour', NEW.time AT TIME ZONE 'UTC');
+                d date := (NEW.time AT TIME ZONE 'UTC')::date;
                 human int := (NEW.classification = 'human')::int;
             BEGIN
                 INSERT INTO {p}click_hours VALUES
@@ -97,12 +99,12 @@ def _migrations(p: str) -> tuple[tuple[str, ...], ...]:
                 ON CONFLICT (hour, url) DO UPDATE SET
                     human = {p}click_hour_urls.human + excluded.human,
                     bot = {p}click_hour_urls.bot + excluded.bot;
-                INSERT INTO {p}click_hour_messages VALUES (h, NEW.queue_id, human, 1 - human)
-                ON CONFLICT (hour, queue_id) DO UPDATE SET
-                    human = {p}click_hour_messages.human + excluded.human,
-                    bot = {p}click_hour_messages.bot + excluded.bot;
+                INSERT INTO {p}click_day_messages VALUES (d, NEW.queue_id, human, 1 - human)
+                ON CONFLICT (day, queue_id) DO UPDATE SET
+                    human = {p}click_day_messages.human + excluded.human,
+                    bot = {p}click_day_messages.bot + excluded.bot;
                 IF human = 1 AND NEW.recipient IS NOT NULL THEN
-                    INSERT INTO {p}click_hour_recipients VALUES (h, NEW.recipient)
+                    INSERT INTO {p}click_day_recipients VALUES (d, NEW.recipient)
                     ON CONFLICT DO NOTHING;
                 END IF;
                 RETURN NULL;
@@ -114,12 +116,12 @@ def _migrations(p: str) -> tuple[tuple[str, ...], ...]:
             f"""INSERT INTO {p}click_hour_urls SELECT date_trunc('hour', time AT TIME ZONE 'UTC'),
                 url, count(*) FILTER (WHERE classification = 'human'),
                 count(*) FILTER (WHERE classification <> 'human') FROM {p}clicks GROUP BY 1, 2""",
-            f"""INSERT INTO {p}click_hour_messages
-                SELECT date_trunc('hour', time AT TIME ZONE 'UTC'), queue_id,
+            f"""INSERT INTO {p}click_day_messages
+                SELECT (time AT TIME ZONE 'UTC')::date, queue_id,
                 count(*) FILTER (WHERE classification = 'human'),
                 count(*) FILTER (WHERE classification <> 'human') FROM {p}clicks GROUP BY 1, 2""",
-            f"""INSERT INTO {p}click_hour_recipients
-                SELECT DISTINCT date_trunc('hour', time AT TIME ZONE 'UTC'), recipient
+            f"""INSERT INTO {p}click_day_recipients
+                SELECT DISTINCT (time AT TIME ZONE 'UTC')::date, recipient
                 FROM {p}clicks WHERE classification = 'human' AND recipient IS NOT NULL""",
             f"CREATE INDEX {p}clicks_queue_time ON {p}clicks (queue_id, time)",
             f"CREATE INDEX {p}clicks_url_time ON {p}clicks (url, time)",
@@ -282,16 +284,28 @@ class PgStore:
     def overview_sql(self) -> dict[str, str]:
         """The overview's queries on the roll-ups (``bench/dashboard.py`` explains them)."""
         p = self.prefix
+        human = "(classification = 'human')::int"
         return {
             "hours": f"SELECT hour, classification, reason, n FROM {p}click_hours"
             " WHERE hour >= $1 AND hour < $2",
             "top_links": f"SELECT url, sum(human) AS h, sum(bot) FROM {p}click_hour_urls"
             " WHERE hour >= $1 AND hour < $2 GROUP BY url ORDER BY h DESC, url LIMIT $3",
-            "top_messages": "SELECT queue_id, sum(human) AS h, sum(bot)"
-            f" FROM {p}click_hour_messages WHERE hour >= $1 AND hour < $2"
-            " GROUP BY queue_id ORDER BY h DESC, queue_id LIMIT $3",
-            "unique": f"SELECT count(DISTINCT recipient) FROM {p}click_hour_recipients"
-            " WHERE hour >= $1 AND hour < $2",
+            # Whole days ($1, $2) from the daily roll-ups, partial days ($3-$6) from clicks.
+            "top_messages": "SELECT queue_id, sum(h) AS hs, sum(b) FROM ("
+            f" SELECT queue_id, human AS h, bot AS b FROM {p}click_day_messages"
+            " WHERE day >= $1 AND day < $2"
+            f" UNION ALL SELECT queue_id, {human}, 1 - {human} FROM {self.table}"
+            " WHERE time >= $3 AND time < $4"
+            f" UNION ALL SELECT queue_id, {human}, 1 - {human} FROM {self.table}"
+            " WHERE time >= $5 AND time < $6"
+            ") s GROUP BY queue_id ORDER BY hs DESC, queue_id LIMIT $7",
+            "unique": "SELECT count(DISTINCT recipient) FROM ("
+            f" SELECT recipient FROM {p}click_day_recipients WHERE day >= $1 AND day < $2"
+            f" UNION ALL SELECT recipient FROM {self.table}"
+            " WHERE time >= $3 AND time < $4 AND classification = 'human'"
+            f" UNION ALL SELECT recipient FROM {self.table}"
+            " WHERE time >= $5 AND time < $6 AND classification = 'human'"
+            ") s",
         }
 
     def drill_sql(self, query: DashboardQuery) -> dict[str, str]:
@@ -325,8 +339,11 @@ class PgStore:
                     [(r[0].replace(tzinfo=UTC), r[1], r[2] or None, int(r[3])) for r in rows]
                 )
                 links = await conn.fetch(sql["top_links"], *window, TOP_N)
-                messages = await conn.fetch(sql["top_messages"], *window, TOP_N)
-                unique = await conn.fetchval(sql["unique"], *window)
+                split = split_days(query.start, query.end)
+                days = (split.first_day, split.end_day)
+                edges = tuple(utc(t) for edge in split.edges for t in edge)
+                messages = await conn.fetch(sql["top_messages"], *days, *edges, TOP_N)
+                unique = await conn.fetchval(sql["unique"], *days, *edges)
                 recent: list[RecentClick] = []
             else:
                 sql = self.drill_sql(query)
@@ -375,7 +392,7 @@ class PgStore:
                 p = self.prefix
                 await conn.execute(
                     f"DROP TABLE IF EXISTS {p}clicks, {p}schema_version, {p}click_hours,"
-                    f" {p}click_hour_urls, {p}click_hour_messages, {p}click_hour_recipients"
+                    f" {p}click_hour_urls, {p}click_day_messages, {p}click_day_recipients"
                 )
                 await conn.execute(f"DROP FUNCTION IF EXISTS {p}clicks_rollup()")
             self._migrated = False

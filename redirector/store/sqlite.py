@@ -33,6 +33,7 @@ from redirector.store.dashboard import (
     fold_hours,
     hour_key,
     parse_hour_key,
+    split_days,
 )
 from redirector.store.stats import (
     LINK_STATS_SQL,
@@ -63,9 +64,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX clicks_queue_id ON clicks (queue_id, link_index)",
         "CREATE INDEX clicks_time ON clicks (time)",
     ),
-    # Hourly roll-ups for the dashboard's overview, kept by a trigger (so every writer,
-    # any version's recorder or a script, keeps them right), filled from the clicks
-    # already stored; and indexes for the drill-downs by message and by link.
+    # Roll-ups for the dashboard's overview, kept by a trigger (so every writer, any
+    # version's recorder or a script, keeps them right) and filled from the clicks
+    # already stored. Hourly where the keys are few (classes and reasons, URLs); daily
+    # where there can be one key per recipient (queue ids, recipients): an hourly table
+    # of those would be as big as the clicks table.
     (
         """CREATE TABLE click_hours (
             hour TEXT NOT NULL, classification TEXT NOT NULL, reason TEXT NOT NULL,
@@ -75,12 +78,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             hour TEXT NOT NULL, url TEXT NOT NULL, human INTEGER NOT NULL,
             bot INTEGER NOT NULL, PRIMARY KEY (hour, url)
         ) WITHOUT ROWID""",
-        """CREATE TABLE click_hour_messages (
-            hour TEXT NOT NULL, queue_id TEXT NOT NULL, human INTEGER NOT NULL,
-            bot INTEGER NOT NULL, PRIMARY KEY (hour, queue_id)
+        """CREATE TABLE click_day_messages (
+            day TEXT NOT NULL, queue_id TEXT NOT NULL, human INTEGER NOT NULL,
+            bot INTEGER NOT NULL, PRIMARY KEY (day, queue_id)
         ) WITHOUT ROWID""",
-        """CREATE TABLE click_hour_recipients (
-            hour TEXT NOT NULL, recipient TEXT NOT NULL, PRIMARY KEY (hour, recipient)
+        """CREATE TABLE click_day_recipients (
+            day TEXT NOT NULL, recipient TEXT NOT NULL, PRIMARY KEY (day, recipient)
         ) WITHOUT ROWID""",
         """CREATE TRIGGER clicks_rollup AFTER INSERT ON clicks BEGIN
             INSERT INTO click_hours VALUES (
@@ -90,12 +93,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
                 substr(NEW.time, 1, 13), NEW.url,
                 NEW.classification = 'human', NEW.classification <> 'human')
             ON CONFLICT DO UPDATE SET human = human + excluded.human, bot = bot + excluded.bot;
-            INSERT INTO click_hour_messages VALUES (
-                substr(NEW.time, 1, 13), NEW.queue_id,
+            INSERT INTO click_day_messages VALUES (
+                substr(NEW.time, 1, 10), NEW.queue_id,
                 NEW.classification = 'human', NEW.classification <> 'human')
             ON CONFLICT DO UPDATE SET human = human + excluded.human, bot = bot + excluded.bot;
-            INSERT OR IGNORE INTO click_hour_recipients
-                SELECT substr(NEW.time, 1, 13), NEW.recipient
+            INSERT OR IGNORE INTO click_day_recipients
+                SELECT substr(NEW.time, 1, 10), NEW.recipient
                 WHERE NEW.classification = 'human' AND NEW.recipient IS NOT NULL;
         END""",
         """INSERT INTO click_hours SELECT substr(time, 1, 13), classification,
@@ -103,10 +106,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """INSERT INTO click_hour_urls SELECT substr(time, 1, 13), url,
             sum(classification = 'human'), sum(classification <> 'human')
             FROM clicks GROUP BY 1, 2""",
-        """INSERT INTO click_hour_messages SELECT substr(time, 1, 13), queue_id,
+        """INSERT INTO click_day_messages SELECT substr(time, 1, 10), queue_id,
             sum(classification = 'human'), sum(classification <> 'human')
             FROM clicks GROUP BY 1, 2""",
-        """INSERT INTO click_hour_recipients SELECT DISTINCT substr(time, 1, 13), recipient
+        """INSERT INTO click_day_recipients SELECT DISTINCT substr(time, 1, 10), recipient
             FROM clicks WHERE classification = 'human' AND recipient IS NOT NULL""",
         "CREATE INDEX clicks_queue_time ON clicks (queue_id, time)",
         "CREATE INDEX clicks_url_time ON clicks (url, time)",
@@ -355,16 +358,26 @@ class SqliteStore:
                 executor.shutdown(wait=True)
 
 
-#: The overview's queries on the roll-ups; each names the index range it relies on
-#: (``bench/dashboard.py`` prints their plans).
+#: The overview's queries (``bench/dashboard.py`` prints their plans). Messages and
+#: recipients: whole UTC days from the daily roll-ups, the partial days at the window's
+#: ends from the clicks table (through its time index).
+_EDGE = "time >= ? AND time < ?"
 OVERVIEW_SQL = {
     "hours": "SELECT hour, classification, reason, n FROM click_hours WHERE hour >= ? AND hour < ?",
     "top_links": "SELECT url, sum(human) AS h, sum(bot) FROM click_hour_urls"
     " WHERE hour >= ? AND hour < ? GROUP BY url ORDER BY h DESC, url LIMIT ?",
-    "top_messages": "SELECT queue_id, sum(human) AS h, sum(bot) FROM click_hour_messages"
-    " WHERE hour >= ? AND hour < ? GROUP BY queue_id ORDER BY h DESC, queue_id LIMIT ?",
-    "unique": "SELECT count(DISTINCT recipient) FROM click_hour_recipients"
-    " WHERE hour >= ? AND hour < ?",
+    "top_messages": "SELECT queue_id, sum(h) AS hs, sum(b) FROM ("
+    " SELECT queue_id, human AS h, bot AS b FROM click_day_messages WHERE day >= ? AND day < ?"
+    " UNION ALL SELECT queue_id, classification = 'human', classification <> 'human'"
+    f" FROM clicks WHERE {_EDGE}"
+    " UNION ALL SELECT queue_id, classification = 'human', classification <> 'human'"
+    f" FROM clicks WHERE {_EDGE}"
+    ") GROUP BY queue_id ORDER BY hs DESC, queue_id LIMIT ?",
+    "unique": "SELECT count(DISTINCT recipient) FROM ("
+    " SELECT recipient FROM click_day_recipients WHERE day >= ? AND day < ?"
+    f" UNION ALL SELECT recipient FROM clicks WHERE {_EDGE} AND classification = 'human'"
+    f" UNION ALL SELECT recipient FROM clicks WHERE {_EDGE} AND classification = 'human'"
+    ")",
 }
 
 
@@ -373,8 +386,11 @@ def _overview(conn: sqlite3.Connection, query: DashboardQuery) -> DashboardData:
     rows = conn.execute(OVERVIEW_SQL["hours"], window).fetchall()
     hours, reasons = fold_hours([(parse_hour_key(h), c, r or None, int(n)) for h, c, r, n in rows])
     links = conn.execute(OVERVIEW_SQL["top_links"], (*window, TOP_N)).fetchall()
-    messages = conn.execute(OVERVIEW_SQL["top_messages"], (*window, TOP_N)).fetchall()
-    (unique,) = conn.execute(OVERVIEW_SQL["unique"], window).fetchone()
+    split = split_days(query.start, query.end)
+    days = (split.first_day.isoformat(), split.end_day.isoformat())
+    edges = tuple(time_text(t) for edge in split.edges for t in edge)
+    messages = conn.execute(OVERVIEW_SQL["top_messages"], (*days, *edges, TOP_N)).fetchall()
+    (unique,) = conn.execute(OVERVIEW_SQL["unique"], (*days, *edges)).fetchone()
     return DashboardData(
         hours=hours,
         unique_human_recipients=int(unique),

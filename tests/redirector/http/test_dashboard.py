@@ -252,10 +252,14 @@ async def test_health_strip_lists_store_and_failing_providers_in_red(
 
 def test_preset_windows_and_buckets() -> None:
     now = datetime(2026, 11, 30, 12, 34, tzinfo=UTC)
-    for window, hours, points in (("24h", 24, 24), ("7d", 168, 28), ("30d", 720, 30)):
+    for window, start, points in (
+        ("24h", datetime(2026, 11, 29, 13, tzinfo=UTC), 24),
+        ("7d", datetime(2026, 11, 24, tzinfo=UTC), 27),  # 6 days + 13 hours in 6-hour steps
+        ("30d", datetime(2026, 11, 1, tzinfo=UTC), 30),  # 29 days + today so far
+    ):
         view = parse_view({"window": window}, now)
         assert view.end == datetime(2026, 11, 30, 13, tzinfo=UTC)
-        assert view.end - view.start == timedelta(hours=hours)
+        assert view.start == start
         assert len(buckets([], view.start, view.end, view.bucket_hours)) == points
     view = parse_view(
         {"window": "custom", "from": "2026-11-01", "to": "2026-11-02", "tz": "Asia/Kolkata"}, now

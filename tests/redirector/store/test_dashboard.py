@@ -100,6 +100,8 @@ QUERIES = [
     DashboardQuery(T0, T0 + timedelta(days=3), queue_id="Q2"),
     DashboardQuery(T0 + timedelta(hours=7), T0 + timedelta(days=2), url="https://example.com/1"),
     DashboardQuery(T0 - timedelta(days=9), T0 - timedelta(days=1)),
+    DashboardQuery(T0 + timedelta(hours=5), T0 + timedelta(days=2, hours=7)),
+    DashboardQuery(T0 + timedelta(hours=23), T0 + timedelta(days=1, hours=1)),
 ]
 
 
