@@ -41,7 +41,7 @@ from redirector.service import RedirectorService
 from redirector.store import open_store
 from redirector.store.dashboard import DashboardQuery, hour_key, split_days
 from redirector.store.pg import PgStore
-from redirector.store.sqlite import OVERVIEW_SQL, drill_sql, time_text
+from redirector.store.sqlite import OVERVIEW_SQL, SqliteStore, drill_sql, time_text
 from redirector.tokens import new_key_line, parse_keys
 
 REASONS = ["head", "scanner-agent", "too-soon", "burst", "no-user-agent"]
@@ -175,17 +175,28 @@ async def pg_plans(store_url: str, prefix: str, now: datetime) -> None:
 
 async def run(args: argparse.Namespace) -> None:
     now = datetime.now(UTC)
-    clicks = make_clicks(args.clicks, args.messages, now)
+    clicks = [] if args.sqlite_file else make_clicks(args.clicks, args.messages, now)
     stores: list[tuple[str, str]] = []
     tmp = Path(tempfile.mkdtemp(prefix="crdash"))
+    if args.sqlite_file:  # an existing store (its clicks written by this script before)
+        tmp = args.sqlite_file.parent
+        started = time.perf_counter()
+        store = SqliteStore(args.sqlite_file)
+        await store.open()  # runs any pending migration (roll-up backfill)
+        await store.close()
+        print(
+            f"sqlite: existing {args.sqlite_file} opened in {time.perf_counter() - started:.1f} s"
+        )
+        clicks = []
     stores.append(("sqlite", f"sqlite:{tmp / 'clicks.sqlite3'}"))
     prefix = f"bench{uuid.uuid4().hex[:8]}_"
     if args.pg:
         stores.append(("postgresql", f"{args.pg}?table_prefix={prefix}"))
     keyring = parse_keys(new_key_line())
     for kind, url in stores:
-        seconds = await fill(url, clicks)
-        print(f"{kind}: {len(clicks):,} clicks written in {seconds:.1f} s (roll-up trigger on)")
+        if clicks:
+            seconds = await fill(url, clicks)
+            print(f"{kind}: {len(clicks):,} clicks written in {seconds:.1f} s (roll-up trigger on)")
         config = RedirectorConfig(listen="127.0.0.1:0", admin_listen="127.0.0.1:0", store=url)
         service = RedirectorService(config, keyring)
         await service.start()
@@ -249,6 +260,11 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=50_000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--pg", help="also PostgreSQL at this DSN (tables removed after)")
+    parser.add_argument(
+        "--sqlite-file",
+        type=Path,
+        help="time an existing clicks.sqlite3 from an earlier run (named clicks.sqlite3)",
+    )
     parser.add_argument("--screenshot", type=Path, help="save the README picture here")
     args = parser.parse_args()
     asyncio.run(screenshot(args.screenshot) if args.screenshot else run(args))

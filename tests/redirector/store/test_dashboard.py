@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import sqlite3
 import uuid
@@ -11,10 +12,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from redirector.clicks import Click
 from redirector.store import ClickStore
-from redirector.store.dashboard import DashboardData, DashboardQuery, hour_floor
+from redirector.store.dashboard import DashboardData, DashboardQuery, hour_floor, split_days
 from redirector.store.pg import PgStore
 from redirector.store.sqlite import MIGRATIONS, SqliteStore
 
@@ -172,3 +175,19 @@ async def test_sqlite_upgrade_fills_the_rollups_from_stored_clicks(tmp_path: Pat
         assert actual(await store.dashboard(query)) == want
     finally:
         await store.close()
+
+
+@given(st.integers(0, 24 * 90), st.integers(1, 24 * 90))
+def test_day_split_covers_the_window_exactly_once(start_hour: int, hours: int) -> None:
+    start = T0 + timedelta(hours=start_hour)
+    end = start + timedelta(hours=hours)
+    split = split_days(start, end)
+    pieces = [(a, b) for a, b in split.edges if a < b]
+    day = split.first_day
+    while day < split.end_day:
+        midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        pieces.append((midnight, midnight + timedelta(days=1)))
+        day += timedelta(days=1)
+    pieces.sort()
+    assert pieces[0][0] == start and pieces[-1][1] == end
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(pieces))
