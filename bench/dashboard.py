@@ -175,7 +175,8 @@ async def pg_plans(store_url: str, prefix: str, now: datetime) -> None:
 
 async def run(args: argparse.Namespace) -> None:
     now = datetime.now(UTC)
-    clicks = [] if args.sqlite_file else make_clicks(args.clicks, args.messages, now)
+    needed = args.pg or not args.sqlite_file
+    clicks = make_clicks(args.clicks, args.messages, now) if needed else []
     stores: list[tuple[str, str]] = []
     tmp = Path(tempfile.mkdtemp(prefix="crdash"))
     if args.sqlite_file:  # an existing store (its clicks written by this script before)
@@ -187,14 +188,13 @@ async def run(args: argparse.Namespace) -> None:
         print(
             f"sqlite: existing {args.sqlite_file} opened in {time.perf_counter() - started:.1f} s"
         )
-        clicks = []
     stores.append(("sqlite", f"sqlite:{tmp / 'clicks.sqlite3'}"))
     prefix = f"bench{uuid.uuid4().hex[:8]}_"
     if args.pg:
         stores.append(("postgresql", f"{args.pg}?table_prefix={prefix}"))
     keyring = parse_keys(new_key_line())
     for kind, url in stores:
-        if clicks:
+        if not (kind == "sqlite" and args.sqlite_file):
             seconds = await fill(url, clicks)
             print(f"{kind}: {len(clicks):,} clicks written in {seconds:.1f} s (roll-up trigger on)")
         config = RedirectorConfig(listen="127.0.0.1:0", admin_listen="127.0.0.1:0", store=url)
