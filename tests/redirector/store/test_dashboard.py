@@ -191,3 +191,37 @@ def test_day_split_covers_the_window_exactly_once(start_hour: int, hours: int) -
     pieces.sort()
     assert pieces[0][0] == start and pieces[-1][1] == end
     assert all(a[1] == b[0] for a, b in itertools.pairwise(pieces))
+
+
+async def test_pg_upgrade_fills_the_rollups_from_stored_clicks(pg_dsn: str) -> None:
+    import asyncpg
+
+    from redirector.clicks import CLICK_COLUMNS, click_row
+    from redirector.clicks import utc as to_utc
+    from redirector.store.pg import _migrations
+
+    prefix = f"t{uuid.uuid4().hex[:12]}_"
+    clicks = random_clicks(5, 400)
+    conn = await asyncpg.connect(pg_dsn)
+    try:  # tables as the previous release left them
+        await conn.execute(f"CREATE TABLE {prefix}schema_version (version integer NOT NULL)")
+        await conn.execute(f"INSERT INTO {prefix}schema_version VALUES (1)")
+        for statement in _migrations(prefix)[0]:
+            await conn.execute(statement)
+        marks = ", ".join(f"${i + 1}" for i in range(len(CLICK_COLUMNS)))
+        await conn.executemany(
+            f"INSERT INTO {prefix}clicks ({', '.join(CLICK_COLUMNS)}) VALUES ({marks})",
+            [click_row(c, to_utc) for c in clicks],
+        )
+    finally:
+        await conn.close()
+    store = PgStore(pg_dsn, table_prefix=prefix)
+    try:
+        await store.open()
+        for query in QUERIES:
+            want = expected(clicks, query)
+            want.pop("recent")
+            assert actual(await store.dashboard(query)) == want
+    finally:
+        await store.drop_tables()
+        await store.close()
