@@ -6,6 +6,7 @@ builds this dataclass; the redirector never reads files for its settings itself.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from clickrelay.common.validators import (
     in_range,
     one_of,
 )
+from redirector.hosts import normalize_host
 from redirector.store import store_kind
 
 
@@ -31,6 +33,24 @@ def _check_token(value: str) -> None:
         raise ValueError("use at least 16 characters (e.g. `openssl rand -hex 16`)")
     if not value.isprintable() or value != value.strip() or ":" in value:
         raise ValueError("printable characters only, no colon, no surrounding spaces")
+
+
+_HOST_RE = re.compile(r"[a-z0-9_.-]+|[0-9a-f:.]+")
+
+
+def _check_host(value: str) -> None:
+    if not _HOST_RE.fullmatch(normalize_host(value)):
+        raise ValueError(f"expected a host name (no scheme, port or path), got {value!r}")
+
+
+def _check_host_aliases(value: dict[str, str]) -> None:
+    for alias, host in value.items():
+        _check_host(alias)
+        _check_host(host)
+
+
+#: Settings a SIGHUP applies without a restart (everything else here needs one).
+LIVE_FIELDS = frozenset({"host_aliases", "blocklist_file"})
 
 
 @dataclass(frozen=True)
@@ -63,5 +83,10 @@ class RedirectorConfig:
     burst_links: int = 3
     #: Extra scanner user-agent substrings file (one per line), added to the bundled list.
     scanner_agents_file: Path | None = None
+    #: Request host -> tracking host: links minted for the tracking host also work when
+    #: requested on the alias (e.g. an old tracking domain kept pointing here).
+    host_aliases: dict[str, str] = field(default_factory=dict, metadata=check(_check_host_aliases))
+    #: Links switched off by queue id or destination host (see redirector.blocklist).
+    blocklist_file: Path | None = None
     #: Seconds the shutdown waits for queued clicks to reach the store.
     shutdown_flush_timeout: float = 10.0

@@ -71,6 +71,7 @@ def tracking_settings(
         max_link_length=tracking.max_link_length,
         text_links=tracking.text_links,
         dkim_keys=dkim_keys,
+        max_parts=tracking.max_parts,
     )
 
 

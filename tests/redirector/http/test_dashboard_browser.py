@@ -58,7 +58,7 @@ def raw_get(port: int, path: str, user_agent: str) -> bytes:
     """A GET whose User-Agent is raw UTF-8 (urllib only sends Latin-1 headers)."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(
-            f"GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n".encode()
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n".encode()
             + b"User-Agent: "
             + user_agent.encode()
             + b"\r\n\r\n"
@@ -83,6 +83,7 @@ def make_clicks(keyring: Keyring, http_port: int) -> int:
         for link in range(3):
             token = keyring.seal(
                 f"https://example.com/campaign/{link}",
+                host="127.0.0.1",
                 queue_id=f"DASHQ{m}",
                 link_index=link,
                 recipient=f"reader{m}@example.org",
@@ -94,7 +95,9 @@ def make_clicks(keyring: Keyring, http_port: int) -> int:
             assert get(base + token, method="HEAD", headers={"User-Agent": BROWSER_UA}) == 302
             assert get(base + token, headers={"User-Agent": "Barracuda Sentinel"}) == 302
             made += 2
-    token = keyring.seal(HOSTILE_URL, queue_id="EVIL1", link_index=0, sent_at=LONG_AGO)
+    token = keyring.seal(
+        HOSTILE_URL, host="127.0.0.1", queue_id="EVIL1", link_index=0, sent_at=LONG_AGO
+    )
     assert b" 302 " in raw_get(http_port, "/c/" + token, HOSTILE_UA).split(b"\r\n")[0] + b" "
     return made + 1
 
