@@ -76,6 +76,8 @@ def restart_only_changes(old: Config, new: Config, kind: Kind) -> list[str]:
         # (The proxy itself reports proxy.listen, proxy.tls_listen and upstream.)
         if kind == "proxy" and old.proxy.admin_listen != new.proxy.admin_listen:
             changed.append("proxy.admin_listen")
+        if kind == "proxy" and old.redirector.admin_token != new.redirector.admin_token:
+            changed.append("redirector.admin_token")  # the proxy's admin listener's token
         if old.tracking.base_urls() != new.tracking.base_urls():
             changed.append("tracking.base_url/sender_domains")
         if old.preflight != new.preflight or old.tracking.cname_target != new.tracking.cname_target:

@@ -26,15 +26,6 @@ def _check_store(value: str) -> None:
         raise ValueError("expected sqlite:PATH or postgresql://user@host:port/db")
 
 
-def _check_token(value: str) -> None:
-    if not value:  # "": no token
-        return
-    if len(value) < 16:
-        raise ValueError("use at least 16 characters (e.g. `openssl rand -hex 16`)")
-    if not value.isprintable() or value != value.strip() or ":" in value:
-        raise ValueError("printable characters only, no colon, no surrounding spaces")
-
-
 _HOST_RE = re.compile(r"[a-z0-9_.-]+|[0-9a-f:.]+")
 
 
@@ -59,9 +50,10 @@ class RedirectorConfig:
     listen: str = field(default="127.0.0.1:8080", metadata=check(check_required_listen))
     #: Admin listener: ``/metrics`` and ``/api/stats``; keep it off the internet.
     admin_listen: str = field(default="127.0.0.1:8081", metadata=check(check_required_listen))
-    #: Required by every admin route when set (Bearer, or HTTP basic password); without
-    #: it the admin listener must be on a loopback address; ``""``: no token.
-    admin_token: str = field(default="", metadata=check(_check_token))
+    #: Shared secret of every admin listener (this one and ``[proxy] admin_listen``):
+    #: when set, admin requests need ``Authorization: Bearer <token>`` (or HTTP basic with
+    #: the token as password). Empty: the admin listeners must be on a loopback address.
+    admin_token: str = field(default="", repr=False)
     #: ``sqlite:PATH`` or ``postgresql://user@host:port/db``.
     store: str = field(
         default="sqlite:clickrelay-data/clicks.sqlite3", metadata=check(_check_store)
@@ -72,8 +64,26 @@ class RedirectorConfig:
     ipv6_prefix: int = field(default=48, metadata=check(in_range(0, 128)))
     #: Reverse proxies whose ``X-Forwarded-For`` is believed (CIDRs); otherwise ignored.
     trusted_proxies: tuple[str, ...] = field(default=(), metadata=check(check_networks))
+    #: Seconds a connection to the public listener may stay open without a complete
+    #: request: the deadline for a request's headers (from the moment it connects) and
+    #: the keep-alive idle timeout after each answer. Trickled bytes do not extend it.
+    header_timeout: float = field(default=10.0, metadata=check(in_range(0.1, 3600)))
+    #: Open connections to the public listener, in total and per client address (IPv4
+    #: address or IPv6 /64; trusted_proxies count only toward the total). Beyond them a
+    #: connection gets a 503 and is closed. Keep max_connections well under the process's
+    #: file descriptor limit (LimitNOFILE= in the systemd units).
+    max_connections: int = field(default=2000, metadata=check(in_range(1, 10**6)))
+    max_connections_per_client: int = field(default=100, metadata=check(in_range(1, 10**6)))
     #: Clicks held in memory while the store is slow or down; the oldest are dropped past it.
     queue_size: int = field(default=100_000, metadata=check(in_range(1, 10**9)))
+    #: The same queue bounded in memory too (bytes, roughly): long URLs and user agents
+    #: cannot make it grow past this; the oldest clicks are dropped first.
+    queue_bytes: int = field(default=64 * 2**20, metadata=check(in_range(2**16, 2**40)))
+    #: Of the clicks of one link from one client address, only the first
+    #: repeat_clicks_stored within repeat_window seconds are stored; every click is still
+    #: redirected and counted in the metrics.
+    repeat_clicks_stored: int = field(default=3, metadata=check(in_range(1, 10**6)))
+    repeat_window: float = field(default=600.0, metadata=check(in_range(1, 86400 * 7)))
     batch_size: int = field(default=500, metadata=check(in_range(1, 10**6)))
     flush_interval: float = field(default=0.25, metadata=check(in_range(0.001, 3600)))
     #: A click within this many seconds of the send time is a scanner, not a person.

@@ -17,12 +17,15 @@ redirects never need the store, so listeners start anyway, ``/healthz`` reports 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import ipaddress
 import logging
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from clickrelay.common.accept_errors import AcceptErrorLog
 from clickrelay.common.errors import ConfigError
 from clickrelay.common.hostport import parse_hostport
 from clickrelay.common.logfmt import log_event
@@ -31,8 +34,9 @@ from redirector.clicks.classify import Classifier
 from redirector.clicks.recorder import ClickRecorder
 from redirector.config import LIVE_FIELDS, RedirectorConfig
 from redirector.http.admin import create_admin_app
-from redirector.http.admin_auth import check_admin_exposure
+from redirector.http.admin_auth import check_admin_listen
 from redirector.http.app import create_app, set_keyring, set_live_settings
+from redirector.http.conngate import ConnectionGate, gated_factory
 from redirector.http.dashboard import DashboardSources
 from redirector.http.health import HealthItem, HealthProvider, refusals_provider, store_item
 from redirector.http.refusals import RefusalLog
@@ -75,7 +79,7 @@ class RedirectorService:
         self._blocklist = load_blocklist(config.blocklist_file)
         self._listen = parse_listen(config.listen, key="listen")
         self._admin_listen = parse_listen(config.admin_listen, key="admin_listen")
-        check_admin_exposure(self._admin_listen[0], config.admin_token or None)
+        check_admin_listen(config.admin_listen, config.admin_token, key="[redirector] admin_listen")
         #: Extra lines for the dashboard's health strip (preflight, certificates, ...):
         #: the product layer appends providers before start().
         self.health_providers: list[HealthProvider] = []
@@ -83,6 +87,15 @@ class RedirectorService:
         self._recorder: ClickRecorder | None = None
         self._app: web.Application | None = None
         self._runners: list[web.AppRunner] = []
+        self._public_server: asyncio.Server | None = None
+        self._accept_errors: AcceptErrorLog | None = None
+        self.gate = ConnectionGate(
+            max_connections=config.max_connections,
+            max_per_client=config.max_connections_per_client,
+            exempt=[ipaddress.ip_network(n, strict=False) for n in config.trusted_proxies],
+            logger=log,
+            registry=self.registry,
+        )
         self._public_port: int | None = None
         self._admin_port: int | None = None
 
@@ -117,9 +130,11 @@ class RedirectorService:
             log_event(
                 log, logging.WARNING, "click-store-unavailable", store=store.name, error=str(exc)
             )
+        self._accept_errors = AcceptErrorLog(asyncio.get_running_loop(), log)
         recorder = ClickRecorder(
             store,
             queue_size=config.queue_size,
+            queue_bytes=config.queue_bytes,
             batch_size=config.batch_size,
             flush_interval=config.flush_interval,
             registry=self.registry,
@@ -151,9 +166,9 @@ class RedirectorService:
                 recorder,
                 registry=self.registry,
                 dashboard=sources,
-                token=config.admin_token or None,
+                token=config.admin_token,
             )
-            self._public_port = await self._serve(self._app, self._listen)
+            self._public_port = await self._serve_public(self._app, self._listen)
             self._admin_port = await self._serve(admin, self._admin_listen)
         except BaseException:
             await self.stop()
@@ -170,14 +185,34 @@ class RedirectorService:
         if self._blocklist:
             _log_blocklist(self._blocklist)
 
-    async def _serve(self, app: web.Application, where: tuple[str, int]) -> int:
+    async def _runner(self, app: web.Application) -> web.AppRunner:
         # No access log: it would cost time on the hot path and write every client's IP
         # in full, bypassing the configured truncation.
         runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=LISTENER_SHUTDOWN_TIMEOUT
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=LISTENER_SHUTDOWN_TIMEOUT,
+            keepalive_timeout=self.config.header_timeout,
         )
         await runner.setup()
         self._runners.append(runner)
+        return runner
+
+    async def _serve_public(self, app: web.Application, where: tuple[str, int]) -> int:
+        """The public listener: aiohttp's handlers behind the connection gate."""
+        runner = await self._runner(app)
+        assert runner.server is not None
+        loop = asyncio.get_running_loop()
+        factory = gated_factory(
+            runner.server, self.gate, loop=loop, keepalive_timeout=self.config.header_timeout
+        )
+        server = await loop.create_server(factory, where[0], where[1])
+        self._public_server = server
+        return int(server.sockets[0].getsockname()[1])
+
+    async def _serve(self, app: web.Application, where: tuple[str, int]) -> int:
+        runner = await self._runner(app)
         site = web.TCPSite(runner, where[0], where[1])
         await site.start()
         address = runner.addresses[-1]
@@ -205,6 +240,9 @@ class RedirectorService:
     async def stop(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - contract
         """Stop listening, flush queued clicks (up to ``timeout`` or the configured
         ``shutdown_flush_timeout``), close the store. Safe to call twice."""
+        public, self._public_server = self._public_server, None
+        if public is not None:
+            public.close()  # stop accepting; the runner's cleanup ends open connections
         runners, self._runners = self._runners, []
         for runner in reversed(runners):
             await runner.cleanup()
@@ -227,6 +265,10 @@ class RedirectorService:
                 clicks_dropped=recorder.dropped if recorder else 0,
             )
         self._app = None
+        self.gate.refusals.flush()
+        accept_errors, self._accept_errors = self._accept_errors, None
+        if accept_errors is not None:
+            accept_errors.uninstall()
 
 
 def _log_blocklist(blocklist: Blocklist) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +23,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
 
 from clickrelay.common.errors import KeyFileError, TokenError
+from clickrelay.common.secretfiles import GROUP_OR_OTHERS, check_secret_file
 from redirector import token_v1, token_v2
 from redirector.hosts import normalize_host
 from redirector.token_types import MAX_URL_BYTES as MAX_URL_BYTES
@@ -224,7 +224,7 @@ def _b64decode_key(text: str, source: str, lineno: int) -> bytes:
 
 
 def load_keyring(path: Path) -> Keyring:
-    """Read a key file, refusing one that other users can read."""
+    """Read a key file, refusing one that other users can read or write."""
     try:
         st = path.stat()
     except FileNotFoundError:
@@ -234,11 +234,7 @@ def load_keyring(path: Path) -> Keyring:
         ) from None
     except OSError as exc:
         raise KeyFileError(f"{path}: cannot read key file: {exc.strerror}") from None
-    if st.st_mode & (stat.S_IROTH | stat.S_IWOTH):
-        raise KeyFileError(
-            f"{path}: key file is readable by other users (mode {stat.S_IMODE(st.st_mode):04o});"
-            f" run `chmod 600 {path}`"
-        )
+    check_secret_file(path, "link key file", refuse_read=GROUP_OR_OTHERS, st=st, error=KeyFileError)
     try:
         text = path.read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError) as exc:

@@ -21,6 +21,7 @@ from clickrelay.common.validators import (
     check_positive,
     one_of,
 )
+from redirector.config import RedirectorConfig
 
 DEFAULT_DATA_DIR = Path("clickrelay-data")
 
@@ -117,6 +118,9 @@ class TrackingConfig:
     #: Also track http(s) URLs in text/plain parts.
     text_links: bool = True
     max_link_length: int = field(default=2048, metadata=check(check_positive))
+    #: A destination URL longer than this many bytes stays untracked (reason
+    #: ``too-long``): a token compresses the URL, and every click stores it.
+    max_url_length: int = field(default=8192, metadata=check(check_positive))
     #: Messages with more MIME parts are relayed unchanged (reason ``too-many-parts``):
     #: each part costs the rewriter work, on the event loop for small messages.
     max_parts: int = field(default=1000, metadata=check(check_positive))
@@ -195,3 +199,6 @@ class ProxySettings(Protocol):
 
     @property
     def dkim(self) -> DkimConfig: ...
+
+    @property
+    def redirector(self) -> RedirectorConfig: ...

@@ -28,7 +28,9 @@ from prometheus_client import CollectorRegistry
 from clickrelay.common.errors import ConfigError
 from clickrelay.common.hostport import parse_hostport
 from clickrelay.common.logfmt import log_event
+from clickrelay.common.secretfiles import NOBODY, check_secret_file
 from redirector.http.admin import create_admin_app
+from redirector.http.admin_auth import check_admin_listen
 from redirector.tokens import Keyring
 from smtp_proxy.config import ProxySettings
 from smtp_proxy.engine.speedups import speedups
@@ -61,6 +63,14 @@ def make_tls_context(cert: str, key: str) -> ssl.SSLContext:
     return context
 
 
+def check_tls_key(config: ProxySettings) -> None:
+    """The TLS key's permissions (:mod:`clickrelay.common.secretfiles`), at start and on
+    reload: writable by others is a ConfigError, readable by others a warning. (The
+    DKIM keys are checked where they are read, in :func:`load_dkim_keys`.)"""
+    if config.proxy.tls_key is not None:
+        check_secret_file(config.proxy.tls_key, "TLS key (proxy.tls_key)", refuse_read=NOBODY)
+
+
 class ProxyService:
     """SMTP listener(s) + optional implicit-TLS listener + admin HTTP around one pool."""
 
@@ -78,6 +88,10 @@ class ProxyService:
         self._config = config
         self._keyring = keyring
         self._admin = admin
+        if admin:
+            check_admin_listen(
+                config.proxy.admin_listen, config.redirector.admin_token, key="[proxy] admin_listen"
+            )
         self.metrics = ProxyMetrics(self.registry)
         self.connections: Connections | None = None
         self._limiter = AuthFailureLimiter(
@@ -100,6 +114,7 @@ class ProxyService:
         self, config: ProxySettings, keyring: Keyring, hostname: str
     ) -> ProxyRuntime:
         proxy = config.proxy
+        check_tls_key(config)
         tls_context = None
         if proxy.tls_cert is not None or proxy.tls_key is not None:
             if proxy.tls_cert is None or proxy.tls_key is None:
@@ -178,7 +193,11 @@ class ProxyService:
             if self._admin and config.proxy.admin_listen:
                 admin_host, admin_port = parse_hostport(config.proxy.admin_listen)
                 admin = create_admin_app(
-                    None, registry=self.registry, stats=False, health_service=SERVICE
+                    None,
+                    registry=self.registry,
+                    stats=False,
+                    health_service=SERVICE,
+                    token=config.redirector.admin_token,
                 )
                 runner = web.AppRunner(admin, access_log=None)
                 await runner.setup()

@@ -59,6 +59,31 @@ def new_click_id() -> str:
     return _IDS.new()
 
 
+#: Longest client-supplied or token-carried text a stored click keeps (characters); the
+#: rest is cut. The user agent is sent by the client (up to aiohttp's 8 KB header limit);
+#: URL and recipient come from the token, whose compression lets a short link carry a
+#: long URL. Cutting them bounds what one click can cost the store.
+MAX_STORED_USER_AGENT = 512
+MAX_STORED_URL = 8192
+MAX_STORED_RECIPIENT = 512
+
+
+def bounded(value: str | None, limit: int) -> str | None:
+    """``value`` cut to ``limit`` characters (None stays None)."""
+    return value if value is None or len(value) <= limit else value[:limit]
+
+
+def click_weight(click: Click) -> int:
+    """Roughly the bytes one queued click holds in memory (for the queue's byte bound)."""
+    return (
+        256
+        + len(click.url)
+        + len(click.recipient or "")
+        + len(click.user_agent or "")
+        + len(click.queue_id)
+    )
+
+
 class _ClickFields(NamedTuple):
     time: datetime
     queue_id: str

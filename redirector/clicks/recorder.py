@@ -9,9 +9,10 @@ When a write fails (:class:`StoreError`) the batch stays at the head of the queu
 retried with exponential backoff (``backoff_base`` doubling up to ``backoff_cap``); new
 clicks keep queueing meanwhile. Retrying is safe because clicks carry ids the store
 de-duplicates. While idle the store is checked every ``probe_interval`` seconds (an
-empty write), so ``state`` — shown by ``/healthz`` — stays truthful. The queue is bounded: past
-``queue_size`` the oldest queued click is dropped, counted and logged (rate-limited) —
-never silently. :meth:`stop` flushes what it can within its timeout.
+empty write), so ``state`` — shown by ``/healthz`` — stays truthful. The queue is bounded in
+clicks and in bytes: past ``queue_size`` clicks or ``queue_bytes`` (roughly, see
+:func:`~redirector.clicks.click_weight`) the oldest queued clicks are dropped, counted and
+logged (rate-limited) — never silently. :meth:`stop` flushes what it can within its timeout.
 
 Usage::
 
@@ -40,7 +41,7 @@ from prometheus_client.registry import Collector
 
 from clickrelay.common.aiotasks import cancel_and_wait
 from clickrelay.common.logfmt import log_event
-from redirector.clicks import Click
+from redirector.clicks import Click, click_weight
 from redirector.store import ClickStore, StoreError
 
 logger = logging.getLogger("clickrelay.recorder")
@@ -71,6 +72,7 @@ class ClickRecorder:
         store: ClickStore,
         *,
         queue_size: int = 100_000,
+        queue_bytes: int = 64 * 2**20,
         batch_size: int = 500,
         flush_interval: float = 0.25,
         registry: CollectorRegistry | None = None,
@@ -82,6 +84,9 @@ class ClickRecorder:
             raise ValueError("queue_size and batch_size must be >= 1, flush_interval > 0")
         self._store = store
         self.queue_size = queue_size
+        self.queue_bytes = queue_bytes
+        #: click_weight() of the clicks in _queue (not of the batch being written).
+        self._queue_weight = 0
         self.batch_size = min(batch_size, queue_size)
         self.flush_interval = flush_interval
         self.backoff_base = backoff_base
@@ -132,19 +137,44 @@ class ClickRecorder:
         """Queue one click; O(1), never blocks, never raises."""
         try:
             queue = self._queue
-            if len(queue) + len(self._batch) >= self.queue_size:
-                if queue:
-                    queue.popleft()  # the oldest not already being written
-                    queue.append(click)
-                self._drop(1)  # (else the in-flight batch is the whole queue: drop this one)
+            weight = click_weight(click)
+            if (
+                len(queue) + len(self._batch) >= self.queue_size
+                or self._queue_weight + weight > self.queue_bytes
+            ):
+                self._make_room(click, weight)
             else:
                 queue.append(click)
+                self._queue_weight += weight
             self._recorded += 1
             n = len(queue)
             if n == 1 or n >= self.batch_size:
                 self._wakeup.set()
         except Exception:  # pragma: no cover - a bug here must not fail a redirect
             logger.exception("click recorder: record failed")
+
+    def _make_room(self, click: Click, weight: int) -> None:
+        """Drop the oldest queued clicks (not the batch being written) until ``click``
+        fits, then queue it; if it never fits, ``click`` is the one dropped."""
+        queue = self._queue
+        if weight > self.queue_bytes:
+            self._drop(1)  # would never fit: keep the queue as it is
+            return
+        dropped = 0
+        while queue and (
+            len(queue) + len(self._batch) >= self.queue_size
+            or self._queue_weight + weight > self.queue_bytes
+        ):
+            self._queue_weight -= click_weight(queue.popleft())
+            dropped += 1
+        if len(queue) + len(self._batch) < self.queue_size and (
+            self._queue_weight + weight <= self.queue_bytes
+        ):
+            queue.append(click)
+            self._queue_weight += weight
+        else:
+            dropped += 1
+        self._drop(dropped)
 
     def _drop(self, count: int) -> None:
         self._dropped += count
@@ -246,6 +276,7 @@ class ClickRecorder:
     def _take_batch(self) -> None:
         n = min(self.batch_size, len(self._queue))
         self._batch = [self._queue.popleft() for _ in range(n)]
+        self._queue_weight -= sum(map(click_weight, self._batch))
 
     async def _run(self) -> None:
         try:

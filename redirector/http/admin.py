@@ -1,24 +1,25 @@
 """The admin aiohttp application: ``/metrics`` and, for the redirector, ``/api/stats``
-and the click dashboard (:mod:`redirector.http.dashboard`).
+and ``/api/health``, and the click dashboard (:mod:`redirector.http.dashboard`).
 
 One factory for both listeners that serve it: the redirector's ``[redirector]
 admin_listen`` (metrics and click statistics) and a standalone proxy's ``[proxy]
 admin_listen`` (metrics and a ``/healthz`` naming the proxy). Keep it off the internet:
-it tells anyone who asks how much mail and how many clicks went through.
+it tells anyone who asks how much mail and how many clicks went through. With
+``[redirector] admin_token`` set, every route requires it
+(:mod:`redirector.http.admin_auth`); without, the listener must be on loopback.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from aiohttp.typedefs import Middleware
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from clickrelay.common.errors import ClickrelayError
 from clickrelay.common.logfmt import log_event
-from redirector.http.admin_auth import token_middleware
+from redirector.http.admin_auth import install_admin_auth
 from redirector.http.dashboard import DashboardSources, add_dashboard, security_headers
 from redirector.store.stats import parse_since
 
@@ -59,6 +60,20 @@ async def _api_stats(request: web.Request) -> web.Response:
     return web.json_response(doc)
 
 
+def store_health(recorder: ClickRecorder | None) -> dict[str, Any]:
+    """The ``store`` object of ``/api/health``: state and queue counts (kept off the
+    public ``/healthz``: they tell an outsider how busy we are)."""
+    if recorder is None:
+        return {"state": "disabled", "queued": 0, "dropped": 0}
+    return {"state": recorder.state, "queued": recorder.queued, "dropped": recorder.dropped}
+
+
+async def _api_health(request: web.Request) -> web.Response:
+    return web.json_response(
+        {"service": "clickrelay-redirector", "store": store_health(request.app[RECORDER_KEY])}
+    )
+
+
 async def _healthz(request: web.Request) -> web.Response:
     return web.json_response({"service": request.app[HEALTH_SERVICE_KEY], "status": "ok"})
 
@@ -69,29 +84,30 @@ def create_admin_app(
     registry: CollectorRegistry,
     stats: bool = True,
     health_service: str | None = None,
+    token: str = "",
     dashboard: DashboardSources | None = None,
-    token: str | None = None,
 ) -> web.Application:
     """``GET /metrics`` (Prometheus text format of ``registry``), plus:
 
-    * ``stats``: ``GET /api/stats?since=`` from ``recorder``'s store (503 without one);
+    * ``stats``: ``GET /api/stats?since=`` from ``recorder``'s store (503 without one)
+      and ``GET /api/health`` (store state, queued and dropped clicks);
     * ``health_service``: ``GET /healthz`` answering ``{"service": …, "status": "ok"}``.
 
     * ``dashboard``: the click dashboard (``/``, ``/message``, ``/link``, ``/static/``);
     * ``token``: every route answers 401 without it (:mod:`redirector.http.admin_auth`).
 
     The redirector passes its recorder; a standalone proxy passes ``None, stats=False,
-    health_service="clickrelay-proxy"``.
+    health_service="clickrelay-proxy"``. ``token``: required on every route when set.
     """
-    middlewares: list[Middleware] = [security_headers]
-    if token is not None:
-        middlewares.append(token_middleware(token))
-    app = web.Application(middlewares=middlewares)
+    # The security headers wrap everything, the 401s of the token check included.
+    app = web.Application(middlewares=[security_headers])
+    install_admin_auth(app, token)
     app[REGISTRY_KEY] = registry
     app[RECORDER_KEY] = recorder
     app.router.add_get("/metrics", metrics_handler)
     if stats:
         app.router.add_get("/api/stats", _api_stats)
+        app.router.add_get("/api/health", _api_health)
     if health_service is not None:
         app[HEALTH_SERVICE_KEY] = health_service
         app.router.add_get("/healthz", _healthz)

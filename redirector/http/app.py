@@ -21,7 +21,7 @@ import logging
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
@@ -34,8 +34,17 @@ from clickrelay.common.errors import TokenError
 from clickrelay.common.logfmt import log_event
 from redirector.blocklist import EMPTY as EMPTY_BLOCKLIST
 from redirector.blocklist import Blocklist
-from redirector.clicks import BOT, HUMAN, Click
+from redirector.clicks import (
+    BOT,
+    HUMAN,
+    MAX_STORED_RECIPIENT,
+    MAX_STORED_URL,
+    MAX_STORED_USER_AGENT,
+    Click,
+    bounded,
+)
 from redirector.clicks.classify import Classifier, ClickVerdict
+from redirector.clicks.repeats import RepeatLimiter
 from redirector.config import RedirectorConfig
 from redirector.hosts import normalize_host, request_host
 from redirector.http.clientip import ClientIpPolicy
@@ -85,6 +94,8 @@ class RedirectorMetrics(Collector):
         # Keyed by bot reason (None = human): a reason implies its classification, and
         # hashing a str is cheaper than hashing the ClickVerdict dataclass.
         self.clicks: dict[str | None, int] = {}
+        #: Set by create_app: clicks redirected and counted but not stored (repeats).
+        self.repeats: RepeatLimiter | None = None
         registry.register(self)
 
     def click(self, verdict: ClickVerdict) -> None:
@@ -118,6 +129,14 @@ class RedirectorMetrics(Collector):
             classification = HUMAN if reason is None else BOT
             clicks.add_metric([classification, reason or "none"], count)
         yield clicks
+        not_stored = CounterMetricFamily(
+            "clickrelay_clicks_not_stored",
+            "Clicks redirected and counted but not stored: repeats of one link from one"
+            " address beyond [redirector] repeat_clicks_stored per repeat_window",
+            labels=["reason"],
+        )
+        not_stored.add_metric(["repeat"], self.repeats.suppressed if self.repeats else 0)
+        yield not_stored
 
 
 @dataclass
@@ -131,6 +150,7 @@ class RedirectorState:
     ip_policy: ClientIpPolicy
     metrics: RedirectorMetrics
     refusals: RefusalLog
+    repeats: RepeatLimiter
     #: Request host -> the tracking host whose tokens it also answers (normalised).
     host_aliases: dict[str, str] = field(default_factory=dict)
     blocklist: Blocklist = EMPTY_BLOCKLIST
@@ -217,15 +237,17 @@ def _note_click(request: web.Request, state: RedirectorState, link: LinkData) ->
     state.metrics.click(verdict)
     if state.recorder is None:
         return
+    if not state.repeats.allow(link.queue_id, link.link_index, link.recipient, client):
+        return
     state.recorder.record(
         Click(
             time=datetime.fromtimestamp(now, UTC),
             queue_id=link.queue_id,
             link_index=link.link_index,
-            url=link.url,
-            recipient=link.recipient,
+            url=bounded(link.url, MAX_STORED_URL) or "",
+            recipient=bounded(link.recipient, MAX_STORED_RECIPIENT),
             client_ip=client_ip,
-            user_agent=user_agent,
+            user_agent=bounded(user_agent, MAX_STORED_USER_AGENT),
             method=method,
             classification=verdict.classification,
             reason=verdict.reason,
@@ -233,20 +255,17 @@ def _note_click(request: web.Request, state: RedirectorState, link: LinkData) ->
     )
 
 
-def store_health(recorder: ClickRecorder | None) -> dict[str, Any]:
-    """The ``store`` object of /healthz."""
-    if recorder is None:
-        return {"state": "disabled", "queued": 0, "dropped": 0}
-    return {"state": recorder.state, "queued": recorder.queued, "dropped": recorder.dropped}
-
-
 async def _healthz(request: web.Request) -> web.Response:
+    # Only what the preflight probe checks (smtp_proxy.preflight.http_probe): that this
+    # is our redirector, which keys it holds, and whether the store is up. The queue and
+    # drop counts tell an outsider how busy we are: they are on the admin listener.
     state = request.app[STATE_KEY]
+    recorder = state.recorder
     doc = {
         "service": SERVICE,
         "version": __version__,
         "key_ids": list(state.keyring.key_ids),
-        "store": store_health(state.recorder),
+        "store": {"state": recorder.state if recorder is not None else "disabled"},
     }
     return web.json_response(doc, headers=_COMMON_HEADERS)
 
@@ -273,13 +292,19 @@ def create_app(
     """
     app = web.Application()
     refusals = refusals or RefusalLog(log)
+    classifier = classifier or Classifier.from_config(config)
+    metrics = RedirectorMetrics(registry, refusals)
+    metrics.repeats = RepeatLimiter(
+        config.repeat_clicks_stored, config.repeat_window, clock=classifier.clock
+    )
     app[STATE_KEY] = RedirectorState(
         keyring=keyring,
         recorder=recorder,
-        classifier=classifier or Classifier.from_config(config),
+        classifier=classifier,
         ip_policy=ClientIpPolicy.from_config(config),
-        metrics=RedirectorMetrics(registry, refusals),
+        metrics=metrics,
         refusals=refusals,
+        repeats=metrics.repeats,
         host_aliases=normalized_aliases(config.host_aliases),
         blocklist=blocklist,
     )

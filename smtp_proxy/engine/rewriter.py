@@ -63,6 +63,10 @@ class TrackingSettings:
     keyring: Keyring
     policy: LinkPolicy
     max_link_length: int = 2048
+    #: A destination URL longer than this (UTF-8 bytes) stays untracked, "too-long":
+    #: tokens compress, so without it one short link could carry megabytes into every
+    #: stored click.
+    max_url_length: int = 8192
     text_links: bool = True
     #: Re-signing keys by normalised signing domain (:func:`dkim_sign.keys_by_domain`).
     dkim_keys: Mapping[str, DkimKey] = field(default_factory=dict)
@@ -245,6 +249,7 @@ def _decide(
         link.url for job in jobs if job.kind == "html" for link in job.links if link.opt_out
     }
     prefix = settings.base_url.rstrip("/") + "/c/"
+    max_url = settings.max_url_length
     decisions: list[LinkDecision] = []
     index = 0
     for job in jobs:
@@ -254,6 +259,8 @@ def _decide(
                 reason = OPT_OUT_REASON
             if reason is None and link.url.startswith(prefix):
                 reason = "already-tracked"
+            if reason is None and len(link.url.encode("utf-8", "surrogatepass")) > max_url:
+                reason = "too-long"
             tracked: str | None = None
             if reason is None:
                 try:

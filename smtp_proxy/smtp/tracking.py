@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from clickrelay.common.errors import ConfigError
+from clickrelay.common.secretfiles import GROUP_OR_OTHERS, check_secret_file
 from redirector.tokens import Keyring
 from smtp_proxy.config import DkimConfig, ProxySettings
 from smtp_proxy.engine import sender_domains
@@ -33,6 +34,12 @@ def load_dkim_keys(config: DkimConfig) -> dict[str, DkimKey]:
     keys: list[DkimKey] = []
     for domain, cfg in config.domains.items():
         where = f"dkim.domains.{domain!r}.key_file: {cfg.key_file}"
+        # Whoever can read this key can sign mail as the domain.
+        check_secret_file(
+            cfg.key_file,
+            f'DKIM key of {domain} ([dkim.domains."{domain}"] key_file)',
+            refuse_read=GROUP_OR_OTHERS,
+        )
         try:
             private_key = cfg.key_file.read_bytes()
         except OSError as exc:
@@ -69,6 +76,7 @@ def tracking_settings(
         keyring=keyring,
         policy=LinkPolicy.from_base_urls(urls, tracking.skip_domains),
         max_link_length=tracking.max_link_length,
+        max_url_length=tracking.max_url_length,
         text_links=tracking.text_links,
         dkim_keys=dkim_keys,
         max_parts=tracking.max_parts,

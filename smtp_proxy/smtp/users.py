@@ -47,9 +47,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from clickrelay.common.errors import ConfigError
 from clickrelay.common.fsutil import write_atomically
+from clickrelay.common.secretfiles import OTHERS, check_secret_file
 
-#: Mode bits a users file must not have: other read/write, group write.
-_UNSAFE_BITS = stat.S_IROTH | stat.S_IWOTH | stat.S_IWGRP
 MAX_USERNAME = 256
 
 
@@ -121,11 +120,7 @@ class UsersFile:
                 f"{path}: cannot read users file: {exc.strerror}"
                 " (create it with `clickrelay adduser USER`)"
             ) from None
-        if st.st_mode & _UNSAFE_BITS:
-            raise UsersFileError(
-                f"{path}: users file is readable or writable by other users"
-                f" (mode {stat.S_IMODE(st.st_mode):04o}); run `chmod 600 {path}`"
-            )
+        check_secret_file(path, "users file", refuse_read=OTHERS, st=st, error=UsersFileError)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:

@@ -611,6 +611,7 @@ def test_proxy_dkim_key_file_that_is_bad_at_start_is_a_clean_error(tmp_path: Pat
     (http_port,) = free_ports(1)
     config = write_config(tmp_path, http_port=http_port)
     (tmp_path / "dkim.pem").write_bytes(b"not a key\n")
+    (tmp_path / "dkim.pem").chmod(0o600)  # DKIM keys must be private
     _with_dkim(config, "dkim.pem")
     result = run_cli("proxy", "-c", str(config), cwd=tmp_path)
     assert result.returncode == 2
@@ -632,6 +633,7 @@ def test_proxy_dkim_keys_stay_in_memory_when_a_reload_cannot_read_them(
         preflight={"enabled": False, "nameservers": [dns_server.nameserver]},
     )
     (tmp_path / "dkim.pem").write_bytes(pem)
+    (tmp_path / "dkim.pem").chmod(0o600)  # DKIM keys must be private
     _with_dkim(config, "dkim.pem")
     body = MESSAGE_HEAD.replace(b"text/plain", b"text/html") + (
         b'<a href="https://example.com/signed">x</a>\r\n'

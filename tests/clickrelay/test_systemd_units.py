@@ -115,6 +115,22 @@ def test_unit_is_consistent_with_clickrelay(unit: str) -> None:
     assert seconds(values["TimeoutStopSec"][0]) > grace
 
 
+@pytest.mark.parametrize("unit", UNITS)
+def test_file_descriptor_limit_covers_the_connection_caps(unit: str) -> None:
+    """systemd's default soft limit (1024) is below the redirector's default connection
+    cap: without LimitNOFILE= the caps would never be reached and accept() would fail
+    first. Each proxy connection holds a client and an upstream socket."""
+    values = parse_unit((UNIT_DIR / unit).read_text(encoding="utf-8"))
+    (limit,) = values["LimitNOFILE"]
+    defaults = default_config(Path("/nonexistent"))
+    needed = 256  # store, logs, listeners, DNS, key files: the process's own descriptors
+    if COMMANDS[unit] in ("serve", "proxy"):
+        needed += 2 * defaults.proxy.max_connections
+    if COMMANDS[unit] in ("serve", "redirector"):
+        needed += defaults.redirector.max_connections
+    assert int(limit) >= needed
+
+
 def test_all_units_share_one_dynamic_user() -> None:
     users = {
         unit: parse_unit((UNIT_DIR / unit).read_text(encoding="utf-8"))["User"] for unit in UNITS

@@ -155,9 +155,10 @@ async def test_store_down_at_start_still_redirects_and_catches_up(
     db = blocker / "clicks.sqlite3"
     async with running(config_for(db), keyring) as service, aiohttp.ClientSession() as session:
         base = f"http://127.0.0.1:{service.public_port}"
+        admin = f"http://127.0.0.1:{service.admin_port}"
 
         async def health() -> dict[str, Any]:
-            status, _, body = await fetch(session, f"{base}/healthz")
+            status, _, body = await fetch(session, f"{admin}/api/health")
             assert status == 200
             doc: dict[str, Any] = json.loads(body)
             return doc

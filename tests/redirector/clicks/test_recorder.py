@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
+from redirector.clicks import click_weight
 from redirector.clicks.recorder import ClickRecorder
 from redirector.store.sqlite import SqliteStore
 from tests.support.click_helpers import make_click
@@ -112,6 +113,24 @@ async def test_overflow_drops_the_oldest_counts_and_logs_once(
     lines = events(caplog, "clicks-dropped")
     assert len(lines) == 2, lines
     assert "count=6" in lines[1] and "total=7" in lines[1]
+
+
+async def test_queue_is_bounded_in_bytes_too(store: SqliteStore) -> None:
+    recorder, _ = recorder_for(store, queue_size=1000, batch_size=5)
+    recorder.queue_bytes = 200_000
+    big = [make_click(i)._replace(url="https://example.com/" + "u" * 30_000) for i in range(20)]
+    for click in big:  # not started: nothing drains the queue
+        recorder.record(click)
+    assert recorder.queued == 6  # 6 x ~30 KB fit in 200 KB, not 20
+    assert recorder.dropped == 14
+    assert sum(map(click_weight, recorder._queue)) <= recorder.queue_bytes
+    # A click heavier than the whole bound is the one dropped.
+    recorder.record(make_click(99)._replace(url="x" * 300_000))
+    assert recorder.queued == 6 and recorder.dropped == 15
+    await recorder.start()
+    await recorder.stop(timeout=10)
+    assert stored_ids(store) == [c.id for c in big[-6:]]
+    assert recorder._queue_weight == 0
 
 
 async def test_store_down_keeps_clicks_logs_state_changes_once(

@@ -309,4 +309,4 @@ def test_clickrelay_redirector_refuses_a_public_admin_listener_without_token(
     config = write_redirector_config(tmp_path, tmp_path / "keys", port=0, admin_listen="0.0.0.0:0")
     proc = run_cli("redirector", "-c", str(config), cwd=tmp_path)
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
-    assert "admin_token" in proc.stderr and "loopback" in proc.stderr
+    assert "admin_token" in proc.stderr and "127.0.0.1" in proc.stderr

@@ -142,7 +142,14 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
     require_chromium()
     tmp_path = tmp_path_factory.mktemp("dash")
     http_port, admin_port = free_ports(2)
-    config = write_config(tmp_path, http_port=http_port, admin_port=admin_port)
+    # Every click stored (the repeat limit would keep only the first few from this one
+    # client), so the counts below are known.
+    config = write_config(
+        tmp_path,
+        http_port=http_port,
+        admin_port=admin_port,
+        redirector={"repeat_clicks_stored": 1000},
+    )
     # The store the service will open already holds the 10 KB values.
     write_long_values(tmp_path / "clickrelay-data" / "clicks.sqlite3")
     process = ClickrelayProcess(["serve", "-c", config], cwd=tmp_path)

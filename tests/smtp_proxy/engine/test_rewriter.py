@@ -310,10 +310,27 @@ def test_too_long_links_are_left(keyring: Keyring, tmp_path: Path) -> None:
     assert [(d.action, d.reason) for d in result.links] == [("skipped", "too-long")]
 
 
+def test_destination_url_over_max_url_length_stays_untracked(settings: TrackingSettings) -> None:
+    # 60,000 characters compress into a token far under max_link_length: the URL's own
+    # length is what a stored click would carry.
+    long_url = "https://example.com/?q=" + "a" * 60_000
+    at_limit = "https://example.com/?q=" + "b" * (settings.max_url_length - 23)
+    assert settings.max_url_length == 8192 and len(at_limit) == 8192
+    html = f'<a href="{long_url}">x</a> <a href="{at_limit}">y</a>'.encode()
+    result = rw(msg("Content-Type: text/html", html), settings)
+    assert [(d.action, d.reason) for d in result.links] == [
+        ("skipped", "too-long"),
+        ("tracked", "tracked"),
+    ]
+    assert result.changed  # the other link is tracked; the long one is left as written
+
+
 def test_url_a_token_cannot_carry_is_malformed(settings: TrackingSettings) -> None:
     # Over MAX_URL_BYTES: the rules pass it, the keyring refuses to seal it.
     long_url = "https://example.com/" + "a" * MAX_URL_BYTES
-    settings = dataclasses.replace(settings, max_link_length=10 * MAX_URL_BYTES)
+    settings = dataclasses.replace(
+        settings, max_link_length=10 * MAX_URL_BYTES, max_url_length=10 * MAX_URL_BYTES
+    )
     data = msg("Content-Type: text/html", f'<a href="{long_url}">x</a>'.encode())
     result = rw(data, settings)
     assert not result.changed and result.data == data

@@ -135,6 +135,7 @@ def test_load_dkim_keys_reads_each_file_once_into_memory(
 ) -> None:
     key_file = tmp_path / "dkim.pem"
     key_file.write_bytes(first_key[0])
+    key_file.chmod(0o600)  # DKIM keys must be private
     keys = load_dkim_keys(DkimConfig(domains={"Shop.Example.": DkimDomainConfig("s2", key_file)}))
     assert list(keys) == ["shop.example"]
     key = keys["shop.example"]
@@ -161,6 +162,7 @@ def test_load_dkim_keys_names_the_bad_key_file(
     key_file = tmp_path / "dkim.pem"
     if content is not None:
         key_file.write_bytes(content)
+        key_file.chmod(0o600)  # DKIM keys must be private
     config = DkimConfig(domains={"shop.example": DkimDomainConfig("s2", key_file)})
     with pytest.raises(ConfigError) as info:
         load_dkim_keys(config)
@@ -172,6 +174,7 @@ async def test_bad_dkim_key_file_at_start_is_a_config_error(lab: ProxyLab) -> No
     sink = await lab.sink()
     key_file = lab.tmp_path / "broken.pem"
     key_file.write_bytes(b"not a key\n")
+    key_file.chmod(0o600)  # DKIM keys must be private
     service = ProxyService(_with_dkim(lab.config(sink.url), "s2", key_file), lab.keys)
     with pytest.raises(ConfigError, match=re.escape(str(key_file))):
         await service.start()
@@ -190,6 +193,7 @@ async def test_dkim_keys_are_read_at_start_and_reload(
     sink = await lab.sink()
     key_file = lab.tmp_path / "dkim-s2.pem"
     key_file.write_bytes(first_key[0])
+    key_file.chmod(0o600)  # DKIM keys must be private
     # The sender's own signature (s1) must verify for the proxy to re-sign.
     dns_server.add("s1._domainkey.shop.example", "TXT", txt_record(first_key[1]))
     preflight = {"enabled": False, "nameservers": [dns_server.nameserver]}
@@ -217,6 +221,7 @@ async def test_dkim_keys_are_read_at_start_and_reload(
         # A reload picks up a new key (and selector).
         new_file = lab.tmp_path / "dkim-s3.pem"
         new_file.write_bytes(second_key[0])
+        new_file.chmod(0o600)
         proxy.reload(_with_dkim(config, "s3", new_file), lab.keys)
         got = await send()
         assert b"s=s3" in got and _verifies(got, b"s3", second_key[1])
@@ -229,6 +234,7 @@ def test_rewrite_command_settings_sign_from_loaded_keys(
 ) -> None:
     key_file = tmp_path / "dkim.pem"
     key_file.write_bytes(first_key[0])
+    key_file.chmod(0o600)  # DKIM keys must be private
     config = _with_dkim(default_config(tmp_path), "s2", key_file)
     settings = tracking_settings(config, keyring, load_dkim_keys(config.dkim))
     key_file.unlink()
