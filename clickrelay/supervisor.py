@@ -38,6 +38,7 @@ from clickrelay.common.errors import ClickrelayError
 from clickrelay.common.hostport import parse_hostport
 from clickrelay.common.logfmt import log_event
 from clickrelay.config import Config, config_from_cli
+from clickrelay.health_items import preflight_provider, standalone_preflight_item
 from clickrelay.logsetup import setup_logging
 from clickrelay.sdnotify import Notifier
 from clickrelay.tls_setup import https_hosts, tls_settings
@@ -141,6 +142,8 @@ class Stack:
                 tls=tls,
                 webhooks=config.webhooks,
             )
+            if kind == "redirector":
+                self.redirector.health_providers.append(standalone_preflight_item(config))
         if kind in ("serve", "proxy"):
             from clickrelay.tls_status import StoredTlsStatus
             from smtp_proxy.preflight.monitor import PreflightMonitor
@@ -153,6 +156,8 @@ class Stack:
             self.monitor = PreflightMonitor(
                 config, keyring, registry=self.registry, tls_status=self._tls_status
             )
+            if self.redirector is not None:
+                self.redirector.health_providers.append(preflight_provider(self.monitor, config))
             self.proxy = ProxyService(
                 config,
                 keyring,

@@ -38,6 +38,9 @@ from redirector.http.admin import create_admin_app
 from redirector.http.admin_auth import check_admin_listen
 from redirector.http.app import create_app, set_keyring, set_live_settings
 from redirector.http.conngate import ConnectionGate, gated_factory
+from redirector.http.dashboard import DashboardSources
+from redirector.http.health import HealthItem, HealthProvider, refusals_provider, store_item
+from redirector.http.refusals import RefusalLog
 from redirector.store import ClickStore, StoreError, open_store
 from redirector.store.retention import Retention
 from redirector.tls.manager import CertManager, TlsSettings
@@ -94,6 +97,9 @@ class RedirectorService:
         )
         self._certs: CertManager | None = None
         self._https_port: int | None = None
+        #: Extra lines for the dashboard's health strip (preflight, certificates, ...):
+        #: the product layer appends providers before start().
+        self.health_providers: list[HealthProvider] = []
         self._store: ClickStore | None = None
         self._recorder: ClickRecorder | None = None
         self._app: web.Application | None = None
@@ -190,6 +196,12 @@ class RedirectorService:
             self._retention = Retention(store, config.retention_days, registry=self.registry)
         self._retention.store = store
         await self._retention.start()
+        refusals = RefusalLog(log)
+
+        def click_store() -> list[HealthItem]:
+            item = store_item(recorder.state, recorder.queued, recorder.dropped, config.queue_size)
+            return [item]
+
         try:
             self._app = create_app(
                 config,
@@ -203,9 +215,18 @@ class RedirectorService:
                     else None
                 ),
                 blocklist=self._blocklist,
+                refusals=refusals,
+            )
+            sources = DashboardSources(
+                store=store,
+                store_state=click_store,
+                providers=[*self.health_providers, refusals_provider(refusals)],
             )
             admin = create_admin_app(
-                recorder, registry=self.registry, token=self.config.admin_token
+                recorder,
+                registry=self.registry,
+                dashboard=sources,
+                token=config.admin_token,
             )
             self._public_port = await self._serve_public(self._app, self._listen)
             if self._https_listen is not None and self._certs is not None:

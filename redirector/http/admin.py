@@ -1,5 +1,6 @@
 """The admin aiohttp application: ``/metrics`` and, for the redirector, ``/api/stats``
-and ``/api/health``; ``/api/clicks`` is :mod:`redirector.http.api_clicks`.
+and ``/api/health``, and the click dashboard (:mod:`redirector.http.dashboard`);
+``/api/clicks`` is :mod:`redirector.http.api_clicks`.
 
 One factory for both listeners that serve it: the redirector's ``[redirector]
 admin_listen`` (metrics and click statistics) and a standalone proxy's ``[proxy]
@@ -21,6 +22,7 @@ from clickrelay.common.errors import ClickrelayError
 from clickrelay.common.logfmt import log_event
 from redirector.http import api_clicks
 from redirector.http.admin_auth import install_admin_auth
+from redirector.http.dashboard import DashboardSources, add_dashboard, security_headers
 from redirector.store.stats import parse_since
 
 if TYPE_CHECKING:
@@ -85,6 +87,7 @@ def create_admin_app(
     stats: bool = True,
     health_service: str | None = None,
     token: str = "",
+    dashboard: DashboardSources | None = None,
 ) -> web.Application:
     """``GET /metrics`` (Prometheus text format of ``registry``), plus:
 
@@ -93,10 +96,14 @@ def create_admin_app(
       state, queued and dropped clicks);
     * ``health_service``: ``GET /healthz`` answering ``{"service": …, "status": "ok"}``.
 
+    * ``dashboard``: the click dashboard (``/``, ``/message``, ``/link``, ``/static/``);
+    * ``token``: every route answers 401 without it (:mod:`redirector.http.admin_auth`).
+
     The redirector passes its recorder; a standalone proxy passes ``None, stats=False,
     health_service="clickrelay-proxy"``. ``token``: required on every route when set.
     """
-    app = web.Application()
+    # The security headers wrap everything, the 401s of the token check included.
+    app = web.Application(middlewares=[security_headers])
     install_admin_auth(app, token)
     app[REGISTRY_KEY] = registry
     app[RECORDER_KEY] = recorder
@@ -109,4 +116,6 @@ def create_admin_app(
     if health_service is not None:
         app[HEALTH_SERVICE_KEY] = health_service
         app.router.add_get("/healthz", _healthz)
+    if dashboard is not None:
+        add_dashboard(app, dashboard)
     return app

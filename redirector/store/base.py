@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from clickrelay.common.errors import ClickrelayError
 from redirector.clicks import Click
+from redirector.store.dashboard import DashboardData, DashboardQuery
 from redirector.store.records import ClickFilter, EndpointStatus, StoredClick, WebhookEvent
 
 
@@ -71,5 +72,7 @@ class ClickStore(Protocol):
         ...
 
     async def webhook_status(self, endpoints: Sequence[str]) -> list[EndpointStatus]: ...
+
+    async def dashboard(self, query: DashboardQuery) -> DashboardData: ...
 
     async def close(self) -> None: ...

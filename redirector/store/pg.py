@@ -16,7 +16,7 @@ import asyncio
 import re
 import zlib
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
@@ -24,6 +24,16 @@ import asyncpg
 
 from redirector.clicks import CLICK_COLUMNS, Click, click_row, utc
 from redirector.store.base import StoreError
+from redirector.store.dashboard import (
+    RECENT_N,
+    TOP_N,
+    DashboardData,
+    DashboardQuery,
+    Ranked,
+    RecentClick,
+    fold_hours,
+    split_days,
+)
 from redirector.store.records import (
     READ_COLUMNS,
     ClickFilter,
@@ -41,6 +51,12 @@ from redirector.store.stats import (
     build_stats,
     where_clause,
 )
+
+
+def naive_utc(value: datetime) -> datetime:
+    """The roll-ups' ``timestamp`` form of a time: UTC without a zone."""
+    return utc(value).replace(tzinfo=None)
+
 
 _PREFIX_RE = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 
@@ -90,6 +106,61 @@ def _migrations(p: str) -> tuple[tuple[str, ...], ...]:
             )""",
             f"CREATE INDEX {p}webhook_events_due ON {p}webhook_events"
             " (endpoint, state, next_attempt_at)",
+        ),
+        # Hourly roll-ups for the dashboard's overview (see the SQLite store), kept by a
+        # trigger and filled from the clicks already stored; drill-down indexes.
+        (
+            f"""CREATE TABLE {p}click_hours (
+                hour timestamp NOT NULL, classification text NOT NULL, reason text NOT NULL,
+                n bigint NOT NULL, PRIMARY KEY (hour, classification, reason))""",
+            f"""CREATE TABLE {p}click_hour_urls (
+                hour timestamp NOT NULL, url text NOT NULL, human bigint NOT NULL,
+                bot bigint NOT NULL, PRIMARY KEY (hour, url))""",
+            f"""CREATE TABLE {p}click_day_messages (
+                day date NOT NULL, queue_id text NOT NULL, human bigint NOT NULL,
+                bot bigint NOT NULL, PRIMARY KEY (day, queue_id))""",
+            f"""CREATE TABLE {p}click_day_recipients (
+                day date NOT NULL, recipient text NOT NULL, PRIMARY KEY (day, recipient))""",
+            f"""CREATE FUNCTION {p}clicks_rollup() RETURNS trigger LANGUAGE plpgsql AS $$
+            DECLARE
+                h timestamp := date_trunc('hour', NEW.time AT TIME ZONE 'UTC');
+                d date := (NEW.time AT TIME ZONE 'UTC')::date;
+                human int := (NEW.classification = 'human')::int;
+            BEGIN
+                INSERT INTO {p}click_hours VALUES
+                    (h, NEW.classification, coalesce(NEW.reason, ''), 1)
+                ON CONFLICT (hour, classification, reason)
+                DO UPDATE SET n = {p}click_hours.n + 1;
+                INSERT INTO {p}click_hour_urls VALUES (h, NEW.url, human, 1 - human)
+                ON CONFLICT (hour, url) DO UPDATE SET
+                    human = {p}click_hour_urls.human + excluded.human,
+                    bot = {p}click_hour_urls.bot + excluded.bot;
+                INSERT INTO {p}click_day_messages VALUES (d, NEW.queue_id, human, 1 - human)
+                ON CONFLICT (day, queue_id) DO UPDATE SET
+                    human = {p}click_day_messages.human + excluded.human,
+                    bot = {p}click_day_messages.bot + excluded.bot;
+                IF human = 1 AND NEW.recipient IS NOT NULL THEN
+                    INSERT INTO {p}click_day_recipients VALUES (d, NEW.recipient)
+                    ON CONFLICT DO NOTHING;
+                END IF;
+                RETURN NULL;
+            END $$""",
+            f"""CREATE TRIGGER {p}clicks_rollup AFTER INSERT ON {p}clicks
+                FOR EACH ROW EXECUTE FUNCTION {p}clicks_rollup()""",
+            f"""INSERT INTO {p}click_hours SELECT date_trunc('hour', time AT TIME ZONE 'UTC'),
+                classification, coalesce(reason, ''), count(*) FROM {p}clicks GROUP BY 1, 2, 3""",
+            f"""INSERT INTO {p}click_hour_urls SELECT date_trunc('hour', time AT TIME ZONE 'UTC'),
+                url, count(*) FILTER (WHERE classification = 'human'),
+                count(*) FILTER (WHERE classification <> 'human') FROM {p}clicks GROUP BY 1, 2""",
+            f"""INSERT INTO {p}click_day_messages
+                SELECT (time AT TIME ZONE 'UTC')::date, queue_id,
+                count(*) FILTER (WHERE classification = 'human'),
+                count(*) FILTER (WHERE classification <> 'human') FROM {p}clicks GROUP BY 1, 2""",
+            f"""INSERT INTO {p}click_day_recipients
+                SELECT DISTINCT (time AT TIME ZONE 'UTC')::date, recipient
+                FROM {p}clicks WHERE classification = 'human' AND recipient IS NOT NULL""",
+            f"CREATE INDEX {p}clicks_queue_time ON {p}clicks (queue_id, time)",
+            f"CREATE INDEX {p}clicks_url_time ON {p}clicks (url, time)",
         ),
     )
 
@@ -491,6 +562,98 @@ class PgStore:
         result: list[EndpointStatus] = await self._guarded(self._wh_status, list(endpoints))
         return result
 
+    def overview_sql(self) -> dict[str, str]:
+        """The overview's queries on the roll-ups (``bench/dashboard.py`` explains them)."""
+        p = self.prefix
+        human = "(classification = 'human')::int"
+        return {
+            "hours": f"SELECT hour, classification, reason, n FROM {p}click_hours"
+            " WHERE hour >= $1 AND hour < $2",
+            "top_links": f"SELECT url, sum(human) AS h, sum(bot) FROM {p}click_hour_urls"
+            " WHERE hour >= $1 AND hour < $2 GROUP BY url ORDER BY h DESC, url LIMIT $3",
+            # Whole days ($1, $2) from the daily roll-ups, partial days ($3-$6) from clicks.
+            "top_messages": "SELECT queue_id, sum(h) AS hs, sum(b) FROM ("
+            f" SELECT queue_id, human AS h, bot AS b FROM {p}click_day_messages"
+            " WHERE day >= $1 AND day < $2"
+            f" UNION ALL SELECT queue_id, {human}, 1 - {human} FROM {self.table}"
+            " WHERE time >= $3 AND time < $4"
+            f" UNION ALL SELECT queue_id, {human}, 1 - {human} FROM {self.table}"
+            " WHERE time >= $5 AND time < $6"
+            ") s GROUP BY queue_id ORDER BY hs DESC, queue_id LIMIT $7",
+            "unique": "SELECT count(DISTINCT recipient) FROM ("
+            f" SELECT recipient FROM {p}click_day_recipients WHERE day >= $1 AND day < $2"
+            f" UNION ALL SELECT recipient FROM {self.table}"
+            " WHERE time >= $3 AND time < $4 AND classification = 'human'"
+            f" UNION ALL SELECT recipient FROM {self.table}"
+            " WHERE time >= $5 AND time < $6 AND classification = 'human'"
+            ") s",
+        }
+
+    def drill_sql(self, query: DashboardQuery) -> dict[str, str]:
+        column = "queue_id" if query.queue_id is not None else "url"
+        where = f"FROM {self.table} WHERE {column} = $1 AND time >= $2 AND time < $3"
+        human = "count(*) FILTER (WHERE classification = 'human')"
+        bot = "count(*) FILTER (WHERE classification <> 'human')"
+        return {
+            "hours": "SELECT date_trunc('hour', time AT TIME ZONE 'UTC'), classification,"
+            f" reason, count(*) {where} GROUP BY 1, 2, 3",
+            "unique": f"SELECT count(DISTINCT recipient) {where} AND classification = 'human'",
+            "top_links": f"SELECT url, {human} AS h, {bot} {where}"
+            " GROUP BY url ORDER BY h DESC, url LIMIT $4",
+            "top_messages": f"SELECT queue_id, {human} AS h, {bot} {where}"
+            " GROUP BY queue_id ORDER BY h DESC, queue_id LIMIT $4",
+            "recent": "SELECT time, queue_id, link_index, url, recipient, client_ip,"
+            f" user_agent, classification, reason {where} ORDER BY time DESC LIMIT $4",
+        }
+
+    async def _dashboard(self, query: DashboardQuery) -> DashboardData:
+        pool = await self._ensure()
+        async with (
+            pool.acquire(timeout=self.connect_timeout) as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            if not query.drill:
+                sql = self.overview_sql()
+                window = (naive_utc(query.start), naive_utc(query.end))
+                rows = await conn.fetch(sql["hours"], *window)
+                hours, reasons = fold_hours(
+                    [(r[0].replace(tzinfo=UTC), r[1], r[2] or None, int(r[3])) for r in rows]
+                )
+                links = await conn.fetch(sql["top_links"], *window, TOP_N)
+                split = split_days(query.start, query.end)
+                days = (split.first_day, split.end_day)
+                edges = tuple(utc(t) for edge in split.edges for t in edge)
+                messages = await conn.fetch(sql["top_messages"], *days, *edges, TOP_N)
+                unique = await conn.fetchval(sql["unique"], *days, *edges)
+                recent: list[RecentClick] = []
+            else:
+                sql = self.drill_sql(query)
+                key = query.queue_id if query.queue_id is not None else query.url
+                params = (key, utc(query.start), utc(query.end))
+                rows = await conn.fetch(sql["hours"], *params)
+                hours, reasons = fold_hours(
+                    [(r[0].replace(tzinfo=UTC), r[1], r[2], int(r[3])) for r in rows]
+                )
+                unique = await conn.fetchval(sql["unique"], *params)
+                links = await conn.fetch(sql["top_links"], *params, TOP_N)
+                messages = await conn.fetch(sql["top_messages"], *params, TOP_N)
+                recent = [
+                    RecentClick(utc(r[0]), r[1], int(r[2]), *r[3:])
+                    for r in await conn.fetch(sql["recent"], *params, RECENT_N)
+                ]
+        return DashboardData(
+            hours=hours,
+            unique_human_recipients=int(unique or 0),
+            bot_reasons=reasons,
+            top_links=[Ranked(r[0], int(r[1]), int(r[2])) for r in links],
+            top_messages=[Ranked(r[0], int(r[1]), int(r[2])) for r in messages],
+            recent=recent,
+        )
+
+    async def dashboard(self, query: DashboardQuery) -> DashboardData:
+        result: DashboardData = await self._guarded(self._dashboard, query)
+        return result
+
     async def close(self) -> None:
         pool, self._pool = self._pool, None
         self._migrated = False
@@ -507,10 +670,13 @@ class PgStore:
         async def drop() -> None:
             pool = await self._ensure()
             async with pool.acquire(timeout=self.connect_timeout) as conn:
+                p = self.prefix
                 await conn.execute(
-                    f"DROP TABLE IF EXISTS {self.prefix}clicks, {self.prefix}schema_version,"
-                    f" {self.prefix}webhook_cursors, {self.prefix}webhook_events"
+                    f"DROP TABLE IF EXISTS {p}clicks, {p}schema_version, {p}click_hours,"
+                    f" {p}click_hour_urls, {p}click_day_messages, {p}click_day_recipients,"
+                    f" {p}webhook_cursors, {p}webhook_events"
                 )
+                await conn.execute(f"DROP FUNCTION IF EXISTS {p}clicks_rollup()")
             self._migrated = False
 
         await self._guarded(drop)

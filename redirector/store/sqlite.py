@@ -23,6 +23,18 @@ from typing import Any, TypeVar
 
 from redirector.clicks import CLICK_COLUMNS, Click, click_row, utc
 from redirector.store.base import StoreError
+from redirector.store.dashboard import (
+    RECENT_N,
+    TOP_N,
+    DashboardData,
+    DashboardQuery,
+    Ranked,
+    RecentClick,
+    fold_hours,
+    hour_key,
+    parse_hour_key,
+    split_days,
+)
 from redirector.store.records import (
     READ_COLUMNS,
     ClickFilter,
@@ -87,6 +99,56 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (endpoint, click_id)
         )""",
         "CREATE INDEX webhook_events_due ON webhook_events (endpoint, state, next_attempt_at)",
+    ),
+    # Roll-ups for the dashboard's overview, kept by a trigger (so every writer, any
+    # version's recorder or a script, keeps them right) and filled from the clicks
+    # already stored. Hourly where the keys are few (classes and reasons, URLs); daily
+    # where there can be one key per recipient (queue ids, recipients): an hourly table
+    # of those would be as big as the clicks table.
+    (
+        """CREATE TABLE click_hours (
+            hour TEXT NOT NULL, classification TEXT NOT NULL, reason TEXT NOT NULL,
+            n INTEGER NOT NULL, PRIMARY KEY (hour, classification, reason)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE click_hour_urls (
+            hour TEXT NOT NULL, url TEXT NOT NULL, human INTEGER NOT NULL,
+            bot INTEGER NOT NULL, PRIMARY KEY (hour, url)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE click_day_messages (
+            day TEXT NOT NULL, queue_id TEXT NOT NULL, human INTEGER NOT NULL,
+            bot INTEGER NOT NULL, PRIMARY KEY (day, queue_id)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE click_day_recipients (
+            day TEXT NOT NULL, recipient TEXT NOT NULL, PRIMARY KEY (day, recipient)
+        ) WITHOUT ROWID""",
+        """CREATE TRIGGER clicks_rollup AFTER INSERT ON clicks BEGIN
+            INSERT INTO click_hours VALUES (
+                substr(NEW.time, 1, 13), NEW.classification, coalesce(NEW.reason, ''), 1)
+            ON CONFLICT DO UPDATE SET n = n + 1;
+            INSERT INTO click_hour_urls VALUES (
+                substr(NEW.time, 1, 13), NEW.url,
+                NEW.classification = 'human', NEW.classification <> 'human')
+            ON CONFLICT DO UPDATE SET human = human + excluded.human, bot = bot + excluded.bot;
+            INSERT INTO click_day_messages VALUES (
+                substr(NEW.time, 1, 10), NEW.queue_id,
+                NEW.classification = 'human', NEW.classification <> 'human')
+            ON CONFLICT DO UPDATE SET human = human + excluded.human, bot = bot + excluded.bot;
+            INSERT OR IGNORE INTO click_day_recipients
+                SELECT substr(NEW.time, 1, 10), NEW.recipient
+                WHERE NEW.classification = 'human' AND NEW.recipient IS NOT NULL;
+        END""",
+        """INSERT INTO click_hours SELECT substr(time, 1, 13), classification,
+            coalesce(reason, ''), count(*) FROM clicks GROUP BY 1, 2, 3""",
+        """INSERT INTO click_hour_urls SELECT substr(time, 1, 13), url,
+            sum(classification = 'human'), sum(classification <> 'human')
+            FROM clicks GROUP BY 1, 2""",
+        """INSERT INTO click_day_messages SELECT substr(time, 1, 10), queue_id,
+            sum(classification = 'human'), sum(classification <> 'human')
+            FROM clicks GROUP BY 1, 2""",
+        """INSERT INTO click_day_recipients SELECT DISTINCT substr(time, 1, 10), recipient
+            FROM clicks WHERE classification = 'human' AND recipient IS NOT NULL""",
+        "CREATE INDEX clicks_queue_time ON clicks (queue_id, time)",
+        "CREATE INDEX clicks_url_time ON clicks (url, time)",
     ),
 )
 
@@ -468,6 +530,16 @@ class SqliteStore:
             )
         return out
 
+    def _dashboard(self, query: DashboardQuery) -> DashboardData:
+        conn = self._read_connect()
+        conn.execute("BEGIN")  # one snapshot for every table on the page
+        try:
+            if query.drill:
+                return _drill(conn, query)
+            return _overview(conn, query)
+        finally:
+            conn.execute("COMMIT")
+
     def _close_writer(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
@@ -550,6 +622,10 @@ class SqliteStore:
         await self._run(self._connect)
         return await self._run(self._wh_status, list(endpoints), reader=True)
 
+    async def dashboard(self, query: DashboardQuery) -> DashboardData:
+        await self._run(self._connect)
+        return await self._run(self._dashboard, query, reader=True)
+
     async def close(self) -> None:
         """Close both connections and stop both threads (the store can be reopened)."""
         writer, self._executor = self._executor, None
@@ -562,3 +638,88 @@ class SqliteStore:
                 await loop.run_in_executor(executor, reset)
             finally:
                 executor.shutdown(wait=True)
+
+
+#: The overview's queries (``bench/dashboard.py`` prints their plans). Messages and
+#: recipients: whole UTC days from the daily roll-ups, the partial days at the window's
+#: ends from the clicks table (through its time index).
+_EDGE = "time >= ? AND time < ?"
+OVERVIEW_SQL = {
+    "hours": "SELECT hour, classification, reason, n FROM click_hours WHERE hour >= ? AND hour < ?",
+    "top_links": "SELECT url, sum(human) AS h, sum(bot) FROM click_hour_urls"
+    " WHERE hour >= ? AND hour < ? GROUP BY url ORDER BY h DESC, url LIMIT ?",
+    "top_messages": "SELECT queue_id, sum(h) AS hs, sum(b) FROM ("
+    " SELECT queue_id, human AS h, bot AS b FROM click_day_messages WHERE day >= ? AND day < ?"
+    " UNION ALL SELECT queue_id, classification = 'human', classification <> 'human'"
+    f" FROM clicks WHERE {_EDGE}"
+    " UNION ALL SELECT queue_id, classification = 'human', classification <> 'human'"
+    f" FROM clicks WHERE {_EDGE}"
+    ") GROUP BY queue_id ORDER BY hs DESC, queue_id LIMIT ?",
+    "unique": "SELECT count(DISTINCT recipient) FROM ("
+    " SELECT recipient FROM click_day_recipients WHERE day >= ? AND day < ?"
+    f" UNION ALL SELECT recipient FROM clicks WHERE {_EDGE} AND classification = 'human'"
+    f" UNION ALL SELECT recipient FROM clicks WHERE {_EDGE} AND classification = 'human'"
+    ")",
+}
+
+
+def _overview(conn: sqlite3.Connection, query: DashboardQuery) -> DashboardData:
+    window = (hour_key(query.start), hour_key(query.end))
+    rows = conn.execute(OVERVIEW_SQL["hours"], window).fetchall()
+    hours, reasons = fold_hours([(parse_hour_key(h), c, r or None, int(n)) for h, c, r, n in rows])
+    links = conn.execute(OVERVIEW_SQL["top_links"], (*window, TOP_N)).fetchall()
+    split = split_days(query.start, query.end)
+    days = (split.first_day.isoformat(), split.end_day.isoformat())
+    edges = tuple(time_text(t) for edge in split.edges for t in edge)
+    messages = conn.execute(OVERVIEW_SQL["top_messages"], (*days, *edges, TOP_N)).fetchall()
+    (unique,) = conn.execute(OVERVIEW_SQL["unique"], (*days, *edges)).fetchone()
+    return DashboardData(
+        hours=hours,
+        unique_human_recipients=int(unique),
+        bot_reasons=reasons,
+        top_links=[Ranked(u, int(h), int(b)) for u, h, b in links],
+        top_messages=[Ranked(q, int(h), int(b)) for q, h, b in messages],
+    )
+
+
+def drill_sql(query: DashboardQuery) -> dict[str, str]:
+    """The drill-down's queries on the clicks table (by message or by link)."""
+    column = "queue_id" if query.queue_id is not None else "url"
+    where = f"WHERE {column} = ? AND time >= ? AND time < ?"
+    return {
+        "hours": f"SELECT substr(time, 1, 13), classification, reason, count(*) FROM clicks"
+        f" {where} GROUP BY 1, 2, 3",
+        "unique": f"SELECT count(DISTINCT recipient) FROM clicks {where}"
+        " AND classification = 'human'",
+        "top_links": "SELECT url, sum(classification = 'human') AS h,"
+        f" sum(classification <> 'human') FROM clicks {where}"
+        " GROUP BY url ORDER BY h DESC, url LIMIT ?",
+        "top_messages": "SELECT queue_id, sum(classification = 'human') AS h,"
+        f" sum(classification <> 'human') FROM clicks {where}"
+        " GROUP BY queue_id ORDER BY h DESC, queue_id LIMIT ?",
+        "recent": "SELECT time, queue_id, link_index, url, recipient, client_ip, user_agent,"
+        f" classification, reason FROM clicks {where} ORDER BY time DESC LIMIT ?",
+    }
+
+
+def _drill(conn: sqlite3.Connection, query: DashboardQuery) -> DashboardData:
+    sql = drill_sql(query)
+    key = query.queue_id if query.queue_id is not None else query.url
+    params = (key, time_text(query.start), time_text(query.end))
+    rows = conn.execute(sql["hours"], params).fetchall()
+    hours, reasons = fold_hours([(parse_hour_key(h), c, r, int(n)) for h, c, r, n in rows])
+    (unique,) = conn.execute(sql["unique"], params).fetchone()
+    links = conn.execute(sql["top_links"], (*params, TOP_N)).fetchall()
+    messages = conn.execute(sql["top_messages"], (*params, TOP_N)).fetchall()
+    recent = conn.execute(sql["recent"], (*params, RECENT_N)).fetchall()
+    return DashboardData(
+        hours=hours,
+        unique_human_recipients=int(unique),
+        bot_reasons=reasons,
+        top_links=[Ranked(u, int(h), int(b)) for u, h, b in links],
+        top_messages=[Ranked(q, int(h), int(b)) for q, h, b in messages],
+        recent=[
+            RecentClick(_parse_time(t), q, int(i), u, r, ip, ua, c, reason)
+            for t, q, i, u, r, ip, ua, c, reason in recent
+        ],
+    )

@@ -20,7 +20,7 @@ import pytest
 from redirector.clicks import Click, _ClickIds, clean_text, new_click_id
 from redirector.store import ClickStore, StoreError, open_store
 from redirector.store.pg import PgStore, safe_dsn_name
-from redirector.store.sqlite import SqliteStore
+from redirector.store.sqlite import MIGRATIONS, SqliteStore
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -215,9 +215,9 @@ async def test_sqlite_creates_parent_dirs_uses_wal_and_records_schema_version(
     await store.close()
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(len(MIGRATIONS),)]
         indexes = {r[1] for r in conn.execute("PRAGMA index_list(clicks)")}
-    assert {"clicks_queue_id", "clicks_time"} <= indexes
+    assert {"clicks_queue_id", "clicks_time", "clicks_queue_time", "clicks_url_time"} <= indexes
 
 
 async def test_sqlite_refuses_a_newer_schema(tmp_path: Path) -> None:

@@ -1,0 +1,275 @@
+"""How fast does the click dashboard render on a big store? (30-day overview, 1M clicks)
+
+Fills a click store with ``--clicks`` clicks spread over 30 days (through the store's own
+``write``, so the roll-up trigger runs as it does in production), then times
+``GET /?window=30d`` on a running redirector's admin listener (HTTP, template and all),
+and a message drill-down. The baseline, measured in the same run on the same data, is
+what the overview would cost without roll-ups: the same numbers aggregated from the
+clicks table. Prints the query plans (EXPLAIN) the overview relies on.
+
+Data shape: ``--messages`` queue ids (one per recipient, as a proxy sees a campaign),
+clicks falling off over the days after each send, 20 % bots with mixed reasons, 40 URLs.
+
+    .venv/bin/python bench/dashboard.py [--clicks 1000000] [--runs 5] [--pg DSN]
+
+``--screenshot docs/dashboard.png`` instead saves the README's picture: the 30-day
+overview of a small store of this shape, taken with headless Chromium.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from redirector.clicks import Click
+from redirector.config import RedirectorConfig
+from redirector.http.dashboard import parse_view
+from redirector.service import RedirectorService
+from redirector.store import open_store
+from redirector.store.dashboard import DashboardQuery, hour_key, split_days
+from redirector.store.pg import PgStore
+from redirector.store.sqlite import OVERVIEW_SQL, SqliteStore, drill_sql, time_text
+from redirector.tokens import new_key_line, parse_keys
+
+REASONS = ["head", "scanner-agent", "too-soon", "burst", "no-user-agent"]
+AGENT = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
+
+#: The overview's numbers straight from the clicks table: what roll-ups save.
+BASELINE_SQL = [
+    "SELECT substr(time, 1, 13), classification, reason, count(*) FROM clicks"
+    " WHERE time >= ? GROUP BY 1, 2, 3",
+    "SELECT url, sum(classification = 'human') AS h FROM clicks WHERE time >= ?"
+    " GROUP BY url ORDER BY h DESC LIMIT 10",
+    "SELECT queue_id, sum(classification = 'human') AS h FROM clicks WHERE time >= ?"
+    " GROUP BY queue_id ORDER BY h DESC LIMIT 10",
+    "SELECT count(DISTINCT recipient) FROM clicks WHERE time >= ? AND classification = 'human'",
+]
+
+
+def make_clicks(count: int, messages: int, now: datetime, seed: int = 1) -> list[Click]:
+    rnd = random.Random(seed)
+    start = now - timedelta(days=30)
+    sends = [start + timedelta(seconds=rnd.randrange(29 * 86400)) for _ in range(messages)]
+    out = []
+    for _ in range(count):
+        m = rnd.randrange(messages)
+        when = min(sends[m] + timedelta(seconds=rnd.expovariate(1 / 86400)), now)
+        bot = rnd.random() < 0.2
+        out.append(
+            Click(
+                when,
+                f"Q{m:07d}",
+                rnd.randrange(4),
+                f"https://shop.example.com/item/{rnd.randrange(40)}?utm_source=mail",
+                f"reader{m}@example.org",
+                "198.51.100.0",
+                AGENT,
+                "GET",
+                "bot" if bot else "human",
+                rnd.choice(REASONS) if bot else None,
+            )
+        )
+    out.sort(key=lambda c: c.time)  # the order they would arrive in
+    return out
+
+
+async def fill(url: str, clicks: list[Click]) -> float:
+    store = open_store(url)
+    await store.open()
+    started = time.perf_counter()
+    for at in range(0, len(clicks), 5000):
+        await store.write(clicks[at : at + 5000])
+    await store.close()
+    return time.perf_counter() - started
+
+
+async def timed_gets(url: str, runs: int) -> list[float]:
+    times = []
+    async with aiohttp.ClientSession() as session:
+        for _ in range(runs + 1):  # the first one warms the caches: not counted
+            started = time.perf_counter()
+            async with session.get(url) as resp:
+                assert resp.status == 200, (resp.status, await resp.text())
+                await resp.read()
+            times.append(time.perf_counter() - started)
+    return times[1:]
+
+
+def sqlite_plans(path: Path, now: datetime) -> None:
+    view = parse_view({"window": "30d"}, now)
+    window = (hour_key(view.start), hour_key(view.end))
+    split = split_days(view.start, view.end)
+    by_day = (
+        split.first_day.isoformat(),
+        split.end_day.isoformat(),
+        *(time_text(t) for edge in split.edges for t in edge),
+    )
+    with sqlite3.connect(path) as conn:
+        for name, sql in OVERVIEW_SQL.items():
+            params: tuple[object, ...] = by_day if name in ("top_messages", "unique") else window
+            if "LIMIT" in sql:
+                params = (*params, 10)
+            plan = conn.execute(f"EXPLAIN QUERY PLAN {sql}", params).fetchall()
+            print(f"  plan {name}: " + "; ".join(str(row[3]) for row in plan))
+        query = DashboardQuery(view.start, view.end, queue_id="Q0000001")
+        plan = conn.execute(
+            f"EXPLAIN QUERY PLAN {drill_sql(query)['recent']}", ("Q0000001", "", "", 100)
+        ).fetchall()
+        print("  plan drill-down recent: " + "; ".join(str(row[3]) for row in plan))
+        rows = {
+            t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            for t in (
+                "click_hours",
+                "click_hour_urls",
+                "click_day_messages",
+                "click_day_recipients",
+            )
+        }
+        print(f"  roll-up rows: {rows}")
+
+
+def sqlite_baseline(path: Path, now: datetime, runs: int) -> list[float]:
+    since = time_text(parse_view({"window": "30d"}, now).start)
+    times = []
+    with sqlite3.connect(path) as conn:
+        for _ in range(runs + 1):
+            started = time.perf_counter()
+            for sql in BASELINE_SQL:
+                conn.execute(sql, (since,)).fetchall()
+            times.append(time.perf_counter() - started)
+    return times[1:]
+
+
+async def pg_plans(store_url: str, prefix: str, now: datetime) -> None:
+    import asyncpg
+
+    store = PgStore(store_url.split("?")[0], table_prefix=prefix)
+    conn = await asyncpg.connect(store.dsn)
+    try:
+        view = parse_view({"window": "30d"}, now)
+        split = split_days(view.start, view.end)
+        hours: list[object] = [view.start.replace(tzinfo=None), view.end.replace(tzinfo=None)]
+        days: list[object] = [split.first_day, split.end_day, *(t for e in split.edges for t in e)]
+        for name, sql in store.overview_sql().items():
+            args = days if name in ("top_messages", "unique") else hours
+            if "LIMIT" in sql:
+                args = [*args, 10]
+            rows = await conn.fetch(f"EXPLAIN {sql}", *args)
+            print(f"  plan {name}: " + " | ".join(r[0].strip() for r in rows[:4]))
+    finally:
+        await conn.close()
+
+
+async def run(args: argparse.Namespace) -> None:
+    now = datetime.now(UTC)
+    needed = args.pg or not args.sqlite_file
+    clicks = make_clicks(args.clicks, args.messages, now) if needed else []
+    stores: list[tuple[str, str]] = []
+    tmp = Path(tempfile.mkdtemp(prefix="crdash"))
+    if args.sqlite_file:  # an existing store (its clicks written by this script before)
+        tmp = args.sqlite_file.parent
+        started = time.perf_counter()
+        store = SqliteStore(args.sqlite_file)
+        await store.open()  # runs any pending migration (roll-up backfill)
+        await store.close()
+        print(
+            f"sqlite: existing {args.sqlite_file} opened in {time.perf_counter() - started:.1f} s"
+        )
+    stores.append(("sqlite", f"sqlite:{tmp / 'clicks.sqlite3'}"))
+    prefix = f"bench{uuid.uuid4().hex[:8]}_"
+    if args.pg:
+        stores.append(("postgresql", f"{args.pg}?table_prefix={prefix}"))
+    keyring = parse_keys(new_key_line())
+    for kind, url in stores:
+        if not (kind == "sqlite" and args.sqlite_file):
+            seconds = await fill(url, clicks)
+            print(f"{kind}: {len(clicks):,} clicks written in {seconds:.1f} s (roll-up trigger on)")
+        config = RedirectorConfig(listen="127.0.0.1:0", admin_listen="127.0.0.1:0", store=url)
+        service = RedirectorService(config, keyring)
+        await service.start()
+        try:
+            base = f"http://127.0.0.1:{service.admin_port}"
+            overview = await timed_gets(f"{base}/?window=30d", args.runs)
+            drill = await timed_gets(f"{base}/message?queue_id=Q0000001&window=30d", args.runs)
+        finally:
+            await service.stop()
+        page = statistics.median(overview)
+        print(
+            f"  GET /?window=30d: median {page * 1000:.0f} ms, max {max(overview) * 1000:.0f} ms"
+            f" ({args.runs} runs)"
+        )
+        print(f"  GET /message (drill-down): median {statistics.median(drill) * 1000:.0f} ms")
+        if kind == "sqlite":
+            path = tmp / "clicks.sqlite3"
+            base_times = sqlite_baseline(path, now, args.runs)
+            baseline = statistics.median(base_times)
+            print(
+                f"  baseline (same numbers from the clicks table, queries only): median"
+                f" {baseline * 1000:.0f} ms; whole page with roll-ups / baseline ="
+                f" {page / baseline:.3f}"
+            )
+            sqlite_plans(path, now)
+        else:
+            await pg_plans(url, prefix, now)
+            store = PgStore(args.pg, table_prefix=prefix)
+            await store.open()
+            await store.drop_tables()
+            await store.close()
+
+
+async def screenshot(path: Path) -> None:
+    from tests.support.browser import chromium
+
+    now = datetime.now(UTC)
+    tmp = Path(tempfile.mkdtemp(prefix="crshot"))
+    url = f"sqlite:{tmp / 'clicks.sqlite3'}"
+    await fill(url, make_clicks(40_000, 3_000, now))
+    config = RedirectorConfig(listen="127.0.0.1:0", admin_listen="127.0.0.1:0", store=url)
+    service = RedirectorService(config, parse_keys(new_key_line()))
+    await service.start()
+    try:
+        page = f"http://127.0.0.1:{service.admin_port}/?window=30d"
+
+        def shoot() -> None:
+            with chromium(width=1200, height=1000) as driver:
+                driver.get(page)
+                driver.save_screenshot(str(path))
+
+        await asyncio.to_thread(shoot)
+    finally:
+        await service.stop()
+    print(f"saved {path}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--clicks", type=int, default=1_000_000)
+    parser.add_argument("--messages", type=int, default=50_000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--pg", help="also PostgreSQL at this DSN (tables removed after)")
+    parser.add_argument(
+        "--sqlite-file",
+        type=Path,
+        help="time an existing clicks.sqlite3 from an earlier run (named clicks.sqlite3)",
+    )
+    parser.add_argument("--screenshot", type=Path, help="save the README picture here")
+    args = parser.parse_args()
+    asyncio.run(screenshot(args.screenshot) if args.screenshot else run(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""What the admin dashboard asks a click store, and the plain data it gets back.
+
+The overview is read from roll-up tables the stores keep up to date as clicks are
+inserted (a trigger in each store): hourly counts by class and reason and by URL, daily
+counts by message and the daily set of human recipients; only the partial days at the
+ends of a window are read from the clicks table. A 30-day overview of a million clicks
+so reads a few tens of thousands of rows instead of a million. Drill-downs (one message, one
+link) read the clicks table itself through indexes on ``queue_id`` and ``url``.
+
+Windows are whole UTC hours: ``start`` and ``end`` are hour-aligned (the caller rounds),
+``end`` exclusive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+#: How many rows the top-N tables and the recent-clicks table hold.
+TOP_N = 10
+RECENT_N = 100
+
+
+def hour_floor(value: datetime) -> datetime:
+    """``value`` in UTC rounded down to the hour."""
+    return value.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def hour_key(value: datetime) -> str:
+    """The SQLite roll-up's hour column: ``2026-11-01T12`` (a prefix of the stored time)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H")
+
+
+def parse_hour_key(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H").replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class DaySplit:
+    """A window as whole UTC days ``[first_day, end_day)`` plus the two partial-day
+    ``edges`` (time ranges, possibly empty) before and after them."""
+
+    first_day: date
+    end_day: date
+    edges: tuple[tuple[datetime, datetime], tuple[datetime, datetime]]
+
+
+def split_days(start: datetime, end: datetime) -> DaySplit:
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
+    first = start.replace(hour=0, minute=0, second=0, microsecond=0)
+    if first < start:
+        first += timedelta(days=1)
+    last = end.replace(hour=0, minute=0, second=0, microsecond=0)
+    if last <= first:  # no whole day inside: all of it is one edge
+        return DaySplit(first.date(), first.date(), ((start, end), (end, end)))
+    return DaySplit(first.date(), last.date(), ((start, first), (last, end)))
+
+
+@dataclass(frozen=True)
+class DashboardQuery:
+    """One page's question: a window, and optionally one message or one link."""
+
+    start: datetime
+    end: datetime
+    queue_id: str | None = None
+    url: str | None = None
+
+    def __post_init__(self) -> None:
+        if hour_floor(self.start) != self.start or hour_floor(self.end) != self.end:
+            raise ValueError("dashboard windows are whole UTC hours")
+        if self.end <= self.start:
+            raise ValueError("the window ends before it starts")
+        if self.queue_id is not None and self.url is not None:
+            raise ValueError("a drill-down is one message or one link, not both")
+
+    @property
+    def drill(self) -> bool:
+        return self.queue_id is not None or self.url is not None
+
+    def hours(self) -> int:
+        return int((self.end - self.start) / timedelta(hours=1))
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One row of a top table: a link (url) or a message (queue id)."""
+
+    key: str
+    human: int
+    bot: int
+
+
+@dataclass(frozen=True)
+class RecentClick:
+    time: datetime
+    queue_id: str
+    link_index: int
+    url: str
+    recipient: str | None
+    client_ip: str | None
+    user_agent: str | None
+    classification: str
+    reason: str | None
+
+
+@dataclass
+class DashboardData:
+    """The answer; ``hours`` holds only hours with clicks: ``(hour, human, bot)``."""
+
+    hours: list[tuple[datetime, int, int]] = field(default_factory=list)
+    unique_human_recipients: int = 0
+    bot_reasons: list[tuple[str, int]] = field(default_factory=list)
+    top_links: list[Ranked] = field(default_factory=list)
+    top_messages: list[Ranked] = field(default_factory=list)
+    recent: list[RecentClick] = field(default_factory=list)
+
+    @property
+    def human(self) -> int:
+        return sum(h for _, h, _ in self.hours)
+
+    @property
+    def bot(self) -> int:
+        return sum(b for _, _, b in self.hours)
+
+
+def fold_hours(
+    rows: list[tuple[datetime, str, str | None, int]],
+) -> tuple[list[tuple[datetime, int, int]], list[tuple[str, int]]]:
+    """``(hour, classification, reason, n)`` rows → the hourly series and the bot reasons
+    (biggest first)."""
+    series: dict[datetime, list[int]] = {}
+    reasons: dict[str, int] = {}
+    for hour, classification, reason, n in rows:
+        slot = series.setdefault(hour, [0, 0])
+        if classification == "human":
+            slot[0] += n
+        else:
+            slot[1] += n
+            key = reason or "unknown"
+            reasons[key] = reasons.get(key, 0) + n
+    hours = [(hour, h, b) for hour, (h, b) in sorted(series.items())]
+    return hours, sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))

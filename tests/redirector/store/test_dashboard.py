@@ -1,0 +1,227 @@
+"""The dashboard's queries on both stores: roll-ups agree with the clicks themselves."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import sqlite3
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from redirector.clicks import Click
+from redirector.store import ClickStore
+from redirector.store.dashboard import DashboardData, DashboardQuery, hour_floor, split_days
+from redirector.store.pg import PgStore
+from redirector.store.sqlite import MIGRATIONS, SqliteStore
+
+T0 = datetime(2026, 11, 1, 0, 0, tzinfo=UTC)
+REASONS = ["head", "scanner-agent", "too-soon", "burst"]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ClickStore]:
+    if request.param == "sqlite":
+        s: ClickStore = SqliteStore(tmp_path / "clicks.sqlite3")
+        await s.open()
+        yield s
+        await s.close()
+    else:
+        dsn = request.getfixturevalue("pg_dsn")
+        pg = PgStore(dsn, table_prefix=f"t{uuid.uuid4().hex[:12]}_")
+        await pg.open()
+        yield pg
+        await pg.drop_tables()
+        await pg.close()
+
+
+def random_clicks(seed: int, count: int) -> list[Click]:
+    rnd = random.Random(seed)
+    clicks = []
+    for _ in range(count):
+        human = rnd.random() < 0.6
+        clicks.append(
+            Click(
+                time=T0 + timedelta(seconds=rnd.randrange(3 * 86400)),
+                queue_id=f"Q{rnd.randrange(6)}",
+                link_index=rnd.randrange(3),
+                url=f"https://example.com/{rnd.randrange(4)}",
+                recipient=rnd.choice([None, "a@x.org", "b@x.org", "c@x.org"]),
+                client_ip="192.0.2.0",
+                user_agent="Mozilla/5.0",
+                method="GET",
+                classification="human" if human else "bot",
+                reason=None if human else rnd.choice(REASONS),
+            )
+        )
+    return clicks
+
+
+def expected(clicks: list[Click], query: DashboardQuery) -> dict[str, object]:
+    """The page's numbers computed the slow, obvious way."""
+    chosen = [
+        c
+        for c in clicks
+        if query.start <= c.time < query.end
+        and (query.queue_id is None or c.queue_id == query.queue_id)
+        and (query.url is None or c.url == query.url)
+    ]
+    hours: dict[datetime, list[int]] = {}
+    for c in chosen:
+        slot = hours.setdefault(hour_floor(c.time), [0, 0])
+        slot[0 if c.classification == "human" else 1] += 1
+    humans = [c for c in chosen if c.classification == "human"]
+    return {
+        "hours": [(h, a, b) for h, (a, b) in sorted(hours.items())],
+        "unique": len({c.recipient for c in humans if c.recipient}),
+        "reasons": dict(Counter(c.reason for c in chosen if c.classification != "human")),
+        "links": dict(Counter(c.url for c in humans)),
+        "messages": dict(Counter(c.queue_id for c in humans)),
+        "recent": len(chosen),
+    }
+
+
+def actual(data: DashboardData) -> dict[str, object]:
+    return {
+        "hours": data.hours,
+        "unique": data.unique_human_recipients,
+        "reasons": dict(data.bot_reasons),
+        "links": {r.key: r.human for r in data.top_links if r.human},
+        "messages": {r.key: r.human for r in data.top_messages if r.human},
+    }
+
+
+QUERIES = [
+    DashboardQuery(T0, T0 + timedelta(days=3)),
+    DashboardQuery(T0 + timedelta(hours=5), T0 + timedelta(hours=30)),
+    DashboardQuery(T0, T0 + timedelta(days=3), queue_id="Q2"),
+    DashboardQuery(T0 + timedelta(hours=7), T0 + timedelta(days=2), url="https://example.com/1"),
+    DashboardQuery(T0 - timedelta(days=9), T0 - timedelta(days=1)),
+    DashboardQuery(T0 + timedelta(hours=5), T0 + timedelta(days=2, hours=7)),
+    DashboardQuery(T0 + timedelta(hours=23), T0 + timedelta(days=1, hours=1)),
+]
+
+
+@pytest.mark.parametrize("query", QUERIES, ids=range(len(QUERIES)))
+async def test_dashboard_numbers_equal_a_count_of_the_clicks(
+    store: ClickStore, query: DashboardQuery
+) -> None:
+    clicks = random_clicks(7, 1500)
+    await store.write(clicks[:1000])
+    await store.write(clicks[500:])  # a retried, overlapping batch counts once
+    want = expected(clicks, query)
+    data = await store.dashboard(query)
+    got = actual(data)
+    got_recent = len(data.recent)
+    want_recent = want.pop("recent")
+    assert got == want
+    if query.drill:
+        assert got_recent == min(int(str(want_recent)), 100)
+        assert [c.time for c in data.recent] == sorted((c.time for c in data.recent), reverse=True)
+    else:
+        assert got_recent == 0
+
+
+async def test_top_tables_are_ordered_and_bounded(store: ClickStore) -> None:
+    clicks = [
+        Click(T0, f"M{i:02}", 0, f"https://example.com/{i}", None, None, None, "GET", "human", None)
+        for i in range(30)
+        for _ in range(i % 7 + 1)
+    ]
+    await store.write(clicks)
+    data = await store.dashboard(DashboardQuery(T0, T0 + timedelta(hours=1)))
+    assert len(data.top_links) == len(data.top_messages) == 10
+    assert [r.human for r in data.top_messages] == sorted(
+        (r.human for r in data.top_messages), reverse=True
+    )
+    assert data.top_messages[0].human == 7
+
+
+def test_window_must_be_whole_hours() -> None:
+    with pytest.raises(ValueError, match="whole UTC hours"):
+        DashboardQuery(T0 + timedelta(minutes=1), T0 + timedelta(hours=2))
+    with pytest.raises(ValueError, match="ends before"):
+        DashboardQuery(T0, T0)
+
+
+async def test_sqlite_upgrade_fills_the_rollups_from_stored_clicks(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    clicks = random_clicks(3, 400)
+    with sqlite3.connect(path) as conn:  # a store written by the previous release
+        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        conn.execute("INSERT INTO schema_version VALUES (1)")
+        for statement in MIGRATIONS[0]:
+            conn.execute(statement)
+        from redirector.clicks import CLICK_COLUMNS, click_row
+        from redirector.store.sqlite import time_text
+
+        conn.executemany(
+            f"INSERT INTO clicks ({', '.join(CLICK_COLUMNS)}) VALUES"
+            f" ({', '.join('?' * len(CLICK_COLUMNS))})",
+            [click_row(c, time_text) for c in clicks],
+        )
+    store = SqliteStore(path)
+    try:
+        await store.open()
+        query = QUERIES[0]
+        want = expected(clicks, query)
+        want.pop("recent")
+        assert actual(await store.dashboard(query)) == want
+    finally:
+        await store.close()
+
+
+@given(st.integers(0, 24 * 90), st.integers(1, 24 * 90))
+def test_day_split_covers_the_window_exactly_once(start_hour: int, hours: int) -> None:
+    start = T0 + timedelta(hours=start_hour)
+    end = start + timedelta(hours=hours)
+    split = split_days(start, end)
+    pieces = [(a, b) for a, b in split.edges if a < b]
+    day = split.first_day
+    while day < split.end_day:
+        midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        pieces.append((midnight, midnight + timedelta(days=1)))
+        day += timedelta(days=1)
+    pieces.sort()
+    assert pieces[0][0] == start and pieces[-1][1] == end
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(pieces))
+
+
+async def test_pg_upgrade_fills_the_rollups_from_stored_clicks(pg_dsn: str) -> None:
+    import asyncpg
+
+    from redirector.clicks import CLICK_COLUMNS, click_row
+    from redirector.clicks import utc as to_utc
+    from redirector.store.pg import _migrations
+
+    prefix = f"t{uuid.uuid4().hex[:12]}_"
+    clicks = random_clicks(5, 400)
+    conn = await asyncpg.connect(pg_dsn)
+    try:  # tables as the previous release left them
+        await conn.execute(f"CREATE TABLE {prefix}schema_version (version integer NOT NULL)")
+        await conn.execute(f"INSERT INTO {prefix}schema_version VALUES (1)")
+        for statement in _migrations(prefix)[0]:
+            await conn.execute(statement)
+        marks = ", ".join(f"${i + 1}" for i in range(len(CLICK_COLUMNS)))
+        await conn.executemany(
+            f"INSERT INTO {prefix}clicks ({', '.join(CLICK_COLUMNS)}) VALUES ({marks})",
+            [click_row(c, to_utc) for c in clicks],
+        )
+    finally:
+        await conn.close()
+    store = PgStore(pg_dsn, table_prefix=prefix)
+    try:
+        await store.open()
+        for query in QUERIES:
+            want = expected(clicks, query)
+            want.pop("recent")
+            assert actual(await store.dashboard(query)) == want
+    finally:
+        await store.drop_tables()
+        await store.close()
