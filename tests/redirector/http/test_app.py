@@ -149,7 +149,9 @@ def _line_of(keyring: Keyring) -> str:
 async def test_every_failure_gets_the_same_404(keyring: Keyring) -> None:
     good = seal(keyring, "https://example.com/x")
     other = seal(parse_keys(new_key_line()), "https://example.com/x")
-    flipped = good[:20] + ("A" if good[20] != "A" else "B") + good[21:]
+    # Version 2 tokens are read case-insensitively: the tampered character must differ
+    # from the original in more than its case.
+    flipped = good[:20] + ("b" if good[20].lower() == "a" else "a") + good[21:]
     paths = [
         "/c/" + good[:-1],  # truncated
         "/c/" + good[:-4],
