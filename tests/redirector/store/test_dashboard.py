@@ -155,9 +155,14 @@ async def test_sqlite_upgrade_fills_the_rollups_from_stored_clicks(tmp_path: Pat
     clicks = random_clicks(3, 400)
     with sqlite3.connect(path) as conn:  # a store written by the previous release
         conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-        conn.execute("INSERT INTO schema_version VALUES (1)")
-        for statement in MIGRATIONS[0]:
-            conn.execute(statement)
+        # The release before the dashboard: every schema step up to the roll-ups' one.
+        before = next(
+            i for i, step in enumerate(MIGRATIONS) if any("click_hours" in s for s in step)
+        )
+        conn.execute("INSERT INTO schema_version VALUES (?)", (before,))
+        for step in MIGRATIONS[:before]:
+            for statement in step:
+                conn.execute(statement)
         from redirector.clicks import CLICK_COLUMNS, click_row
         from redirector.store.sqlite import time_text
 
@@ -205,9 +210,12 @@ async def test_pg_upgrade_fills_the_rollups_from_stored_clicks(pg_dsn: str) -> N
     conn = await asyncpg.connect(pg_dsn)
     try:  # tables as the previous release left them
         await conn.execute(f"CREATE TABLE {prefix}schema_version (version integer NOT NULL)")
-        await conn.execute(f"INSERT INTO {prefix}schema_version VALUES (1)")
-        for statement in _migrations(prefix)[0]:
-            await conn.execute(statement)
+        steps = _migrations(prefix)
+        before = next(i for i, step in enumerate(steps) if any("click_hours" in s for s in step))
+        await conn.execute(f"INSERT INTO {prefix}schema_version VALUES ({before})")
+        for step in steps[:before]:
+            for statement in step:
+                await conn.execute(statement)
         marks = ", ".join(f"${i + 1}" for i in range(len(CLICK_COLUMNS)))
         await conn.executemany(
             f"INSERT INTO {prefix}clicks ({', '.join(CLICK_COLUMNS)}) VALUES ({marks})",
