@@ -556,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
         default=15.0,
         help="within a message, longer gaps are replayed as this (to 1.3x) seconds",
     )
-    parser.add_argument("--settle", type=float, default=20.0, help="settle delay (seconds)")
+    parser.add_argument("--settle", type=float, default=22.0, help="settle delay (seconds)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     result = asyncio.run(run(args))

@@ -26,6 +26,7 @@ from clickrelay.common.hostport import parse_hostport
 from clickrelay.common.logfmt import log_event
 from redirector.clicks.classify import Classifier
 from redirector.clicks.recorder import ClickRecorder
+from redirector.clicks.settle import Settler
 from redirector.config import RedirectorConfig
 from redirector.http.app import create_admin_app, create_app, set_keyring
 from redirector.store import ClickStore, StoreError, open_store
@@ -67,6 +68,7 @@ class RedirectorService:
         self._admin_listen = parse_listen(config.admin_listen, key="admin_listen")
         self._store: ClickStore | None = None
         self._recorder: ClickRecorder | None = None
+        self._settler: Settler | None = None
         self._app: web.Application | None = None
         self._runners: list[web.AppRunner] = []
         self._public_port: int | None = None
@@ -112,6 +114,10 @@ class RedirectorService:
         )
         self._recorder = recorder
         await recorder.start()
+        self._settler = Settler(
+            store, settle_delay=config.classification_settle, registry=self.registry
+        )
+        self._settler.start()
         try:
             self._app = create_app(
                 config,
@@ -162,6 +168,9 @@ class RedirectorService:
         runners, self._runners = self._runners, []
         for runner in reversed(runners):
             await runner.cleanup()
+        settler, self._settler = self._settler, None
+        if settler is not None:
+            await settler.stop()
         recorder = self._recorder  # kept: its counters stay readable after stop
         if recorder is not None:
             flush = self.config.shutdown_flush_timeout if timeout is None else timeout

@@ -10,6 +10,8 @@ plaintext is::
     flags (1) | sent_at (u32, unix s) | link index (u32) | len(queue id) (u8) | queue id
               | len(recipient) (u16) | recipient | url (rest, utf-8; zlib when flags & 1)
 
+Flags: 1 = the url is zlib-compressed, 2 = the token is the invisible trap link.
+
 AES-GCM-SIV is used because nonces are random: it stays safe even if a nonce repeats,
 which matters at billions of links per key.
 """
@@ -46,6 +48,8 @@ _FIXED_QLEN = struct.Struct(">BIIB")
 #: The recipient length.
 _U16 = struct.Struct(">H")
 _FLAG_ZLIB = 1
+#: The token is the trap link: no person can see or reach it (``[tracking] bot_trap``).
+_FLAG_TRAP = 2
 #: Base64url alphabet only: a token needs no escaping in HTML, QP or plain text.
 TOKEN_RE = re.compile(r"[A-Za-z0-9_-]+")
 _MIN_TOKEN_BYTES = (
@@ -93,6 +97,8 @@ class LinkData(NamedTuple):
     recipient: str | None
     sent_at: int
     key_id: str
+    #: Minted for the invisible trap link: whoever fetches it is a scanner.
+    trap: bool = False
 
     @property
     def sent_at_datetime(self) -> datetime:
@@ -166,8 +172,12 @@ class Keyring:
         link_index: int,
         recipient: str | None = None,
         sent_at: int | None = None,
+        trap: bool = False,
     ) -> str:
-        """Mint a token for ``url``; raises TokenError for anything we would not redirect to."""
+        """Mint a token for ``url``; raises TokenError for anything we would not redirect to.
+
+        ``trap`` marks the token of the invisible trap link (see ``[tracking] bot_trap``).
+        """
         if not url_is_sealable(url):
             raise TokenError(
                 "only http(s) URLs without control characters can be tracked", "not-http"
@@ -178,7 +188,7 @@ class Keyring:
             raise TokenError("queue id, recipient or link index out of range", "out-of-range")
         when = int(sent_at if sent_at is not None else datetime.now(UTC).timestamp())
         raw_url = url.encode("utf-8", "surrogatepass")
-        flags = 0
+        flags = _FLAG_TRAP if trap else 0
         packed_url = _compress(raw_url) if len(raw_url) > 96 else raw_url
         if len(packed_url) < len(raw_url):
             flags |= _FLAG_ZLIB
@@ -257,6 +267,7 @@ def _unpack(plaintext: bytes, key_id: str) -> LinkData:
         recipient=recipient or None,
         sent_at=sent_at,
         key_id=key_id,
+        trap=bool(flags & _FLAG_TRAP),
     )
 
 

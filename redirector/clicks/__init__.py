@@ -71,6 +71,12 @@ class _ClickFields(NamedTuple):
     classification: str  # HUMAN or BOT
     reason: str | None
     id: str
+    client_key: str | None
+    net_key: str | None
+    network: str | None
+    trap: bool
+    settled: bool
+    evidence: str | None
 
 
 class Click(_ClickFields):
@@ -79,6 +85,12 @@ class Click(_ClickFields):
     ``time`` is timezone-aware UTC. ``client_ip`` is already truncated (or None) by the
     HTTP layer; the store keeps what it is given. ``id`` is a fresh
     :func:`new_click_id` unless given (``_replace`` keeps it).
+
+    The walk rules' evidence: ``client_key`` and ``net_key`` are keyed hashes of the full
+    client address and of its /24 (/48), never the address itself; ``network`` the named
+    scanner network the address is in; ``trap`` whether the token was the trap link.
+    ``settled`` is False until the settler has had the last word on the label;
+    ``evidence`` is a JSON text of what decided a bot label.
 
     Immutable, as a named tuple rather than a frozen dataclass: one is made per redirect,
     and a frozen dataclass's ``__init__`` (one ``object.__setattr__`` per field) costs
@@ -100,6 +112,12 @@ class Click(_ClickFields):
         classification: str,
         reason: str | None,
         id: str | None = None,
+        client_key: str | None = None,
+        net_key: str | None = None,
+        network: str | None = None,
+        trap: bool = False,
+        settled: bool = False,
+        evidence: str | None = None,
     ) -> Click:
         return tuple.__new__(
             cls,
@@ -115,6 +133,12 @@ class Click(_ClickFields):
                 classification,
                 reason,
                 new_click_id() if id is None else id,
+                client_key,
+                net_key,
+                network,
+                trap,
+                settled,
+                evidence,
             ),
         )
 
@@ -158,6 +182,12 @@ CLICK_COLUMNS = (
     "method",
     "classification",
     "reason",
+    "client_key",
+    "net_key",
+    "network",
+    "trap",
+    "settled",
+    "evidence",
 )
 
 
@@ -175,4 +205,33 @@ def click_row(click: Click, time_value: Callable[[datetime], Any]) -> tuple[Any,
         clean_text(click.method),
         clean_text(click.classification),
         clean_text(click.reason),
+        click.client_key,
+        click.net_key,
+        clean_text(click.network),
+        1 if click.trap else 0,
+        1 if click.settled else 0,
+        clean_text(click.evidence),
+    )
+
+
+def click_from_row(row: Any, parse_time: Callable[[Any], datetime]) -> Click:
+    """A :class:`Click` from a stored row in :data:`CLICK_COLUMNS` order."""
+    return Click(
+        time=parse_time(row[1]),
+        queue_id=row[2],
+        link_index=int(row[3]),
+        url=row[4],
+        recipient=row[5],
+        client_ip=row[6],
+        user_agent=row[7],
+        method=row[8],
+        classification=row[9],
+        reason=row[10],
+        id=row[0],
+        client_key=row[11],
+        net_key=row[12],
+        network=row[13],
+        trap=bool(row[14]),
+        settled=bool(row[15]),
+        evidence=row[16],
     )

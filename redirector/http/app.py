@@ -13,6 +13,7 @@ target we would not send anyone to, any other path or method — gets one and th
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from clickrelay.common.errors import ClickrelayError, TokenError
 from clickrelay.common.logfmt import log_event
 from redirector.clicks import BOT, HUMAN, Click
 from redirector.clicks.classify import Classifier, Verdict
+from redirector.clicks.clientkeys import ClientKeys
 from redirector.config import RedirectorConfig
 from redirector.http.clientip import ClientIpPolicy
 from redirector.http.refusals import RefusalLog
@@ -124,6 +126,7 @@ class RedirectorState:
     ip_policy: ClientIpPolicy
     metrics: RedirectorMetrics
     refusals: RefusalLog
+    client_keys: ClientKeys
 
 
 STATE_KEY = web.AppKey("redirector_state", RedirectorState)
@@ -182,6 +185,9 @@ def _note_click(request: web.Request, state: RedirectorState, link: LinkData) ->
     classifier = state.classifier
     now = classifier.clock()
     method = request.method
+    # The full address, before truncation: the scanner ranges and the walk rules' keys.
+    network = classifier.networks(client) if classifier.networks else None
+    client_key, net_key = state.client_keys.keys(client, now)
     verdict = classifier.classify(
         method=method,
         user_agent=user_agent,
@@ -190,6 +196,8 @@ def _note_click(request: web.Request, state: RedirectorState, link: LinkData) ->
         link_index=link.link_index,
         sent_at=link.sent_at,
         now=now,
+        network=network,
+        trap=link.trap,
     )
     state.metrics.click(verdict)
     if state.recorder is None:
@@ -206,8 +214,22 @@ def _note_click(request: web.Request, state: RedirectorState, link: LinkData) ->
             method=method,
             classification=verdict.classification,
             reason=verdict.reason,
+            client_key=client_key,
+            net_key=net_key,
+            network=network,
+            trap=link.trap,
+            evidence=_serve_evidence(verdict, network),
         )
     )
+
+
+def _serve_evidence(verdict: Verdict, network: str | None) -> str | None:
+    """The evidence of a serve-time bot label (the click's own fields say the rest)."""
+    if not verdict.is_bot:
+        return None
+    if network is not None:
+        return json.dumps({"rule": verdict.reason, "network": network})
+    return f'{{"rule": "{verdict.reason}"}}'
 
 
 def store_health(recorder: ClickRecorder | None) -> dict[str, Any]:
@@ -256,6 +278,7 @@ def create_app(
         ip_policy=ClientIpPolicy.from_config(config),
         metrics=RedirectorMetrics(registry, refusals),
         refusals=refusals,
+        client_keys=client_keys_for(keyring),
     )
     app.cleanup_ctx.append(_log_refusals_at_exit)
     app.router.add_route("GET", "/c/{token}", _redirect)
@@ -275,6 +298,12 @@ async def _log_refusals_at_exit(app: web.Application) -> AsyncIterator[None]:
 def set_keyring(app: web.Application, keyring: Keyring) -> None:
     """Swap the keys a running public app decodes with (key rotation)."""
     app[STATE_KEY].keyring = keyring
+    app[STATE_KEY].client_keys = client_keys_for(keyring)
+
+
+def client_keys_for(keyring: Keyring) -> ClientKeys:
+    """Hashes every node with this key file computes alike (see ClientKeys)."""
+    return ClientKeys(keyring.keys[0].secret)
 
 
 # --- admin ---------------------------------------------------------------------------
@@ -299,8 +328,9 @@ async def _api_stats(request: web.Request) -> web.Response:
             since = parse_since(raw)
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=400)
+    settled_only = request.query.get("settled", "") in ("1", "true", "yes")
     try:
-        doc = await recorder.store.stats(since)
+        doc = await recorder.store.stats(since, settled_only=settled_only)
     except ClickrelayError as exc:
         log_event(log, logging.WARNING, "stats-failed", error=str(exc))
         return web.json_response({"error": f"click store unavailable: {exc}"}, status=503)
@@ -310,7 +340,8 @@ async def _api_stats(request: web.Request) -> web.Response:
 def create_admin_app(
     recorder: ClickRecorder | None, *, registry: CollectorRegistry
 ) -> web.Application:
-    """The admin application: ``GET /metrics`` (Prometheus) and ``GET /api/stats?since=``."""
+    """The admin application: ``GET /metrics`` (Prometheus) and
+    ``GET /api/stats?since=&settled=1`` (``settled=1``: only clicks whose label is final)."""
     app = web.Application()
     app[REGISTRY_KEY] = registry
     app[RECORDER_KEY] = recorder

@@ -8,7 +8,12 @@ The stores aggregate in SQL (so stats stay cheap on a big table) and hand rows t
                    "first_click", "last_click",
                    "links": [{"link_index", "url", "human_clicks", "bot_clicks",
                               "unique_human_recipients", "first_click", "last_click"}]}],
-     "totals": {"human_clicks", "bot_clicks", "messages", "links"}}
+     "totals": {"human_clicks", "bot_clicks", "messages", "links",
+                "bot_reasons": {reason: clicks}, "unsettled_clicks", "settled_only"}}
+
+``unsettled_clicks`` counts the clicks (since ``since``) whose label may still change
+(see :mod:`redirector.clicks.settle`); with ``settled_only`` every other figure leaves
+them out, which is what anything acting on clicks should read.
 
 Times are ISO 8601 UTC strings. Messages are ordered by first click, links by index.
 """
@@ -45,6 +50,13 @@ SELECT queue_id,
 FROM {table} {where}
 GROUP BY queue_id
 """
+#: Bot clicks by reason; ``{and_where}`` holds the same conditions as ``{where}`` above.
+REASON_STATS_SQL = """
+SELECT reason, COUNT(*) FROM {table} WHERE classification = 'bot' {and_where}
+GROUP BY reason
+"""
+#: Clicks whose label may still change; ``{since_and}`` is empty or ``AND time >= ?``.
+UNSETTLED_SQL = "SELECT COUNT(*) FROM {table} WHERE settled = 0 {since_and}"
 
 
 @dataclass(frozen=True)
@@ -84,7 +96,14 @@ def _counts(row: LinkRow | MessageRow) -> dict[str, Any]:
     }
 
 
-def build_stats(links: Iterable[LinkRow], messages: Iterable[MessageRow]) -> dict[str, Any]:
+def build_stats(
+    links: Iterable[LinkRow],
+    messages: Iterable[MessageRow],
+    *,
+    reasons: Mapping[str, int] | None = None,
+    unsettled: int = 0,
+    settled_only: bool = False,
+) -> dict[str, Any]:
     """The stats JSON document from aggregated rows (see the module docstring)."""
     by_message: dict[str, list[LinkRow]] = {}
     for link in links:
@@ -107,6 +126,9 @@ def build_stats(links: Iterable[LinkRow], messages: Iterable[MessageRow]) -> dic
             "bot_clicks": bot,
             "messages": len(out),
             "links": total_links,
+            "bot_reasons": dict(sorted((reasons or {}).items())),
+            "unsettled_clicks": unsettled,
+            "settled_only": settled_only,
         },
     }
 
@@ -171,4 +193,14 @@ def format_stats(doc: Mapping[str, Any]) -> str:
         f"totals: {totals['messages']} messages, {totals['links']} links, "
         f"{totals['human_clicks']} human clicks, {totals['bot_clicks']} bot clicks"
     )
+    reasons = totals.get("bot_reasons") or {}
+    if reasons:
+        lines.append(
+            "bot clicks by reason: " + ", ".join(f"{r} {n}" for r, n in reasons.items())
+        )
+    unsettled = totals.get("unsettled_clicks", 0)
+    if unsettled:
+        lines.append(
+            f"{unsettled} clicks not settled yet (their label may still change to bot)"
+        )
     return "\n".join(lines)

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -66,6 +67,7 @@ KNOWN: list[Click] = [
     # Message C: a day earlier (for --since).
     click("C3", 7, at(-86400), "r1@x"),
 ]
+KNOWN_REASONS = {"head": 1, "missing-user-agent": 1, "scanner-agent": 1}
 
 
 def link(index: int, url_q: str, h: int, b: int, u: int, first: str, last: str) -> dict[str, Any]:
@@ -130,9 +132,15 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 async def test_stats_of_known_clicks(store: ClickStore) -> None:
     await store.write(KNOWN)
     doc = await store.stats()
-    assert doc == {
-        "messages": [MSG_C, MSG_A, MSG_B],  # ordered by first click
-        "totals": {"human_clicks": 6, "bot_clicks": 3, "messages": 3, "links": 4},
+    assert doc["messages"] == [MSG_C, MSG_A, MSG_B]  # ordered by first click
+    assert doc["totals"] == {
+        "human_clicks": 6,
+        "bot_clicks": 3,
+        "messages": 3,
+        "links": 4,
+        "bot_reasons": KNOWN_REASONS,
+        "unsettled_clicks": 9,
+        "settled_only": False,
     }
     json.dumps(doc)  # JSON-ready as it is
 
@@ -141,7 +149,12 @@ async def test_stats_since_leaves_older_clicks_out(store: ClickStore) -> None:
     await store.write(KNOWN)
     doc = await store.stats(since=T0)
     assert doc["messages"] == [MSG_A, MSG_B]
-    assert doc["totals"] == {"human_clicks": 5, "bot_clicks": 3, "messages": 2, "links": 3}
+    assert {k: doc["totals"][k] for k in ("human_clicks", "bot_clicks", "messages", "links")} == {
+        "human_clicks": 5,
+        "bot_clicks": 3,
+        "messages": 2,
+        "links": 3,
+    }
     # The boundary is inclusive; a later since cuts into message A's links.
     late = await store.stats(since=at(30))
     assert [m["queue_id"] for m in late["messages"]] == ["A1", "B2"]
@@ -175,7 +188,15 @@ async def test_both_stores_agree(tmp_path: Path, pg_dsn: str) -> None:
 def test_build_stats_with_no_rows() -> None:
     assert build_stats([], []) == {
         "messages": [],
-        "totals": {"human_clicks": 0, "bot_clicks": 0, "messages": 0, "links": 0},
+        "totals": {
+            "human_clicks": 0,
+            "bot_clicks": 0,
+            "messages": 0,
+            "links": 0,
+            "bot_reasons": {},
+            "unsettled_clicks": 0,
+            "settled_only": False,
+        },
     }
 
 
@@ -370,6 +391,11 @@ def reference_stats(clicks: list[Click], since: datetime | None) -> dict[str, An
             "bot_clicks": sum(m["bot_clicks"] for m in out),
             "messages": len(out),
             "links": links_total,
+            "bot_reasons": dict(
+                sorted(Counter(str(c.reason) for c in chosen if c.classification == "bot").items())
+            ),
+            "unsettled_clicks": sum(1 for c in chosen if not c.settled),
+            "settled_only": False,
         },
     }
 

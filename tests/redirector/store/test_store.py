@@ -145,7 +145,15 @@ async def test_empty_write_checks_the_store_and_writes_nothing(store: ClickStore
     doc = await store.stats()
     assert doc == {
         "messages": [],
-        "totals": {"human_clicks": 0, "bot_clicks": 0, "messages": 0, "links": 0},
+        "totals": {
+            "human_clicks": 0,
+            "bot_clicks": 0,
+            "messages": 0,
+            "links": 0,
+            "bot_reasons": {},
+            "unsettled_clicks": 0,
+            "settled_only": False,
+        },
     }
 
 
@@ -203,7 +211,7 @@ async def test_sqlite_creates_parent_dirs_uses_wal_and_records_schema_version(
     await store.close()
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(1,)]
+        assert conn.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
         indexes = {r[1] for r in conn.execute("PRAGMA index_list(clicks)")}
     assert {"clicks_queue_id", "clicks_time"} <= indexes
 
@@ -322,7 +330,7 @@ async def test_pg_schema_version_and_indexes(pg_dsn: str) -> None:
             }
         finally:
             await conn.close()
-        assert version == 1
+        assert version == 2
         assert {f"{store.prefix}clicks_queue_id", f"{store.prefix}clicks_time"} <= indexes
         # A second node opening the same tables: no error, nothing re-created.
         other = PgStore(pg_dsn, table_prefix=store.prefix)
@@ -344,7 +352,7 @@ async def test_pg_several_nodes_opening_at_once_migrate_once(pg_dsn: str) -> Non
             versions = await conn.fetch(f"SELECT version FROM {prefix}schema_version")
         finally:
             await conn.close()
-        assert [r[0] for r in versions] == [1]
+        assert [r[0] for r in versions] == [2]
         assert await count_rows(nodes[0]) == 4
     finally:
         await nodes[0].drop_tables()
