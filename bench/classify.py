@@ -83,6 +83,9 @@ PROOFPOINT = ("148.163.128.0/19", "67.231.144.0/20")
 MIMECAST = ("205.139.110.0/24", "216.205.24.0/24", "207.211.30.0/24")
 BARRACUDA = ("209.222.80.0/21", "64.235.144.0/20")
 CLOUD = ("3.80.0.0/12", "34.64.0.0/10", "20.40.0.0/13")  # link checkers on public clouds
+# Scanners seen from addresses no list names (Safe Links has been reported detonating
+# from general Azure ranges): only their behaviour can give them away.
+UNLISTED = ("13.64.0.0/11", "51.104.0.0/15", "35.192.0.0/12")
 HOMES = ("81.2.69.0/24", "86.150.0.0/16", "24.5.0.0/16", "73.0.0.0/10", "90.0.0.0/9")
 OFFICES = ("193.0.14.0/24", "195.66.224.0/22", "62.40.96.0/19")
 MOBILES = ("100.64.0.0/10", "172.56.0.0/14", "37.40.0.0/15")  # carrier-grade NAT pools
@@ -128,10 +131,12 @@ class Message:
 # --- the actors ------------------------------------------------------------------------
 
 
-def safelinks_walk(rng: random.Random, msg: Message, at: float, scenario: str) -> None:
+def safelinks_walk(
+    rng: random.Random, msg: Message, at: float, scenario: str, nets: tuple[str, ...] = MICROSOFT
+) -> None:
     """Safe Links detonation: every link within seconds, Edge/Chrome agent, Microsoft
     addresses, several detonation hosts of one /24 sharing the work."""
-    ip = address(rng, MICROSOFT)
+    ip = address(rng, nets)
     hosts = [ip] + [neighbour(rng, ip) for _ in range(rng.choice((0, 0, 1, 2)))]
     agent = rng.choice((EDGE, CHROME))
     order = list(range(msg.links))
@@ -144,9 +149,11 @@ def safelinks_walk(rng: random.Random, msg: Message, at: float, scenario: str) -
         msg.events.append(Event(t, -1, rng.choice(hosts), agent, "bot", scenario, "safelinks"))
 
 
-def proofpoint_walk(rng: random.Random, msg: Message, at: float, scenario: str) -> None:
+def proofpoint_walk(
+    rng: random.Random, msg: Message, at: float, scenario: str, nets: tuple[str, ...] = PROOFPOINT
+) -> None:
     """URL Defense: a HEAD then a GET of each link, links a few seconds apart."""
-    ip = address(rng, PROOFPOINT)
+    ip = address(rng, nets)
     t = at
     for link in range(msg.links):
         msg.events.append(Event(t, link, ip, CHROME, "bot", scenario, "proofpoint", "HEAD"))
@@ -249,6 +256,19 @@ def s_link_checker(rng: random.Random, msg: Message) -> None:
         person(rng, msg, later(rng), "link-checker", address(rng, HOMES), HUMAN_AGENTS)
 
 
+def s_unlisted(rng: random.Random, msg: Message) -> None:
+    """The same scanners from addresses no list names: behaviour alone must tell."""
+    kind = rng.randrange(3)
+    if kind == 0:
+        safelinks_walk(rng, msg, delivered(rng), "unlisted-scanner", UNLISTED)
+    elif kind == 1:
+        proofpoint_walk(rng, msg, delivered(rng), "unlisted-scanner", UNLISTED)
+    else:
+        gateway_walk(rng, msg, delivered(rng), "unlisted-scanner", UNLISTED, "Gateway")
+    if rng.random() < 0.5:
+        person(rng, msg, later(rng), "unlisted-scanner", address(rng, HOMES), HUMAN_AGENTS)
+
+
 def s_home(rng: random.Random, msg: Message) -> None:
     person(rng, msg, later(rng), "home", address(rng, HOMES), HUMAN_AGENTS)
 
@@ -300,6 +320,7 @@ SCENARIOS: dict[str, tuple[Callable[[random.Random, Message], None], int]] = {
     "mimecast": (s_mimecast, 2),
     "barracuda": (s_barracuda, 1),
     "link-checker": (s_link_checker, 2),
+    "unlisted-scanner": (s_unlisted, 4),
     "home": (s_home, 4),
     "office-nat": (s_office_nat, 2),
     "mobile": (s_mobile, 3),

@@ -119,20 +119,26 @@ class WalkRules:
 DEFAULT_RULES = WalkRules()
 
 
-def _groups(clicks: Sequence[Seen]) -> Iterable[tuple[str, list[Seen]]]:
-    """Clicks of one copy of a message by client key, /24 and scanner network (time order)."""
-    groups: dict[tuple[str, str, str | None, str], list[Seen]] = defaultdict(list)
+def _groups(clicks: Sequence[Seen]) -> list[tuple[str, list[Seen]]]:
+    """Clicks of one copy of a message by client key, /24 and scanner network.
+
+    In a fixed order (by key; members by time, then id), whatever the order of ``clicks``.
+    """
+    groups: dict[tuple[str, str, str, str], list[Seen]] = defaultdict(list)
     for c in clicks:
-        copy = (c.queue_id, c.recipient)
+        copy = (c.queue_id, c.recipient or "")
         if c.client is not None:
             groups[("address", *copy, c.client)].append(c)
         if c.net is not None:
             groups[("net", *copy, c.net)].append(c)
         if c.network is not None:
             groups[("network", *copy, c.network)].append(c)
-    for key, members in groups.items():
+    out = []
+    for key in sorted(groups):
+        members = groups[key]
         members.sort(key=lambda c: (c.at, c.id))
-        yield key[0], members
+        out.append((key[0], members))
+    return out
 
 
 def walk_members(rules: WalkRules, group: Sequence[Seen]) -> dict[str, dict[str, Any]]:
@@ -222,42 +228,51 @@ def trap_members(rules: WalkRules, group: Sequence[Seen]) -> dict[str, dict[str,
     return found
 
 
+#: When several rules catch a click, the reason it keeps: the most specific first.
+_PRIORITY = {"trap": 0, "walk": 1, "fan-out": 2, "regular": 3, "after-head": 4}
+
+
 def relabel(clicks: Sequence[Seen], rules: WalkRules = DEFAULT_RULES) -> list[Relabel]:
     """The human clicks among ``clicks`` that the walk rules show to be bots.
 
-    Pure and deterministic: the same clicks give the same answer on every node. Clicks
-    already labelled bot are evidence but are never relabelled (their first reason
-    stands). A walk that includes a trap click is a trap walk.
+    Pure and deterministic: the same clicks, in any order, give the same answer on every
+    node. Clicks already labelled bot are evidence but are never relabelled (their first
+    reason stands). A walk that includes a trap click is a trap walk.
     """
-    decided: dict[str, tuple[str, dict[str, Any]]] = {}
+    decided: dict[str, tuple[int, str, dict[str, Any]]] = {}
+
+    def note(reason: str, members: dict[str, dict[str, Any]], kind: str) -> None:
+        rank = _PRIORITY[reason]
+        for click_id, evidence in members.items():
+            known = decided.get(click_id)
+            if known is None or rank < known[0]:
+                decided[click_id] = (rank, reason, {**evidence, "group": kind})
+
     walks: list[tuple[str, dict[str, dict[str, Any]]]] = []
     for kind, group in _groups(clicks):
         if len(group) < 2 and not any(c.trap for c in group):
             continue
-        results = [
-            ("trap", trap_members(rules, group) if kind == "address" else {}),
-            ("walk", walk_members(rules, group)),
-            ("fan-out", fanout_members(rules, group) if kind != "address" else {}),
-            ("regular", regular_members(rules, group)),
-            ("after-head", after_head_members(rules, group) if kind == "address" else {}),
-        ]
-        walks.append(("walk", results[1][1]))
-        for reason, members in results:
-            for click_id, evidence in members.items():
-                if click_id not in decided:
-                    decided[click_id] = (reason, {**evidence, "group": kind})
-    # A walk that includes a trap click: all of it is the trap's.
-    trapped = {c.id for c in clicks if c.trap}
-    for _, members in walks:
-        if trapped & members.keys() or any(
-            decided.get(i, ("",))[0] == "trap" for i in members
-        ):
-            for click_id in members:
-                decided[click_id] = ("trap", {**members[click_id], "rule": "trap-walk"})
+        walk = walk_members(rules, group)
+        walks.append((kind, walk))
+        if kind == "address":
+            note("trap", trap_members(rules, group), kind)
+            note("after-head", after_head_members(rules, group), kind)
+        else:
+            note("fan-out", fanout_members(rules, group), kind)
+        note("walk", walk, kind)
+        note("regular", regular_members(rules, group), kind)
+    # A walk that includes a trap click, or a click the trap caught: all of it is the trap's.
+    trapped = {c.id for c in clicks if c.trap} | {
+        i for i, (_, reason, _) in decided.items() if reason == "trap"
+    }
+    for kind, members in walks:
+        if trapped & members.keys():
+            trap_walk = {i: {**e, "rule": "trap-walk"} for i, e in members.items()}
+            note("trap", trap_walk, kind)
     by_id = {c.id: c for c in clicks}
     out = [
         Relabel(click_id, reason, evidence)
-        for click_id, (reason, evidence) in decided.items()
+        for click_id, (_, reason, evidence) in decided.items()
         if by_id[click_id].label == HUMAN
     ]
     out.sort(key=lambda r: r.id)
