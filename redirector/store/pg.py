@@ -211,8 +211,9 @@ class PgStore:
         where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
         and_where = "".join(f" AND {c}" for c in conditions)
         since_and = "AND time >= $1" if since else ""
-        async with pool.acquire(timeout=self.connect_timeout) as conn, conn.transaction(
-            isolation="repeatable_read", readonly=True
+        async with (
+            pool.acquire(timeout=self.connect_timeout) as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
         ):
             link_rows = await conn.fetch(
                 LINK_STATS_SQL.format(table=self.table, where=where), *params

@@ -275,9 +275,7 @@ class SqliteStore:
             out.extend(click_from_row(row, _parse_time) for row in rows)
         return out
 
-    def _settle(
-        self, relabels: Sequence[tuple[str, str, str]], settled_ids: Sequence[str]
-    ) -> int:
+    def _settle(self, relabels: Sequence[tuple[str, str, str]], settled_ids: Sequence[str]) -> int:
         conn = self._connect()
         changed = 0
         conn.execute("BEGIN IMMEDIATE")

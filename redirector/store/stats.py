@@ -195,12 +195,8 @@ def format_stats(doc: Mapping[str, Any]) -> str:
     )
     reasons = totals.get("bot_reasons") or {}
     if reasons:
-        lines.append(
-            "bot clicks by reason: " + ", ".join(f"{r} {n}" for r, n in reasons.items())
-        )
+        lines.append("bot clicks by reason: " + ", ".join(f"{r} {n}" for r, n in reasons.items()))
     unsettled = totals.get("unsettled_clicks", 0)
     if unsettled:
-        lines.append(
-            f"{unsettled} clicks not settled yet (their label may still change to bot)"
-        )
+        lines.append(f"not settled yet: {unsettled} clicks (a human label may still turn bot)")
     return "\n".join(lines)

@@ -294,6 +294,59 @@ async def test_command_prints_json_and_table_from_the_configured_store(tmp_path:
     assert "https://example.com/A1/0?q=ü" in result.stdout
 
 
+async def test_command_explains_a_click_and_counts_settled_clicks(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "data" / "clicks.sqlite3")
+    await store.open()
+    walk = [
+        Click(
+            time=at(n),
+            queue_id="W1",
+            link_index=n,
+            url=f"https://example.com/{n}",
+            recipient="r@x",
+            client_ip="192.0.2.0",
+            user_agent="Mozilla/5.0",
+            method="GET",
+            classification="human",
+            reason=None,
+            id=f"{n:032x}",
+            client_key="k",
+            net_key="n",
+            settled=n == 0,
+        )
+        for n in range(3)
+    ]
+    await store.write(walk)
+    await store.settle([(walk[1].id, "walk", '{"rule": "walk", "links": 3}')], [walk[1].id])
+    await store.close()
+    config = tmp_path / "clickrelay.toml"
+    config.write_text('[redirector]\nstore = "sqlite:data/clicks.sqlite3"\n', encoding="utf-8")
+
+    result = run_stats(config, "--explain-click", walk[1].id)
+    assert result.returncode == 0, result.stderr
+    assert f"click {walk[1].id}: bot (walk), settled" in result.stdout
+    assert '"links": 3' in result.stdout
+    assert result.stdout.count("same address") == 2  # its two neighbours
+
+    result = run_stats(config, "--explain-click", walk[1].id, "--json")
+    doc = json.loads(result.stdout)
+    assert doc["click"]["evidence"] == {"rule": "walk", "links": 3}
+    assert [n["id"] for n in doc["nearby"]] == [walk[0].id, walk[2].id]
+
+    result = run_stats(config, "--explain-click", "f" * 32)
+    assert result.returncode != 0
+    assert "no click" in result.stderr
+
+    result = run_stats(config, "--json", "--settled")
+    totals = json.loads(result.stdout)["totals"]
+    assert (totals["human_clicks"], totals["bot_clicks"], totals["settled_only"]) == (1, 1, True)
+    assert totals["unsettled_clicks"] == 1
+    assert totals["bot_reasons"] == {"walk": 1}
+    result = run_stats(config)
+    assert "bot clicks by reason: walk 1" in result.stdout
+    assert "not settled yet: 1 clicks" in result.stdout
+
+
 async def test_command_reads_postgresql(tmp_path: Path, pg_dsn: str) -> None:
     prefix = f"t{uuid.uuid4().hex[:12]}_"
     store = PgStore(pg_dsn, table_prefix=prefix)
