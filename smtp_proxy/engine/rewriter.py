@@ -63,6 +63,8 @@ class TrackingSettings:
     max_link_length: int = 2048
     text_links: bool = True
     dkim: DkimConfig = field(default_factory=DkimConfig)
+    #: Add the invisible trap link to each rewritten HTML part (``[tracking] bot_trap``).
+    bot_trap: bool = False
 
     @classmethod
     def from_config(
@@ -79,6 +81,7 @@ class TrackingSettings:
             max_link_length=tracking.max_link_length,
             text_links=tracking.text_links,
             dkim=config.dkim,
+            bot_trap=tracking.bot_trap,
         )
 
 
@@ -131,6 +134,8 @@ class _Job:
     links: tuple[FoundLink, ...] = ()
     scan: HtmlScan | None = None  # HTML parts: the scan, lxml cross-check still to do
     decisions: list[tuple[FoundLink, LinkDecision]] = field(default_factory=list)
+    #: Markup inserted at a point (start == end) rather than a link replaced: the trap.
+    insertions: list[tuple[FoundLink, str]] = field(default_factory=list)
 
 
 def _is_body_text(entity: Entity) -> str | None:
@@ -304,7 +309,8 @@ def _spliced_decoded(job: _Job) -> tuple[bytes | None, list[tuple[int, int, byte
     costs no copy of its content.
     """
     tracked = [(link, d.tracked_url) for link, d in job.decisions if d.tracked_url]
-    tracked.sort(key=lambda item: item[0].start)
+    tracked += job.insertions
+    tracked.sort(key=lambda item: (item[0].start, item[0].end))
     enc = job.codec
     stateless = enc in _STATELESS_ASCII_CODECS
     want_bytes = not stateless or job.entity.headers.transfer_encoding != "quoted-printable"
@@ -521,6 +527,7 @@ def _rewrite(
 
     edits: list[_Edit] = []
     final: list[LinkDecision] = []
+    traps: list[LinkDecision] = []
     for job in jobs:
         if not any(d.tracked_url for _, d in job.decisions):
             final.extend(d for _, d in job.decisions)
@@ -530,6 +537,9 @@ def _rewrite(
             upto = 1 + max(i for i, (_, d) in enumerate(job.decisions) if d.tracked_url)
             utf8 = job.codec == "utf-8" and job.errors == "strict"
             problem = _html_verdict(job.text, job.scan, upto, job.decoded if utf8 else None)
+        trap: LinkDecision | None = None
+        if problem is None and job.kind == "html" and settings.bot_trap and not sigs:
+            trap = _add_trap(job, settings, queue_id, recipient, when, len(decisions) + len(traps))
         result = _encode_job(data, job) if problem is None else problem
         # The part's decoded content is not needed any more: let a large one go before
         # the next part is encoded and the message is assembled (peak memory).
@@ -540,6 +550,8 @@ def _rewrite(
             continue
         edits.extend(result)
         final.extend(d for _, d in job.decisions)
+        if trap is not None:
+            traps.append(trap)
 
     if not edits:
         reason = "no-trackable-links" if final else "no-links"
@@ -547,6 +559,7 @@ def _rewrite(
             reason = notes[0].split(":", 1)[1]
         return RewriteResult(data, tuple(final), False, reason, tuple(notes))
 
+    final.extend(traps)
     out = _assemble(data, edits)
     if resign_keys:
         header_end = top.header_end + sum(
@@ -563,6 +576,58 @@ def _rewrite(
                 tuple(notes),
             )
     return RewriteResult(out, tuple(final), True, "rewritten", tuple(notes))
+
+
+#: Where the trap goes: before the last ``</body>`` (else ``</html>``, else the end).
+_BODY_END = re.compile(r"</body\s*>|</html\s*>", re.IGNORECASE)
+#: The trap link: an empty anchor, hidden from sight (display:none, plus the Outlook and
+#: zero-size fallbacks for clients that drop display), from the keyboard (tabindex -1)
+#: and from screen readers (aria-hidden). Mail scanners fetch every href in the markup.
+TRAP_MARKUP = (
+    '<a href="{url}" tabindex="-1" aria-hidden="true" style="display:none !important;'
+    'mso-hide:all;font-size:0;line-height:0;max-height:0;overflow:hidden;opacity:0"></a>'
+)
+
+
+def _add_trap(
+    job: _Job,
+    settings: TrackingSettings,
+    queue_id: str,
+    recipient: str | None,
+    sent_at: int,
+    index: int,
+) -> LinkDecision | None:
+    """Queue the trap link's insertion into an HTML part that has tracked links.
+
+    Its token is sealed with the trap flag and the next link index; it redirects to the
+    part's first tracked link's own URL (a scanner sees an ordinary page).
+    """
+    tracked = [(link, d) for link, d in job.decisions if d.tracked_url]
+    if not tracked:
+        return None
+    target = tracked[0][1].url
+    ends = list(_BODY_END.finditer(job.text))
+    body_ends = [m for m in ends if m.group(0).lower().startswith("</body")]
+    chosen = body_ends[-1] if body_ends else (ends[-1] if ends else None)
+    at = chosen.start() if chosen is not None else len(job.text)
+    if any(link.start < at < link.end for link, _ in tracked):
+        return None  # never inside a link (cannot happen for markup, but never guess)
+    prefix = settings.base_url.rstrip("/") + "/c/"
+    try:
+        token = settings.keyring.seal(
+            target,
+            queue_id=queue_id,
+            link_index=index,
+            recipient=recipient,
+            sent_at=sent_at,
+            trap=True,
+        )
+    except TokenError:
+        return None
+    url = prefix + token
+    point = FoundLink(at, at, "", target, "trap", None)
+    job.insertions.append((point, TRAP_MARKUP.format(url=url)))
+    return LinkDecision(job.entity.path, index, target, "trap", "trap-link", url)
 
 
 def _as_skipped(decision: LinkDecision, reason: str) -> LinkDecision:

@@ -170,3 +170,22 @@ def test_decode_without_key_file_fails_cleanly(config: Path) -> None:
     proc = clickrelay("decode", "-c", config, "abc")
     assert proc.returncode == 2
     assert b"key file not found" in proc.stderr
+
+
+def test_explain_shows_the_trap_link_when_it_is_on(tmp_path: Path) -> None:
+    config = tmp_path / "clickrelay.toml"
+    config.write_text(
+        '[tracking]\nbase_url = "https://t.example.net"\nkey_file = "data/keys"\nbot_trap = true\n'
+    )
+    source = tmp_path / "m.eml"
+    source.write_bytes(MESSAGE)
+    proc = clickrelay("rewrite", "-c", config, "--explain", source)
+    assert proc.returncode == 0, proc.stderr
+    records = json_lines(proc.stdout)
+    traps = [r for r in records if r["action"] == "trap"]
+    assert len(traps) == 1
+    assert traps[0]["reason"] == "trap-link"
+    assert str(traps[0]["tracked_url"]).startswith("https://t.example.net/c/")
+    assert b"1 trap link" in proc.stderr
+    proc = clickrelay("rewrite", "-c", config, source)
+    assert proc.stdout.count(b'aria-hidden="true"') == 1
