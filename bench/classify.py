@@ -170,9 +170,10 @@ def gateway_walk(
     ip = address(rng, nets)
     agent = rng.choice((f"Mozilla/5.0 (compatible; {name} URL Protect)", CHROME))
     step = rng.uniform(2.0, 6.0)
-    for n, link in enumerate(range(msg.links)):
-        t = at + n * step * rng.uniform(0.98, 1.02)
+    t = at
+    for link in range(msg.links):
         msg.events.append(Event(t, link, ip, agent, "bot", scenario, name.lower()))
+        t += step * rng.uniform(0.99, 1.01)  # a scheduler's pace, a little jitter
 
 
 def link_checker(rng: random.Random, msg: Message, at: float, scenario: str) -> None:
