@@ -63,7 +63,10 @@ class NetworkMatcher:
     the first listed wins), so a lookup is one ``bisect``.
     """
 
-    def __init__(self, networks: list[tuple[str, IPNetwork]]) -> None:
+    def __init__(self, networks: list[tuple[str, IPNetwork]], *, memo_size: int = 4096) -> None:
+        #: Answers by address text: a few busy clients make most requests (bounded).
+        self._memo: dict[str, str | None] = {}
+        self._memo_size = memo_size
         self._starts: dict[int, list[int]] = {4: [], 6: []}
         self._ranges: dict[int, list[tuple[int, int, str]]] = {4: [], 6: []}
         for version in (4, 6):
@@ -89,6 +92,17 @@ class NetworkMatcher:
         """The network's name for an address (text), None when no range holds it."""
         if address is None:
             return None
+        try:
+            return self._memo[address]
+        except KeyError:
+            pass
+        answer = self._lookup(address)
+        if len(self._memo) >= self._memo_size:
+            self._memo.clear()  # crude but bounded; refills with the busy clients at once
+        self._memo[address] = answer
+        return answer
+
+    def _lookup(self, address: str) -> str | None:
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:

@@ -736,6 +736,13 @@ async def test_admin_api_stats_returns_the_store_document(tmp_path: Path, keyrin
                 assert doc["totals"]["bot_clicks"] == 1
                 assert doc["totals"]["messages"] == 2
                 assert doc == await store.stats(None)
+                assert doc["totals"]["bot_reasons"] == {"scanner-agent": 1}
+                assert doc["totals"]["unsettled_clicks"] == 4
+                # Nothing is settled yet: consumers of settled clicks see none.
+                resp = await get(admin_client, "/api/stats", params={"settled": "1"})
+                settled = resp.json()["totals"]
+                assert (settled["settled_only"], settled["human_clicks"]) == (True, 0)
+                assert settled["bot_clicks"] == 0
                 # Clicks are timestamped from the (fake) clock, a day after LONG_AGO.
                 resp = await get(admin_client, "/api/stats", params={"since": "2099-01-01"})
                 assert resp.json()["totals"]["human_clicks"] == 0
