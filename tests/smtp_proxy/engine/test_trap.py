@@ -125,8 +125,8 @@ def test_opted_out_and_untracked_messages_get_no_trap(settings: TrackingSettings
 
 def test_a_signed_message_gets_no_trap(settings: TrackingSettings) -> None:
     signed = (
-        "DKIM-Signature: v=1; a=rsa-sha256; d=other.example; s=s; h=from; bh=x; b=y\r\n"
-    ).encode() + html_message(HTML)
+        b"DKIM-Signature: v=1; a=rsa-sha256; d=other.example; s=s; h=from; bh=x; b=y\r\n"
+    ) + html_message(HTML)
     result = rw(signed, settings)
     assert not result.changed and result.reason == "dkim-signed"
     assert b"tabindex" not in result.data
