@@ -1,6 +1,6 @@
 """Build configuration beyond pyproject.toml: the optional C link scanner.
 
-``smtp_proxy/engine/_speedups.c`` is a faster copy of ``smtp_proxy.engine.html_links._scan``; the
+``smtp_proxy/engine/_speedups.c`` is a faster copy of ``smtp_proxy.engine.html_scan._scan``; the
 package works without it (pure Python, same results), so a machine without a C compiler
 still installs clickrelay (``optional=True``), only rewriting is slower.
 """

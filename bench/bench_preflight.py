@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from redirector.tokens import new_key_line, parse_keys
 from smtp_proxy.preflight import PreflightMonitor
+from tests.support.config import preflight_config
 from tests.support.dns_server import DnsServer
-from tests.support.preflight_fixtures import preflight_config
 
 BASE = "https://links.example.com"
 CALLS = 500_000

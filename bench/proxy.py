@@ -140,8 +140,9 @@ def newsletter() -> tuple[Path, str]:
     """The corpus HTML file within 25% of 20 KB whose links the engine tracks most."""
     from clickrelay.config import load_config_text
     from redirector.tokens import new_key_line, parse_keys
-    from smtp_proxy.engine.rewriter import TrackingSettings, rewrite_message
-    from tests.conftest import corpus_html_files
+    from smtp_proxy.engine.rewriter import rewrite_message
+    from smtp_proxy.smtp.tracking import tracking_settings
+    from tests.support.corpus import corpus_html_files
 
     files = [
         f for f in corpus_html_files() if abs(f.stat().st_size - TARGET_SIZE) <= TARGET_SIZE // 4
@@ -149,7 +150,7 @@ def newsletter() -> tuple[Path, str]:
     if not files:
         sys.exit("corpus not found: set $CLICKRELAY_CORPUS or put it at ../shared/corpus")
     config = load_config_text('[tracking]\nbase_url = "https://links.example.com"\n')
-    settings = TrackingSettings.from_config(config, parse_keys(new_key_line()))
+    settings = tracking_settings(config, parse_keys(new_key_line()), {})
 
     def tracked(path: Path) -> tuple[int, int]:
         message = build_message(path.read_text("utf-8", "replace"))

@@ -1,6 +1,6 @@
 """Run the reliability suite and print its figures as a table.
 
-    python bench/reliability.py            # the FULL run (CLICKRELAY_RELIABILITY_FULL=1), < 15 min
+    python bench/reliability.py            # the FULL run (CLICKRELAY_FULL=1), < 15 min
     python bench/reliability.py --quick    # the quick subset that CI runs (about a minute)
     python bench/reliability.py --markdown # the same table as Markdown (for docs/reliability.md)
     python bench/reliability.py -- -k proxy   # extra arguments after -- go to pytest
@@ -61,9 +61,8 @@ def run_suite(full: bool, extra: list[str], results: Path) -> tuple[int, float]:
     env.setdefault("CLICKRELAY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
     env.setdefault("CLICKRELAY_CORPUS", str(ROOT.parent / "shared" / "corpus"))
     if full:
-        env["CLICKRELAY_RELIABILITY_FULL"] = "1"
+        env["CLICKRELAY_FULL"] = "1"
     else:
-        env.pop("CLICKRELAY_RELIABILITY_FULL", None)
         env.pop("CLICKRELAY_FULL", None)
     cmd = [
         sys.executable,

@@ -38,16 +38,17 @@ import lxml.html
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from clickrelay.config import load_config_text  # noqa: E402
 from redirector.tokens import new_key_line, parse_keys  # noqa: E402
-from smtp_proxy.config import load_config_text  # noqa: E402
-from smtp_proxy.engine.html_links import check_links, find_html_links  # noqa: E402
-from smtp_proxy.engine.linkrules import skip_reason  # noqa: E402
+from smtp_proxy.engine.html_verify import check_links, find_html_links  # noqa: E402
+from smtp_proxy.engine.linkrules import link_skip_reason  # noqa: E402
 from smtp_proxy.engine.rewriter import (  # noqa: E402
     TrackingSettings,
     clear_caches,
     rewrite_message,
 )
 from smtp_proxy.engine.speedups import speedups  # noqa: E402
+from smtp_proxy.smtp.tracking import tracking_settings  # noqa: E402
 
 
 def corpus_dir() -> Path:
@@ -187,7 +188,7 @@ def main() -> int:
     corpus = corpus_dir()
     tmp = Path(os.environ.get("TMPDIR", "/tmp"))
     config = load_config_text('[tracking]\nbase_url = "https://t.example.net"\n', base_dir=tmp)
-    settings = TrackingSettings.from_config(config, parse_keys(new_key_line()))
+    settings = tracking_settings(config, parse_keys(new_key_line()), {})
 
     messages = [p.read_bytes() for p in sorted(corpus.glob("eml/**/*.eml"))]
     for path in sorted(corpus.glob("html/**/*.html")):
@@ -227,7 +228,7 @@ def main() -> int:
         trackable = [
             i
             for i, link in enumerate(scan.links)
-            if link.opt_out is None and skip_reason(link.url, settings.policy) is None
+            if link.opt_out is None and link_skip_reason(link.url, settings.policy) is None
         ]
         if trackable:
             to_check.append((text, scan, trackable[-1] + 1))

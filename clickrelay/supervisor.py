@@ -40,10 +40,10 @@ from clickrelay.config import Config, config_from_cli
 from clickrelay.logsetup import setup_logging
 from clickrelay.sdnotify import Notifier
 from redirector.tokens import Keyring, ensure_key_file, load_keyring
-from smtp_proxy.preflight import PreflightMonitor
 
 if TYPE_CHECKING:
     from redirector.service import RedirectorService
+    from smtp_proxy.preflight.monitor import PreflightMonitor
     from smtp_proxy.service import ProxyService
 
 logger = logging.getLogger("clickrelay.lifecycle")
@@ -110,11 +110,14 @@ class Stack:
         self.redirector: RedirectorService | None = None
         self.monitor: PreflightMonitor | None = None
         self.proxy: ProxyService | None = None
+        # Each service (and preflight) is imported only by the commands that run it:
+        # `clickrelay redirector` loads no SMTP code, DNS resolver or HTTP client.
         if kind in ("serve", "redirector"):
             from redirector.service import RedirectorService
 
             self.redirector = RedirectorService(config.redirector, keyring, registry=self.registry)
         if kind in ("serve", "proxy"):
+            from smtp_proxy.preflight.monitor import PreflightMonitor
             from smtp_proxy.service import ProxyService
 
             self.monitor = PreflightMonitor(config, keyring, registry=self.registry)

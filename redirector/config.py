@@ -16,14 +16,12 @@ from clickrelay.common.validators import (
     in_range,
     one_of,
 )
+from redirector.store import store_kind
 
 
 def _check_store(value: str) -> None:
-    if value.startswith("sqlite:") and len(value) > len("sqlite:"):
-        return
-    if value.startswith(("postgresql://", "postgres://")):
-        return
-    raise ValueError("expected sqlite:PATH or postgresql://user@host:port/db")
+    if store_kind(value) is None:
+        raise ValueError("expected sqlite:PATH or postgresql://user@host:port/db")
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,8 @@ from redirector.clicks.classify import Classifier
 from redirector.clicks.recorder import ClickRecorder
 from redirector.clicks.settle import Settler
 from redirector.config import RedirectorConfig
-from redirector.http.app import create_admin_app, create_app, set_keyring
+from redirector.http.admin import create_admin_app
+from redirector.http.app import create_app, set_keyring
 from redirector.store import ClickStore, StoreError, open_store
 from redirector.tokens import Keyring
 

@@ -15,6 +15,7 @@ from clickrelay.common.validators import (
     check,
     check_base_url,
     check_listen,
+    check_nameservers,
     check_networks,
     check_non_negative,
     check_positive,
@@ -129,7 +130,7 @@ class TrackingConfig:
 class PreflightConfig:
     enabled: bool = True
     #: ``host`` or ``host:port``; empty = the system resolver.
-    nameservers: tuple[str, ...] = ()
+    nameservers: tuple[str, ...] = field(default=(), metadata=check(check_nameservers))
     #: Upper bound (seconds) of a cached verdict; lower bound is 30 s.
     interval: float = field(default=300.0, metadata=check(check_positive))
     http_probe: bool = True

@@ -5,7 +5,7 @@ Usage (``clickrelay proxy``/``serve``, tests)::
     service = ProxyService(config, keyring, registry=registry, preflight=monitor)
     await service.start()          # listening when this returns; port 0 allowed
     service.port, service.tls_port, service.admin_port
-    service.reload(new_config, new_keyring)   # SIGHUP: TLS cert, users, networks, keys
+    service.reload(new_config, new_keyring)   # SIGHUP: TLS cert, users, networks, keys, DKIM keys
     await service.stop(grace=30)   # stop accepting, let transactions finish, close
 
 What ``reload`` cannot change without a restart: listen addresses, the upstream
@@ -28,24 +28,26 @@ from prometheus_client import CollectorRegistry
 from clickrelay.common.errors import ConfigError
 from clickrelay.common.hostport import parse_hostport
 from clickrelay.common.logfmt import log_event
-from redirector.http.app import REGISTRY_KEY, metrics_handler
+from redirector.http.admin import create_admin_app
 from redirector.tokens import Keyring
 from smtp_proxy.config import ProxySettings
 from smtp_proxy.engine.speedups import speedups
 from smtp_proxy.preflight.monitor import PreflightMonitor
+from smtp_proxy.smtp.auth_limiter import AuthFailureLimiter
+from smtp_proxy.smtp.connections import Connections
+from smtp_proxy.smtp.handler import ProxyHandler
 from smtp_proxy.smtp.metrics import ProxyMetrics
-from smtp_proxy.smtp.relay_policy import AuthFailureLimiter, RelayPolicy
-from smtp_proxy.smtp.server import (
-    Connections,
-    ProxyHandler,
-    ProxyRuntime,
-    build_settings,
-    protocol_factory,
-)
+from smtp_proxy.smtp.protocol import protocol_factory
+from smtp_proxy.smtp.relay_policy import RelayPolicy
+from smtp_proxy.smtp.runtime import ProxyRuntime
+from smtp_proxy.smtp.tracking import build_settings, load_dkim_keys
 from smtp_proxy.smtp.users import UsersFile
 from smtp_proxy.upstream import Upstream, open_upstream
 
 logger = logging.getLogger("clickrelay.proxy")
+
+#: The service name in the admin listener's ``/healthz``.
+SERVICE = "clickrelay-proxy"
 
 
 def make_tls_context(cert: str, key: str) -> ssl.SSLContext:
@@ -57,19 +59,6 @@ def make_tls_context(cert: str, key: str) -> ssl.SSLContext:
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"proxy.tls_cert/tls_key: cannot load {cert} / {key}: {exc}") from None
     return context
-
-
-def create_admin_app(registry: CollectorRegistry) -> web.Application:
-    """``/metrics`` (Prometheus text format of ``registry``) and a tiny ``/healthz``."""
-    app = web.Application()
-    app[REGISTRY_KEY] = registry
-
-    async def healthz(request: web.Request) -> web.Response:
-        return web.json_response({"service": "clickrelay-proxy", "status": "ok"})
-
-    app.router.add_get("/metrics", metrics_handler)
-    app.router.add_get("/healthz", healthz)
-    return app
 
 
 class ProxyService:
@@ -120,6 +109,9 @@ class ProxyService:
         if proxy.tls_listen and tls_context is None:
             raise ConfigError("proxy.tls_listen needs proxy.tls_cert and proxy.tls_key")
         users = UsersFile.load(proxy.users_file) if proxy.users_file is not None else None
+        # Read here, once: a signed message is then re-signed from memory (no file read
+        # on the event loop), and a reload with an unreadable key keeps the old ones.
+        dkim_keys = load_dkim_keys(config.dkim)
         return ProxyRuntime(
             config=config,
             keyring=keyring,
@@ -127,7 +119,8 @@ class ProxyService:
             users=users,
             tls_context=tls_context,
             hostname=hostname,
-            settings=build_settings(config, keyring),
+            settings=build_settings(config, keyring, dkim_keys),
+            dkim_keys=dkim_keys,
         )
 
     def _current(self) -> ProxyRuntime:
@@ -184,7 +177,10 @@ class ProxyService:
                 self._tls_port = int(self._tls_server.sockets[0].getsockname()[1])
             if self._admin and config.proxy.admin_listen:
                 admin_host, admin_port = parse_hostport(config.proxy.admin_listen)
-                runner = web.AppRunner(create_admin_app(self.registry), access_log=None)
+                admin = create_admin_app(
+                    None, registry=self.registry, stats=False, health_service=SERVICE
+                )
+                runner = web.AppRunner(admin, access_log=None)
                 await runner.setup()
                 self._admin_runner = runner
                 site = web.TCPSite(runner, admin_host, admin_port)
@@ -252,8 +248,8 @@ class ProxyService:
     def reload(self, config: ProxySettings, keyring: Keyring) -> None:
         """Apply a new config and keyring to new commands and connections.
 
-        Raises ConfigError (and keeps the old runtime) when e.g. the new certificate or
-        users file cannot be loaded.
+        Raises ConfigError (and keeps the old runtime) when e.g. the new certificate,
+        users file or a DKIM key file cannot be loaded.
         """
         old = self._current()
         hostname = config.proxy.hostname or old.hostname

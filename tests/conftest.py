@@ -1,4 +1,5 @@
-"""Shared fixtures: the third-party corpus, PostgreSQL, keys, configs."""
+"""Fixtures every test can ask for: PostgreSQL, keys, and (through ``pytest_plugins``) the
+corpus, DNS server, SMTP sinks and proxy lab defined in ``tests/support``."""
 
 from __future__ import annotations
 
@@ -8,38 +9,17 @@ from pathlib import Path
 
 import pytest
 
-from redirector.tokens import Keyring, new_key_line, parse_keys
-
 # Helper modules whose asserts should get pytest's detailed failure output.
-pytest.register_assert_rewrite("tests.support.proxy_helpers")
+pytest.register_assert_rewrite("tests.support", "tests.reliability")
 
-ROOT = Path(__file__).resolve().parent.parent
+from redirector.tokens import Keyring, new_key_line, parse_keys  # noqa: E402
 
-
-def corpus_dir() -> Path | None:
-    env = os.environ.get("CLICKRELAY_CORPUS")
-    path = Path(env) if env else ROOT.parent / "shared" / "corpus"
-    return path if path.is_dir() else None
-
-
-@pytest.fixture(scope="session")
-def corpus() -> Path:
-    path = corpus_dir()
-    if path is None:
-        if os.environ.get("CLICKRELAY_CI"):
-            pytest.fail("CLICKRELAY_CORPUS is set in CI but the corpus is missing")
-        pytest.skip("corpus not found: set $CLICKRELAY_CORPUS or put it at ../shared/corpus")
-    return path
-
-
-def corpus_eml_files() -> list[Path]:
-    path = corpus_dir()
-    return sorted(path.glob("eml/**/*.eml")) if path else []
-
-
-def corpus_html_files() -> list[Path]:
-    path = corpus_dir()
-    return sorted(path.glob("html/**/*.html")) if path else []
+pytest_plugins = [
+    "tests.support.corpus",
+    "tests.support.dns_server",
+    "tests.support.proxy_helpers",
+    "tests.support.smtp_sink",
+]
 
 
 @pytest.fixture(scope="session")

@@ -9,11 +9,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+from typing import TYPE_CHECKING
 
 from clickrelay.commands import add_config_argument
 from clickrelay.config import config_from_cli
 from redirector.tokens import load_keyring
-from smtp_proxy.preflight import DomainReport, check_all
+
+if TYPE_CHECKING:
+    from smtp_proxy.preflight import DomainReport
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,6 +50,9 @@ def format_report(report: DomainReport) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here: preflight pulls in dnspython and aiohttp's client.
+    from smtp_proxy.preflight import check_all
+
     config = config_from_cli(args.config)
     keyring = load_keyring(config.tracking.key_file)
     reports = asyncio.run(check_all(config, keyring))

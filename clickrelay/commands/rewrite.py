@@ -58,14 +58,16 @@ def run(args: argparse.Namespace) -> int:
             raise ClickrelayError("--outdir: two inputs have the same file name")
         outdir.mkdir(parents=True, exist_ok=True)
     # Imported here: the CLI builds every command's parser, and the engine pulls in lxml.
-    from smtp_proxy.engine.rewriter import TrackingSettings, rewrite_message, sender_base_url
+    from smtp_proxy.engine.rewriter import rewrite_message
+    from smtp_proxy.smtp.tracking import load_dkim_keys, sender_base_url, tracking_settings
 
     config = config_from_cli(args.config)
     keyring = ensure_key_file(config.tracking.key_file)
+    dkim_keys = load_dkim_keys(config.dkim)
     for name, out_name in zip(files, names, strict=True):
         data = _read(name)
         base_url = sender_base_url(config, "", data)
-        settings = TrackingSettings.from_config(config, keyring, base_url)
+        settings = tracking_settings(config, keyring, dkim_keys, base_url)
         queue_id = "rewrite-" + secrets.token_hex(5)
         result = rewrite_message(data, settings, queue_id=queue_id)
         label = "<stdin>" if name == "-" else name

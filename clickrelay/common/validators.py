@@ -30,6 +30,25 @@ def check_required_listen(value: str) -> None:
     parse_hostport(value)
 
 
+#: The port of a ``[preflight] nameservers`` entry that names none.
+DNS_PORT = 53
+
+
+def parse_nameserver(entry: str) -> tuple[str, int]:
+    """A DNS server as ``host``, ``host:port`` or ``[v6]:port`` → (host, port)."""
+    return parse_hostport(entry, DNS_PORT)
+
+
+def check_nameservers(values: tuple[str, ...]) -> None:
+    for item in values:
+        try:
+            parse_nameserver(item)
+        except ValueError:
+            raise ValueError(
+                f"expected host, host:port or [ipv6]:port for each server, got {item!r}"
+            ) from None
+
+
 def check_base_url(value: str) -> None:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:

@@ -48,7 +48,7 @@ from redirector.config import RedirectorConfig
 
 
 @dataclass(frozen=True)
-class Verdict:
+class ClickVerdict:
     classification: str  # "human" | "bot"
     reason: str | None  # None for humans; "head", "no-user-agent", ... for bots
 
@@ -57,9 +57,9 @@ class Verdict:
         return self.classification == BOT
 
 
-HUMAN_VERDICT = Verdict(HUMAN, None)
+HUMAN_VERDICT = ClickVerdict(HUMAN, None)
 _BOT_VERDICTS = {
-    reason: Verdict(BOT, reason)
+    reason: ClickVerdict(BOT, reason)
     for reason in (
         "trap",
         "head",
@@ -137,7 +137,7 @@ def rule_verdict(
     bot_seconds_after_send: float,
     network: str | None = None,
     trap: bool = False,
-) -> Verdict:
+) -> ClickVerdict:
     """Every rule but the burst rule (which needs memory of earlier clicks).
 
     ``agents`` tells whether a user agent is a known scanner (an :class:`AgentMatcher`);
@@ -260,7 +260,7 @@ class Classifier:
         now: float | None = None,
         network: str | None = None,
         trap: bool = False,
-    ) -> Verdict:
+    ) -> ClickVerdict:
         """The verdict for one click. Every click feeds the burst tracker, bot or not.
 
         ``now`` (unix seconds) defaults to the classifier's clock.

@@ -1,5 +1,6 @@
-"""The redirector's aiohttp applications: the public one (``/c/<token>``, ``/healthz``)
-and the admin one (``/metrics``, ``/api/stats``).
+"""The redirector's public aiohttp application: ``/c/<token>`` and ``/healthz``.
+
+(The admin application, ``/metrics`` and ``/api/stats``, is :mod:`redirector.http.admin`.)
 
 The hot path (``GET|HEAD /c/<token>``) needs no I/O: open the sealed token, build the
 Location header byte-exact (:mod:`redirector.location`), label the click
@@ -22,21 +23,20 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import hdrs, web
 from multidict import CIMultiDict
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from clickrelay.common import __version__
-from clickrelay.common.errors import ClickrelayError, TokenError
+from clickrelay.common.errors import TokenError
 from clickrelay.common.logfmt import log_event
 from redirector.clicks import BOT, HUMAN, Click
-from redirector.clicks.classify import Classifier, Verdict
+from redirector.clicks.classify import Classifier, ClickVerdict
 from redirector.clicks.clientkeys import ClientKeys
 from redirector.config import RedirectorConfig
 from redirector.http.clientip import ClientIpPolicy
 from redirector.http.refusals import RefusalLog
 from redirector.location import location_for
-from redirector.store.stats import parse_since
 from redirector.tokens import Keyring, LinkData
 
 if TYPE_CHECKING:
@@ -79,11 +79,11 @@ class RedirectorMetrics(Collector):
         #: 404s by reason; their sum is the 404 count.
         self.refusals = refusals
         # Keyed by bot reason (None = human): a reason implies its classification, and
-        # hashing a str is cheaper than hashing the Verdict dataclass.
+        # hashing a str is cheaper than hashing the ClickVerdict dataclass.
         self.clicks: dict[str | None, int] = {}
         registry.register(self)
 
-    def click(self, verdict: Verdict) -> None:
+    def click(self, verdict: ClickVerdict) -> None:
         reason = verdict.reason
         self.clicks[reason] = self.clicks.get(reason, 0) + 1
 
@@ -130,8 +130,6 @@ class RedirectorState:
 
 
 STATE_KEY = web.AppKey("redirector_state", RedirectorState)
-RECORDER_KEY: web.AppKey[ClickRecorder | None] = web.AppKey("redirector_recorder")
-REGISTRY_KEY = web.AppKey("redirector_registry", CollectorRegistry)
 
 
 def not_found_response() -> web.Response:
@@ -223,7 +221,7 @@ def _note_click(request: web.Request, state: RedirectorState, link: LinkData) ->
     )
 
 
-def _serve_evidence(verdict: Verdict, network: str | None) -> str | None:
+def _serve_evidence(verdict: ClickVerdict, network: str | None) -> str | None:
     """The evidence of a serve-time bot label (the click's own fields say the rest)."""
     if not verdict.is_bot:
         return None
@@ -304,47 +302,3 @@ def set_keyring(app: web.Application, keyring: Keyring) -> None:
 def client_keys_for(keyring: Keyring) -> ClientKeys:
     """Hashes every node with this key file computes alike (see ClientKeys)."""
     return ClientKeys(keyring.keys[0].secret)
-
-
-# --- admin ---------------------------------------------------------------------------
-
-
-async def metrics_handler(request: web.Request) -> web.Response:
-    """``GET /metrics``: the Prometheus text format of the app's ``REGISTRY_KEY`` registry."""
-    registry = request.app[REGISTRY_KEY]
-    return web.Response(
-        body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-    )
-
-
-async def _api_stats(request: web.Request) -> web.Response:
-    recorder = request.app[RECORDER_KEY]
-    if recorder is None:
-        return web.json_response({"error": "no click store configured"}, status=503)
-    since = None
-    raw = request.query.get("since")
-    if raw:
-        try:
-            since = parse_since(raw)
-        except ValueError as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-    settled_only = request.query.get("settled", "") in ("1", "true", "yes")
-    try:
-        doc = await recorder.store.stats(since, settled_only=settled_only)
-    except ClickrelayError as exc:
-        log_event(log, logging.WARNING, "stats-failed", error=str(exc))
-        return web.json_response({"error": f"click store unavailable: {exc}"}, status=503)
-    return web.json_response(doc)
-
-
-def create_admin_app(
-    recorder: ClickRecorder | None, *, registry: CollectorRegistry
-) -> web.Application:
-    """The admin application: ``GET /metrics`` (Prometheus) and
-    ``GET /api/stats?since=&settled=1`` (``settled=1``: only clicks whose label is final)."""
-    app = web.Application()
-    app[REGISTRY_KEY] = registry
-    app[RECORDER_KEY] = recorder
-    app.router.add_get("/metrics", metrics_handler)
-    app.router.add_get("/api/stats", _api_stats)
-    return app

@@ -19,9 +19,22 @@ Contract every store keeps:
 
 from __future__ import annotations
 
+from typing import Literal
+
 from redirector.store.base import ClickStore, StoreError
 
-__all__ = ["ClickStore", "StoreError", "open_store"]
+__all__ = ["ClickStore", "StoreError", "open_store", "store_kind"]
+
+
+def store_kind(url: str) -> Literal["sqlite", "postgresql"] | None:
+    """``"sqlite"`` for ``sqlite:PATH``, ``"postgresql"`` for ``postgresql://…`` (or
+    ``postgres://…``), None for anything else. The config check and :func:`open_store`
+    both ask this, so they accept the same URLs."""
+    if url.startswith("sqlite:") and len(url) > len("sqlite:"):
+        return "sqlite"
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql"
+    return None
 
 
 def open_store(url: str) -> ClickStore:
@@ -32,11 +45,12 @@ def open_store(url: str) -> ClickStore:
     parameters go to asyncpg. Nothing is connected yet: call ``await store.open()``.
     Raises StoreError for any other URL or a bad prefix.
     """
-    if url.startswith("sqlite:") and len(url) > len("sqlite:"):
+    kind = store_kind(url)
+    if kind == "sqlite":
         from redirector.store.sqlite import SqliteStore
 
         return SqliteStore(url[len("sqlite:") :])
-    if url.startswith(("postgresql://", "postgres://")):
+    if kind == "postgresql":
         from redirector.store.pg import PgStore, split_table_prefix
 
         dsn, prefix = split_table_prefix(url)

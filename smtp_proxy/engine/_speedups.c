@@ -4,8 +4,8 @@
  * (smtp_proxy/engine/speedups.py imports it; CLICKRELAY_NO_EXTENSIONS=1 turns it off).
  *
  * scan(html, pos, end) -> list | None
- *   html_links._scan, step for step, about ten times faster than the regular
- *   expressions it mirrors. html_links._scan is the reference: every function of the
+ *   html_scan._scan, step for step, about ten times faster than the regular
+ *   expressions it mirrors. html_scan._scan is the reference: every function of the
  *   scanner (in _speedups_scan.h, compiled once per string kind) names the regular
  *   expression or Python function whose behaviour it reproduces, and the tests compare
  *   the two on the corpus and on generated HTML. Where reproducing Python exactly would
@@ -22,11 +22,11 @@
  *                 bound the scan ran with there.
  *
  * qp_valid(body) -> bool
- *   mime_parts._BAD_QP_RE finds nothing (one memchr walk instead of a regex search).
+ *   qp._BAD_QP_RE finds nothing (one memchr walk instead of a regex search).
  *
  * qp_line_starts(body, lines) -> list | None
  *   Where given logical lines of a quoted-printable body start, so that re-encoding a
- *   changed part touches only its changed lines (mime_parts._qp_reencode_mapped).
+ *   changed part touches only its changed lines (qp._qp_reencode_mapped).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -144,7 +144,7 @@ is_hex(unsigned char c)
     return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'F') || (c >= 'a' && c <= 'f');
 }
 
-/* qp_valid(body) -> bool: mime_parts._BAD_QP_RE finds nothing, i.e. every "=" is an
+/* qp_valid(body) -> bool: qp._BAD_QP_RE finds nothing, i.e. every "=" is an
  * escape (two hex digits) or a soft line break ([ \t]* then \r?\n or the end). */
 static PyObject *
 qp_valid(PyObject *self, PyObject *arg)
@@ -280,7 +280,7 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "smtp_proxy.engine._speedups",
-    "C versions of hot loops of smtp_proxy.engine.html_links and smtp_proxy.engine.mime_parts.", -1, methods,
+    "C versions of hot loops of smtp_proxy.engine.html_scan and smtp_proxy.engine.qp.", -1, methods,
 };
 
 PyMODINIT_FUNC

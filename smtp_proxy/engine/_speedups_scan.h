@@ -211,7 +211,7 @@ FN(raw_until)(Text *t, Py_ssize_t q, Py_ssize_t end, const char *name, int at_en
     }
 }
 
-/* The conditional-comment test (?![WS]*+\[(?i:if)\b) / _CONDITIONAL_RE at q. */
+/* The conditional-comment test (?![WS]*+\[(?i:if)\b) / CONDITIONAL_COMMENT_RE at q. */
 static int
 FN(conditional)(Text *t, Py_ssize_t q, Py_ssize_t end)
 {
@@ -496,7 +496,7 @@ FN(ascii_name_is)(Text *t, Py_ssize_t a, Py_ssize_t b, const char *word)
     return b - a == (Py_ssize_t)strlen(word) && FN(seq_ascii)(t, a, b, word);
 }
 
-/* html_links._scan: 0 done, -1 error (exception set). Stops early with t->bail. */
+/* html_scan._scan: 0 done, -1 error (exception set). Stops early with t->bail. */
 static int
 FN(scan)(Text *t, Py_ssize_t pos, Py_ssize_t end, int in_comment, PyObject *out)
 {

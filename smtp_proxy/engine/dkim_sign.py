@@ -1,22 +1,25 @@
 """DKIM: find the signatures a message carries, and re-sign a rewritten message.
 
 Rewriting links changes the body, which breaks any DKIM signature made before clickrelay
-saw the message. So a signed message is relayed unchanged, unless ``[dkim]`` holds a key
-for *every* signing domain (``d=``): then the message is rewritten, the old signatures are
-removed and new ones are made with dkimpy, with the configured selector, canonicalization
-and signed headers.
+saw the message. So a signed message is relayed unchanged, unless there is a key for
+*every* signing domain (``d=``): then the message is rewritten, the old signatures are
+removed and new ones are made with dkimpy, with the key's selector, canonicalization and
+signed headers.
+
+The keys come in as :class:`DkimKey` values (private key bytes, read from disk once by
+the caller): the engine reads no file and no configuration.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from email.message import Message
 
 import dkim
 
-from smtp_proxy.config import DkimConfig, DkimDomainConfig
-from smtp_proxy.engine.mime_parts import remove_header
+from smtp_proxy.engine.headers import remove_header
 
 _TAG_RE = re.compile(r"(?:^|;)\s*([a-z]+)\s*=\s*([^;]*)", re.I)
 
@@ -35,45 +38,72 @@ def signatures(headers: Message) -> list[Signature]:
     for value in headers.get_all("DKIM-Signature") or []:
         tags = {k.lower(): re.sub(r"\s+", "", v) for k, v in _TAG_RE.findall(str(value))}
         signed = frozenset(h.strip().lower() for h in tags.get("h", "").split(":") if h.strip())
-        out.append(Signature(tags.get("d", "").lower().rstrip("."), signed))
+        out.append(Signature(normalize_domain(tags.get("d", "")), signed))
     return out
 
 
-def resign_keys(sigs: list[Signature], config: DkimConfig) -> list[tuple[str, DkimDomainConfig]]:
-    """The (domain, key config) to re-sign with, or [] when any signature's domain has no key."""
-    by_domain = {d.lower().rstrip("."): c for d, c in config.domains.items()}
-    keys: dict[str, DkimDomainConfig] = {}
+def normalize_domain(domain: str) -> str:
+    """A signing domain as signatures are compared: lower case, no trailing dot."""
+    return domain.lower().rstrip(".")
+
+
+@dataclass(frozen=True)
+class DkimKey:
+    """One re-signing key: what ``dkim.sign`` needs for one signing domain."""
+
+    domain: str  # d=, as normalize_domain() gives it
+    selector: str
+    private_key: bytes  # PEM, as in the key file
+    canonicalization: str  # "relaxed/relaxed", "simple/relaxed", …
+    headers: tuple[str, ...]  # h=: the headers to sign
+
+
+def keys_by_domain(keys: Sequence[DkimKey]) -> dict[str, DkimKey]:
+    """``keys`` as the mapping :class:`TrackingSettings` holds (by normalised domain)."""
+    return {normalize_domain(key.domain): key for key in keys}
+
+
+def resign_keys(sigs: list[Signature], keys: Mapping[str, DkimKey]) -> list[DkimKey]:
+    """The keys to re-sign with, or [] when any signature's domain has no key.
+
+    ``keys`` is by normalised domain (:func:`keys_by_domain`)."""
+    chosen: dict[str, DkimKey] = {}
     for sig in sigs:
-        cfg = by_domain.get(sig.domain)
-        if cfg is None:
+        key = keys.get(sig.domain)
+        if key is None:
             return []
-        keys[sig.domain] = cfg
-    return list(keys.items())
+        chosen[sig.domain] = key
+    return list(chosen.values())
 
 
-def resign(data: bytes, header_end: int, keys: list[tuple[str, DkimDomainConfig]]) -> bytes:
+def sign_headers(message: bytes, key: DkimKey, eol: bytes = b"\r\n") -> bytes:
+    """The DKIM-Signature header ``key`` makes for ``message`` (raises on a bad key)."""
+    header_c, _, body_c = key.canonicalization.partition("/")
+    sig = dkim.sign(
+        message,
+        key.selector.encode("ascii"),
+        normalize_domain(key.domain).encode("ascii"),
+        key.private_key,
+        canonicalize=(header_c.encode("ascii"), body_c.encode("ascii")),
+        include_headers=[h.lower().encode("ascii") for h in key.headers],
+        linesep=eol,
+    )
+    if not isinstance(sig, bytes) or not sig:
+        raise ValueError("dkim.sign returned no signature")
+    return sig
+
+
+def resign(data: bytes, header_end: int, keys: Sequence[DkimKey]) -> bytes:
     """``data`` without its DKIM-Signature headers, signed anew with each key.
 
-    ``header_end`` is where the top-level header block ends. Raises on a bad key file or
+    ``header_end`` is where the top-level header block ends. Raises on a bad key or
     signing error (the rewriter turns that into "relay unchanged").
     """
     eol = b"\r\n" if data[:header_end].endswith(b"\r\n") else b"\n"
     message = remove_header(data[:header_end], "DKIM-Signature") + data[header_end:]
     new_headers: list[bytes] = []
-    for domain, cfg in keys:
-        header_c, _, body_c = cfg.canonicalization.partition("/")
-        private_key = cfg.key_file.read_bytes()
-        sig = dkim.sign(
-            message,
-            cfg.selector.encode("ascii"),
-            domain.encode("ascii"),
-            private_key,
-            canonicalize=(header_c.encode("ascii"), body_c.encode("ascii")),
-            include_headers=[h.lower().encode("ascii") for h in cfg.headers],
-            linesep=eol,
-        )
-        if not isinstance(sig, bytes) or not sig:
-            raise ValueError("dkim.sign returned no signature")
+    for key in keys:
+        sig = sign_headers(message, key, eol)
         if not sig.endswith(eol):
             sig = sig.rstrip(b"\r\n") + eol
         new_headers.append(sig)

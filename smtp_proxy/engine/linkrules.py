@@ -1,9 +1,9 @@
-"""Which links may be tracked: one pure function, ``skip_reason(url, policy)``.
+"""Which links may be tracked: one pure function, ``link_skip_reason(url, policy)``.
 
-Every link the finders (``html_links``, ``text_links``) report goes through here. ``None``
+Every link the finders (``html_scan``, ``text_links``) report goes through here. ``None``
 means "may be tracked"; anything else is the reason string ``clickrelay rewrite --explain``
-shows for a link that is left as written. The rules come from design.md ("Which links are
-rewritten") and are checked in this order, so each URL gets the most telling reason:
+shows for a link that is left as written. The rules are checked in this order, so each
+URL gets the most telling reason:
 
 1. ``empty``         nothing but whitespace
 2. ``placeholder``   template variables (``{{x}}``, ``{%x%}``, ``*|X|*``, ``%%X%%``, ``[[x]]``),
@@ -135,7 +135,7 @@ def _is_under(host: str, domains: Iterable[str]) -> bool:
     return any(host == d or host.endswith("." + d) for d in domains)
 
 
-def skip_reason(url: str, policy: LinkPolicy) -> str | None:
+def link_skip_reason(url: str, policy: LinkPolicy) -> str | None:
     """``None`` if ``url`` may be tracked, else the reason it is left as written.
 
     Pure and total: never raises, whatever the input.

@@ -6,15 +6,15 @@ and changes nothing else. It works in three phases:
 1. **Scan** — :func:`smtp_proxy.engine.mime_parts.walk` finds every MIME entity as offsets into
    the original bytes. Each text/html and text/plain body part is transfer-decoded and
    charset-decoded (only if re-encoding gives back the very same bytes) and its links are
-   found (:mod:`smtp_proxy.engine.html_links`, :mod:`smtp_proxy.engine.text_links`).
+   found (:mod:`smtp_proxy.engine.html_scan`, :mod:`smtp_proxy.engine.text_links`).
 2. **Decide** — each link, counted across the whole message, is either skipped with a
-   reason (:func:`smtp_proxy.engine.linkrules.skip_reason`, opt-out attributes, length) or sealed
-   into a token (:meth:`redirector.tokens.Keyring.seal`). A URL opted out in the HTML is
-   also left alone in the text part.
-3. **Splice** — only the bytes of the changed href values are replaced, the part is
-   re-encoded in its own charset and transfer encoding (unchanged quoted-printable lines
-   are kept as they were), and the message is reassembled from the original bytes plus
-   the changed bodies.
+   reason (:func:`smtp_proxy.engine.linkrules.link_skip_reason`, opt-out attributes,
+   length) or sealed into a token (:meth:`redirector.tokens.Keyring.seal`). A URL opted
+   out in the HTML is also left alone in the text part.
+3. **Splice** (:mod:`smtp_proxy.engine.splice`) — only the bytes of the changed href
+   values are replaced, the part is re-encoded in its own charset and transfer encoding
+   (unchanged quoted-printable lines are kept as they were), and the message is
+   reassembled from the original bytes plus the changed bodies.
 
 Anything doubtful leaves the part (or the whole message) as it was, with a reason; the
 function never raises.
@@ -25,18 +25,19 @@ from __future__ import annotations
 import codecs
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import getaddresses
 
 from clickrelay.common.errors import TokenError
 from redirector.tokens import Keyring
-from smtp_proxy.config import DkimConfig, ProxySettings
-from smtp_proxy.engine import dkim_sign, mime_parts
-from smtp_proxy.engine.html_links import FoundLink, HtmlScan, check_links, find_html_links, splice
-from smtp_proxy.engine.linkrules import OPT_OUT_REASON, LinkPolicy, normalize_host, skip_reason
+from smtp_proxy.engine import b64, dkim_sign, headers, mime_parts, qp
+from smtp_proxy.engine.dkim_sign import DkimKey
+from smtp_proxy.engine.html_scan import FoundLink, HtmlScan
+from smtp_proxy.engine.html_verify import check_links, find_html_links
+from smtp_proxy.engine.linkrules import OPT_OUT_REASON, LinkPolicy, link_skip_reason
 from smtp_proxy.engine.mime_parts import Entity, MimeError
+from smtp_proxy.engine.splice import Edit, assemble, encode_part, spliced_decoded
 from smtp_proxy.engine.text_links import find_text_links
 
 OPT_OUT_HEADER = "X-Clickrelay-Track"
@@ -46,43 +47,25 @@ _HTTP_RE = re.compile(r"https?:", re.I)
 _HREF_B_RE = re.compile(rb"href", re.I)
 _HTTP_B_RE = re.compile(rb"https?:", re.I)
 _PGP_MARK = "-----BEGIN PGP "
-#: Charsets (Python codec names) in which every byte < 0x80 is that ASCII character on its
-#: own, whatever comes before or after it.
-_STATELESS_ASCII_CODECS = frozenset(
-    {"ascii", "utf-8", "iso8859-1", "iso8859-15", "cp1252", "cp1250", "cp1251", "koi8-r"}
-)
 
 
 @dataclass(frozen=True)
 class TrackingSettings:
-    """Everything the engine needs to mint tracked links for one message."""
+    """Everything the engine needs to mint tracked links for one message.
+
+    Plain values: the SMTP side builds them from the configuration
+    (:mod:`smtp_proxy.smtp.tracking`), with the DKIM keys already read.
+    """
 
     base_url: str
     keyring: Keyring
     policy: LinkPolicy
     max_link_length: int = 2048
     text_links: bool = True
-    dkim: DkimConfig = field(default_factory=DkimConfig)
+    #: Re-signing keys by normalised signing domain (:func:`dkim_sign.keys_by_domain`).
+    dkim_keys: Mapping[str, DkimKey] = field(default_factory=dict)
     #: Add the invisible trap link to each rewritten HTML part (``[tracking] bot_trap``).
     bot_trap: bool = False
-
-    @classmethod
-    def from_config(
-        cls, config: ProxySettings, keyring: Keyring, base_url: str | None = None
-    ) -> TrackingSettings:
-        """Settings from ``[tracking]``/``[dkim]``; ``base_url`` overrides the default
-        (e.g. the sender's domain from :func:`sender_base_url`)."""
-        tracking = config.tracking
-        urls = [*tracking.base_urls(), *([base_url] if base_url else [])]
-        return cls(
-            base_url=base_url or tracking.base_url,
-            keyring=keyring,
-            policy=LinkPolicy.from_base_urls(urls, tracking.skip_domains),
-            max_link_length=tracking.max_link_length,
-            text_links=tracking.text_links,
-            dkim=config.dkim,
-            bot_trap=tracking.bot_trap,
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,10 +141,10 @@ def _decode_job(data: bytes, job: _Job, settings: TrackingSettings) -> None:
         # A view: the encoded body is only read (decoded now, unchanged lines copied
         # into the new body later), so a large part costs no copy of it.
         job.body = memoryview(data)[entity.body_start : entity.end]
-        job.decoded = mime_parts.qp_decode(job.body)
+        job.decoded = qp.qp_decode(job.body)
     elif cte == "base64":
         job.body = data[entity.body_start : entity.end]
-        job.decoded = mime_parts.b64_decode(job.body)
+        job.decoded = b64.b64_decode(job.body)
     else:
         raise MimeError("unknown-transfer-encoding")
     # Most parts have no link at all: look for one in the bytes before paying for the
@@ -260,7 +243,7 @@ def _decide(
     index = 0
     for job in jobs:
         for link in job.links:
-            reason = force_reason or skip_reason(link.url, settings.policy)
+            reason = force_reason or link_skip_reason(link.url, settings.policy)
             if reason is None and (link.opt_out or (link.kind == "text" and link.url in opted_out)):
                 reason = OPT_OUT_REASON
             if reason is None and link.url.startswith(prefix):
@@ -276,7 +259,7 @@ def _decide(
                         sent_at=sent_at,
                     )
                 except TokenError:
-                    # seal() refuses what url_is_sealable refuses (skip_reason already
+                    # seal() refuses what url_is_sealable refuses (link_skip_reason already
                     # took out surrogates and everything else but the byte length).
                     reason = "malformed"
                 else:
@@ -300,146 +283,19 @@ def _decide(
 # --- phase 3: splice and re-encode -----------------------------------------------------
 
 
-def _spliced_decoded(job: _Job) -> tuple[bytes | None, list[tuple[int, int, bytes]]] | None:
-    """The part's new decoded bytes and the byte ranges (in the old ones) that changed;
-    None when the charset does not let us map text offsets to bytes exactly.
-
-    The new bytes are None for a quoted-printable part in a charset in which every byte
-    < 0x80 is ASCII: re-encoding needs only the changes there, and a large part then
-    costs no copy of its content.
-    """
-    tracked = [(link, d.tracked_url) for link, d in job.decisions if d.tracked_url]
-    tracked += job.insertions
-    tracked.sort(key=lambda item: (item[0].start, item[0].end))
-    enc = job.codec
-    stateless = enc in _STATELESS_ASCII_CODECS
-    want_bytes = not stateless or job.entity.headers.transfer_encoding != "quoted-printable"
-    decoded = job.decoded
-    old = memoryview(decoded)
-    text = job.text
-    # Unchanged stretches are compared with the old bytes in place (no copies) and, when
-    # the new content is wanted, taken from there as memoryview slices.
-    pieces: list[bytes | memoryview] = []
-    changes: list[tuple[int, int, bytes]] = []
-    text_pos = 0
-    byte_pos = 0
-    for link, new_url in tracked:
-        if link.start < text_pos:
-            return None  # overlapping links: refuse rather than guess
-        before = text[text_pos : link.start].encode(enc, job.errors)
-        raw = link.raw.encode(enc, job.errors)
-        start = byte_pos + len(before)
-        # startswith compares in place (memcmp), without a copy of the old bytes.
-        if not decoded.startswith(before, byte_pos) or not decoded.startswith(raw, start):
-            return None
-        new = new_url.encode(enc)
-        if want_bytes:
-            pieces += (old[byte_pos:start], new)
-        changes.append((start, start + len(raw), new))
-        byte_pos = start + len(raw)
-        text_pos = link.end
-    # The tail; in a stateless charset compared in slices, so that a large part is not
-    # encoded again whole (a stateful one must be encoded in one go).
-    step = 1 << 20 if stateless else max(1, len(text))
-    tail_start = byte_pos
-    while text_pos < len(text):
-        chunk = text[text_pos : text_pos + step].encode(enc, job.errors)
-        if not decoded.startswith(chunk, byte_pos):
-            return None
-        text_pos += step
-        byte_pos += len(chunk)
-    if byte_pos != len(old):
-        return None
-    if not want_bytes:
-        # Every unchanged byte was compared above and the new values are ASCII: in these
-        # charsets the bytes with the changes applied decode to exactly the spliced text.
-        return None, changes
-    pieces.append(old[tail_start:])
-    new_decoded = b"".join(pieces)
-    del pieces
-    if stateless:
-        return new_decoded, changes
-    # Other charsets (stateful ones like ISO-2022-JP): check against the reference, what
-    # the link finder's own splice says the text must become.
-    expected = splice(job.text, tracked)
-    try:
-        if new_decoded.decode(enc, job.errors) != expected:
-            return None
-    except UnicodeDecodeError:
-        return None
-    return new_decoded, changes
-
-
-@dataclass(frozen=True)
-class _Edit:
-    start: int
-    end: int
-    new: bytes | bytearray
-
-
-def _encode_job(data: bytes, job: _Job) -> list[_Edit] | str:
+def _encode_job(data: bytes, job: _Job) -> list[Edit] | str:
     """Byte edits for a rewritten part, or a reason to leave it alone."""
-    spliced = _spliced_decoded(job)
+    tracked = [(link, d.tracked_url) for link, d in job.decisions if d.tracked_url]
+    tracked += job.insertions  # the trap, if any: markup inserted at a point
+    quoted_printable = job.entity.headers.transfer_encoding == "quoted-printable"
+    spliced = spliced_decoded(
+        job.decoded, job.text, job.codec, job.errors, tracked, quoted_printable
+    )
     if spliced is None:
         return "charset-not-roundtrip"
-    new_decoded, changes = spliced
     job.text = ""  # not needed any more (a large part's text can go before encoding)
-    entity = job.entity
-    cte = entity.headers.transfer_encoding
-    eol = _body_eol(data, entity.body_start, entity.end, entity.eol)
-    edits: list[_Edit] = []
-    if cte == "quoted-printable":
-        new_body: bytes | bytearray = mime_parts.qp_reencode(job.body, job.decoded, changes, eol)
-    elif new_decoded is None:  # only quoted-printable parts go without new bytes
-        return "charset-not-roundtrip"
-    elif cte == "base64":
-        body = bytes(job.body)
-        trailer = body[len(body.rstrip()) :]
-        length = mime_parts.b64_line_length(body)
-        new_body = mime_parts.b64_encode(new_decoded, length, eol, trailer)
-    elif mime_parts.has_long_line(new_decoded, _new_offsets(changes)):
-        # A 7bit/8bit line would grow past 998 octets: switch this part to QP.
-        new_body = mime_parts.qp_encode(new_decoded, eol)
-        block = data[entity.start : entity.header_end]
-        new_block = mime_parts.replace_header(
-            block, "Content-Transfer-Encoding", "quoted-printable", entity.eol
-        )
-        edits.append(_Edit(entity.start, entity.header_end, new_block))
-    else:
-        new_body = new_decoded
-    edits.append(_Edit(entity.body_start, entity.end, new_body))
-    return edits
-
-
-def _new_offsets(changes: Sequence[tuple[int, int, bytes]]) -> list[int]:
-    """Where each change starts in the new content (only lines with a change can have
-    grown past the line limit)."""
-    out = []
-    delta = 0
-    for start, end, new in changes:
-        out.append(start + delta)
-        delta += len(new) - (end - start)
-    return out
-
-
-def _body_eol(data: bytes, start: int, end: int, default: bytes) -> bytes:
-    """The line ending of the body ``data[start:end]`` (``default`` if it has none)."""
-    nl = data.find(b"\n", start, end)
-    if nl < 0:
-        return default
-    return b"\r\n" if nl > start and data[nl - 1] == 0x0D else b"\n"
-
-
-def _assemble(data: bytes, edits: Sequence[_Edit]) -> bytes:
-    view = memoryview(data)
-    pieces: list[bytes | bytearray | memoryview] = []
-    pos = 0
-    for edit in sorted(edits, key=lambda e: e.start):
-        pieces.append(view[pos : edit.start])
-        pieces.append(edit.new)
-        pos = edit.end
-    pieces.append(view[pos:])
-    return b"".join(pieces)
+    new_decoded, changes = spliced
+    return encode_part(data, job.entity, job.body, job.decoded, new_decoded, changes)
 
 
 # --- entry point -----------------------------------------------------------------------
@@ -456,7 +312,7 @@ def rewrite_message(
     """Rewrite the links of one raw message (see the module docstring). Never raises:
     any internal error gives back the original bytes with reason ``error:<Type>``."""
     try:
-        return _rewrite(data, settings, queue_id, recipient, sent_at)
+        return _rewrite_raising(data, settings, queue_id, recipient, sent_at)
     except Exception as exc:  # fail open: the original message is always deliverable
         original = data if isinstance(data, bytes) else b""
         return RewriteResult(original, (), False, f"error:{type(exc).__name__}")
@@ -466,7 +322,7 @@ def _unchanged(data: bytes, reason: str, links: Sequence[LinkDecision] = ()) -> 
     return RewriteResult(data, tuple(links), False, reason)
 
 
-def _rewrite(
+def _rewrite_raising(
     data: bytes,
     settings: TrackingSettings,
     queue_id: str,
@@ -487,7 +343,7 @@ def _rewrite(
     force_reason = "opt-out-header" if any(v in _OFF_VALUES for v in opt_out) else None
 
     sigs = dkim_sign.signatures(top_headers)
-    resign_keys = dkim_sign.resign_keys(sigs, settings.dkim) if sigs else []
+    resign_keys = dkim_sign.resign_keys(sigs, settings.dkim_keys) if sigs else []
     if sigs and not resign_keys and force_reason is None:
         return _unchanged(data, "dkim-signed")
     if top.headers.protection is not None and force_reason is None:
@@ -520,12 +376,12 @@ def _rewrite(
 
     if force_reason is not None:
         if not any(OPT_OUT_HEADER.lower() in s.signed_headers for s in sigs):
-            block = mime_parts.remove_header(data[: top.header_end], OPT_OUT_HEADER)
+            block = headers.remove_header(data[: top.header_end], OPT_OUT_HEADER)
             out = block + data[top.header_end :]
             return RewriteResult(out, tuple(decisions), out != data, force_reason, tuple(notes))
         return RewriteResult(data, tuple(decisions), False, force_reason, tuple(notes))
 
-    edits: list[_Edit] = []
+    edits: list[Edit] = []
     final: list[LinkDecision] = []
     traps: list[LinkDecision] = []
     for job in jobs:
@@ -560,14 +416,14 @@ def _rewrite(
         return RewriteResult(data, tuple(final), False, reason, tuple(notes))
 
     final.extend(traps)
-    out = _assemble(data, edits)
+    out = assemble(data, edits)
     if resign_keys:
         header_end = top.header_end + sum(
             len(e.new) - (e.end - e.start) for e in edits if e.end <= top.header_end
         )
         try:
             out = dkim_sign.resign(out, header_end, resign_keys)
-        except Exception as exc:  # bad key file, dkimpy error: relay the original
+        except Exception as exc:  # bad key, dkimpy error: relay the original
             return RewriteResult(
                 data,
                 tuple(_as_skipped(d, "dkim-error") for d in final),
@@ -634,53 +490,3 @@ def _as_skipped(decision: LinkDecision, reason: str) -> LinkDecision:
     if decision.action != "tracked":
         return decision
     return LinkDecision(decision.part, decision.index, decision.url, "skipped", reason, None)
-
-
-# --- which tracking domain -------------------------------------------------------------
-
-
-def _domain_of(address: str) -> str:
-    _, _, domain = address.strip().strip("<>").rpartition("@")
-    # As link hosts are compared: a sender domain configured as ``bücher.example``
-    # matches mail from ``xn--bcher-kva.example`` (and the other way round).
-    return normalize_host(domain.strip().strip(">"))
-
-
-def _lookup_domain(domain: str, mapping: dict[str, str]) -> str | None:
-    """Exact sender domain first, then its parent domains."""
-    labels = domain.split(".")
-    for i in range(len(labels) - 1):
-        url = mapping.get(".".join(labels[i:]))
-        if url:
-            return url
-    return None
-
-
-def sender_base_url(config: ProxySettings, envelope_from: str, data: bytes) -> str:
-    """The tracking base URL for a message: by envelope sender domain, then by the From
-    header's domain, else ``[tracking] base_url``."""
-    mapping = {normalize_host(k): v for k, v in config.tracking.sender_domains.items()}
-    if not mapping:
-        return config.tracking.base_url
-    if envelope_from and "@" in envelope_from:
-        url = _lookup_domain(_domain_of(envelope_from), mapping)
-        if url:
-            return url
-    try:
-        header_end, _, _ = mime_parts.split_entity(data, 0, len(data))
-        headers = mime_parts.read_headers(data[:header_end])
-        # Raw values: an SMTPUTF8 message may write the address in UTF-8 (RFC 6532), which
-        # the parser keeps as surrogate escapes (and str() of its Header turns into U+FFFD).
-        values = [
-            value.encode("ascii", "surrogateescape").decode("utf-8", "replace")
-            for name, value in headers.raw_items()
-            if name.lower() == "from"
-        ]
-        for _, addr in getaddresses(values):
-            if "@" in addr:
-                url = _lookup_domain(_domain_of(addr), mapping)
-                if url:
-                    return url
-    except Exception:  # an unreadable From header just means: the default
-        pass
-    return config.tracking.base_url

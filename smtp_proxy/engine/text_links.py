@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import re
 
-from smtp_proxy.engine.html_links import FoundLink
+from smtp_proxy.engine.html_scan import FoundLink
 
 # "://" and what follows: printable ASCII except space, '"', '<', '>' -- everything a URL
 # may carry, including the characters real links use unescaped ({}, |, ^, `, \). The

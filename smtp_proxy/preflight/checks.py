@@ -15,7 +15,7 @@ import dns.name
 
 from redirector.tokens import Keyring
 from smtp_proxy.config import ProxySettings
-from smtp_proxy.preflight.dns_check import check_dns, host_of, make_resolver, skip_reason
+from smtp_proxy.preflight.dns_check import check_dns, domain_skip_reason, host_of, make_resolver
 from smtp_proxy.preflight.http_probe import healthz_url, probe
 from smtp_proxy.preflight.verdicts import DnsEvidence, DomainReport, ProbeResult, Verdict, fix_for
 
@@ -51,7 +51,7 @@ async def check_domain(
     expected = _display_target(cname_target)
     checked_at = time.time()
     notes: list[str] = []
-    reason = skip_reason(host)
+    reason = domain_skip_reason(host)
     addresses: tuple[str, ...] | None = None
     if reason is not None:
         notes.append(reason)
@@ -125,7 +125,7 @@ async def check_all(
     pre = config.preflight
     urls = config.tracking.base_urls()
     resolver = None
-    if any(skip_reason(host_of(url)) is None for url in urls):
+    if any(domain_skip_reason(host_of(url)) is None for url in urls):
         resolver = await make_resolver(pre.nameservers, pre.timeout)
     return list(
         await asyncio.gather(

@@ -25,7 +25,7 @@ import dns.resolver
 import dns.rrset
 
 from clickrelay.common.errors import ConfigError
-from clickrelay.common.hostport import parse_hostport
+from clickrelay.common.validators import parse_nameserver
 from smtp_proxy.preflight.verdicts import DnsEvidence, DnsRecord, Verdict
 
 #: Longest CNAME chain followed from the tracking host before giving up.
@@ -53,7 +53,7 @@ def host_of(base_url: str) -> str:
     return host
 
 
-def skip_reason(host: str) -> str | None:
+def domain_skip_reason(host: str) -> str | None:
     """Why DNS is not asked for this host (IP literal or localhost), or None."""
     try:
         ipaddress.ip_address(host)
@@ -69,7 +69,8 @@ def skip_reason(host: str) -> str | None:
 
 async def _nameserver(entry: str) -> dns.nameserver.Do53Nameserver:
     try:
-        host, port = parse_hostport(entry, 53)
+        # The loader already checked this entry; settings built in code were not.
+        host, port = parse_nameserver(entry)
     except ValueError as exc:
         raise ConfigError(f"[preflight] nameservers: {entry!r}: {exc}") from None
     try:

@@ -33,7 +33,7 @@ from clickrelay.common.logfmt import log_event
 from redirector.tokens import Keyring
 from smtp_proxy.config import ProxySettings
 from smtp_proxy.preflight.checks import MIN_TTL, check_domain
-from smtp_proxy.preflight.dns_check import host_of, make_resolver, skip_reason
+from smtp_proxy.preflight.dns_check import domain_skip_reason, host_of, make_resolver
 from smtp_proxy.preflight.verdicts import DomainReport, Verdict
 
 logger = logging.getLogger("clickrelay.preflight")
@@ -172,7 +172,7 @@ class PreflightMonitor:
 
     async def _get_resolver(self) -> dns.asyncresolver.Resolver | None:
         if self._resolver is None:
-            needs_dns = any(skip_reason(d.label) is None for d in self._domains.values())
+            needs_dns = any(domain_skip_reason(d.label) is None for d in self._domains.values())
             if needs_dns:
                 pre = self._config.preflight
                 self._resolver = await make_resolver(pre.nameservers, pre.timeout)

@@ -9,6 +9,7 @@ import pytest
 
 from clickrelay.common.errors import ConfigError
 from clickrelay.common.hostport import parse_hostport
+from clickrelay.common.validators import parse_nameserver
 from clickrelay.config import Config, config_from_cli, default_config, load_config, load_config_text
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,6 +81,9 @@ def test_quick_start_defaults_live_under_clickrelay_data(tmp_path: Path) -> None
         ('[redirector]\nlisten = "8080"\n', ["redirector.listen", "host:port"]),
         ('[redirector]\nadmin_listen = "::1"\n', ["redirector.admin_listen", "host:port"]),
         ("[preflight]\ninterval = -1\n", ["preflight.interval", "> 0"]),
+        ('[preflight]\nnameservers = ["1.1.1.1:99999"]\n', ["preflight.nameservers", "'1.1.1.1:"]),
+        ('[preflight]\nnameservers = ["[::1"]\n', ["preflight.nameservers", "[ipv6]:port"]),
+        ('[preflight]\nnameservers = [":53"]\n', ["preflight.nameservers", "host:port"]),
         ('[dkim.domains."a.com"]\nkey_file = "k"\n', ['dkim.domains."a.com".selector', "missing"]),
         ('[log]\nlevel = "loud"\n', ["log.level", "'info'"]),
         ("source = 'x'\n", ["source", "unknown key"]),
@@ -160,6 +164,19 @@ def test_cli_reports_config_errors_cleanly(
 )
 def test_parse_hostport(text: str, expected: tuple[str, int]) -> None:
     assert parse_hostport(text) == expected
+
+
+def test_nameservers_are_checked_by_the_rule_preflight_parses_them_with() -> None:
+    entries = ["192.0.2.1", "192.0.2.1:5353", "ns.example", "::1", "[::1]:5353"]
+    listed = ", ".join(f'"{e}"' for e in entries)
+    config = load_config_text(f"[preflight]\nnameservers = [{listed}]\n", "x.toml")
+    assert [parse_nameserver(e) for e in config.preflight.nameservers] == [
+        ("192.0.2.1", 53),
+        ("192.0.2.1", 5353),
+        ("ns.example", 53),
+        ("::1", 53),
+        ("::1", 5353),
+    ]
 
 
 def test_parse_hostport_default_port() -> None:

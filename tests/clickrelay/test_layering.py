@@ -114,6 +114,7 @@ PURE_ENGINE_MAY_NOT_IMPORT = (
     "smtp_proxy.upstream",
     "smtp_proxy.preflight",
     "smtp_proxy.service",
+    "smtp_proxy.config",
     "aiosmtpd",
     "aiosmtplib",
     "aiohttp",

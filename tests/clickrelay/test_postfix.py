@@ -21,8 +21,10 @@ from pathlib import Path
 import pytest
 
 from redirector.tokens import load_keyring
-from tests.support.postfix_harness import PostfixInstance, require_postfix
-from tests.support.process_harness import ClickrelayProcess, free_ports, write_config
+from tests.support.config import write_config
+from tests.support.net import free_ports
+from tests.support.postfix_harness import FILTER_MASTER_CF, PostfixInstance, require_postfix
+from tests.support.processes import ClickrelayProcess
 
 pytestmark = pytest.mark.postfix
 
@@ -40,25 +42,6 @@ HTML_MESSAGE = (
     '<a href="mailto:help@sender.test">Help</a></body></html>\r\n'
 ).encode()
 
-#: Postfix's advice for an after-queue content filter (FILTER_README), on loopback.
-FILTER_MASTER_CF = """\
-127.0.0.1:{submit} inet n - n - - smtpd
-  -o content_filter=clickrelay:[127.0.0.1]:{clickrelay}
-clickrelay unix - - n - 10 smtp
-  -o smtp_send_xforward_command=no
-  -o disable_mime_output_conversion=yes
-  -o smtp_generic_maps=
-127.0.0.1:{reinject} inet n - n - 10 smtpd
-  -o content_filter=
-  -o receive_override_options=no_unknown_recipient_checks,no_header_body_checks,no_milters
-  -o smtpd_helo_restrictions=
-  -o smtpd_client_restrictions=
-  -o smtpd_sender_restrictions=
-  -o smtpd_relay_restrictions=permit_mynetworks,reject
-  -o smtpd_recipient_restrictions=permit_mynetworks,reject
-  -o mynetworks=127.0.0.0/8
-"""
-
 
 @pytest.fixture(autouse=True)
 def _postfix_available() -> None:
@@ -73,8 +56,8 @@ def proxy_config(directory: Path, *, smtp_port: int, upstream_port: int) -> Path
         directory,
         smtp_port=smtp_port,
         http_port=http_port,
-        upstream=f'url = "smtp://127.0.0.1:{upstream_port}"',
-        preflight="enabled = false",
+        upstream={"url": f"smtp://127.0.0.1:{upstream_port}"},
+        preflight={"enabled": False},
     )
 
 

@@ -27,7 +27,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.support.process_harness import ClickrelayProcess, free_ports, run_cli, write_config
+from tests.support.config import write_config
+from tests.support.net import free_ports
+from tests.support.processes import ClickrelayProcess, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")

@@ -136,7 +136,7 @@ def test_referenced_files_exist() -> None:
 
 def test_postfix_doc_shows_the_tested_filter_setup() -> None:
     """docs/postfix.md's master.cf options are the ones tests/clickrelay/test_postfix.py runs."""
-    from tests.clickrelay.test_postfix import FILTER_MASTER_CF
+    from tests.support.postfix_harness import FILTER_MASTER_CF
 
     doc = (ROOT / "docs" / "postfix.md").read_text(encoding="utf-8")
     options = [line.strip() for line in FILTER_MASTER_CF.splitlines() if "-o " in line]

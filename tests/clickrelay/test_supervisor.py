@@ -21,15 +21,18 @@ import ssl
 import time
 from pathlib import Path
 
+import dkim
 import pytest
 
 from clickrelay.config import load_config_text
 from clickrelay.supervisor import restart_only_changes
 from redirector.tokens import load_keyring, new_key_line
 from smtp_proxy.engine.speedups import speedups
-from tests.support.netutil import refusing_port
+from tests.support.config import write_config
+from tests.support.dkim_keys import new_dkim_key
+from tests.support.net import free_ports, refusing_port
 from tests.support.preflight_fixtures import TestCA
-from tests.support.process_harness import ClickrelayProcess, free_ports, run_cli, write_config
+from tests.support.processes import ClickrelayProcess, run_cli
 
 MESSAGE_HEAD = (
     b"From: app@sender.test\r\nTo: someone@example.test\r\nSubject: lifecycle\r\n"
@@ -192,7 +195,7 @@ def test_click_queued_at_sigterm_is_in_the_store_after_exit(tmp_path: Path, comm
     # Batches that never fill and a flush interval far away: the click stays queued
     # until the shutdown flushes it.
     config = write_config(
-        tmp_path, http_port=http_port, redirector="batch_size = 100000\nflush_interval = 3600"
+        tmp_path, http_port=http_port, redirector={"batch_size": 100000, "flush_interval": 3600}
     )
     with ClickrelayProcess([command, "-c", str(config)], cwd=tmp_path) as proc:
         proc.wait_ready()
@@ -281,7 +284,7 @@ def wait_until_refused(port: int, timeout: float = 30.0) -> None:
 def test_sigterm_lets_an_in_flight_message_finish(tmp_path: Path, command: str) -> None:
     smtp_port, http_port = free_ports(2)
     config = write_config(
-        tmp_path, smtp_port=smtp_port, http_port=http_port, proxy="shutdown_grace = 60"
+        tmp_path, smtp_port=smtp_port, http_port=http_port, proxy={"shutdown_grace": 60}
     )
     with ClickrelayProcess([command, "-c", str(config)], cwd=tmp_path) as proc:
         proc.wait_ready()
@@ -312,7 +315,7 @@ def test_sigterm_lets_an_in_flight_message_finish(tmp_path: Path, command: str) 
 def test_sigterm_past_the_grace_period_never_says_250(tmp_path: Path) -> None:
     smtp_port, http_port = free_ports(2)
     config = write_config(
-        tmp_path, smtp_port=smtp_port, http_port=http_port, proxy="shutdown_grace = 0.5"
+        tmp_path, smtp_port=smtp_port, http_port=http_port, proxy={"shutdown_grace": 0.5}
     )
     with ClickrelayProcess(["proxy", "-c", str(config)], cwd=tmp_path) as proc:
         proc.wait_ready()
@@ -337,7 +340,7 @@ def test_sigterm_past_the_grace_period_never_says_250(tmp_path: Path) -> None:
 def test_unusable_key_file_location_is_a_clean_startup_error(tmp_path: Path) -> None:
     (http_port,) = free_ports(1)
     (tmp_path / "not-a-dir").write_text("a file where a directory should be")
-    config = write_config(tmp_path, http_port=http_port, tracking='key_file = "not-a-dir/keys"')
+    config = write_config(tmp_path, http_port=http_port, tracking={"key_file": "not-a-dir/keys"})
     result = run_cli("redirector", "-c", str(config), cwd=tmp_path)
     assert result.returncode == 2
     assert "cannot create the key file" in result.stderr
@@ -402,7 +405,7 @@ def test_proxy_sighup_reloads_certificate_and_policy_without_dropping_connection
         tmp_path,
         smtp_port=smtp_port,
         http_port=http_port,
-        proxy='tls_cert = "live/cert.pem"\ntls_key = "live/key.pem"',
+        proxy={"tls_cert": "live/cert.pem", "tls_key": "live/key.pem"},
     )
     with ClickrelayProcess(["proxy", "-c", str(config)], cwd=tmp_path) as proc:
         proc.wait_ready()
@@ -448,13 +451,13 @@ def test_proxy_sighup_reloads_certificate_and_policy_without_dropping_connection
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ('tls_listen = "127.0.0.1:0"', "proxy.tls_listen needs proxy.tls_cert"),
-        ('users_file = "missing-users"', "cannot read users file"),
-        ('tls_cert = "missing.pem"\ntls_key = "missing.key"', "missing.pem"),
+        ({"tls_listen": "127.0.0.1:0"}, "proxy.tls_listen needs proxy.tls_cert"),
+        ({"users_file": "missing-users"}, "cannot read users file"),
+        ({"tls_cert": "missing.pem", "tls_key": "missing.key"}, "missing.pem"),
     ],
 )
 def test_proxy_settings_that_fail_at_start_are_clean_errors(
-    tmp_path: Path, extra: str, message: str
+    tmp_path: Path, extra: dict[str, str], message: str
 ) -> None:
     (http_port,) = free_ports(1)
     config = write_config(tmp_path, http_port=http_port, proxy=extra)
@@ -482,7 +485,7 @@ def test_runs_in_a_plain_terminal_without_notify_socket(tmp_path: Path) -> None:
 def test_second_sigint_quits_at_once_and_second_sigterm_is_ignored(tmp_path: Path) -> None:
     smtp_port, http_port = free_ports(2)
     config = write_config(
-        tmp_path, smtp_port=smtp_port, http_port=http_port, proxy="shutdown_grace = 120"
+        tmp_path, smtp_port=smtp_port, http_port=http_port, proxy={"shutdown_grace": 120}
     )
     with ClickrelayProcess(["proxy", "-c", str(config)], cwd=tmp_path) as proc:
         proc.wait_ready()
@@ -507,12 +510,11 @@ def test_links_are_rewritten_once_a_failing_tracking_domain_recovers(tmp_path: P
     file comes up there; SIGHUP re-checks at once, STATUS turns to verified, and from
     then on links are tracked and redirect through that redirector."""
     smtp_port, http_port, other_http, other_admin = free_ports(4)
-    config = write_config(tmp_path, smtp_port=smtp_port, http_port=http_port)
-    config.write_text(
-        config.read_text().replace(
-            f'base_url = "http://127.0.0.1:{http_port}"',
-            f'base_url = "http://127.0.0.1:{other_http}"',
-        )
+    config = write_config(
+        tmp_path,
+        smtp_port=smtp_port,
+        http_port=http_port,
+        tracking={"base_url": f"http://127.0.0.1:{other_http}"},
     )
     other_dir = tmp_path / "other"
     other_dir.mkdir()
@@ -521,7 +523,7 @@ def test_links_are_rewritten_once_a_failing_tracking_domain_recovers(tmp_path: P
         other_dir,
         http_port=other_http,
         admin_port=other_admin,
-        tracking=f'key_file = "{key_file}"',
+        tracking={"key_file": key_file},
     )
     html = MESSAGE_HEAD.replace(b"text/plain", b"text/html")
     with ClickrelayProcess(["serve", "-c", str(config)], cwd=tmp_path) as serve:
@@ -542,3 +544,53 @@ def test_links_are_rewritten_once_a_failing_tracking_domain_recovers(tmp_path: P
             assert http_get(other_http, path) == (302, "https://example.com/recovered")
             assert other.stop() == 0
         assert serve.stop() == 0
+
+
+def _dkim_pem() -> bytes:
+    return new_dkim_key()[0]
+
+
+def _with_dkim(config: Path, key_file: str) -> None:
+    section = f'[dkim.domains."sender.test"]\nselector = "s2"\nkey_file = "{key_file}"\n'
+    config.write_text(config.read_text() + section)
+
+
+def test_proxy_dkim_key_file_that_is_bad_at_start_is_a_clean_error(tmp_path: Path) -> None:
+    (http_port,) = free_ports(1)
+    config = write_config(tmp_path, http_port=http_port)
+    (tmp_path / "dkim.pem").write_bytes(b"not a key\n")
+    _with_dkim(config, "dkim.pem")
+    result = run_cli("proxy", "-c", str(config), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "dkim.pem" in result.stderr and "not a usable DKIM private key" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_proxy_dkim_keys_stay_in_memory_when_a_reload_cannot_read_them(tmp_path: Path) -> None:
+    smtp_port, http_port = free_ports(2)
+    config = write_config(
+        tmp_path, smtp_port=smtp_port, http_port=http_port, preflight={"enabled": False}
+    )
+    pem = _dkim_pem()
+    (tmp_path / "dkim.pem").write_bytes(pem)
+    _with_dkim(config, "dkim.pem")
+    body = MESSAGE_HEAD.replace(b"text/plain", b"text/html") + (
+        b'<a href="https://example.com/signed">x</a>\r\n'
+    )
+    signed = dkim.sign(body, b"s1", b"sender.test", pem, include_headers=[b"from"]) + body
+    with ClickrelayProcess(["proxy", "-c", str(config)], cwd=tmp_path) as proc:
+        proc.wait_ready()
+        (tmp_path / "dkim.pem").unlink()
+        proc.send_signal(signal.SIGHUP)
+        proc.wait_for("RELOADING")
+        assert "reload failed" in proc.wait_for("READY")["STATUS"]
+        line = proc.wait_for_log("event=reload-failed")
+        assert "dkim.pem" in line and "cannot read DKIM key" in line
+        with smtplib.SMTP("127.0.0.1", smtp_port, timeout=60) as client:
+            assert client.sendmail("app@sender.test", ["someone@example.test"], signed) == {}
+        (delivered,) = outbox(tmp_path)
+        text = delivered.read_bytes()
+        # Rewritten and re-signed with the key read at start (s2 replaces s1).
+        assert b"https://example.com/signed" not in text
+        assert b"s=s2" in text and b"s=s1" not in text
+        assert proc.stop() == 0

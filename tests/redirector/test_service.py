@@ -9,9 +9,8 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from redirector.config import RedirectorConfig
 from redirector.service import RedirectorService, parse_listen
 from redirector.store import open_store
 from redirector.tokens import Keyring, new_key_line, parse_keys
+from tests.support.polling import until
 from tests.support.tcp_relay import TcpRelay
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
@@ -56,15 +56,6 @@ async def fetch(
         method, url, allow_redirects=False, headers={"User-Agent": BROWSER}
     ) as resp:
         return resp.status, dict(resp.headers), await resp.read()
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], limit: float = 10.0) -> None:
-    """Poll ``check`` until true, for at most ``limit`` seconds (a bounded deadline)."""
-    deadline = time.monotonic() + limit
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached before the deadline")
-        await asyncio.sleep(0.02)
 
 
 async def stored_totals(path: Path) -> dict[str, Any]:
@@ -105,13 +96,13 @@ async def test_clicks_served_equal_clicks_stored(tmp_path: Path, keyring: Keyrin
             _, _, body = await fetch(session, f"{base}/healthz")
             return bool(json.loads(body)["store"]["state"] == "ok")
 
-        await eventually(store_ok)
+        await until(store_ok, "store ok", within=10)
 
         async def all_in_api_stats() -> bool:
             status, _, body = await fetch(session, f"{admin}/api/stats")
             return status == 200 and json.loads(body)["totals"]["human_clicks"] == served
 
-        await eventually(all_in_api_stats)
+        await until(all_in_api_stats, "all in api stats", within=10)
         _, _, body = await fetch(session, f"{admin}/metrics")
         assert b'clickrelay_redirects_total{result="302"} 40.0' in body
         # Each listener serves only its own endpoints.
@@ -170,7 +161,7 @@ async def test_store_down_at_start_still_redirects_and_catches_up(
         async def store_down() -> bool:
             return bool((await health())["store"]["state"] == "down")
 
-        await eventually(store_down)
+        await until(store_down, "store down", within=10)
         for token in tokens(keyring, 5):
             status, headers, _ = await fetch(session, f"{base}/c/{token}")
             assert status == 302
@@ -185,7 +176,7 @@ async def test_store_down_at_start_still_redirects_and_catches_up(
             doc = await health()
             return bool(doc["store"]["state"] == "ok" and doc["store"]["queued"] == 0)
 
-        await eventually(caught_up, limit=20.0)
+        await until(caught_up, "caught up", within=20.0)
     assert (await stored_totals(db))["human_clicks"] == 5
 
 
@@ -257,18 +248,18 @@ async def test_postgresql_outage_through_a_relay_never_delays_redirects(
                 async def flushed() -> bool:
                     return recorder.queued == 0 and recorder.state == "ok"
 
-                await eventually(flushed, limit=30)
+                await until(flushed, "flushed", within=30)
                 await relay.cut(hold=True)
                 served += await redirect_all(tokens(keyring, 20, "during"))
 
                 async def down() -> bool:
                     return recorder.state == "down"
 
-                await eventually(down, limit=30)
+                await until(down, "down", within=30)
                 served += await redirect_all(tokens(keyring, 5, "down"))
                 assert recorder.queued >= 25
                 relay.restore()
-                await eventually(flushed, limit=30)
+                await until(flushed, "flushed", within=30)
         finally:
             await service.stop(10)
         assert recorder.dropped == 0

@@ -1,10 +1,12 @@
-"""Shared machinery of the reliability suite: scale knobs, figures, processes, clients.
+"""What only the reliability suite needs: scale knobs, figures, a killable MTA, clients.
+
+Ports, polling, configs and ``clickrelay`` processes come from ``tests/support``.
 
 * :data:`FULL` / :func:`scale` — the quick subset (default ``pytest`` run, CI) and the
-  full run (``CLICKRELAY_RELIABILITY_FULL=1``) share every scenario; only counts differ.
-* :func:`need` — import a component under test, or skip the test saying which one is
-  missing (the suite is written against ``/work/briefs/contracts.md``).
+  full run (``CLICKRELAY_FULL=1``) share every scenario; only counts differ.
+* :func:`need` — import a component under test, naming it for the reader.
 * :class:`Figures` — one row of the table ``bench/reliability.py`` prints.
+* :data:`UNDER_LOAD` — proxy settings for a loaded machine.
 * :class:`SinkProcess` — the upstream MTA as a real process that tests kill and restart.
 * :func:`send_with_retry` — an SMTP client that behaves like a real MTA queue: a 4xx or
   a broken connection means "keep the message and try again".
@@ -19,12 +21,11 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -32,20 +33,17 @@ from typing import Any
 
 import pytest
 
+from tests.support.polling import wait_until
 from tests.support.proxy_helpers import LineClient
 
 VENV_BIN = Path(sys.executable).parent
 
 #: The full run: every scenario at its full size (``bench/reliability.py`` sets it).
-FULL = (
-    os.environ.get("CLICKRELAY_RELIABILITY_FULL") == "1" or os.environ.get("CLICKRELAY_FULL") == "1"
-)
+FULL = os.environ.get("CLICKRELAY_FULL") == "1"
 #: JSON-lines file the figures and test outcomes go to (set by ``bench/reliability.py``).
 RESULTS_ENV = "CLICKRELAY_RELIABILITY_RESULTS"
 
-full_only = pytest.mark.skipif(
-    not FULL, reason="full reliability run only: set CLICKRELAY_RELIABILITY_FULL=1"
-)
+full_only = pytest.mark.skipif(not FULL, reason="full reliability run only: set CLICKRELAY_FULL=1")
 
 
 def scale(quick: int, full: int) -> int:
@@ -54,8 +52,8 @@ def scale(quick: int, full: int) -> int:
 
 
 def need(module: str, component: str | None = None) -> ModuleType:
-    """Import ``module``. Every component has landed, so an import failure is a test error,
-    never a skip (``component`` is kept for the callers' readability)."""
+    """Import ``module``; an import failure is a test error, never a skip
+    (``component`` names the part under test for the reader)."""
     return importlib.import_module(module)
 
 
@@ -87,42 +85,6 @@ class Figures:
         row = {"kind": "figures", "nodeid": nodeid, **asdict(self)}
         with open(path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
-
-
-# --- waiting -----------------------------------------------------------------------------
-
-
-async def eventually(
-    condition: Callable[[], bool], within: float = 30.0, step: float = 0.02
-) -> None:
-    """Poll ``condition`` until it holds; fail (TimeoutError) after ``within`` seconds."""
-    async with asyncio.timeout(within):
-        while not condition():  # noqa: ASYNC110 - polling a condition with a bounded deadline
-            await asyncio.sleep(step)
-
-
-def wait_until(condition: Callable[[], bool], within: float = 30.0, what: str = "") -> None:
-    """Synchronous :func:`eventually` for tests driving subprocesses."""
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within}s waiting for {what or condition}")
-        time.sleep(0.02)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (for subprocesses that cannot report theirs)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 # --- the upstream MTA as a process -----------------------------------------------------------
@@ -351,185 +313,17 @@ async def _reset(client: Any) -> None:
             await client.rset()
 
 
-# --- configs -----------------------------------------------------------------------------------
-
-
-def toml_str(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def config_text(sections: dict[str, dict[str, Any]]) -> str:
-    """TOML from ``{"proxy": {"listen": "127.0.0.1:0"}, …}`` (flat sections only)."""
-    out: list[str] = []
-    for name, table in sections.items():
-        out.append(f"[{name}]")
-        for key, value in table.items():
-            out.append(f"{key} = {_toml_value(value)}")
-    return "\n".join(out) + "\n"
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, Path):
-        return toml_str(str(value))
-    if isinstance(value, str):
-        return toml_str(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"no TOML for {value!r}")
-
-
-def clickrelay_cmd(*args: str) -> list[str]:
-    """``clickrelay …`` from this venv (console script, else ``python -m smtp_proxy``)."""
-    script = VENV_BIN / "clickrelay"
-    if script.exists():
-        return [str(script), *args]
-    return [sys.executable, "-m", "smtp_proxy", *args]
-
-
-class CommandProcess:
-    """``clickrelay COMMAND -c CFG`` as a real child process, its output appended to ``log``;
-    started again after :meth:`terminate` (SIGTERM) for restart scenarios."""
-
-    def __init__(
-        self, command: str, cfg: Path, ports: tuple[int, ...], log: Path, start_within: float
-    ) -> None:
-        self.command = command
-        self.start_within = start_within
-        self.cfg = cfg
-        self.ports = ports
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        """Start and wait until every port listens; fail with the log's tail if it exits."""
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                clickrelay_cmd(self.command, "-c", str(self.cfg)),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        proc = self.proc
-        wait_until(
-            lambda: all(port_open(p) for p in self.ports) or proc.poll() is not None,
-            self.start_within,
-            f"clickrelay {self.command} to listen",
-        )
-        if proc.poll() is not None:
-            raise AssertionError(
-                f"clickrelay {self.command} exited {proc.returncode}: "
-                f"{self.log.read_text()[-2000:]}"
-            )
-
-    def terminate(self) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(60)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
 # --- the proxy under test ------------------------------------------------------------------------
 
-PROXY_BASE_URL = "http://127.0.0.1:8080"
-
-
-def proxy_config(
-    tmp_path: Path,
-    upstream_url: str,
-    key_file: Path,
-    *,
-    preflight: dict[str, Any] | None = None,
-    upstream: dict[str, Any] | None = None,
-    tracking: dict[str, Any] | None = None,
-    **proxy: Any,
-) -> Any:
-    """A :class:`smtp_proxy.config.Config` for a proxy on 127.0.0.1:0 → ``upstream_url``.
-
-    Preflight is off unless a ``preflight`` table is given (off = rewriting allowed).
-    """
-    from clickrelay.config import load_config_text
-
-    return load_config_text(
-        proxy_config_text(
-            upstream_url,
-            key_file,
-            preflight=preflight,
-            upstream=upstream,
-            tracking=tracking,
-            **proxy,
-        ),
-        "<reliability>",
-        tmp_path,
-    )
-
-
-@contextlib.asynccontextmanager
-async def running_proxy(
-    tmp_path: Path, upstream_url: str, key_file: Path, **config: Any
-) -> AsyncIterator[Any]:
-    """A started ``ProxyService`` (no admin listener) on :func:`proxy_config`'s config,
-    stopped with a 5 s grace on the way out."""
-    service_mod = need("smtp_proxy.service", "proxy (smtp_proxy/service.py ProxyService)")
-    from prometheus_client import CollectorRegistry
-
-    from redirector.tokens import load_keyring
-
-    service = service_mod.ProxyService(
-        proxy_config(tmp_path, upstream_url, key_file, **config),
-        load_keyring(key_file),
-        registry=CollectorRegistry(),
-        admin=False,
-    )
-    await service.start()
-    try:
-        yield service
-    finally:
-        await service.stop(grace=5)
-
-
-def proxy_config_text(
-    upstream_url: str,
-    key_file: Path,
-    *,
-    preflight: dict[str, Any] | None = None,
-    upstream: dict[str, Any] | None = None,
-    tracking: dict[str, Any] | None = None,
-    **proxy: Any,
-) -> str:
-    proxy_table: dict[str, Any] = {
-        "listen": "127.0.0.1:0",
-        "admin_listen": "",
-        "hostname": "proxy.test",
-        "trusted_networks": ["127.0.0.1/32"],
-        "command_timeout": 60,
-        "data_timeout": 60,
-        "shutdown_grace": 10,
-    }
-    proxy_table.update(proxy)
-    upstream_table: dict[str, Any] = {
-        "url": upstream_url,
-        "pool_size": 4,
-        "connect_timeout": 3,
-        "timeout": 10,
-    }
-    upstream_table.update(upstream or {})
-    tracking_table: dict[str, Any] = {"base_url": PROXY_BASE_URL, "key_file": key_file}
-    tracking_table.update(tracking or {})
-    return config_text(
-        {
-            "proxy": proxy_table,
-            "upstream": upstream_table,
-            "tracking": tracking_table,
-            "preflight": preflight if preflight is not None else {"enabled": False},
-        }
-    )
+#: :func:`tests.support.config.proxy_config` settings for this suite, which loads the
+#: machine harder than the unit tests do: longer SMTP timeouts and shutdown grace, and
+#: more upstream connections.
+UNDER_LOAD: dict[str, Any] = {
+    "command_timeout": 60,
+    "data_timeout": 60,
+    "shutdown_grace": 10,
+    "upstream": {"pool_size": 4, "connect_timeout": 3, "timeout": 10},
+}
 
 
 class RawSmtp(LineClient):

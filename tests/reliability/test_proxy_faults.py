@@ -25,22 +25,21 @@ from prometheus_client import CollectorRegistry
 from redirector.tokens import load_keyring
 from tests.reliability.checks import tokens_in
 from tests.reliability.harness import (
-    CommandProcess,
+    UNDER_LOAD,
     Figures,
     SendStats,
     SinkProcess,
-    eventually,
-    free_port,
     make_message,
     need,
-    port_open,
-    proxy_config,
-    proxy_config_text,
-    running_proxy,
     scale,
     send_with_retry,
 )
-from tests.support.dns_server import DnsServer, dns_server_fixture  # noqa: F401 (fixture)
+from tests.support.config import proxy_config, proxy_config_text
+from tests.support.dns_server import DnsServer
+from tests.support.net import free_port, port_open
+from tests.support.polling import DeadlinePassed, until
+from tests.support.processes import ClickrelayProcess
+from tests.support.proxy_helpers import running_proxy
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(600)]
 
@@ -88,12 +87,13 @@ async def test_upstream_killed_and_restarted_mid_load(
     stats = SendStats()
     points = ["mail", "rcpt", "data"]
     injected: list[str] = []
-    async with running_proxy(
+    config = proxy_config(
         tmp_path,
         f"smtp://127.0.0.1:{sink.port}",
         key_file,
-        upstream={"pool_size": 2, "connect_timeout": 2, "timeout": 10},
-    ) as service:
+        **{**UNDER_LOAD, "upstream": {"pool_size": 2, "connect_timeout": 2, "timeout": 10}},
+    )
+    async with running_proxy(config, load_keyring(key_file)) as service:
         deadline = time.monotonic() + scale(240, 540)
         senders = [
             asyncio.create_task(send_with_retry(service.port, part, stats, deadline=deadline))
@@ -104,16 +104,16 @@ async def test_upstream_killed_and_restarted_mid_load(
             for n in range(faults):
                 # Spread the faults over the load.
                 target = (n + 1) * total // (faults + 2)
-                await eventually(lambda t=target: stats.delivered >= t, 120)  # type: ignore[misc]
+                await until(lambda t=target: stats.delivered >= t, within=120)  # type: ignore[misc]
                 point = points[n % len(points)]
                 sink.die_at(point)
-                await eventually(lambda: not sink.alive, 60)
+                await until(lambda: not sink.alive, within=60)
                 sink.reap()
                 injected.append(point)
                 refused_before = stats.refused_4xx
                 # Down until a client has really been refused (the fault was felt).
-                with contextlib.suppress(TimeoutError):
-                    await eventually(lambda r=refused_before: stats.refused_4xx > r, 10)  # type: ignore[misc]
+                with contextlib.suppress(DeadlinePassed):
+                    await until(lambda r=refused_before: stats.refused_4xx > r, within=10)  # type: ignore[misc]
                 await asyncio.to_thread(sink.start)
 
         injector = asyncio.create_task(inject())
@@ -152,12 +152,13 @@ async def test_upstream_slow_gives_451_within_timeout_then_delivers_once(
     messages = batch("slow", count)
     stats = SendStats()
     codes: list[int] = []
-    async with running_proxy(
+    config = proxy_config(
         tmp_path,
         f"smtp://127.0.0.1:{sink.port}",
         key_file,
-        upstream={"pool_size": 1, "connect_timeout": 2, "timeout": 1.5},
-    ) as service:
+        **{**UNDER_LOAD, "upstream": {"pool_size": 1, "connect_timeout": 2, "timeout": 1.5}},
+    )
+    async with running_proxy(config, load_keyring(key_file)) as service:
         sink.set_delay(8)  # longer than upstream.timeout
         import aiosmtplib
 
@@ -203,15 +204,14 @@ async def test_proxy_sigterm_mid_load(
         proxy_config_text(
             f"smtp://127.0.0.1:{sink.port}",
             key_file,
-            listen=f"127.0.0.1:{port}",
-            shutdown_grace=10,
+            **{**UNDER_LOAD, "listen": f"127.0.0.1:{port}"},
         )
     )
     total = scale(80, 800)
     clients = 4
     restarts = scale(2, 5)
-    proxy = CommandProcess("proxy", cfg, (port,), tmp_path / "proxy.log", start_within=30)
-    await asyncio.to_thread(proxy.start)
+    proxy = ClickrelayProcess(["proxy", "-c", cfg], cwd=tmp_path)
+    await asyncio.to_thread(proxy.wait_ready, 30)
     # Each upstream DATA takes 0.2 s, so transactions are surely in flight at SIGTERM.
     sink.set_delay(0.2)
     messages = batch("term", total)
@@ -229,12 +229,13 @@ async def test_proxy_sigterm_mid_load(
         ]
         for n in range(restarts):
             target = (n + 1) * total // (restarts + 2)
-            await eventually(lambda t=target: stats.delivered >= t, 120)  # type: ignore[misc]
-            exit_codes.append(await asyncio.to_thread(proxy.terminate))
-            await asyncio.to_thread(proxy.start)
+            await until(lambda t=target: stats.delivered >= t, within=120)  # type: ignore[misc]
+            exit_codes.append(await asyncio.to_thread(proxy.stop, 60))
+            proxy.start()
+            await asyncio.to_thread(proxy.wait_ready, 30)
         await asyncio.gather(*senders)
     finally:
-        await asyncio.to_thread(proxy.kill)
+        await asyncio.to_thread(proxy.close)
     counts = tally(sink, messages, stats)
     figures.append(
         Figures(
@@ -250,7 +251,7 @@ async def test_proxy_sigterm_mid_load(
             f"refused connections={stats.connection_errors}",
         )
     )
-    assert exit_codes == [0] * restarts, (tmp_path / "proxy.log").read_text()[-3000:]
+    assert exit_codes == [0] * restarts, proxy.stderr()[-3000:]
     # The restarts were felt by the clients (they had to retry), yet nothing was lost.
     assert stats.refused_4xx + stats.connection_errors >= 1
     assert stats.delivered == total and stats.gave_up == 0
@@ -277,6 +278,7 @@ async def test_dns_stops_answering_rewriting_stops_within_ttl_mail_flows(
         tmp_path,
         f"smtp://127.0.0.1:{sink.port}",
         key_file,
+        **UNDER_LOAD,
         tracking={"base_url": base, "cname_target": target},
         preflight={
             "enabled": True,
@@ -317,12 +319,12 @@ async def test_dns_stops_answering_rewriting_stops_within_ttl_mail_flows(
             service.port, phases["dns-down"], stats, deadline=time.monotonic() + 60
         )
         # And the refresh, which cannot reach DNS, turns the verdict into a failure.
-        await eventually(lambda: monitor.state(base) not in ("verified", "pending"), 30)
+        await until(lambda: monitor.state(base) not in ("verified", "pending"), within=30)
         failed_state = monitor.state(base)
 
         dns_server.set_mode(None, None)
         monitor.refresh_soon()
-        await eventually(lambda: monitor.may_rewrite(base), 30)
+        await until(lambda: monitor.may_rewrite(base), within=30)
         phases["recovered"] = batch("dns-back", per_phase)
         await send_with_retry(
             service.port, phases["recovered"], stats, deadline=time.monotonic() + 60
@@ -371,13 +373,14 @@ async def test_drain_refuses_new_transactions_on_open_connections(
     """During the SIGTERM drain, a connection that is open but idle starts a new
     transaction: it must get a 4xx ("shutting down"), or a client that keeps its
     connection busy (Postfix's connection cache, an app's pooled client) holds the proxy
-    open for the whole grace period and is then cut mid-transaction. (Found by this
-    suite; fixed in b60c91a.)"""
+    open for the whole grace period and is then cut mid-transaction."""
     service_mod = need("smtp_proxy.service", "proxy (smtp_proxy/service.py ProxyService)")
     from tests.reliability.harness import RawSmtp, dot_stuff
 
     keyring = load_keyring(key_file)
-    config = proxy_config(tmp_path, f"smtp://127.0.0.1:{sink.port}", key_file, shutdown_grace=30)
+    config = proxy_config(
+        tmp_path, f"smtp://127.0.0.1:{sink.port}", key_file, **{**UNDER_LOAD, "shutdown_grace": 30}
+    )
     service = service_mod.ProxyService(config, keyring, registry=CollectorRegistry(), admin=False)
     await service.start()
     busy = await RawSmtp.connect(service.port)
@@ -393,7 +396,7 @@ async def test_drain_refuses_new_transactions_on_open_connections(
         assert (await busy.cmd("DATA"))[0] == 354
         await busy.send(dot_stuff(make_message("<drain-busy@x>")) + b".\r\n")
         stopping = asyncio.create_task(service.stop(grace=30))
-        await eventually(lambda: not port_open(service.port), 10)  # listeners closed
+        await until(lambda: not port_open(service.port), within=10)  # listeners closed
         code, _ = await idle.cmd("MAIL FROM:<late@example.com>")
         busy_code, _ = await busy.reply()
     finally:

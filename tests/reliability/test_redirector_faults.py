@@ -27,17 +27,11 @@ from prometheus_client import CollectorRegistry
 
 from redirector.config import RedirectorConfig
 from redirector.tokens import Keyring
-from tests.reliability.harness import (
-    Figures,
-    clickrelay_cmd,
-    config_text,
-    eventually,
-    free_port,
-    need,
-    port_open,
-    scale,
-    wait_until,
-)
+from tests.reliability.harness import Figures, need, scale
+from tests.support.config import write_redirector_config
+from tests.support.net import free_port
+from tests.support.polling import until
+from tests.support.processes import ClickrelayProcess
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(300)]
 
@@ -165,11 +159,11 @@ async def test_pg_store_cut_and_restored_mid_load(
         table = "clickrelay_clicks"
         try:
             await load.run(mint(keyring, per_phase, "before"))
-            await eventually(lambda: service.recorder.queued == 0, 60)
+            await until(lambda: service.recorder.queued == 0, within=60)
 
             await relay.cut(hold=hold)
             await load.run(mint(keyring, per_phase, "during"))
-            await eventually(lambda: service.recorder.state == "down", 60)
+            await until(lambda: service.recorder.state == "down", within=60)
             during_state = service.recorder.state
             queued_during = service.recorder.queued
 
@@ -182,7 +176,7 @@ async def test_pg_store_cut_and_restored_mid_load(
             async with asyncio.timeout(120):
                 while (await stored())[0] < load.served:  # noqa: ASYNC110 - bounded poll of the DB
                     await asyncio.sleep(0.1)
-            await eventually(lambda: service.recorder.queued == 0, 60)
+            await until(lambda: service.recorder.queued == 0, within=60)
         finally:
             await service.stop(30)
         recorded, distinct = await count_pg(db_dsn, table)
@@ -277,11 +271,11 @@ async def test_sqlite_data_dir_full_or_read_only(
             if fault == "disk-full":
                 phases = 3
                 await load.run(mint(keyring, per_phase, "before"))
-                await eventually(lambda: count_sqlite(db)[0] == per_phase, 60)
+                await until(lambda: count_sqlite(db)[0] == per_phase, within=60)
                 filler = fill(data)
             try:
                 await load.run(mint(keyring, per_phase, "during" + "x" * 200))
-                await eventually(lambda: service.recorder.state == "down", 60)
+                await until(lambda: service.recorder.state == "down", within=60)
                 queued_during = service.recorder.queued
                 async with aiohttp.ClientSession() as session:
                     health_url = f"http://127.0.0.1:{service.public_port}/healthz"
@@ -294,8 +288,9 @@ async def test_sqlite_data_dir_full_or_read_only(
                 else:
                     _mount("-o", "remount,rw", str(data))
             await load.run(mint(keyring, per_phase, "after"))
-            await eventually(
-                lambda: service.recorder.queued == 0 and count_sqlite(db)[0] >= load.served, 120
+            await until(
+                lambda: service.recorder.queued == 0 and count_sqlite(db)[0] >= load.served,
+                within=120,
             )
         finally:
             await service.stop(30)
@@ -332,34 +327,14 @@ async def test_redirector_sigterm_mid_load_flushes_queue(
 
     port = free_port()
     db = tmp_path / "clicks.sqlite3"
-    cfg = tmp_path / "clickrelay.toml"
-    cfg.write_text(
-        config_text(
-            {
-                "tracking": {"key_file": key_file},
-                "redirector": {
-                    "listen": f"127.0.0.1:{port}",
-                    "admin_listen": f"127.0.0.1:{free_port()}",
-                    "store": f"sqlite:{db}",
-                    # A long interval: clicks are still queued when SIGTERM arrives.
-                    "flush_interval": 30.0,
-                    "batch_size": 100000,
-                },
-            }
-        )
+    # A long interval: clicks are still queued when SIGTERM arrives.
+    cfg = write_redirector_config(
+        tmp_path, key_file, port=port, flush_interval=30.0, batch_size=100000
     )
     keyring = load_keyring(key_file)
-    log = open(tmp_path / "redirector.log", "wb")  # noqa: ASYNC230 - child's stderr
-    proc = subprocess.Popen(  # noqa: ASYNC220 - started once, then awaited via to_thread
-        clickrelay_cmd("redirector", "-c", str(cfg)), stdout=log, stderr=subprocess.STDOUT
-    )
+    proc = ClickrelayProcess(["redirector", "-c", cfg], cwd=tmp_path)
     try:
-        await asyncio.to_thread(
-            wait_until, lambda: port_open(port) or proc.poll() is not None, 30, "redirector"
-        )
-        if proc.poll() is not None:
-            text = (tmp_path / "redirector.log").read_text()
-            raise AssertionError(f"redirector exited {proc.returncode}: {text}")
+        await asyncio.to_thread(proc.wait_ready, 30)
         load = ClickLoad(port)
         total = scale(500, 5000)
         tokens = mint(keyring, total, "sigterm")
@@ -367,18 +342,15 @@ async def test_redirector_sigterm_mid_load_flushes_queue(
         await load.run(tokens[:half])
         # SIGTERM while the second half is in flight.
         second = asyncio.create_task(load.run(tokens[half:], concurrency=4))
-        await eventually(lambda: load.served >= half + 10, 30)
+        await until(lambda: load.served >= half + 10, within=30)
         proc.send_signal(signal.SIGTERM)
         with contextlib.suppress(aiohttp.ClientError, OSError):
             await second
-        returncode = await asyncio.to_thread(proc.wait, 60)
+        returncode = await asyncio.to_thread(proc.wait_exit, 60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        log.close()
+        await asyncio.to_thread(proc.close)
     recorded, distinct = count_sqlite(db)
-    assert returncode == 0, (tmp_path / "redirector.log").read_text()[-2000:]
+    assert returncode == 0, proc.stderr()[-2000:]
     assert load.served >= half
     assert recorded == distinct
     # Nothing served is lost; a click whose 302 was cut off by the exit may be recorded

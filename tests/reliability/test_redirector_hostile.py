@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import http.client
 import random
-import signal
 import socket
-import subprocess
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -22,17 +20,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from redirector.tokens import Keyring, load_keyring, new_key_line
-from tests.reliability.harness import (
-    Figures,
-    clickrelay_cmd,
-    config_text,
-    free_port,
-    need,
-    port_open,
-    scale,
-    wait_until,
-)
+from tests.reliability.harness import Figures, need, scale
 from tests.reliability.servers import forge_token, get, raw_http
+from tests.support.config import write_redirector_config
+from tests.support.net import free_port
+from tests.support.processes import ClickrelayProcess
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(900)]
 
@@ -49,7 +41,7 @@ class Redirector:
     """``clickrelay redirector`` as a subprocess: the hypothesis client and the server
     then run on separate cores instead of sharing one interpreter lock."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], port: int, keyring: Keyring) -> None:
+    def __init__(self, proc: ClickrelayProcess, port: int, keyring: Keyring) -> None:
         self.proc = proc
         self.port = port
         self.keyring = keyring
@@ -72,33 +64,11 @@ def redirector(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Redirector]
     key_file.write_text(new_key_line() + "\n")
     key_file.chmod(0o600)
     port = free_port()
-    cfg = tmp / "redirector.toml"
-    cfg.write_text(
-        config_text(
-            {
-                "tracking": {"key_file": key_file},
-                "redirector": {
-                    "listen": f"127.0.0.1:{port}",
-                    "admin_listen": f"127.0.0.1:{free_port()}",
-                    "store": f"sqlite:{tmp / 'clicks.sqlite3'}",
-                },
-            }
-        )
-    )
-    with open(tmp / "redirector.log", "wb") as log:
-        proc = subprocess.Popen(
-            clickrelay_cmd("redirector", "-c", str(cfg)), stdout=log, stderr=subprocess.STDOUT
-        )
-    try:
-        wait_until(lambda: port_open(port) or proc.poll() is not None, 60, "redirector")
-        assert proc.poll() is None, (tmp / "redirector.log").read_text()[-2000:]
+    cfg = write_redirector_config(tmp, key_file, port=port)
+    with ClickrelayProcess(["redirector", "-c", cfg], cwd=tmp) as proc:
+        proc.wait_ready(60)
         yield Redirector(proc, port, load_keyring(key_file))
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        assert proc.stop(60) == 0, proc.stderr()[-2000:]
 
 
 def check_reply(red: Redirector, status: int, location: list[bytes]) -> None:

@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from redirector.tokens import Keyring
-from tests.conftest import corpus_eml_files
 from tests.reliability import torture
-from tests.reliability.checks import check_relayed, check_tracked_links
+from tests.reliability.checks import check_relayed, check_tracked_links, tokens_in
 from tests.reliability.harness import FULL, Figures, need, scale
+from tests.support.corpus import corpus_eml_files
 
 pytestmark = [pytest.mark.reliability]
 
@@ -30,6 +30,12 @@ def tracking(keyring: Keyring) -> Any:
     )
 
 
+def token_of(decision: Any) -> str:
+    """The token of a tracked link's URL."""
+    assert decision.tracked_url is not None
+    return str(decision.tracked_url).rsplit("/c/", 1)[1]
+
+
 @pytest.mark.timeout(600 if FULL else 120)
 @pytest.mark.parametrize("case", sorted(torture.CASES))
 def test_torture_case_through_rewriter(keyring: Keyring, figures: list[Figures], case: str) -> None:
@@ -40,15 +46,24 @@ def test_torture_case_through_rewriter(keyring: Keyring, figures: list[Figures],
     assert isinstance(result.data, bytes)
     outcome = check_relayed(result.data, original, keyring)
     assert result.changed == (outcome == "rewrite")
-    tracked = sum(1 for d in result.links if d.action == "tracked")
+    tracked = [d for d in result.links if d.action == "tracked"]
     if outcome == "original":
-        assert result.data is not None
+        # Relayed as sent: no link may be reported as tracked.
+        assert not tracked, [d.url for d in tracked]
+    else:
+        # Each link reported as tracked is in the message as relayed and decodes to its
+        # URL, and every new /c/ link in it is one of them (nothing else was altered
+        # into a tracked link).
+        minted = {token_of(d): d.url for d in tracked}
+        assert set(tokens_in(result.data)) - set(tokens_in(original)) == set(minted)
+        for token, url in minted.items():
+            assert keyring.open(token).url == url
     figures.append(
         Figures(
             f"mime torture (engine): {case}",
             load=f"{len(original):,} bytes",
             faults=case,
-            notes=f"{outcome}, reason={result.reason}, tracked={tracked}",
+            notes=f"{outcome}, reason={result.reason}, tracked={len(tracked)}",
             extra={"error": result.reason.startswith("error:")},
         )
     )
@@ -176,9 +191,7 @@ def test_links_only_decode_to_urls_of_the_original(
             if decision.action != "tracked":
                 continue
             stats["tracked"] += 1
-            assert decision.tracked_url is not None
-            token = decision.tracked_url.rsplit("/c/", 1)[1]
-            link = keyring.open(token)
+            link = keyring.open(token_of(decision))
             assert link.url == decision.url
             # The decoded URL is in the original (HTML-unescaped) document or text part.
             sources = [doc, html_mod.unescape(doc), text or ""]

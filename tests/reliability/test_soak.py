@@ -24,18 +24,18 @@ from redirector.tokens import load_keyring
 from tests.reliability.checks import tokens_in
 from tests.reliability.harness import (
     MESSAGE_ID_RE,
-    CommandProcess,
     Figures,
     SendStats,
     SinkProcess,
-    config_text,
-    eventually,
-    free_port,
     full_only,
     make_message,
     need,
     send_with_retry,
 )
+from tests.support.config import config_text
+from tests.support.net import free_ports
+from tests.support.polling import until
+from tests.support.processes import ClickrelayProcess
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(600), full_only]
 
@@ -46,7 +46,7 @@ async def test_soak_serve_messages_and_clicks_under_faults(
     tmp_path: Path, key_file: Path, sink: SinkProcess, figures: list[Figures]
 ) -> None:
     need("clickrelay.supervisor", "clickrelay serve (clickrelay/supervisor.py)")
-    smtp_port, http_port = free_port(), free_port()
+    smtp_port, http_port, admin_port = free_ports(3)
     db = tmp_path / "clicks.sqlite3"
     cfg = tmp_path / "serve.toml"
     base = f"http://127.0.0.1:{http_port}"
@@ -65,7 +65,7 @@ async def test_soak_serve_messages_and_clicks_under_faults(
                 "preflight": {"enabled": False},
                 "redirector": {
                     "listen": f"127.0.0.1:{http_port}",
-                    "admin_listen": f"127.0.0.1:{free_port()}",
+                    "admin_listen": f"127.0.0.1:{admin_port}",
                     "store": f"sqlite:{db}",
                     "flush_interval": 0.1,
                 },
@@ -73,10 +73,8 @@ async def test_soak_serve_messages_and_clicks_under_faults(
         )
     )
     keyring = load_keyring(key_file)
-    serve = CommandProcess(
-        "serve", cfg, (smtp_port, http_port), tmp_path / "serve.log", start_within=60
-    )
-    await asyncio.to_thread(serve.start)
+    serve = ClickrelayProcess(["serve", "-c", cfg], cwd=tmp_path)
+    await asyncio.to_thread(serve.wait_ready, 60)
     run = uuid.uuid4().hex[:8]
     total = 600
     messages = [(f"<soak-{run}-{i}@x>", make_message(f"<soak-{run}-{i}@x>")) for i in range(total)]
@@ -119,21 +117,22 @@ async def test_soak_serve_messages_and_clicks_under_faults(
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
             for step in range(1, 7):
-                await eventually(lambda s=step: stats.delivered >= s * total // 8, 180)  # type: ignore[misc]
+                await until(lambda s=step: stats.delivered >= s * total // 8, within=180)  # type: ignore[misc]
                 await click_everything(session)
                 if step % 2:
                     sink.die_at(["mail", "rcpt", "data"][step % 3])
-                    await eventually(lambda: not sink.alive, 60)
+                    await until(lambda: not sink.alive, within=60)
                     sink.reap()
                     await asyncio.to_thread(sink.start)
                 else:
-                    exits.append(await asyncio.to_thread(serve.terminate))
-                    await asyncio.to_thread(serve.start)
+                    exits.append(await asyncio.to_thread(serve.stop, 60))
+                    serve.start()
+                    await asyncio.to_thread(serve.wait_ready, 60)
             await asyncio.gather(*senders)
             await click_everything(session)
-        exits.append(await asyncio.to_thread(serve.terminate))
+        exits.append(await asyncio.to_thread(serve.stop, 60))
     finally:
-        await asyncio.to_thread(serve.kill)
+        await asyncio.to_thread(serve.close)
     ids = sink.message_ids()
     with sqlite3.connect(db) as conn:
         recorded, distinct = conn.execute(

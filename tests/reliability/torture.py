@@ -1,8 +1,9 @@
 """Generated MIME torture messages (bytes), each with a name, for the rewriter and the proxy.
 
 Sizes follow :func:`~tests.reliability.harness.scale`: the full run builds the cases at
-the sizes the issue names (nesting depth 1000, a 10 MB header, 100,000 links in one
-part); the quick subset uses smaller instances of the same shapes.
+sizes past what real mail reaches (nesting depth 1000, a 10 MB header, 100,000 links in
+one part), where a recursive or quadratic walk would show; the quick subset uses smaller
+instances of the same shapes.
 """
 
 from __future__ import annotations

@@ -19,39 +19,19 @@ from prometheus_client import CollectorRegistry
 from redirector.tokens import Keyring
 from smtp_proxy.preflight.monitor import PreflightMonitor
 from smtp_proxy.service import ProxyService
+from tests.support.config import BASE_URL
 from tests.support.proxy_helpers import (
-    BASE_URL,
     QID_RE,
     SIMPLE_HTML,
-    TOKEN_RE,
     LineClient,
     ProxyLab,
-    SinkFactory,
-    close_line_clients,
     decode_links,
     html_message,
-    keys,
-    lab,
-    proxy_config,
     running_proxy,
     smtp_client,
-    smtp_sink_factory,
 )
 
-# Fixtures used here, and the names tests/smtp_proxy/test_proxy_load.py still imports from this
-# module rather than from tests/support/proxy_helpers.py.
-__all__ = [
-    "QID_RE",
-    "TOKEN_RE",
-    "SinkFactory",
-    "close_line_clients",
-    "html_message",
-    "keys",
-    "lab",
-    "proxy_config",
-    "running_proxy",
-    "smtp_sink_factory",
-]
+pytestmark = pytest.mark.usefixtures("close_line_clients")
 
 
 # --- tests --------------------------------------------------------------------------------------

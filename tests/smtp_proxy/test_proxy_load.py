@@ -17,20 +17,12 @@ from pathlib import Path
 import aiosmtplib
 
 from redirector.tokens import Keyring
-from smtp_proxy.engine.rewriter import TrackingSettings, rewrite_message
-from tests.conftest import corpus_html_files
-from tests.support.proxy_helpers import (
-    QID_RE,
-    TOKEN_RE,
-    SinkFactory,
-    html_message,
-    keys,
-    proxy_config,
-    running_proxy,
-    smtp_sink_factory,
-)
-
-__all__ = ["keys", "smtp_sink_factory"]  # fixtures used here
+from smtp_proxy.engine.rewriter import rewrite_message
+from smtp_proxy.smtp.tracking import tracking_settings
+from tests.support.config import proxy_config
+from tests.support.corpus import corpus_html_files
+from tests.support.proxy_helpers import QID_RE, TOKEN_RE, html_message, running_proxy
+from tests.support.smtp_sink import SinkFactory
 
 CLIENTS = 20
 MESSAGES_PER_CLIENT = 50
@@ -96,7 +88,7 @@ async def test_concurrent_clients_every_message_once_and_byte_exact(
     assert set(seen.values()) == {1}
     assert len(set(queue_ids.values())) == total
 
-    settings = TrackingSettings.from_config(config, keys)
+    settings = tracking_settings(config, keys, {})
     rewritten = 0
     for message in sink.messages:
         match = MESSAGE_ID_RE.search(message.data)

@@ -1,9 +1,7 @@
-"""Helpers shared by the recorder and store-outage tests: numbered clicks, bounded polling."""
+"""Numbered clicks for the recorder and store-outage tests."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from redirector.clicks import Click
@@ -25,13 +23,3 @@ def make_click(n: int) -> Click:
         classification="human",
         reason=None,
     )
-
-
-async def until(cond: Callable[[], bool], what: str, within: float = 30.0) -> None:
-    """Poll ``cond`` until true; fail after ``within`` seconds (a deadline, not a sleep)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not cond():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for: {what}")
-        await asyncio.sleep(0.01)

@@ -16,9 +16,8 @@ Usage::
         nameserver = dns.nameserver                      # "127.0.0.1:54321"
         dns.replace("links.example.com", "CNAME", "old.example.org")  # change at runtime
 
-or the pytest fixture ``dns_server``: import it into your test module with
-``from tests.support.dns_server import DnsServer, dns_server_fixture  # noqa: F401 (fixture)``
-and ask for ``dns_server: DnsServer``.
+or the pytest fixture ``dns_server`` (every test can ask for ``dns_server: DnsServer``;
+``tests/conftest.py`` lists this module in ``pytest_plugins``).
 
 Behaviour:
 
@@ -43,7 +42,6 @@ import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from types import TracebackType
 
 import dns.exception
 import dns.flags
@@ -55,6 +53,8 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 import pytest
+
+from tests.support.closing import Closing
 
 MODES = ("servfail", "nxdomain", "drop")
 _MAX_CHAIN = 16
@@ -72,7 +72,7 @@ def _name(text: str) -> dns.name.Name:
     return dns.name.from_text(text)
 
 
-class DnsServer:
+class DnsServer(Closing):
     """A threaded UDP DNS server on ``127.0.0.1:<port 0>`` whose zone tests edit live."""
 
     def __init__(self, host: str = "127.0.0.1") -> None:
@@ -212,17 +212,6 @@ class DnsServer:
         self._stop.set()
         self._thread.join(timeout=5)
         self._sock.close()
-
-    def __enter__(self) -> DnsServer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 @pytest.fixture(name="dns_server")

@@ -26,11 +26,12 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 
 import pytest
 
-from tests.support.netutil import poll, wait_for_port
+from tests.support.closing import Closing
+from tests.support.net import wait_for_port
+from tests.support.polling import poll
 
 POSTFIX = "/usr/sbin/postfix"
 DOMAIN = "example.test"
@@ -53,6 +54,26 @@ def require_postfix() -> None:
         if in_ci:
             pytest.fail(reason)
         pytest.skip(reason)
+
+
+#: Postfix's advice for an after-queue content filter (FILTER_README), on loopback.
+FILTER_MASTER_CF = """\
+127.0.0.1:{submit} inet n - n - - smtpd
+  -o content_filter=clickrelay:[127.0.0.1]:{clickrelay}
+clickrelay unix - - n - 10 smtp
+  -o smtp_send_xforward_command=no
+  -o disable_mime_output_conversion=yes
+  -o smtp_generic_maps=
+127.0.0.1:{reinject} inet n - n - 10 smtpd
+  -o content_filter=
+  -o receive_override_options=no_unknown_recipient_checks,no_header_body_checks,no_milters
+  -o smtpd_helo_restrictions=
+  -o smtpd_client_restrictions=
+  -o smtpd_sender_restrictions=
+  -o smtpd_relay_restrictions=permit_mynetworks,reject
+  -o smtpd_recipient_restrictions=permit_mynetworks,reject
+  -o mynetworks=127.0.0.0/8
+"""
 
 
 MASTER_CF_BASE = """\
@@ -123,7 +144,7 @@ def main_cf(root: Path, extra: Sequence[str] = ()) -> str:
 
 
 @dataclass
-class PostfixInstance:
+class PostfixInstance(Closing):
     """One running Postfix master with a private config, queue and mailbox."""
 
     root: Path
@@ -233,19 +254,11 @@ class PostfixInstance:
         try:
             self.start()
         except BaseException:
-            self.cleanup()
+            self.close()
             raise
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.cleanup()
-
-    def cleanup(self) -> None:
+    def close(self) -> None:
         try:
             self.stop()
         finally:

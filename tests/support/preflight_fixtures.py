@@ -6,7 +6,6 @@
   yields the port.
 * :class:`TestCA` — a CA and a server certificate for given names, made with
   ``cryptography``, written as PEM files.
-* :func:`preflight_config` — a :class:`Config` whose preflight asks a test DNS server.
 """
 
 from __future__ import annotations
@@ -24,8 +23,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-
-from clickrelay.config import Config, load_config_text
 
 #: The ``Host`` header of every ``/healthz`` request a :func:`healthz_app` received.
 HOSTS_SEEN = web.AppKey("hosts_seen", list[str])
@@ -155,49 +152,3 @@ class TestCA:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(self.cert_file, self.key_file)
         return context
-
-
-def _toml_str(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def preflight_config_text(
-    base_url: str,
-    *,
-    nameserver: str,
-    cname_target: str = "",
-    http_probe: bool = True,
-    timeout: float = 2.0,
-    interval: float = 300.0,
-    ca_file: Path | None = None,
-    sender_domains: dict[str, str] | None = None,
-    key_file: Path | None = None,
-    enabled: bool = True,
-) -> str:
-    """TOML for a config whose preflight asks ``nameserver`` (``host:port``)."""
-    lines = [
-        "[tracking]",
-        f"base_url = {_toml_str(base_url)}",
-        f"cname_target = {_toml_str(cname_target)}",
-    ]
-    if key_file is not None:
-        lines.append(f"key_file = {_toml_str(str(key_file))}")
-    if sender_domains:
-        lines.append("[tracking.sender_domains]")
-        lines.extend(f"{_toml_str(k)} = {_toml_str(v)}" for k, v in sender_domains.items())
-    lines += [
-        "[preflight]",
-        f"enabled = {'true' if enabled else 'false'}",
-        f"nameservers = [{_toml_str(nameserver)}]",
-        f"http_probe = {'true' if http_probe else 'false'}",
-        f"timeout = {timeout}",
-        f"interval = {interval}",
-        f"ca_file = {_toml_str(str(ca_file) if ca_file else '')}",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def preflight_config(base_url: str, *, nameserver: str, **kwargs: Any) -> Config:
-    """A :class:`Config` from :func:`preflight_config_text` (same keyword arguments)."""
-    text = preflight_config_text(base_url, nameserver=nameserver, **kwargs)
-    return load_config_text(text, "<test>", Path.cwd())

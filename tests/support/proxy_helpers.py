@@ -1,9 +1,9 @@
-"""Helpers shared by the proxy test modules (test_proxy_e2e, test_proxy_security, …).
+"""Helpers shared by the proxy tests, unit and reliability alike.
 
-A config builder (``proxy_config``), a proxy for the length of an ``async with``
-(``running_proxy``), message builders, a raw SMTP line client (``LineClient``) and an
-aiosmtplib client on loopback (``smtp_client``). The fixtures ``keys`` and
-``close_line_clients`` must be imported into the test module that uses them.
+A proxy for the length of an ``async with`` (``running_proxy``), message builders, a raw
+SMTP line client (``LineClient``) and an aiosmtplib client on loopback (``smtp_client``).
+The fixtures ``keys``, ``lab`` and ``close_line_clients`` reach every test through
+``pytest_plugins`` in ``tests/conftest.py``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
@@ -22,75 +22,15 @@ import aiosmtplib
 import pytest
 from prometheus_client import CollectorRegistry
 
-from clickrelay.config import Config, load_config_text
+from clickrelay.config import Config
 from redirector.tokens import Keyring, load_keyring
 from smtp_proxy.preflight.monitor import PreflightMonitor
 from smtp_proxy.service import ProxyService
-from tests.support.smtp_sink import SmtpSink, smtp_sink_factory
+from tests.support.config import BASE_URL, proxy_config
+from tests.support.smtp_sink import SinkFactory, SmtpSink
 
-__all__ = ["smtp_sink_factory"]  # fixture, re-exported for the test modules
-
-BASE_URL = "http://127.0.0.1:8080"
 TOKEN_RE = re.compile(re.escape(BASE_URL) + r"/c/([A-Za-z0-9_-]+)")
 QID_RE = re.compile(r"clickrelay id ([0-9a-z]+)")
-
-SinkFactory = Callable[..., Awaitable[SmtpSink]]
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def proxy_config(
-    tmp_path: Path,
-    upstream_url: str,
-    key_file: Path,
-    *,
-    preflight: bool = False,
-    upstream: dict[str, Any] | None = None,
-    tracking: dict[str, Any] | None = None,
-    **proxy: Any,
-) -> Config:
-    """A config for a proxy on 127.0.0.1:0 relaying to ``upstream_url``.
-
-    ``preflight=False`` (default) switches preflight off, which means "rewriting
-    allowed" for a proxy without a monitor.
-    """
-    proxy_table: dict[str, Any] = {
-        "listen": "127.0.0.1:0",
-        "admin_listen": "",
-        "hostname": "proxy.test",
-        "trusted_networks": ["127.0.0.1/32"],
-        "command_timeout": 30,
-        "data_timeout": 30,
-        "shutdown_grace": 5,
-    }
-    proxy_table.update(proxy)
-    upstream_table: dict[str, Any] = {
-        "url": upstream_url,
-        "pool_size": 2,
-        "connect_timeout": 5,
-        "timeout": 10,
-    }
-    upstream_table.update(upstream or {})
-    tracking_table: dict[str, Any] = {"base_url": BASE_URL, "key_file": str(key_file)}
-    tracking_table.update(tracking or {})
-    lines = []
-    for name, table in (
-        ("proxy", proxy_table),
-        ("upstream", upstream_table),
-        ("tracking", tracking_table),
-        ("preflight", {"enabled": preflight}),
-    ):
-        lines.append(f"[{name}]")
-        lines.extend(f"{k} = {_toml(v)}" for k, v in table.items())
-    return load_config_text("\n".join(lines) + "\n", base_dir=tmp_path)
 
 
 @contextlib.asynccontextmanager
@@ -141,8 +81,7 @@ SIMPLE_HTML = (
 class LineClient:
     """A raw SMTP client over a real socket: exact bytes out, reply lines in.
 
-    Clients a failing test did not close are closed by the autouse fixture
-    ``close_line_clients`` (import it into any module that uses LineClient).
+    Clients a failing test did not close are closed by the fixture ``close_line_clients``.
     """
 
     open_clients: ClassVar[set[LineClient]] = set()
@@ -292,12 +231,14 @@ class ProxyLab:
 
 @pytest.fixture
 def lab(tmp_path: Path, key_file: Path, keys: Keyring, smtp_sink_factory: SinkFactory) -> ProxyLab:
-    """Needs the fixtures ``keys`` and ``smtp_sink_factory`` imported next to it."""
     return ProxyLab(tmp_path, key_file, keys, smtp_sink_factory)
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 async def close_line_clients() -> AsyncIterator[None]:
+    """Closes the :class:`LineClient` connections a failing test left open; a module that
+    uses LineClient asks for it with ``pytestmark = pytest.mark.usefixtures(...)``. (Not
+    autouse: it would give every synchronous test of the tree an event loop.)"""
     yield
     for client in list(LineClient.open_clients):
         await client.close()

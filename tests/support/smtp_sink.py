@@ -1,6 +1,6 @@
 """A recording SMTP sink for tests: the "upstream MTA" every proxy test talks to.
 
-Design choice: the sink runs **inside the test's event loop** (``loop.create_server`` with
+The sink runs **inside the test's event loop** (``loop.create_server`` with
 an :class:`aiosmtpd.smtp.SMTP` protocol factory), not in an aiosmtpd ``Controller`` thread.
 That keeps everything single-threaded: tests can flip the sink's behaviour between
 commands without locks, and waiting for "n messages" is a plain future, never a sleep.
@@ -538,8 +538,12 @@ async def smtp_sink() -> AsyncIterator[SmtpSink]:
         yield sink
 
 
+#: What the ``smtp_sink_factory`` fixture gives: ``await factory(**SmtpSink options)``.
+SinkFactory = Callable[..., Awaitable[SmtpSink]]
+
+
 @pytest.fixture
-async def smtp_sink_factory() -> AsyncIterator[Callable[..., Awaitable[SmtpSink]]]:
+async def smtp_sink_factory() -> AsyncIterator[SinkFactory]:
     """``await smtp_sink_factory(**SmtpSink options)`` → a started sink, stopped at teardown."""
     sinks: list[SmtpSink] = []
 

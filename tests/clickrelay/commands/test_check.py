@@ -6,14 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 from redirector.tokens import load_keyring
-from tests.support.dns_server import DnsServer, dns_server_fixture  # noqa: F401 (fixture)
-from tests.support.preflight_fixtures import healthz_app, preflight_config_text, serve_app
+from tests.support.config import preflight_config_text
+from tests.support.dns_server import DnsServer
+from tests.support.preflight_fixtures import healthz_app, serve_app
+from tests.support.processes import CLICKRELAY, run_cli
 
-CLICKRELAY = Path(sys.executable).parent / "clickrelay"
 HOST = "links.example.com"
 TARGET = "track.example.net"
 BASE = f"https://{HOST}"
@@ -26,13 +26,7 @@ def write_config(tmp_path: Path, key_file: Path, text_kwargs: dict[str, object])
 
 
 def run_check(config: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(CLICKRELAY), "check", "-c", str(config), *extra],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_cli("check", "-c", str(config), *extra, cwd=config.parent)
 
 
 def dns_only_config(tmp_path: Path, key_file: Path, dns: DnsServer, **kwargs: object) -> Path:

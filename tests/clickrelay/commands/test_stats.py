@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -22,8 +21,8 @@ from redirector.store import ClickStore
 from redirector.store.pg import PgStore
 from redirector.store.sqlite import SqliteStore
 from redirector.store.stats import build_stats, format_stats, parse_since
+from tests.support.processes import run_cli
 
-CLICKRELAY = Path(sys.executable).parent / "clickrelay"
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
 
@@ -266,13 +265,7 @@ def test_parse_since_round_trips_iso_times(value: datetime) -> None:
 
 
 def run_stats(config: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(CLICKRELAY), "stats", "-c", str(config), *extra],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_cli("stats", "-c", str(config), *extra, cwd=config.parent)
 
 
 async def test_command_prints_json_and_table_from_the_configured_store(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from redirector.clicks.classify import (
     AgentMatcher,
     BurstTracker,
     Classifier,
-    Verdict,
+    ClickVerdict,
     bundled_agents,
     load_agents,
     parse_agent_list,
@@ -63,7 +63,7 @@ AGENTS = AgentMatcher(bundled_agents())
 
 def verdict(
     method: str = "GET", user_agent: str | None = CHROME, seconds_since_send: float = 3600.0
-) -> Verdict:
+) -> ClickVerdict:
     return rule_verdict(
         method=method,
         user_agent=user_agent,
@@ -74,7 +74,7 @@ def verdict(
 
 
 def test_a_browser_long_after_sending_is_human() -> None:
-    assert verdict() == Verdict("human", None)
+    assert verdict() == ClickVerdict("human", None)
     assert not verdict().is_bot
 
 
@@ -85,23 +85,25 @@ def test_real_browser_agents_are_not_scanners(agent: str) -> None:
 
 @pytest.mark.parametrize("agent", SCANNERS)
 def test_known_scanner_agents_are_bots(agent: str) -> None:
-    assert verdict(user_agent=agent) == Verdict("bot", "scanner-agent")
+    assert verdict(user_agent=agent) == ClickVerdict("bot", "scanner-agent")
 
 
 def test_head_is_a_bot_whatever_the_agent() -> None:
-    assert verdict(method="HEAD") == Verdict("bot", "head")
+    assert verdict(method="HEAD") == ClickVerdict("bot", "head")
     # HEAD is tried first: it wins over every other reason.
-    assert verdict(method="HEAD", user_agent=None, seconds_since_send=0) == Verdict("bot", "head")
+    assert verdict(method="HEAD", user_agent=None, seconds_since_send=0) == ClickVerdict(
+        "bot", "head"
+    )
 
 
 @pytest.mark.parametrize("agent", [None, "", "   "])
 def test_missing_or_blank_user_agent_is_a_bot(agent: str | None) -> None:
-    assert verdict(user_agent=agent) == Verdict("bot", "no-user-agent")
+    assert verdict(user_agent=agent) == ClickVerdict("bot", "no-user-agent")
 
 
 @pytest.mark.parametrize("seconds", [-30.0, 0.0, 3.0, 9.99])
 def test_click_within_seconds_of_sending_is_too_soon(seconds: float) -> None:
-    assert verdict(seconds_since_send=seconds) == Verdict("bot", "too-soon")
+    assert verdict(seconds_since_send=seconds) == ClickVerdict("bot", "too-soon")
 
 
 def test_click_just_after_the_limit_is_human() -> None:
@@ -109,7 +111,9 @@ def test_click_just_after_the_limit_is_human() -> None:
 
 
 def test_scanner_agent_reason_wins_over_too_soon() -> None:
-    assert verdict(user_agent="curl/8", seconds_since_send=0) == Verdict("bot", "scanner-agent")
+    assert verdict(user_agent="curl/8", seconds_since_send=0) == ClickVerdict(
+        "bot", "scanner-agent"
+    )
 
 
 def test_agent_matching_is_case_insensitive_and_empty_list_flags_nobody() -> None:
@@ -168,7 +172,7 @@ def test_classifier_from_config_uses_the_extra_file(tmp_path: Path) -> None:
         link_index=0,
         sent_at=0,
     )
-    assert got == Verdict("bot", "scanner-agent")
+    assert got == ClickVerdict("bot", "scanner-agent")
 
 
 # --- burst --------------------------------------------------------------------------
@@ -246,7 +250,7 @@ def test_a_bot_reason_from_the_rules_wins_over_burst_but_still_counts_toward_it(
     head = c.classify(
         method="HEAD", user_agent=CHROME, client="192.0.2.7", queue_id="Q1", link_index=0, sent_at=0
     )
-    assert head == Verdict("bot", "head")
+    assert head == ClickVerdict("bot", "head")
     assert click(c, 1) == "human"
     assert click(c, 2) == "burst"
 
@@ -257,12 +261,12 @@ def test_too_soon_uses_the_classifier_clock() -> None:
     got = c.classify(
         method="GET", user_agent=CHROME, client=None, queue_id="Q", link_index=0, sent_at=4_995
     )
-    assert got == Verdict("bot", "too-soon")
+    assert got == ClickVerdict("bot", "too-soon")
     clock.now = 5_006.0
     got = c.classify(
         method="GET", user_agent=CHROME, client=None, queue_id="Q", link_index=0, sent_at=4_995
     )
-    assert got == Verdict("human", None)
+    assert got == ClickVerdict("human", None)
 
 
 def test_burst_tracker_is_bounded_and_forgets_stale_pairs() -> None:

@@ -14,7 +14,8 @@ from prometheus_client import CollectorRegistry
 
 from redirector.clicks.recorder import ClickRecorder
 from redirector.store.sqlite import SqliteStore
-from tests.support.click_helpers import make_click, until
+from tests.support.click_helpers import make_click
+from tests.support.polling import until
 
 LOGGER = "clickrelay.recorder"
 
@@ -152,17 +153,22 @@ async def test_clicks_queued_before_start_while_locked_are_written_once_unlocked
 ) -> None:
     other = sqlite3.connect(store.path, isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")
+    clicks = [make_click(n) for n in range(3)]
     try:
         recorder, _ = recorder_for(store)
-        recorder.record(make_click(1))
+        for click in clicks:
+            recorder.record(click)
         await recorder.start()
         await until(lambda: recorder.state == "down", "down")
+        assert stored_ids(store) == []
     finally:
         other.execute("ROLLBACK")
         other.close()
     await until(lambda: recorder.state == "ok", "ok again")
     await until(lambda: recorder.queued == 0, "drained")
     await recorder.stop(timeout=5)
+    # Each click is in the store exactly once: the retries after the lock wrote no copy.
+    assert sorted(stored_ids(store)) == sorted(c.id for c in clicks)
 
 
 async def test_stop_with_the_store_down_gives_up_at_the_timeout_and_says_how_many(

@@ -10,10 +10,8 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-import os
 import re
 import sqlite3
-import struct
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -21,12 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
-from aiohttp.web import Application
-from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from multidict import CIMultiDictProxy
 from prometheus_client import CollectorRegistry
 
 from clickrelay import __version__
@@ -35,88 +29,24 @@ from redirector.clicks.classify import Classifier, bundled_agents
 from redirector.clicks.networks import NetworkMatcher, parse_networks
 from redirector.clicks.recorder import ClickRecorder
 from redirector.config import RedirectorConfig
-from redirector.http.app import MAX_TOKEN_CHARS, create_admin_app, create_app, set_keyring
+from redirector.http.admin import create_admin_app
+from redirector.http.app import MAX_TOKEN_CHARS, create_app, set_keyring
 from redirector.http.clientip import ClientIpPolicy, parse_ip
 from redirector.location import has_forbidden_char, location_for
 from redirector.store import open_store
 from redirector.tokens import Keyring, new_key_line, parse_keys
-
-BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
-LONG_AGO = 1_700_000_000  # send time far enough back that no click is "too soon"
-
-TestClientT = TestClient[Any, Any]
-
-
-@asynccontextmanager
-async def client_for(app: Application) -> AsyncIterator[TestClientT]:
-    async with TestClient(TestServer(app)) as client:
-        yield client
-
-
-def public_app(
-    keyring: Keyring,
-    config: RedirectorConfig | None = None,
-    recorder: ClickRecorder | None = None,
-    **kwargs: Any,
-) -> Application:
-    return create_app(
-        config or RedirectorConfig(), keyring, recorder, registry=CollectorRegistry(), **kwargs
-    )
-
-
-@dataclasses.dataclass(frozen=True)
-class Answer:
-    """A response read to the end (aiohttp's own object cannot be read after release)."""
-
-    status: int
-    headers: CIMultiDictProxy[str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-async def request(client: TestClientT, method: str, path: str, **kwargs: Any) -> Answer:
-    headers = kwargs.pop("headers", {"User-Agent": BROWSER})
-    async with client.request(
-        method, path, allow_redirects=False, headers=headers, **kwargs
-    ) as resp:
-        return Answer(resp.status, resp.headers, await resp.read())
-
-
-async def get(client: TestClientT, path: str, **kwargs: Any) -> Answer:
-    return await request(client, "GET", path, **kwargs)
-
-
-def seal(keyring: Keyring, url: str, **kwargs: Any) -> str:
-    kwargs.setdefault("queue_id", "4XyZ1abc")
-    kwargs.setdefault("link_index", 0)
-    kwargs.setdefault("sent_at", LONG_AGO)
-    return keyring.seal(url, **kwargs)
-
-
-def raw_token(keyring: Keyring, url: bytes, *, queue_id: bytes = b"RAW1") -> str:
-    """A token sealed with the raw AEAD, bypassing Keyring.seal's own URL checks."""
-    key = keyring.keys[0]
-    header = struct.pack(">B4s", 1, key.key_id)
-    plaintext = (
-        struct.pack(">BII", 0, LONG_AGO, 0)
-        + bytes((len(queue_id),))
-        + queue_id
-        + struct.pack(">H", 0)
-        + url
-    )
-    nonce = os.urandom(12)
-    sealed = AESGCMSIV(key.secret).encrypt(nonce, plaintext, header)
-    return base64.urlsafe_b64encode(header + nonce + sealed).rstrip(b"=").decode("ascii")
-
-
-def assert_not_found(resp: Answer) -> None:
-    assert resp.status == 404
-    assert "Location" not in resp.headers
-    assert resp.body == b"Not Found\n"
-    assert resp.headers["Cache-Control"] == "no-store"
-
+from tests.support.redirector_client import (
+    BROWSER,
+    LONG_AGO,
+    TestClientT,
+    assert_not_found,
+    client_for,
+    get,
+    public_app,
+    raw_token,
+    request,
+    seal,
+)
 
 # --- redirects ----------------------------------------------------------------------
 

@@ -13,11 +13,12 @@ from prometheus_client import CollectorRegistry
 
 from clickrelay.common.errors import TokenError
 from redirector.config import RedirectorConfig
-from redirector.http.app import MAX_TOKEN_CHARS, create_admin_app, create_app
+from redirector.http.admin import create_admin_app
+from redirector.http.app import MAX_TOKEN_CHARS, create_app
 from redirector.http.refusals import MAX_KEY_IDS, RefusalLog
 from redirector.tokens import Keyring, new_key_line, parse_keys
-from tests.redirector.http.test_app import assert_not_found, client_for, get, raw_token, seal
-from tests.support.click_helpers import until
+from tests.support.polling import until
+from tests.support.redirector_client import assert_not_found, client_for, get, raw_token, seal
 
 LOGGER = "clickrelay.test-refusals"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -22,6 +23,10 @@ from redirector.store.pg import PgStore, safe_dsn_name
 from redirector.store.sqlite import SqliteStore
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+#: A click id: 32 lower-case hex digits.
+CLICK_ID_RE = re.compile(r"[0-9a-f]{32}")
 
 
 def make_click(n: int = 0, **changes: object) -> Click:
@@ -87,9 +92,15 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 
 def test_click_ids_are_32_hex_unique_and_ascending_within_a_process() -> None:
     ids = [make_click(n).id for n in range(20_000)]
-    assert all(len(i) == 32 and int(i, 16) >= 0 and i == i.lower() for i in ids)
+    assert all(CLICK_ID_RE.fullmatch(i) for i in ids), [
+        i for i in ids if not CLICK_ID_RE.fullmatch(i)
+    ]
     assert len(set(ids)) == len(ids)
     assert ids == sorted(ids)  # ascending: the stores' id indexes are appended to
+    # One process prefix (20 hex digits) and a counter (12) that steps by one.
+    assert len({i[:20] for i in ids}) == 1
+    counters = [int(i[20:], 16) for i in ids]
+    assert counters == list(range(counters[0], counters[0] + len(ids)))
 
 
 def test_click_ids_of_different_processes_differ() -> None:

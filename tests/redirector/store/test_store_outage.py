@@ -21,7 +21,8 @@ from prometheus_client import CollectorRegistry
 from redirector.clicks.recorder import ClickRecorder
 from redirector.store.pg import PgStore
 from redirector.store.sqlite import SqliteStore
-from tests.support.click_helpers import make_click, until
+from tests.support.click_helpers import make_click
+from tests.support.polling import until
 from tests.support.tcp_relay import TcpRelay
 
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from redirector.location import location_for
 from redirector.tokens import url_is_sealable
-from smtp_proxy.engine.linkrules import LinkPolicy, normalize_host, skip_reason
+from smtp_proxy.engine.linkrules import LinkPolicy, link_skip_reason, normalize_host
 
 POLICY = LinkPolicy(
     tracking_hosts=frozenset({"track.example.net", "Links.Bücher.example"}),
@@ -98,7 +98,7 @@ POLICY = LinkPolicy(
     ],
 )
 def test_skip_reasons(url: str, reason: str) -> None:
-    assert skip_reason(url, POLICY) == reason
+    assert link_skip_reason(url, POLICY) == reason
 
 
 @pytest.mark.parametrize(
@@ -124,7 +124,7 @@ def test_skip_reasons(url: str, reason: str) -> None:
     ],
 )
 def test_trackable(url: str) -> None:
-    assert skip_reason(url, POLICY) is None
+    assert link_skip_reason(url, POLICY) is None
     assert url_is_sealable(url)
 
 
@@ -135,8 +135,8 @@ def test_policy_normalises_entries() -> None:
     )
     assert policy.tracking_hosts == {"track.example.net", "127.0.0.1", "::1"}
     assert policy.skip_domains == ("skip.example",)
-    assert skip_reason("http://127.0.0.1:8080/c/x", policy) == "already-tracked"
-    assert skip_reason("http://[::1]/c/x", policy) == "already-tracked"
+    assert link_skip_reason("http://127.0.0.1:8080/c/x", policy) == "already-tracked"
+    assert link_skip_reason("http://[::1]/c/x", policy) == "already-tracked"
 
 
 def test_from_base_urls() -> None:
@@ -144,9 +144,9 @@ def test_from_base_urls() -> None:
         ["http://127.0.0.1:8080", "https://t.example.com"], ["example.org"]
     )
     assert policy.tracking_hosts == {"127.0.0.1", "t.example.com"}
-    assert skip_reason("https://t.example.com/c/abc", policy) == "already-tracked"
-    assert skip_reason("https://www.example.org/", policy) == "skip-domain"
-    assert skip_reason("https://example.com/", policy) is None
+    assert link_skip_reason("https://t.example.com/c/abc", policy) == "already-tracked"
+    assert link_skip_reason("https://www.example.org/", policy) == "skip-domain"
+    assert link_skip_reason("https://example.com/", policy) is None
 
 
 def test_normalize_host() -> None:
@@ -174,26 +174,26 @@ def test_hosts_are_compared_as_the_redirect_sends_them(host: str) -> None:
     assert location is not None
     assert location.lower() == f"https://{normalize_host(host)}/x"
     policy = LinkPolicy(frozenset(), (normalize_host(host),))
-    assert skip_reason(f"https://{host}/x", policy) == "skip-domain"
+    assert link_skip_reason(f"https://{host}/x", policy) == "skip-domain"
 
 
 def test_sharp_s_is_not_folded_to_ss() -> None:
     # IDNA 2003 would map straße to strasse, a different domain the browser never visits.
     policy = LinkPolicy(frozenset(), ("xn--strae-oqa.de",))
-    assert skip_reason("https://straße.de/", policy) == "skip-domain"
-    assert skip_reason("https://strasse.de/", policy) is None
-    assert skip_reason("https://strasse.de/", LinkPolicy(frozenset(), ("straße.de",))) is None
+    assert link_skip_reason("https://straße.de/", policy) == "skip-domain"
+    assert link_skip_reason("https://strasse.de/", policy) is None
+    assert link_skip_reason("https://strasse.de/", LinkPolicy(frozenset(), ("straße.de",))) is None
 
 
 def test_empty_policy_tracks_ordinary_links() -> None:
-    assert skip_reason("https://example.com/", LinkPolicy(frozenset())) is None
+    assert link_skip_reason("https://example.com/", LinkPolicy(frozenset())) is None
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=60))
 def test_total_on_any_text(text: str) -> None:
     for url in (text, "https://example.com/" + text, "http://" + text):
-        reason = skip_reason(url, POLICY)
+        reason = link_skip_reason(url, POLICY)
         assert reason in {
             None,
             "empty",

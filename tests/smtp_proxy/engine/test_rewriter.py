@@ -14,19 +14,14 @@ from pathlib import Path
 
 import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 
-from clickrelay.config import default_config, load_config_text
+from clickrelay.config import load_config_text
 from redirector.tokens import MAX_URL_BYTES, Keyring
-from smtp_proxy.config import DkimConfig, DkimDomainConfig
-from smtp_proxy.engine import mime_parts
-from smtp_proxy.engine.rewriter import (
-    RewriteResult,
-    TrackingSettings,
-    rewrite_message,
-    sender_base_url,
-)
+from smtp_proxy.engine import b64, qp
+from smtp_proxy.engine.dkim_sign import DkimKey, keys_by_domain
+from smtp_proxy.engine.rewriter import RewriteResult, TrackingSettings, rewrite_message
+from smtp_proxy.smtp.tracking import tracking_settings
+from tests.support.dkim_keys import new_dkim_key
 
 BASE = "https://t.example.net"
 TRACKED_RE = re.compile(rb"https://t\.example\.net/c/[A-Za-z0-9_-]+")
@@ -35,7 +30,7 @@ TRACKED_RE = re.compile(rb"https://t\.example\.net/c/[A-Za-z0-9_-]+")
 @pytest.fixture
 def settings(keyring: Keyring, tmp_path: Path) -> TrackingSettings:
     config = load_config_text(f'[tracking]\nbase_url = "{BASE}"\n', base_dir=tmp_path)
-    return TrackingSettings.from_config(config, keyring)
+    return tracking_settings(config, keyring, {})
 
 
 def rw(data: bytes, settings: TrackingSettings, **kw: object) -> RewriteResult:
@@ -307,7 +302,7 @@ def test_too_long_links_are_left(keyring: Keyring, tmp_path: Path) -> None:
     config = load_config_text(
         f'[tracking]\nbase_url = "{BASE}"\nmax_link_length = 60\n', base_dir=tmp_path
     )
-    settings = TrackingSettings.from_config(config, keyring)
+    settings = tracking_settings(config, keyring, {})
     data = msg("Content-Type: text/html", b'<a href="https://example.com/">x</a>')
     result = rw(data, settings)
     assert not result.changed and result.data == data
@@ -336,7 +331,7 @@ def test_skip_domains_and_placeholders(keyring: Keyring, tmp_path: Path) -> None
     config = load_config_text(
         f'[tracking]\nbase_url = "{BASE}"\nskip_domains = ["skip.example"]\n', base_dir=tmp_path
     )
-    settings = TrackingSettings.from_config(config, keyring)
+    settings = tracking_settings(config, keyring, {})
     html = (
         b'<a href="https://a.skip.example/x">s</a><a href="https://e.com/{{ id }}">p</a>'
         b'<a href="#top">f</a><a href="https://e.com/unsubscribe?u=1">u</a>'
@@ -484,16 +479,7 @@ def test_inline_pgp_is_untouched(settings: TrackingSettings) -> None:
 
 @pytest.fixture(scope="module")
 def dkim_key() -> tuple[bytes, bytes]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-    der = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return pem, b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
+    return new_dkim_key()
 
 
 def _signed_message(pem: bytes) -> bytes:
@@ -524,14 +510,18 @@ def test_dkim_signed_message_is_unchanged_without_key(
     assert (result.data, result.reason, result.changed) == (data, "dkim-signed", False)
 
 
+DKIM_HEADERS = ("from", "to", "subject", "date", "message-id", "mime-version", "content-type")
+
+
+def dkim_keys(domain: str, pem: bytes) -> dict[str, DkimKey]:
+    return keys_by_domain([DkimKey(domain, "s2", pem, "relaxed/relaxed", DKIM_HEADERS)])
+
+
 def test_dkim_resigned_when_domain_has_a_key(
-    settings: TrackingSettings, dkim_key: tuple[bytes, bytes], tmp_path: Path, keyring: Keyring
+    settings: TrackingSettings, dkim_key: tuple[bytes, bytes]
 ) -> None:
     pem, txt = dkim_key
-    key_file = tmp_path / "dkim.pem"
-    key_file.write_bytes(pem)
-    config = DkimConfig(domains={"Shop.Example": DkimDomainConfig("s2", key_file)})
-    with_key = dataclasses.replace(settings, dkim=config)
+    with_key = dataclasses.replace(settings, dkim_keys=dkim_keys("Shop.Example", pem))
     data = _signed_message(pem)
     result = rw(data, with_key)
     assert result.reason == "rewritten" and result.changed
@@ -547,12 +537,12 @@ def test_dkim_resigned_when_domain_has_a_key(
     assert result.data.endswith(unsigned.replace(b"https://shop.example/sale", tracked.encode()))
 
 
-def test_dkim_bad_key_file_relays_original(
-    settings: TrackingSettings, dkim_key: tuple[bytes, bytes], tmp_path: Path
+def test_dkim_bad_key_relays_original(
+    settings: TrackingSettings, dkim_key: tuple[bytes, bytes]
 ) -> None:
-    config = DkimConfig(domains={"shop.example": DkimDomainConfig("s2", tmp_path / "missing.pem")})
+    bad = dkim_keys("shop.example", b"-----BEGIN RSA PRIVATE KEY-----\nnot a key\n")
     data = _signed_message(dkim_key[0])
-    result = rw(data, dataclasses.replace(settings, dkim=config))
+    result = rw(data, dataclasses.replace(settings, dkim_keys=bad))
     assert result.data == data and not result.changed
     assert result.reason.startswith("dkim-error")
 
@@ -618,83 +608,6 @@ def test_never_raises(settings: TrackingSettings) -> None:
     result = rewrite_message("not bytes", settings, queue_id="Q")  # type: ignore[arg-type]
     assert result.reason == "error:TypeError"
     assert result.data == b"" and not result.changed
-
-
-# --- helpers in mime_parts ---------------------------------------------------------------
-
-
-def test_qp_encode_limits_and_round_trip() -> None:
-    data = ("x" * 74 + "\u00e9=" + " " * 3 + "\r\n" + "y" * 200 + " \r\nend").encode()
-    encoded = mime_parts.qp_encode(data, b"\r\n")
-    assert all(len(line) <= 76 for line in encoded.split(b"\r\n"))
-    assert binascii.a2b_qp(encoded) == data
-
-
-def test_replace_header_handles_folded_values() -> None:
-    block = b"A: 1\r\nContent-Transfer-Encoding:\r\n  7bit\r\nB: 2\r\n"
-    out = mime_parts.replace_header(block, "Content-Transfer-Encoding", "quoted-printable", b"\r\n")
-    assert out == b"A: 1\r\nContent-Transfer-Encoding: quoted-printable\r\nB: 2\r\n"
-
-
-# --- sender_base_url ---------------------------------------------------------------------
-
-
-def test_sender_base_url(tmp_path: Path) -> None:
-    config = load_config_text(
-        '[tracking]\nbase_url = "https://t.default.example"\n'
-        '[tracking.sender_domains]\n"shop.example" = "https://links.shop.example"\n'
-        '"news.example" = "https://links.news.example"\n',
-        base_dir=tmp_path,
-    )
-    data = b"From: News <a@news.example>\r\n\r\nbody"
-    assert sender_base_url(config, "bounce@shop.example", data) == "https://links.shop.example"
-    assert sender_base_url(config, "x@mail.shop.example", data) == "https://links.shop.example"
-    assert sender_base_url(config, "x@other.example", data) == "https://links.news.example"
-    assert sender_base_url(config, "", data) == "https://links.news.example"
-    assert sender_base_url(config, "", b"From: <x@nowhere.example>\r\n\r\n") == (
-        "https://t.default.example"
-    )
-    assert sender_base_url(config, "", b"\x00garbage") == "https://t.default.example"
-    assert sender_base_url(default_config(tmp_path), "a@shop.example", data) == (
-        "http://127.0.0.1:8080"
-    )
-
-
-def test_sender_base_url_matches_idn_domains_in_either_spelling(tmp_path: Path) -> None:
-    config = load_config_text(
-        '[tracking]\nbase_url = "https://t.default.example"\n'
-        '[tracking.sender_domains]\n"Bücher.example." = "https://links.buecher.example"\n'
-        '"xn--strae-oqa.example" = "https://links.strasse.example"\n',
-        base_dir=tmp_path,
-    )
-    data = b"From: <x@nowhere.example>\r\n\r\n"
-    buecher, strasse = "https://links.buecher.example", "https://links.strasse.example"
-    assert sender_base_url(config, "a@xn--bcher-kva.example", data) == buecher
-    assert sender_base_url(config, "a@news.BÜCHER.example", data) == buecher  # SMTPUTF8
-    assert sender_base_url(config, "a@straße.example", data) == strasse
-    # IDNA 2003 would fold ß to ss: strasse.example is another domain.
-    assert sender_base_url(config, "a@strasse.example", data) == "https://t.default.example"
-    from_header = b"From: =?utf-8?q?B=C3=BCcher?= <shop@xn--bcher-kva.example>\r\n\r\n"
-    assert sender_base_url(config, "a@other.example", from_header) == buecher
-    # SMTPUTF8: the From header in raw UTF-8 (RFC 6532).
-    utf8_from = "From: Straße <news@straße.example>\r\n\r\n".encode()
-    assert sender_base_url(config, "a@other.example", utf8_from) == strasse
-    latin1_from = "From: <news@straße.example>\r\n\r\n".encode("latin-1")  # not UTF-8
-    assert sender_base_url(config, "", latin1_from) == "https://t.default.example"
-
-
-def test_settings_from_config_knows_every_tracking_host(keyring: Keyring, tmp_path: Path) -> None:
-    config = load_config_text(
-        '[tracking]\nbase_url = "https://t.default.example"\n'
-        '[tracking.sender_domains]\n"shop.example" = "https://Links.Shop.example"\n',
-        base_dir=tmp_path,
-    )
-    settings = TrackingSettings.from_config(config, keyring, "https://links.shop.example")
-    assert settings.base_url == "https://links.shop.example"
-    assert {"t.default.example", "links.shop.example"} <= settings.policy.tracking_hosts
-    data = msg("Content-Type: text/html", b'<a href="https://t.default.example/c/abc">x</a>')
-    result = rw(data, settings)
-    assert [d.reason for d in result.links] == ["already-tracked"]
 
 
 # --- links the finders report in odd places ---------------------------------------------
@@ -800,7 +713,8 @@ def test_large_part_with_links_throughout_round_trips(settings: TrackingSettings
         body.replace(b"\n", b"\r\n"),
     )
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(mime_parts, "_ENCODE_SLICE", 4096)
+        mp.setattr(qp, "_ENCODE_SLICE", 4096)
+        mp.setattr(b64, "_ENCODE_SLICE", 4096)
         result = rw(data, settings)
     assert result.reason == "rewritten"
     tracked = [d for d in result.links if d.action == "tracked"]

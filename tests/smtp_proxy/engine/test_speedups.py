@@ -1,6 +1,6 @@
 """The C link scanner (``smtp_proxy.engine._speedups.c``) against the Python one it copies.
 
-``html_links._scan`` is the reference: on every corpus part and on generated HTML the C
+``html_scan._scan`` is the reference: on every corpus part and on generated HTML the C
 walk must find the same links, with the same conditional-comment flags and tag ends, or
 give the text back to Python (None) — which it may only do where ``re``'s Unicode case
 folding is involved.
@@ -15,19 +15,34 @@ import random
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smtp_proxy.engine import html_links
-from smtp_proxy.engine.html_links import FoundLink, scan_links
+from smtp_proxy.engine import html_scan
+from smtp_proxy.engine.html_scan import FoundLink, scan_links
 from smtp_proxy.engine.speedups import speedups
-from tests.smtp_proxy.engine.test_html_links import _PIECES as LINK_PIECES
+from tests.support.html_pieces import LINK_PIECES
 
-pytestmark = pytest.mark.skipif(
-    speedups is None, reason="C extension not built (no C compiler at install?)"
-)
+
+@pytest.fixture(autouse=True, scope="module")
+def c_extension() -> ModuleType:
+    """Every test here runs the C code. Without the extension they are skipped, saying
+    why; where it must be built (CI sets ``CLICKRELAY_REQUIRE_EXTENSIONS=1``) they fail,
+    so a silent fall back to Python cannot go unnoticed."""
+    if speedups is None:
+        why = (
+            "CLICKRELAY_NO_EXTENSIONS is set"
+            if os.environ.get("CLICKRELAY_NO_EXTENSIONS")
+            else "the C extension is not built (no C compiler at install?)"
+        )
+        if os.environ.get("CLICKRELAY_REQUIRE_EXTENSIONS"):
+            pytest.fail(f"CLICKRELAY_REQUIRE_EXTENSIONS=1, but {why}", pytrace=False)
+        pytest.skip(why)
+    return speedups
+
 
 #: The characters ``re`` matches case-insensitively to an ASCII letter (i, k, s).
 FOLDED = "\u0130\u0131\u212a\u017f"
@@ -35,18 +50,18 @@ FOLDED = "\u0130\u0131\u212a\u017f"
 
 def python_scan(html: str) -> list[tuple[FoundLink, bool, int]]:
     found: list[tuple[FoundLink, bool, int]] = []
-    html_links._scan(html, 0, len(html), False, found)
+    html_scan._scan(html, 0, len(html), False, found)
     return found
 
 
 def c_scan(html: str) -> list[tuple[FoundLink, bool, int]] | None:
-    return html_links._scan_in_c(html)
+    return html_scan._scan_in_c(html)
 
 
-def test_required_in_ci() -> None:
-    """CI builds the extension: a silent fall back to Python there would go unnoticed."""
-    if os.environ.get("CLICKRELAY_REQUIRE_EXTENSIONS"):
-        assert speedups is not None
+def test_the_link_scan_runs_in_c(c_extension: ModuleType) -> None:
+    """html_scan is wired to the extension's scanner, and the scanner answers."""
+    assert html_scan._c_scan is c_extension.scan
+    assert c_scan('<a href="https://x.example/">x</a>') is not None
 
 
 def test_can_be_switched_off() -> None:
@@ -124,7 +139,7 @@ def test_corpus_parts_agree(corpus: Path) -> None:
     assert links > 1000
 
 
-# The pieces test_html_links generates random fragments from, and more of what the C
+# The pieces test_html_scan generates random fragments from, and more of what the C
 # walk decides on its own: every raw-text element, comment and tag ending.
 _PIECES = st.one_of(
     LINK_PIECES,
@@ -190,6 +205,8 @@ def test_bounded_scans_stay_inside_their_bounds(html: str, a: int, b: int) -> No
     start, end = sorted((min(a, len(html)), min(b, len(html))))
     records = _speedups.scan(html, start, end)
     if records is None:
+        # Only a character that re folds to an ASCII letter may send it back.
+        assert any(ch in html for ch in FOLDED)
         return
     for _code, value_start, value_end, _in_comment, tag_end in records:
         assert start <= value_start <= value_end <= end

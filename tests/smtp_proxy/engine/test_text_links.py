@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smtp_proxy.engine.html_links import splice
+from smtp_proxy.engine.splice import splice
 from smtp_proxy.engine.text_links import find_text_links
-from tests.conftest import corpus_eml_files
+from tests.support.corpus import corpus_eml_files
 
 
 def urls(text: str) -> list[str]:

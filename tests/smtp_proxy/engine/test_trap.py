@@ -16,6 +16,7 @@ import pytest
 from clickrelay.config import load_config_text
 from redirector.tokens import Keyring
 from smtp_proxy.engine.rewriter import RewriteResult, TrackingSettings, rewrite_message
+from smtp_proxy.smtp.tracking import tracking_settings
 
 BASE = "https://t.example.net"
 HTML = (
@@ -30,7 +31,7 @@ def settings(keyring: Keyring, tmp_path: Path) -> TrackingSettings:
     config = load_config_text(
         f'[tracking]\nbase_url = "{BASE}"\nbot_trap = true\n', base_dir=tmp_path
     )
-    return TrackingSettings.from_config(config, keyring)
+    return tracking_settings(config, keyring, {})
 
 
 def rw(data: bytes, settings: TrackingSettings) -> RewriteResult:

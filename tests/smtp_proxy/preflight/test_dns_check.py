@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from redirector.tokens import Keyring
 from smtp_proxy.preflight import Verdict, check_domain
 from smtp_proxy.preflight.checks import bounded_ttl
-from smtp_proxy.preflight.dns_check import check_dns, make_resolver, skip_reason
-from tests.support.dns_server import DnsServer, dns_server_fixture  # noqa: F401 (fixture)
-from tests.support.preflight_fixtures import preflight_config
+from smtp_proxy.preflight.dns_check import check_dns, domain_skip_reason, make_resolver
+from tests.support.config import preflight_config
+from tests.support.dns_server import DnsServer
 
 TARGET = "track.example.net"
 
@@ -206,7 +206,7 @@ def test_bounded_ttl_stays_within_bounds(ttl: int | None, lo: float, hi: float) 
 @settings(max_examples=200, deadline=None)
 @given(st.text(min_size=1, max_size=60))
 def test_skip_reason_never_crashes(host: str) -> None:
-    reason = skip_reason(host)
+    reason = domain_skip_reason(host)
     assert reason is None or host in reason
 
 

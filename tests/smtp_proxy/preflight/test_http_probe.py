@@ -15,12 +15,12 @@ from hypothesis import strategies as st
 from redirector.tokens import Keyring, new_key_line, parse_keys
 from smtp_proxy.preflight import DomainReport, Verdict, check_domain
 from smtp_proxy.preflight.http_probe import _judge
-from tests.support.dns_server import DnsServer, dns_server_fixture  # noqa: F401 (fixture)
+from tests.support.config import preflight_config
+from tests.support.dns_server import DnsServer
 from tests.support.preflight_fixtures import (
     HOSTS_SEEN,
     TestCA,
     healthz_app,
-    preflight_config,
     serve_app,
 )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 
@@ -12,8 +13,9 @@ from prometheus_client import CollectorRegistry
 from clickrelay.config import Config
 from redirector.tokens import Keyring, new_key_line, parse_keys
 from smtp_proxy.preflight import PreflightMonitor
-from tests.support.dns_server import DnsServer, dns_server_fixture  # noqa: F401 (fixture)
-from tests.support.preflight_fixtures import healthz_app, preflight_config, serve_app
+from tests.support.config import preflight_config
+from tests.support.dns_server import DnsServer
+from tests.support.preflight_fixtures import healthz_app, serve_app
 
 HOST = "links.example.com"
 TARGET = "track.example.net"
@@ -198,7 +200,10 @@ async def test_a_failing_check_keeps_the_loop_alive_and_fails_closed(
     keyring: Keyring, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.ERROR, logger="clickrelay.preflight")
-    config = preflight_config(BASE, nameserver="[::1", cname_target=TARGET, http_probe=False)
+    # The loader refuses this nameserver; settings built in code reach the monitor as is.
+    config = preflight_config(BASE, nameserver="127.0.0.1", cname_target=TARGET, http_probe=False)
+    broken = dataclasses.replace(config.preflight, nameservers=("[::1",))
+    config = dataclasses.replace(config, preflight=broken)
     monitor = PreflightMonitor(config, keyring, min_ttl=0.05)
     await monitor.start()
     try:

@@ -17,18 +17,10 @@ import pytest
 
 from smtp_proxy.engine.newlines import has_bare_newline
 from smtp_proxy.smtp.users import add_user
-from tests.support.proxy_helpers import (
-    LineClient,
-    ProxyLab,
-    close_line_clients,
-    keys,
-    lab,
-    smtp_client,
-    smtp_sink_factory,
-)
+from tests.support.proxy_helpers import LineClient, ProxyLab, smtp_client
 from tests.support.smtp_sink import make_test_ca
 
-__all__ = ["close_line_clients", "keys", "lab", "smtp_sink_factory"]  # fixtures used here
+pytestmark = pytest.mark.usefixtures("close_line_clients")
 
 UNTRUSTED = "127.0.0.2"  # loopback, but outside trusted_networks = ["127.0.0.1/32"]
 USER, PASSWORD = "mailer", "correct horse battery staple"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,26 +25,9 @@ from smtp_proxy.upstream import (
     open_upstream,
 )
 from smtp_proxy.upstream.maildir import MaildirUpstream
-from tests.support.smtp_sink import SmtpSink, make_test_ca
-
-SinkFactory = Callable[..., Awaitable[SmtpSink]]
+from tests.support.smtp_sink import SinkFactory, SmtpSink, make_test_ca
 
 MESSAGE = b"From: a@example.com\r\nTo: b@example.com\r\nSubject: hi\r\n\r\nbody\r\n.dot line\r\n"
-
-
-@pytest.fixture
-async def sinks() -> AsyncIterator[SinkFactory]:
-    made: list[SmtpSink] = []
-
-    async def make(**options: Any) -> SmtpSink:
-        sink = SmtpSink(**options)
-        await sink.start()
-        made.append(sink)
-        return sink
-
-    yield make
-    for sink in made:
-        await sink.stop()
 
 
 @pytest.fixture
@@ -88,8 +71,8 @@ async def send(
 # --- forwarding ---------------------------------------------------------------------------
 
 
-async def test_message_forwarded_exactly(sinks: SinkFactory, pools: Any) -> None:
-    sink = await sinks()
+async def test_message_forwarded_exactly(smtp_sink_factory: SinkFactory, pools: Any) -> None:
+    sink = await smtp_sink_factory()
     pool = pools(sink.url)
     mail, rcpts, final = await send(pool, rcpts=("b@example.com", "c@example.com"))
     assert mail == Reply(250, "2.1.0 Ok")
@@ -103,8 +86,8 @@ async def test_message_forwarded_exactly(sinks: SinkFactory, pools: Any) -> None
     assert "EHLO" in sink.commands_of(got.connection)
 
 
-async def test_mail_options_passed_through(sinks: SinkFactory, pools: Any) -> None:
-    sink = await sinks()
+async def test_mail_options_passed_through(smtp_sink_factory: SinkFactory, pools: Any) -> None:
+    sink = await smtp_sink_factory()
     pool = pools(sink.url)
     data = "Subject: caf\u00e9\r\n\r\nna\u00efve\r\n".encode()
     _, _, final = await send(
@@ -123,9 +106,9 @@ async def test_mail_options_passed_through(sinks: SinkFactory, pools: Any) -> No
 
 
 async def test_utf8_address_without_smtputf8_refused_locally(
-    sinks: SinkFactory, pools: Any
+    smtp_sink_factory: SinkFactory, pools: Any
 ) -> None:
-    sink = await sinks()
+    sink = await smtp_sink_factory()
     pool = pools(sink.url)
     txn = await pool.transaction()
     reply = await txn.mail("j\u00f6rg@example.com", ())
@@ -137,8 +120,10 @@ async def test_utf8_address_without_smtputf8_refused_locally(
     assert sink.commands_of(1).count("MAIL") == 1
 
 
-async def test_utf8_recipient_after_smtputf8_mail(sinks: SinkFactory, pools: Any) -> None:
-    sink = await sinks()
+async def test_utf8_recipient_after_smtputf8_mail(
+    smtp_sink_factory: SinkFactory, pools: Any
+) -> None:
+    sink = await smtp_sink_factory()
     pool = pools(sink.url)
     txn = await pool.transaction()
     assert (await txn.mail("j\u00f6rg@example.com", ["SMTPUTF8"])).ok
@@ -151,8 +136,8 @@ async def test_utf8_recipient_after_smtputf8_mail(sinks: SinkFactory, pools: Any
     assert sink.messages[0].rcpt_tos == ["\u00fc@example.org"]
 
 
-async def test_recipient_refusal_passes_through(sinks: SinkFactory, pools: Any) -> None:
-    sink = await sinks()
+async def test_recipient_refusal_passes_through(smtp_sink_factory: SinkFactory, pools: Any) -> None:
+    sink = await smtp_sink_factory()
     sink.rcpt_replies["nobody@example.com"] = "550 5.1.1 no such user"
     pool = pools(sink.url)
     _, rcpts, final = await send(pool, rcpts=("nobody@example.com", "b@example.com"))
@@ -162,8 +147,8 @@ async def test_recipient_refusal_passes_through(sinks: SinkFactory, pools: Any) 
     assert sink.messages[0].rcpt_tos == ["b@example.com"]
 
 
-async def test_mail_refusal_passes_through(sinks: SinkFactory, pools: Any) -> None:
-    sink = await sinks()
+async def test_mail_refusal_passes_through(smtp_sink_factory: SinkFactory, pools: Any) -> None:
+    sink = await smtp_sink_factory()
     sink.mail_reply = "451 4.3.0 greylisted"
     pool = pools(sink.url)
     mail, _, final = await send(pool)
@@ -180,8 +165,10 @@ async def test_mail_refusal_passes_through(sinks: SinkFactory, pools: Any) -> No
 @pytest.mark.parametrize(
     "reply", ["554 5.7.1 message rejected as spam", "452 4.3.1 insufficient storage"]
 )
-async def test_data_refusal_returned_as_reply(sinks: SinkFactory, pools: Any, reply: str) -> None:
-    sink = await sinks()
+async def test_data_refusal_returned_as_reply(
+    smtp_sink_factory: SinkFactory, pools: Any, reply: str
+) -> None:
+    sink = await smtp_sink_factory()
     sink.data_reply = reply
     pool = pools(sink.url)
     _, _, final = await send(pool)
@@ -194,8 +181,8 @@ async def test_data_refusal_returned_as_reply(sinks: SinkFactory, pools: Any, re
     assert sink.connections == 1  # the refused transaction did not cost the connection
 
 
-async def test_multiline_reply_kept(sinks: SinkFactory, pools: Any) -> None:
-    sink = await sinks()
+async def test_multiline_reply_kept(smtp_sink_factory: SinkFactory, pools: Any) -> None:
+    sink = await smtp_sink_factory()
     sink.rcpt_replies["x@example.com"] = "550-5.1.1 first line\r\n550 5.1.1 second line"
     pool = pools(sink.url)
     _, rcpts, _ = await send(pool, rcpts=("x@example.com",))
@@ -212,8 +199,8 @@ def test_reply_str() -> None:
 # --- pooling ------------------------------------------------------------------------------
 
 
-async def test_connection_reused(sinks: SinkFactory, pools: Any) -> None:
-    sink = await sinks()
+async def test_connection_reused(smtp_sink_factory: SinkFactory, pools: Any) -> None:
+    sink = await smtp_sink_factory()
     registry = CollectorRegistry()
     pool = UpstreamPool(
         UpstreamConfig(url=sink.url, timeout=5, connect_timeout=5), registry=registry
@@ -238,9 +225,9 @@ async def test_connection_reused(sinks: SinkFactory, pools: Any) -> None:
     assert registry.get_sample_value("clickrelay_upstream_idle_connections") == 0
 
 
-async def test_second_pool_on_same_registry(sinks: SinkFactory) -> None:
+async def test_second_pool_on_same_registry(smtp_sink_factory: SinkFactory) -> None:
     """A reload builds a new pool on the same registry: metrics must not collide."""
-    sink = await sinks()
+    sink = await smtp_sink_factory()
     registry = CollectorRegistry()
     config = UpstreamConfig(url=sink.url, timeout=5, connect_timeout=5)
     first = UpstreamPool(config, registry=registry)
@@ -253,9 +240,9 @@ async def test_second_pool_on_same_registry(sinks: SinkFactory) -> None:
 
 
 async def test_concurrent_transactions_use_separate_connections(
-    sinks: SinkFactory, pools: Any
+    smtp_sink_factory: SinkFactory, pools: Any
 ) -> None:
-    sink = await sinks()
+    sink = await smtp_sink_factory()
     pool = pools(sink.url, pool_size=2)
     t1 = await pool.transaction()
     t2 = await pool.transaction()
@@ -272,8 +259,8 @@ async def test_concurrent_transactions_use_separate_connections(
     assert sink.connections == 3
 
 
-async def test_not_reusable_discards(sinks: SinkFactory, pools: Any) -> None:
-    sink = await sinks()
+async def test_not_reusable_discards(smtp_sink_factory: SinkFactory, pools: Any) -> None:
+    sink = await smtp_sink_factory()
     pool = pools(sink.url)
     txn = await pool.transaction()
     assert (await txn.mail("a@example.com", ())).ok
@@ -288,8 +275,8 @@ async def test_not_reusable_discards(sinks: SinkFactory, pools: Any) -> None:
     assert sink.connections == 2
 
 
-async def test_broken_idle_connection_replaced(sinks: SinkFactory, pools: Any) -> None:
-    sink = await sinks()
+async def test_broken_idle_connection_replaced(smtp_sink_factory: SinkFactory, pools: Any) -> None:
+    sink = await smtp_sink_factory()
     pool = pools(sink.url)
     await send(pool)
     assert pool.idle_connections == 1
@@ -302,10 +289,10 @@ async def test_broken_idle_connection_replaced(sinks: SinkFactory, pools: Any) -
 
 
 async def test_idle_connection_closed_unnoticed_is_retried_at_mail(
-    sinks: SinkFactory, pools: Any
+    smtp_sink_factory: SinkFactory, pools: Any
 ) -> None:
     """The upstream closes a pooled connection while we still think it is alive."""
-    sink = await sinks()
+    sink = await smtp_sink_factory()
     pool = pools(sink.url)
     await send(pool)
     txn = await pool.transaction()  # reused: looks alive
@@ -320,9 +307,9 @@ async def test_idle_connection_closed_unnoticed_is_retried_at_mail(
 
 
 async def test_idle_connection_probed_after_a_while(
-    sinks: SinkFactory, pools: Any, monkeypatch: pytest.MonkeyPatch
+    smtp_sink_factory: SinkFactory, pools: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sink = await sinks()
+    sink = await smtp_sink_factory()
     pool = pools(sink.url)
     await send(pool)
     monkeypatch.setattr(pool_module, "PROBE_AFTER", 0.0)
@@ -332,9 +319,9 @@ async def test_idle_connection_probed_after_a_while(
 
 
 async def test_idle_connection_too_old_replaced(
-    sinks: SinkFactory, pools: Any, monkeypatch: pytest.MonkeyPatch
+    smtp_sink_factory: SinkFactory, pools: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sink = await sinks()
+    sink = await smtp_sink_factory()
     pool = pools(sink.url)
     await send(pool)
     monkeypatch.setattr(pool_module, "IDLE_MAX", -1.0)
@@ -346,8 +333,8 @@ async def test_idle_connection_too_old_replaced(
 # --- failures -----------------------------------------------------------------------------
 
 
-async def test_upstream_down(sinks: SinkFactory, pools: Any) -> None:
-    sink = await sinks()
+async def test_upstream_down(smtp_sink_factory: SinkFactory, pools: Any) -> None:
+    sink = await smtp_sink_factory()
     pool = pools(sink.url)
     await sink.stop()
     with pytest.raises(UpstreamError, match="cannot connect"):
@@ -358,16 +345,16 @@ async def test_upstream_down(sinks: SinkFactory, pools: Any) -> None:
     assert len(sink.messages) == 1
 
 
-async def test_upstream_silent_times_out(sinks: SinkFactory, pools: Any) -> None:
-    sink = await sinks()
+async def test_upstream_silent_times_out(smtp_sink_factory: SinkFactory, pools: Any) -> None:
+    sink = await smtp_sink_factory()
     sink.silent = True
     pool = pools(sink.url, connect_timeout=0.3)
     with pytest.raises(UpstreamError, match="timed out"):
         await pool.transaction()
 
 
-async def test_data_hang_times_out(sinks: SinkFactory, pools: Any) -> None:
-    sink = await sinks()
+async def test_data_hang_times_out(smtp_sink_factory: SinkFactory, pools: Any) -> None:
+    sink = await smtp_sink_factory()
     sink.data_action = "hang"
     pool = pools(sink.url, timeout=0.3)
     txn = await pool.transaction()
@@ -382,8 +369,8 @@ async def test_data_hang_times_out(sinks: SinkFactory, pools: Any) -> None:
     assert sink.messages == []
 
 
-async def test_cut_mid_data(sinks: SinkFactory, pools: Any) -> None:
-    sink = await sinks()
+async def test_cut_mid_data(smtp_sink_factory: SinkFactory, pools: Any) -> None:
+    sink = await smtp_sink_factory()
     sink.data_action = "cut"
     pool = pools(sink.url)
     txn = await pool.transaction()
@@ -401,9 +388,9 @@ async def test_cut_mid_data(sinks: SinkFactory, pools: Any) -> None:
     assert len(sink.messages) == 1
 
 
-async def test_reply_then_hangup_stands(sinks: SinkFactory, pools: Any) -> None:
+async def test_reply_then_hangup_stands(smtp_sink_factory: SinkFactory, pools: Any) -> None:
     """A 250 followed by a closed connection is a delivered message, not an error."""
-    sink = await sinks()
+    sink = await smtp_sink_factory()
     sink.hangup_after_data = True
     pool = pools(sink.url)
     _, _, final = await send(pool)
@@ -416,9 +403,9 @@ async def test_reply_then_hangup_stands(sinks: SinkFactory, pools: Any) -> None:
     assert [m.connection for m in sink.messages] == [1, 2]
 
 
-async def test_cut_while_sending_data(sinks: SinkFactory, pools: Any) -> None:
+async def test_cut_while_sending_data(smtp_sink_factory: SinkFactory, pools: Any) -> None:
     """The upstream drops the connection while the message is still being written."""
-    sink = await sinks(data_size_limit=None)
+    sink = await smtp_sink_factory(data_size_limit=None)
     sink.cut_after_bytes = 100_000
     pool = pools(sink.url)
     big = b"Subject: big\r\n\r\n" + (b"x" * 78 + b"\r\n") * 40_000
@@ -436,8 +423,8 @@ async def test_cut_while_sending_data(sinks: SinkFactory, pools: Any) -> None:
     assert sink.messages[0].data == big
 
 
-async def test_421_is_an_upstream_error(sinks: SinkFactory, pools: Any) -> None:
-    sink = await sinks()
+async def test_421_is_an_upstream_error(smtp_sink_factory: SinkFactory, pools: Any) -> None:
+    sink = await smtp_sink_factory()
     sink.rcpt_replies["b@example.com"] = "421 4.3.2 shutting down"
     pool = pools(sink.url)
     txn = await pool.transaction()
@@ -448,8 +435,10 @@ async def test_421_is_an_upstream_error(sinks: SinkFactory, pools: Any) -> None:
     assert pool.idle_connections == 0
 
 
-async def test_cancelled_command_discards_connection(sinks: SinkFactory, pools: Any) -> None:
-    sink = await sinks()
+async def test_cancelled_command_discards_connection(
+    smtp_sink_factory: SinkFactory, pools: Any
+) -> None:
+    sink = await smtp_sink_factory()
     sink.data_action = "hang"
     pool = pools(sink.url)
     txn = await pool.transaction()
@@ -465,8 +454,8 @@ async def test_cancelled_command_discards_connection(sinks: SinkFactory, pools: 
     await sink.wait_for(lambda: sink.open_connections == 0, what="discarded connection")
 
 
-async def test_closed_pool_refuses(sinks: SinkFactory, pools: Any) -> None:
-    sink = await sinks()
+async def test_closed_pool_refuses(smtp_sink_factory: SinkFactory, pools: Any) -> None:
+    sink = await smtp_sink_factory()
     pool = pools(sink.url)
     txn = await pool.transaction()
     await pool.close()
@@ -477,8 +466,8 @@ async def test_closed_pool_refuses(sinks: SinkFactory, pools: Any) -> None:
     await sink.wait_for(lambda: sink.open_connections == 0, what="connection closed")
 
 
-async def test_check(sinks: SinkFactory, pools: Any) -> None:
-    sink = await sinks()
+async def test_check(smtp_sink_factory: SinkFactory, pools: Any) -> None:
+    sink = await smtp_sink_factory()
     pool = pools(sink.url)
     await pool.check()
     assert sink.connections == 1
@@ -491,9 +480,11 @@ async def test_check(sinks: SinkFactory, pools: Any) -> None:
 # --- TLS and AUTH -------------------------------------------------------------------------
 
 
-async def test_starttls_verified_with_ca(sinks: SinkFactory, pools: Any, tmp_path: Path) -> None:
+async def test_starttls_verified_with_ca(
+    smtp_sink_factory: SinkFactory, pools: Any, tmp_path: Path
+) -> None:
     ca = make_test_ca(tmp_path)
-    sink = await sinks(tls=ca, require_tls=True)
+    sink = await smtp_sink_factory(tls=ca, require_tls=True)
     assert sink.url.startswith("smtp+starttls://")
     pool = pools(sink.url, ca_file=ca.ca_file)
     _, _, final = await send(pool)
@@ -503,11 +494,11 @@ async def test_starttls_verified_with_ca(sinks: SinkFactory, pools: Any, tmp_pat
 
 
 async def test_starttls_untrusted_certificate_refused(
-    sinks: SinkFactory, pools: Any, tmp_path: Path
+    smtp_sink_factory: SinkFactory, pools: Any, tmp_path: Path
 ) -> None:
     ca = make_test_ca(tmp_path / "a")
     other = make_test_ca(tmp_path / "b")
-    sink = await sinks(tls=ca)
+    sink = await smtp_sink_factory(tls=ca)
     pool = pools(sink.url, ca_file=other.ca_file)
     with pytest.raises(UpstreamError, match="cannot connect"):
         await pool.transaction()
@@ -517,17 +508,19 @@ async def test_starttls_untrusted_certificate_refused(
     assert final is not None and final.ok
 
 
-async def test_starttls_required_but_not_offered(sinks: SinkFactory, pools: Any) -> None:
-    sink = await sinks()
+async def test_starttls_required_but_not_offered(
+    smtp_sink_factory: SinkFactory, pools: Any
+) -> None:
+    sink = await smtp_sink_factory()
     pool = pools(sink.url.replace("smtp://", "smtp+starttls://"))
     with pytest.raises(UpstreamError, match="STARTTLS"):
         await pool.transaction()
     assert sink.messages == []
 
 
-async def test_smtps(sinks: SinkFactory, pools: Any, tmp_path: Path) -> None:
+async def test_smtps(smtp_sink_factory: SinkFactory, pools: Any, tmp_path: Path) -> None:
     ca = make_test_ca(tmp_path)
-    sink = await sinks(tls=ca, implicit_tls=True)
+    sink = await smtp_sink_factory(tls=ca, implicit_tls=True)
     assert sink.url.startswith("smtps://")
     pool = pools(sink.url, ca_file=ca.ca_file)
     _, _, final = await send(pool)
@@ -535,9 +528,11 @@ async def test_smtps(sinks: SinkFactory, pools: Any, tmp_path: Path) -> None:
     assert sink.messages[0].tls
 
 
-async def test_auth_after_starttls(sinks: SinkFactory, pools: Any, tmp_path: Path) -> None:
+async def test_auth_after_starttls(
+    smtp_sink_factory: SinkFactory, pools: Any, tmp_path: Path
+) -> None:
     ca = make_test_ca(tmp_path)
-    sink = await sinks(tls=ca, auth_users={"relay": "s3cret"}, auth_required=True)
+    sink = await smtp_sink_factory(tls=ca, auth_users={"relay": "s3cret"}, auth_required=True)
     pool = pools(sink.url, ca_file=ca.ca_file, username="relay", password="s3cret")
     _, _, final = await send(pool)
     assert final is not None and final.ok
@@ -546,18 +541,22 @@ async def test_auth_after_starttls(sinks: SinkFactory, pools: Any, tmp_path: Pat
     assert verbs.index("STARTTLS") < verbs.index("AUTH") < verbs.index("MAIL")
 
 
-async def test_auth_wrong_password(sinks: SinkFactory, pools: Any, tmp_path: Path) -> None:
+async def test_auth_wrong_password(
+    smtp_sink_factory: SinkFactory, pools: Any, tmp_path: Path
+) -> None:
     ca = make_test_ca(tmp_path)
-    sink = await sinks(tls=ca, implicit_tls=True, auth_users={"relay": "s3cret"})
+    sink = await smtp_sink_factory(tls=ca, implicit_tls=True, auth_users={"relay": "s3cret"})
     pool = pools(sink.url, ca_file=ca.ca_file, username="relay", password="wrong")
     with pytest.raises(UpstreamError, match="535"):
         await pool.transaction()
     assert sink.auth_logins == []
 
 
-async def test_credentials_in_url(sinks: SinkFactory, pools: Any, tmp_path: Path) -> None:
+async def test_credentials_in_url(
+    smtp_sink_factory: SinkFactory, pools: Any, tmp_path: Path
+) -> None:
     ca = make_test_ca(tmp_path)
-    sink = await sinks(tls=ca, implicit_tls=True, auth_users={"re lay": "p@ss"})
+    sink = await smtp_sink_factory(tls=ca, implicit_tls=True, auth_users={"re lay": "p@ss"})
     url = sink.url.replace("smtps://", "smtps://re%20lay:p%40ss@")
     pool = pools(url, ca_file=ca.ca_file)
     assert "p%40ss" not in pool.description and "@" not in pool.description
@@ -631,8 +630,8 @@ def test_stream_data_frames_any_bytes(message: bytes, chunk: int) -> None:
     assert got == [wire_normalized(message), b"Subject: second\r\n\r\nok\r\n"]
 
 
-async def test_large_message_with_long_lines(sinks: SinkFactory, pools: Any) -> None:
-    sink = await sinks(line_length_limit=2_000_000, data_size_limit=None)
+async def test_large_message_with_long_lines(smtp_sink_factory: SinkFactory, pools: Any) -> None:
+    sink = await smtp_sink_factory(line_length_limit=2_000_000, data_size_limit=None)
     pool = pools(sink.url)
     body = (
         b"".join(b".%d " % i + b"y" * (i * 997 % 5000) + b"\r\n" for i in range(600))

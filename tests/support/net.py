@@ -1,18 +1,12 @@
-"""Small helpers for tests that run real servers: free loopback ports and bounded polling.
-
-Used by the process, Postfix and DNS test harnesses (tests/support/process_harness.py,
-tests/support/postfix_harness.py) so that each does not carry its own copy.
-"""
+"""Loopback ports for tests that run real servers: free ones, refusing ones, open ones."""
 
 from __future__ import annotations
 
 import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TypeVar
 
-T = TypeVar("T")
+from tests.support.polling import wait_until
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
@@ -52,40 +46,17 @@ def refusing_port(host: str = "127.0.0.1") -> Iterator[int]:
         sock.close()
 
 
-def poll(
-    check: Callable[[], T | None],
-    *,
-    timeout: float,
-    interval: float,
-    failure: Callable[[], str],
-) -> T:
-    """Call ``check`` every ``interval`` seconds until it returns something other than
-    None, and return that. After ``timeout`` seconds: AssertionError with ``failure()``
-    (called then, so it can show the latest log). ``check`` may raise to fail early.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result is not None:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(failure())
-        time.sleep(interval)  # polling a condition with a deadline, not synchronising
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """True when something accepts a TCP connection on ``host:port`` now."""
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return True
+    except OSError:
+        return False
 
 
 def wait_for_port(port: int, timeout: float = 30.0, host: str = "127.0.0.1") -> None:
     """Wait until something accepts TCP connections on ``host:port``."""
-
-    def accepts() -> bool | None:
-        try:
-            with socket.create_connection((host, port), timeout=2):
-                return True
-        except OSError:
-            return None
-
-    poll(
-        accepts,
-        timeout=timeout,
-        interval=0.05,
-        failure=lambda: f"nothing accepts connections on {host}:{port} after {timeout:.0f}s",
+    wait_until(
+        lambda: port_open(port, host), timeout, f"a listener on {host}:{port}", interval=0.05
     )

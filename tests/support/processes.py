@@ -3,7 +3,9 @@
 :class:`NotifySocket` is a bound unix datagram socket passed as ``$NOTIFY_SOCKET``, so a
 test learns that the service is ready (``READY=1``), reloading or stopping from the
 process itself, not by sleeping. :class:`ClickrelayProcess` starts the command with its
-stdout/stderr in files (never a full pipe), sends real signals and waits for the exit.
+stdout/stderr appended to files (never a full pipe), sends real signals, waits for the
+exit and can start the same command again (restart scenarios). :func:`run_cli` runs a
+one-shot subcommand to completion. Every failure message carries the process's log.
 """
 
 from __future__ import annotations
@@ -18,12 +20,23 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 
-from tests.support.netutil import free_ports as free_ports  # re-exported: tests import it from here
-from tests.support.netutil import poll
+from tests.support.closing import Closing
+from tests.support.polling import poll
 
 CLICKRELAY = Path(sys.executable).parent / "clickrelay"
+
+
+def _child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This environment without what would steer the child elsewhere: another config,
+    systemd's watchdog or notify socket of the process running the tests."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("WATCHDOG_") and k not in ("NOTIFY_SOCKET", "CLICKRELAY_CONFIG")
+    }
+    env.update(extra or {})
+    return env
 
 
 class NotifySocket:
@@ -80,49 +93,52 @@ class NotifySocket:
                 )
 
 
-class ClickrelayProcess:
+class ClickrelayProcess(Closing):
     """``clickrelay <command> [-c config]`` as a child, with $NOTIFY_SOCKET."""
 
     def __init__(
         self,
-        command: Sequence[str],
+        command: Sequence[str | Path],
         *,
         cwd: Path,
         env: Mapping[str, str] | None = None,
     ) -> None:
         self.notify = NotifySocket()
+        self.command = [str(CLICKRELAY), *map(str, command)]
         self.cwd = cwd
         self.stdout_path = cwd / f"clickrelay-{os.getpid()}-{id(self)}.stdout"
         self.stderr_path = cwd / f"clickrelay-{os.getpid()}-{id(self)}.stderr"
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith(("WATCHDOG_",))}
-        full_env.pop("CLICKRELAY_CONFIG", None)
-        full_env["NOTIFY_SOCKET"] = self.notify.path
-        full_env.update(env or {})
-        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+        self.env = _child_env({"NOTIFY_SOCKET": self.notify.path, **(env or {})})
+        self.start()
+
+    def start(self) -> None:
+        """Start the command (again, after :meth:`stop`); its output is appended to the
+        same files, so a failure shows every run."""
+        with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
             self.proc = subprocess.Popen(
-                [str(CLICKRELAY), *command],
-                cwd=cwd,
-                env=full_env,
+                self.command,
+                cwd=self.cwd,
+                env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
             )
 
     def wait_ready(self, timeout: float = 60.0) -> dict[str, str]:
-        try:
-            return self.notify.wait_for("READY", self.proc, timeout)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\nstderr:\n{self.stderr()}") from None
+        return self.wait_for("READY", timeout)
 
     def wait_for(self, key: str, timeout: float = 60.0) -> dict[str, str]:
-        return self.notify.wait_for(key, self.proc, timeout)
+        try:
+            return self.notify.wait_for(key, self.proc, timeout)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nstderr:\n{self.stderr()}") from None
 
     def wait_for_status(self, text: str, timeout: float = 60.0) -> dict[str, str]:
         """The next datagram whose STATUS contains ``text``."""
         deadline = time.monotonic() + timeout
         while True:
             remaining = max(deadline - time.monotonic(), 0.1)
-            fields = self.notify.wait_for("STATUS", self.proc, remaining)
+            fields = self.wait_for("STATUS", remaining)
             if text in fields["STATUS"]:
                 return fields
 
@@ -165,73 +181,24 @@ class ClickrelayProcess:
             failure=lambda: f"{text!r} not logged within {timeout}s:\n{self.stderr()}",
         )
 
-    def close(self) -> None:
+    def kill(self) -> None:
+        """SIGKILL if still running, and reap."""
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(30)
+
+    def close(self) -> None:
+        self.kill()
         self.notify.close()
-
-    def __enter__(self) -> ClickrelayProcess:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "CLICKRELAY_CONFIG")}
     return subprocess.run(
         [str(CLICKRELAY), *args],
         cwd=cwd,
-        env=env,
+        env=_child_env(),
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
     )
-
-
-def write_config(
-    directory: Path,
-    *,
-    smtp_port: int = 0,
-    http_port: int,
-    admin_port: int = 0,
-    proxy_admin_port: int = 0,
-    proxy: str = "",
-    upstream: str = "",
-    tracking: str = "",
-    preflight: str = "",
-    redirector: str = "",
-    name: str = "clickrelay.toml",
-) -> Path:
-    """A config like the quick start's (data under ``directory/clickrelay-data``), on the
-    given loopback ports; the extra strings are appended to their sections."""
-    text = f"""\
-[proxy]
-listen = "127.0.0.1:{smtp_port}"
-admin_listen = "127.0.0.1:{proxy_admin_port}"
-{proxy}
-[upstream]
-{upstream}
-[tracking]
-base_url = "http://127.0.0.1:{http_port}"
-{tracking}
-[preflight]
-timeout = 5.0
-{preflight}
-[redirector]
-listen = "127.0.0.1:{http_port}"
-admin_listen = "127.0.0.1:{admin_port}"
-{redirector}
-[log]
-level = "info"
-"""
-    path = directory / name
-    path.write_text(text, encoding="utf-8")
-    return path
