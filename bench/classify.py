@@ -408,6 +408,7 @@ async def replay(planned: list[Planned], keyring: Keyring, base: str, trap_suppo
                 kwargs["trap"] = True
             token = keyring.seal(
                 url,
+                host="127.0.0.1",
                 queue_id=p.msg.queue_id,
                 link_index=link if not e.trap else p.msg.links,
                 recipient=p.recipient,

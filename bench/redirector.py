@@ -124,6 +124,7 @@ async def _serve_partial(workdir: Path, upto: str) -> None:
     ``open`` (token decryption) or ``location`` (that, and the Location header)."""
     from aiohttp import web
 
+    from redirector.hosts import request_host
     from redirector.http import app as redirector_app
     from redirector.location import location_for
     from redirector.tokens import load_keyring
@@ -131,7 +132,7 @@ async def _serve_partial(workdir: Path, upto: str) -> None:
     keyring = load_keyring(workdir / "keys")
 
     async def found(request: web.Request) -> web.Response:
-        link = keyring.open(request.match_info["token"])
+        link = keyring.open(request.match_info["token"], request_host(request.headers.get("Host")))
         location = location_for(link.url) if upto == "location" else "https://example.com/"
         response = web.Response(
             status=302, body=redirector_app._FOUND_BODY, headers=redirector_app._TEXT_HEADERS
@@ -447,6 +448,7 @@ def mint_paths(workdir: Path, count: int) -> list[str]:
         + keyring.seal(
             f"https://shop.example.com/products/{i}?utm_source=newsletter&utm_medium=email"
             f"&utm_campaign=winter-sale&ref=mail{i}",
+            host="127.0.0.1",  # the Host the load generator sends
             queue_id=f"4Xb{i // 10:06d}",
             link_index=i % 10,
             recipient=f"user{i}@example.org",

@@ -44,7 +44,9 @@ def main() -> int:
         keyring = ensure_key_file(keys)
         config = Path(tmp) / "clickrelay.toml"
         config.write_text(f'[tracking]\nkey_file = "{keys}"\n', encoding="utf-8")
-        token = keyring.seal("https://example.com/welcome", queue_id="Q1", link_index=0)
+        token = keyring.seal(
+            "https://example.com/welcome", host="links.example.com", queue_id="Q1", link_index=0
+        )
         cases = {
             "python -c pass": [sys.executable, "-c", "pass"],
             "clickrelay --help": [*CLICKRELAY, "--help"],

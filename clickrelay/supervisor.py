@@ -9,7 +9,8 @@ needs, started in dependency order — and reacts to signals:
   shutdown_flush_timeout``; exit 0. A second SIGINT (Ctrl-C) quits at once (exit 130);
   further SIGTERMs are ignored (systemd's ``TimeoutStopSec`` is the hard limit).
 * **SIGHUP**: ``RELOADING=1``; the config file, the key file and (through the proxy) the
-  TLS certificate and users file are read again. Anything wrong (bad TOML, unknown key,
+  TLS certificate and users file are read again, and so are the redirector's blocklist
+  file and host aliases. Anything wrong (bad TOML, unknown key,
   unreadable key file or certificate) is logged as ``reload-failed`` with the reason and
   the old settings stay in force. Settings that need new sockets or a new store
   (listen addresses, ``[redirector]``, tracking domains, ``[preflight]``) are logged as
@@ -39,6 +40,8 @@ from clickrelay.common.logfmt import log_event
 from clickrelay.config import Config, config_from_cli
 from clickrelay.logsetup import setup_logging
 from clickrelay.sdnotify import Notifier
+from redirector.blocklist import load_blocklist
+from redirector.config import LIVE_FIELDS as REDIRECTOR_LIVE_FIELDS
 from redirector.tokens import Keyring, ensure_key_file, load_keyring
 
 if TYPE_CHECKING:
@@ -78,6 +81,8 @@ def restart_only_changes(old: Config, new: Config, kind: Kind) -> list[str]:
             changed.append("preflight")
     if kind in ("serve", "redirector"):
         for fld in dataclasses.fields(old.redirector):
+            if fld.name in REDIRECTOR_LIVE_FIELDS:
+                continue
             if getattr(old.redirector, fld.name) != getattr(new.redirector, fld.name):
                 changed.append(f"redirector.{fld.name}")
     # (tracking.key_file is not here: the keys are read from the new path on reload.)
@@ -171,6 +176,12 @@ class Stack:
     async def reload(self, config: Config, keyring: Keyring) -> list[str]:
         """Apply what can be applied live; returns the keys that need a restart."""
         pending = restart_only_changes(self.config, config, self.kind)
+        # Read before anything switches: a bad blocklist keeps the whole old state.
+        blocklist = (
+            load_blocklist(config.redirector.blocklist_file)
+            if self.redirector is not None
+            else None
+        )
         if self.proxy is not None:
             # The proxy validates the new TLS certificate and users file before it
             # switches (and hands the keys to the preflight monitor, which re-proves
@@ -179,8 +190,9 @@ class Stack:
             self.proxy.reload(config, keyring)
         # New keys for the redirector in the same step (no await in between), so a
         # link minted with a new key always decodes.
-        if self.redirector is not None:
+        if self.redirector is not None and blocklist is not None:
             self.redirector.update_keyring(keyring)
+            self.redirector.update_live_settings(config.redirector, blocklist)
         setup_logging(config.log.level)
         self.config = config
         self.keyring = keyring

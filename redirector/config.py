@@ -6,6 +6,7 @@ builds this dataclass; the redirector never reads files for its settings itself.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,12 +17,31 @@ from clickrelay.common.validators import (
     in_range,
     one_of,
 )
+from redirector.hosts import normalize_host
 from redirector.store import store_kind
 
 
 def _check_store(value: str) -> None:
     if store_kind(value) is None:
         raise ValueError("expected sqlite:PATH or postgresql://user@host:port/db")
+
+
+_HOST_RE = re.compile(r"[a-z0-9_.-]+|[0-9a-f:.]+")
+
+
+def _check_host(value: str) -> None:
+    if not _HOST_RE.fullmatch(normalize_host(value)):
+        raise ValueError(f"expected a host name (no scheme, port or path), got {value!r}")
+
+
+def _check_host_aliases(value: dict[str, str]) -> None:
+    for alias, host in value.items():
+        _check_host(alias)
+        _check_host(host)
+
+
+#: Settings a SIGHUP applies without a restart (everything else here needs one).
+LIVE_FIELDS = frozenset({"host_aliases", "blocklist_file"})
 
 
 @dataclass(frozen=True)
@@ -57,5 +77,10 @@ class RedirectorConfig:
     #: Seconds after a click when its label becomes final: until then the walk rules may
     #: still relabel it bot as more clicks arrive. At least the rules' horizon (20 s).
     classification_settle: float = field(default=60.0, metadata=check(in_range(20, 7 * 86400)))
+    #: Request host -> tracking host: links minted for the tracking host also work when
+    #: requested on the alias (e.g. an old tracking domain kept pointing here).
+    host_aliases: dict[str, str] = field(default_factory=dict, metadata=check(_check_host_aliases))
+    #: Links switched off by queue id or destination host (see redirector.blocklist).
+    blocklist_file: Path | None = None
     #: Seconds the shutdown waits for queued clicks to reach the store.
     shutdown_flush_timeout: float = 10.0

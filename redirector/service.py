@@ -6,6 +6,7 @@ Lifecycle::
     await service.start()      # store, recorder, then listeners; ports known after this
     ...
     service.update_keyring(new_keyring)   # key rotation, no restart
+    service.update_live_settings(new_config, load_blocklist(path))   # SIGHUP
     await service.stop()       # stop listening, flush queued clicks, close the store
 
 The event loop (uvloop or not) is the caller's choice — the ``clickrelay redirector``
@@ -16,6 +17,7 @@ redirects never need the store, so listeners start anyway, ``/healthz`` reports 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from aiohttp import web
@@ -24,12 +26,13 @@ from prometheus_client import CollectorRegistry
 from clickrelay.common.errors import ConfigError
 from clickrelay.common.hostport import parse_hostport
 from clickrelay.common.logfmt import log_event
+from redirector.blocklist import Blocklist, load_blocklist
 from redirector.clicks.classify import Classifier
 from redirector.clicks.recorder import ClickRecorder
 from redirector.clicks.settle import Settler
-from redirector.config import RedirectorConfig
+from redirector.config import LIVE_FIELDS, RedirectorConfig
 from redirector.http.admin import create_admin_app
-from redirector.http.app import create_app, set_keyring
+from redirector.http.app import create_app, set_keyring, set_live_settings
 from redirector.store import ClickStore, StoreError, open_store
 from redirector.tokens import Keyring
 
@@ -63,8 +66,10 @@ class RedirectorService:
         self.config = config
         self.registry = registry if registry is not None else CollectorRegistry()
         self._keyring = keyring
-        # Built now so that a bad scanner_agents_file fails before anything is bound.
+        # Built now so that a bad scanner_agents_file or blocklist fails before anything
+        # is bound.
         self._classifier = Classifier.from_config(config)
+        self._blocklist = load_blocklist(config.blocklist_file)
         self._listen = parse_listen(config.listen, key="listen")
         self._admin_listen = parse_listen(config.admin_listen, key="admin_listen")
         self._store: ClickStore | None = None
@@ -126,6 +131,7 @@ class RedirectorService:
                 recorder,
                 registry=self.registry,
                 classifier=self._classifier,
+                blocklist=self._blocklist,
             )
             admin = create_admin_app(recorder, registry=self.registry)
             self._public_port = await self._serve(self._app, self._listen)
@@ -142,6 +148,8 @@ class RedirectorService:
             store=store.name,
             key_ids=",".join(self._keyring.key_ids),
         )
+        if self._blocklist:
+            _log_blocklist(self._blocklist)
 
     async def _serve(self, app: web.Application, where: tuple[str, int]) -> int:
         # No access log: it would cost time on the hot path and write every client's IP
@@ -162,6 +170,18 @@ class RedirectorService:
         if self._app is not None:
             set_keyring(self._app, keyring)
         log_event(log, logging.INFO, "redirector-keys", key_ids=",".join(keyring.key_ids))
+
+    def update_live_settings(self, config: RedirectorConfig, blocklist: Blocklist) -> None:
+        """Apply the settings a SIGHUP may change (``LIVE_FIELDS`` of ``config``: the host
+        aliases and the blocklist file, read by the caller into ``blocklist``)."""
+        changed = blocklist != self._blocklist
+        self._blocklist = blocklist
+        live = {name: getattr(config, name) for name in LIVE_FIELDS}
+        self.config = dataclasses.replace(self.config, **live)
+        if self._app is not None:
+            set_live_settings(self._app, config.host_aliases, blocklist)
+        if changed:
+            _log_blocklist(blocklist)
 
     async def stop(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 - contract
         """Stop listening, flush queued clicks (up to ``timeout`` or the configured
@@ -191,3 +211,14 @@ class RedirectorService:
                 clicks_dropped=recorder.dropped if recorder else 0,
             )
         self._app = None
+
+
+def _log_blocklist(blocklist: Blocklist) -> None:
+    log_event(
+        log,
+        logging.INFO,
+        "blocklist-loaded",
+        source=blocklist.source,
+        queues=len(blocklist.queue_ids),
+        hosts=len(blocklist.hosts),
+    )

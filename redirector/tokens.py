@@ -1,16 +1,9 @@
 """Sealed link tokens: ``<base_url>/c/<token>`` carries everything a redirect needs.
 
-Layout of a token (before base64url without padding)::
-
-    version (1) | key id (4) | nonce (12) | AES-GCM-SIV ciphertext + tag (16)
-
-The header (version + key id) is the associated data, so it cannot be swapped. The
-plaintext is::
-
-    flags (1) | sent_at (u32, unix s) | link index (u32) | len(queue id) (u8) | queue id
-              | len(recipient) (u16) | recipient | url (rest, utf-8; zlib when flags & 1)
-
-Flags: 1 = the url is zlib-compressed, 2 = the token is the invisible trap link.
+The keyring mints version 2 tokens (:mod:`redirector.token_v2`: base36 after a ``k``,
+bound to the tracking host through the AEAD's associated data) and decodes both those
+and version 1 tokens (:mod:`redirector.token_v1`: base64url starting with ``A``, not
+host-bound), so links sent before version 2 keep working.
 
 AES-GCM-SIV is used because nonces are random: it stays safe even if a nonce repeats,
 which matters at billions of links per key.
@@ -18,60 +11,30 @@ which matters at billions of links per key.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import os
 import re
 import secrets
 import stat
-import struct
-import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
 
 from clickrelay.common.errors import KeyFileError, TokenError
-from redirector.location import has_forbidden_char
+from redirector import token_v1, token_v2
+from redirector.hosts import normalize_host
+from redirector.token_types import MAX_URL_BYTES as MAX_URL_BYTES
+from redirector.token_types import LinkData as LinkData
+from redirector.token_types import url_is_sealable as url_is_sealable
 
-VERSION = 1
 KEY_ID_LEN = 4
-NONCE_LEN = 12
-TAG_LEN = 16
-_HEADER = struct.Struct(">B4s")
-#: flags, sent_at, link index and the queue id length: packed and read in one call.
-_FIXED_QLEN = struct.Struct(">BIIB")
-#: The recipient length.
-_U16 = struct.Struct(">H")
-_FLAG_ZLIB = 1
-#: The token is the trap link: no person can see or reach it (``[tracking] bot_trap``).
-_FLAG_TRAP = 2
-#: Base64url alphabet only: a token needs no escaping in HTML, QP or plain text.
+#: Characters a token of either version is made of (both need no escaping anywhere).
 TOKEN_RE = re.compile(r"[A-Za-z0-9_-]+")
-_MIN_TOKEN_BYTES = (
-    _HEADER.size + NONCE_LEN + TAG_LEN + _FIXED_QLEN.size + _U16.size + len("http://x")
-)
-#: A URL longer than this is never minted (tracked links are capped far below it anyway).
-MAX_URL_BYTES = 65_536
-#: Upper bound on a token we are willing to decode; longer input is rejected before base64.
-MAX_TOKEN_CHARS = 4 * (MAX_URL_BYTES + 1024) // 3
-
-
-def url_is_sealable(url: str) -> bool:
-    """Only absolute http(s) URLs without control characters or spaces are ever minted."""
-    if not url.startswith(("https://", "http://")):  # the common spelling, then any case
-        lower = url[:8].lower()
-        if not (lower.startswith("http://") or lower.startswith("https://")):
-            return False
-    if has_forbidden_char(url):
-        return False
-    if url.isascii():  # O(1) in CPython: no need to encode to know the byte length
-        return len(url) <= MAX_URL_BYTES
-    return len(url.encode("utf-8", "surrogatepass")) <= MAX_URL_BYTES
+#: Upper bound on a token we are willing to decode (either version).
+MAX_TOKEN_CHARS = max(token_v1.MAX_TOKEN_CHARS, token_v2.MAX_TOKEN_CHARS)
 
 
 @dataclass(frozen=True)
@@ -84,63 +47,13 @@ class Key:
         return self.key_id.hex()
 
 
-class LinkData(NamedTuple):
-    """What a token says: where to send the click and what to record about it.
-
-    A named tuple (immutable) rather than a frozen dataclass: one is made per redirect,
-    and the dataclass's ``__init__`` costs about 3x as much.
-    """
-
-    url: str
-    queue_id: str
-    link_index: int
-    recipient: str | None
-    sent_at: int
-    key_id: str
-    #: Minted for the invisible trap link: whoever fetches it is a scanner.
-    trap: bool = False
-
-    @property
-    def sent_at_datetime(self) -> datetime:
-        return datetime.fromtimestamp(self.sent_at, UTC)
+#: What the keyring keeps per key: the AEAD (built once: its key schedule costs more
+#: than decrypting a token) and the hex id LinkData carries.
+_Entry = tuple[AESGCMSIV, str]
 
 
-def _b64encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-_B64URL_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
-#: base64url -> standard alphabet for binascii; "+", "/" and "=" (not base64url) become
-#: "*", which binascii's strict mode refuses like any other stray character.
-_URLSAFE_TO_STD = bytes.maketrans(b"-_+/=", b"+/***")
-#: The padding a token of length ``n`` needs, by ``n % 4`` (1 is never valid).
-_PADDING = (b"", b"", b"==", b"=")
-#: The characters a canonical encoding can end with, by ``len % 4``: the last character
-#: of a 2-char (3-char) tail carries 4 (2) unused bits, which must be zero. Any other
-#: last character decodes to the same bytes as a canonical one, so it is refused: a
-#: changed character must never decode.
-_CANONICAL_LAST: tuple[frozenset[str], ...] = (
-    frozenset(_B64URL_ALPHABET),
-    frozenset(),
-    frozenset(_B64URL_ALPHABET[::16]),
-    frozenset(_B64URL_ALPHABET[::4]),
-)
-
-
-def _b64decode(token: str) -> bytes:
-    """Decode canonical unpadded base64url; anything else raises TokenError.
-
-    One C call (``a2b_base64`` in strict mode) instead of a regex check, a decode and an
-    encode back for the canonical check: this runs for every click.
-    """
-    rem = len(token) % 4
-    if rem == 1 or (rem and token[-1] not in _CANONICAL_LAST[rem]):
-        raise TokenError("malformed token")
-    try:
-        data = token.encode("ascii").translate(_URLSAFE_TO_STD) + _PADDING[rem]
-        return binascii.a2b_base64(data, strict_mode=True)
-    except (UnicodeEncodeError, binascii.Error, ValueError):
-        raise TokenError("malformed token") from None
+def _bound_host(host: str) -> bytes:
+    return normalize_host(host).encode("utf-8")
 
 
 class Keyring:
@@ -150,9 +63,14 @@ class Keyring:
         self.keys = tuple(keys)
         if not self.keys:
             raise KeyFileError("key file holds no keys")
-        # Built once: constructing the AEAD (key schedule) per token would cost more than
-        # decrypting it. The hex id is what LinkData carries.
-        self._by_id = {k.key_id: (AESGCMSIV(k.secret), k.id_hex) for k in self.keys}
+        self._by_id: dict[bytes, _Entry] = {
+            k.key_id: (AESGCMSIV(k.secret), k.id_hex) for k in self.keys
+        }
+        by_hint: dict[int, list[_Entry]] = {}
+        for key in self.keys:
+            by_hint.setdefault(key.key_id[0], []).append(self._by_id[key.key_id])
+        #: Version 2 tokens name their key by its id's first byte: the keys to try.
+        self._by_hint = {hint: tuple(entries) for hint, entries in by_hint.items()}
         self._minting = self.keys[0]
         self._mint_aead = self._by_id[self._minting.key_id][0]
 
@@ -168,107 +86,100 @@ class Keyring:
         self,
         url: str,
         *,
+        host: str,
         queue_id: str,
         link_index: int,
         recipient: str | None = None,
         sent_at: int | None = None,
         trap: bool = False,
     ) -> str:
-        """Mint a token for ``url``; raises TokenError for anything we would not redirect to.
-
-        ``trap`` marks the token of the invisible trap link (see ``[tracking] bot_trap``).
-        """
-        if not url_is_sealable(url):
-            raise TokenError(
-                "only http(s) URLs without control characters can be tracked", "not-http"
-            )
-        qid = queue_id.encode("utf-8")
-        rcpt = (recipient or "").encode("utf-8")
-        if len(qid) > 255 or len(rcpt) > 65535 or not 0 <= link_index <= 0xFFFFFFFF:
-            raise TokenError("queue id, recipient or link index out of range", "out-of-range")
+        """Mint a version 2 token for ``url``, valid when requested on ``host`` (the
+        tracking base URL's host); raises TokenError for anything we would not redirect
+        to. ``trap`` marks the invisible trap link's token (``[tracking] bot_trap``)."""
+        bound = _bound_host(host)
+        if not bound:
+            raise TokenError("a token must be bound to a tracking host", "no-host")
         when = int(sent_at if sent_at is not None else datetime.now(UTC).timestamp())
-        raw_url = url.encode("utf-8", "surrogatepass")
-        flags = _FLAG_TRAP if trap else 0
-        packed_url = _compress(raw_url) if len(raw_url) > 96 else raw_url
-        if len(packed_url) < len(raw_url):
-            flags |= _FLAG_ZLIB
-        else:
-            packed_url = raw_url
-        plaintext = b"".join(
-            (
-                _FIXED_QLEN.pack(flags, when & 0xFFFFFFFF, link_index, len(qid)),
-                qid,
-                _U16.pack(len(rcpt)),
-                rcpt,
-                packed_url,
-            )
+        return token_v2.seal(
+            self._mint_aead,
+            self._minting.key_id[0],
+            bound,
+            url,
+            queue_id=queue_id,
+            link_index=link_index,
+            recipient=recipient,
+            sent_at=when,
+            trap=trap,
         )
-        header = _HEADER.pack(VERSION, self._minting.key_id)
-        nonce = os.urandom(NONCE_LEN)
-        sealed = self._mint_aead.encrypt(nonce, plaintext, header)
-        return _b64encode(header + nonce + sealed)
 
-    def open(self, token: str) -> LinkData:
-        """Decode a token we minted; anything else raises TokenError (and only that)."""
+    def seal_v1(
+        self,
+        url: str,
+        *,
+        queue_id: str,
+        link_index: int,
+        recipient: str | None = None,
+        sent_at: int | None = None,
+    ) -> str:
+        """Mint a version 1 token (not host-bound) as the code before version 2 did.
+
+        For tests and the length benchmark only: links in mail are always version 2.
+        """
+        when = int(sent_at if sent_at is not None else datetime.now(UTC).timestamp())
+        return token_v1.seal(
+            self._mint_aead,
+            self._minting.key_id,
+            url,
+            queue_id=queue_id,
+            link_index=link_index,
+            recipient=recipient,
+            sent_at=when,
+        )
+
+    def open(self, token: str, host: str) -> LinkData:
+        """Decode a token we minted, requested on ``host`` (normalised; aliases already
+        resolved by the caller). Anything else raises TokenError (and only that): a
+        version 2 token bound to another host with reason ``wrong-host``."""
         if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_CHARS:
             raise TokenError("malformed token")
-        raw = _b64decode(token)  # refuses anything but canonical base64url (TOKEN_RE)
-        if len(raw) < _MIN_TOKEN_BYTES:
-            raise TokenError("malformed token")
-        version, key_id = _HEADER.unpack_from(raw)
-        if version != VERSION:
-            raise TokenError("unknown token version", "unknown-version")
+        if token_v2.is_v2(token):
+            return self._open_v2(token, _bound_host(host))
+        # Everything else is read as version 1: junk is "malformed", a well-formed header
+        # with another version byte "unknown-version".
+        return self._open_v1(token)
+
+    def _open_v2(self, token: str, host: bytes) -> LinkData:
+        header, nonce, sealed = token_v2.split(token)
+        entries = self._by_hint.get(header[0])
+        if entries is None:
+            key_id = f"{header[0]:02x}??????"
+            raise TokenError(
+                f"unknown key {key_id} (a version 2 token names its key id's first byte)",
+                "unknown-key",
+                key_id,
+            )
+        if header[1] != token_v2.host_tag(host):
+            raise TokenError("token is bound to another host", "wrong-host")
+        aad = token_v2.associated_data(header, host)
+        for aead, key_hex in entries:
+            try:
+                plaintext = aead.decrypt(nonce, sealed, aad)
+            except InvalidTag:
+                continue
+            return token_v2.unpack(plaintext, key_hex, host.decode("utf-8"))
+        raise TokenError("token failed authentication", "forged")
+
+    def _open_v1(self, token: str) -> LinkData:
+        key_id, nonce, sealed, aad = token_v1.split(token)
         known = self._by_id.get(key_id)
         if known is None:
             raise TokenError(f"unknown key {key_id.hex()}", "unknown-key", key_id.hex())
         aead, key_hex = known
-        header_end = _HEADER.size
-        nonce = raw[header_end : header_end + NONCE_LEN]
         try:
-            plaintext = aead.decrypt(nonce, raw[header_end + NONCE_LEN :], raw[:header_end])
+            plaintext = aead.decrypt(nonce, sealed, aad)
         except InvalidTag:
             raise TokenError("token failed authentication", "forged") from None
-        return _unpack(plaintext, key_hex)
-
-
-def _compress(data: bytes) -> bytes:
-    """zlib with a 1 KiB window and a small hash table (memLevel 2).
-
-    ``zlib.compress(data, 9)`` sets up 256 KiB of state per call, about 90 us for a
-    100-byte URL; this is ~12 us with the same size for URLs (they are short, so a big
-    window finds nothing more). The stream header records the window, and any zlib
-    decoder (``zlib.decompress`` with its default 15-bit window) reads it, so tokens
-    minted either way decode alike; the redirector's inflate also allocates only 1 KiB.
-    """
-    compressor = zlib.compressobj(9, zlib.DEFLATED, 10, 2)
-    return compressor.compress(data) + compressor.flush()
-
-
-def _unpack(plaintext: bytes, key_id: str) -> LinkData:
-    # Authenticated, so well-formed unless our own minting was wrong; still, never crash.
-    try:
-        flags, sent_at, link_index, qlen = _FIXED_QLEN.unpack_from(plaintext)
-        pos = _FIXED_QLEN.size + qlen
-        queue_id = plaintext[_FIXED_QLEN.size : pos].decode("utf-8")
-        (rlen,) = _U16.unpack_from(plaintext, pos)
-        pos += _U16.size
-        recipient = plaintext[pos : pos + rlen].decode("utf-8")
-        packed = plaintext[pos + rlen :]
-        raw_url = zlib.decompress(packed, bufsize=len(packed) * 4) if flags & _FLAG_ZLIB else packed
-        url = raw_url.decode("utf-8", "surrogatepass")
-    except (struct.error, IndexError, UnicodeDecodeError, zlib.error):
-        raise TokenError("malformed token payload", "bad-payload") from None
-    if not url_is_sealable(url):
-        raise TokenError("token target is not an http(s) URL", "not-http")
-    return LinkData(
-        url=url,
-        queue_id=queue_id,
-        link_index=link_index,
-        recipient=recipient or None,
-        sent_at=sent_at,
-        key_id=key_id,
-        trap=bool(flags & _FLAG_TRAP),
-    )
+        return token_v1.unpack(plaintext, key_hex)
 
 
 # --- key files ------------------------------------------------------------------------
@@ -278,7 +189,7 @@ _KEY_LINE_RE = re.compile(r"^([0-9a-f]{8})\s+([A-Za-z0-9_-]{43})$")
 
 def new_key_line() -> str:
     """A fresh key line for a key file: ``<8 hex key id> <base64url 32-byte key>``."""
-    return f"{secrets.token_bytes(KEY_ID_LEN).hex()} {_b64encode(secrets.token_bytes(32))}"
+    return f"{secrets.token_bytes(KEY_ID_LEN).hex()} {token_v1.b64encode(secrets.token_bytes(32))}"
 
 
 def parse_keys(text: str, source: str = "<key file>") -> Keyring:
@@ -306,7 +217,7 @@ def parse_keys(text: str, source: str = "<key file>") -> Keyring:
 
 def _b64decode_key(text: str, source: str, lineno: int) -> bytes:
     try:
-        secret = _b64decode(text)
+        secret = token_v1.b64decode(text)
     except TokenError:
         raise KeyFileError(f"{source}:{lineno}: key is not valid base64url") from None
     if len(secret) != 32:

@@ -74,6 +74,11 @@ class ProxyConfig:
     max_message_size: int = field(default=52_428_800, metadata=check(check_positive))
     max_recipients: int = field(default=1000, metadata=check(check_positive))
     max_connections: int = field(default=200, metadata=check(check_positive))
+    #: Open connections one client address (an IPv6 /64) may hold at once.
+    max_connections_per_client: int = field(default=20, metadata=check(check_positive))
+    #: Commands that carry no message (NOOP, RSET, VRFY, HELP, EHLO, AUTH…) allowed
+    #: between two messages; the next one gets 421 and the connection is closed.
+    max_junk_commands: int = field(default=100, metadata=check(check_positive))
     command_timeout: float = field(default=300.0, metadata=check(check_positive))
     data_timeout: float = field(default=600.0, metadata=check(check_positive))
     #: Bare LF / bare CR in DATA: ``reject`` (550 5.6.0) or ``normalize`` to CRLF.
@@ -81,6 +86,8 @@ class ProxyConfig:
     #: Failed AUTH attempts allowed per client address per window before 421/454.
     auth_fail_limit: int = field(default=5, metadata=check(check_positive))
     auth_fail_window: float = field(default=300.0, metadata=check(check_positive))
+    #: Password checks (argon2, tens of ms of CPU each) running at once, all clients.
+    auth_concurrency: int = field(default=4, metadata=check(check_positive))
     #: SIGTERM: seconds in-flight transactions get to finish.
     shutdown_grace: float = field(default=30.0, metadata=check(check_non_negative))
 
@@ -110,6 +117,9 @@ class TrackingConfig:
     #: Also track http(s) URLs in text/plain parts.
     text_links: bool = True
     max_link_length: int = field(default=2048, metadata=check(check_positive))
+    #: Messages with more MIME parts are relayed unchanged (reason ``too-many-parts``):
+    #: each part costs the rewriter work, on the event loop for small messages.
+    max_parts: int = field(default=1000, metadata=check(check_positive))
     #: Links to these domains (and their subdomains) are never tracked.
     skip_domains: tuple[str, ...] = ()
     #: Add one invisible trap link to each rewritten HTML part: a scanner that fetches it

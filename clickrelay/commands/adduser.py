@@ -1,9 +1,12 @@
-"""``clickrelay adduser [-c FILE] [--file PATH] USER``: add or replace an SMTP AUTH user.
+"""``clickrelay adduser [-c FILE] [--file PATH] [--domains D,…] USER``: add or replace an
+SMTP AUTH user.
 
 The password is read from the terminal (asked twice, not echoed) or, when stdin is not a
 terminal, from the first line of stdin (``printf '%s\\n' "$PW" | clickrelay adduser app``).
 It is stored as an argon2id hash in ``[proxy] users_file`` (or ``--file``); a running
-proxy picks the change up on reload (SIGHUP).
+proxy picks the change up on reload (SIGHUP). ``--domains`` lists the sender domains
+whose DKIM signatures the proxy may renew for this user after rewriting (a user named
+like an address, ``app@example.com``, may always have its own domain's).
 """
 
 from __future__ import annotations
@@ -23,6 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--file",
         metavar="PATH",
         help="users file to write (default: [proxy] users_file of the config)",
+    )
+    parser.add_argument(
+        "--domains",
+        metavar="D,…",
+        default="",
+        help="sender domains this user may have DKIM re-signed (comma-separated)",
     )
     parser.add_argument("user", metavar="USER", help="the AUTH username")
     parser.epilog = (
@@ -65,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     password = _read_password()
     if not password:
         raise ClickrelayError("empty password; nothing written")
-    replaced = add_user(path, args.user, password)
+    replaced = add_user(path, args.user, password, args.domains.split(","))
     action = "replaced the password of" if replaced else "added"
     print(f"{action} user {args.user!r} in {path} (reload the proxy to apply: SIGHUP)")
     return 0

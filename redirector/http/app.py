@@ -9,15 +9,18 @@ click store being slow or down therefore never delays a redirect.
 
 Everything that is not a token we minted — forged, truncated, tampered, unknown key, a
 target we would not send anyone to, any other path or method — gets one and the same 404
-(no Location, same headers, same body), so a prober learns nothing from the failure.
+(no Location, same headers, same body), so a prober learns nothing from the failure. So
+do a version 2 token requested on a host it was not minted for (the ``Host`` header,
+port dropped, normalised; ``[redirector] host_aliases`` maps other request hosts to a
+tracking host) and a link on the blocklist (:mod:`redirector.blocklist`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -30,10 +33,13 @@ from prometheus_client.registry import Collector
 from clickrelay.common import __version__
 from clickrelay.common.errors import TokenError
 from clickrelay.common.logfmt import log_event
+from redirector.blocklist import EMPTY as EMPTY_BLOCKLIST
+from redirector.blocklist import Blocklist
 from redirector.clicks import BOT, HUMAN, Click
 from redirector.clicks.classify import Classifier, ClickVerdict
 from redirector.clicks.clientkeys import ClientKeys
 from redirector.config import RedirectorConfig
+from redirector.hosts import normalize_host, request_host
 from redirector.http.clientip import ClientIpPolicy
 from redirector.http.refusals import RefusalLog
 from redirector.location import location_for
@@ -118,7 +124,8 @@ class RedirectorMetrics(Collector):
 
 @dataclass
 class RedirectorState:
-    """What the public app's handlers use. Mutable: the keyring can be swapped live."""
+    """What the public app's handlers use. Mutable: the keyring, the host aliases and
+    the blocklist can be swapped live."""
 
     keyring: Keyring
     recorder: ClickRecorder | None
@@ -127,6 +134,14 @@ class RedirectorState:
     metrics: RedirectorMetrics
     refusals: RefusalLog
     client_keys: ClientKeys
+    #: Request host -> the tracking host whose tokens it also answers (normalised).
+    host_aliases: dict[str, str] = field(default_factory=dict)
+    blocklist: Blocklist = EMPTY_BLOCKLIST
+
+
+def normalized_aliases(aliases: Mapping[str, str]) -> dict[str, str]:
+    """``[redirector] host_aliases`` in the form requests are compared in."""
+    return {normalize_host(alias): normalize_host(host) for alias, host in aliases.items()}
 
 
 STATE_KEY = web.AppKey("redirector_state", RedirectorState)
@@ -144,10 +159,20 @@ async def _redirect(request: web.Request) -> web.StreamResponse:
     if len(token) > MAX_TOKEN_CHARS:
         state.refusals.note("too-long")
         return not_found_response()
+    host = request_host(request.headers.get(hdrs.HOST))
     try:
-        link = state.keyring.open(token)
+        try:
+            link = state.keyring.open(token, host)
+        except TokenError as exc:
+            alias_of = state.host_aliases.get(host)
+            if exc.reason != "wrong-host" or alias_of is None:
+                raise
+            link = state.keyring.open(token, alias_of)
     except TokenError as exc:
         state.refusals.note(exc.reason, exc.key_id)
+        return not_found_response()
+    if state.blocklist and state.blocklist.blocks(link):
+        state.refusals.note("blocked")
         return not_found_response()
     location = location_for(link.url)
     if location is None:
@@ -260,6 +285,7 @@ def create_app(
     registry: CollectorRegistry,
     classifier: Classifier | None = None,
     refusals: RefusalLog | None = None,
+    blocklist: Blocklist = EMPTY_BLOCKLIST,
 ) -> web.Application:
     """The public application: ``GET|HEAD /c/<token>``, ``GET /healthz``, else 404.
 
@@ -277,6 +303,8 @@ def create_app(
         metrics=RedirectorMetrics(registry, refusals),
         refusals=refusals,
         client_keys=client_keys_for(keyring),
+        host_aliases=normalized_aliases(config.host_aliases),
+        blocklist=blocklist,
     )
     app.cleanup_ctx.append(_log_refusals_at_exit)
     app.router.add_route("GET", "/c/{token}", _redirect)
@@ -302,3 +330,12 @@ def set_keyring(app: web.Application, keyring: Keyring) -> None:
 def client_keys_for(keyring: Keyring) -> ClientKeys:
     """Hashes every node with this key file computes alike (see ClientKeys)."""
     return ClientKeys(keyring.keys[0].secret)
+
+
+def set_live_settings(
+    app: web.Application, host_aliases: Mapping[str, str], blocklist: Blocklist
+) -> None:
+    """Swap the host aliases and the blocklist of a running public app (SIGHUP)."""
+    state = app[STATE_KEY]
+    state.host_aliases = normalized_aliases(host_aliases)
+    state.blocklist = blocklist

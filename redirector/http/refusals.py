@@ -3,16 +3,18 @@
 Every refused ``/c/<token>`` gets the same 404, whatever went wrong, so a prober learns
 nothing. The operator must learn everything: a link that stopped working because its key
 line was deleted from the key file looks, from outside, exactly like a forged one. So
-each refusal is counted by reason (``TokenError.reason``, plus ``too-long`` and
-``unsafe-location``), and logged — the first one at once, then at most one line per
-``interval`` seconds with the counts since the last line, so that a scanner throwing
-thousands of junk tokens a second costs a log line every ten seconds, not thousands::
+each refusal is counted by reason (``TokenError.reason``, e.g. ``wrong-host``, plus
+``too-long``, ``blocked`` and ``unsafe-location``), and logged — the first one at once,
+then at most one line per ``interval`` seconds with the counts since the last line, so
+that a scanner throwing thousands of junk tokens a second costs a log line every ten
+seconds, not thousands::
 
     event=redirects-refused count=1204 reasons=unknown-key:1200,malformed:4
         unknown_key_ids=0a1b2c3d:1200 hint="…"
 
-A line that holds ``unknown-key`` is a WARNING (links we minted may be failing); one
-with only other reasons is INFO (the internet sending junk).
+A line that holds ``unknown-key`` or ``wrong-host`` is a WARNING (links we minted may be
+failing: a key line deleted, a reverse proxy that does not pass the Host header); one
+with only other reasons is INFO (the internet sending junk, blocked links).
 
 Must be used from one event loop thread (the redirector's), like the metrics.
 """
@@ -34,6 +36,11 @@ MAX_KEY_IDS = 5
 UNKNOWN_KEY_HINT = (
     "tokens minted with a key this redirector does not have: put that key line back in its"
     " key file (old lines keep old links working) and reload"
+)
+WRONG_HOST_HINT = (
+    "links requested on a host they were not minted for: make the reverse proxy pass the"
+    " client's Host header (nginx: proxy_set_header Host $host), or map the host with"
+    " [redirector] host_aliases"
 )
 
 
@@ -89,10 +96,16 @@ class RefusalLog:
             "reasons": _counts(pending),
         }
         level = logging.INFO
+        hints: list[str] = []
         if "unknown-key" in pending:
             level = logging.WARNING
             fields["unknown_key_ids"] = _counts(key_ids)
-            fields["hint"] = UNKNOWN_KEY_HINT
+            hints.append(UNKNOWN_KEY_HINT)
+        if "wrong-host" in pending:
+            level = logging.WARNING
+            hints.append(WRONG_HOST_HINT)
+        if hints:
+            fields["hint"] = "; ".join(hints)
         log_event(self.logger, level, "redirects-refused", **fields)
 
 

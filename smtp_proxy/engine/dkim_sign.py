@@ -8,6 +8,14 @@ signed headers.
 
 The keys come in as :class:`DkimKey` values (private key bytes, read from disk once by
 the caller): the engine reads no file and no configuration.
+
+Re-signing must not turn the proxy into a signing oracle (anyone who may relay sending a
+made-up ``DKIM-Signature: d=example.com`` and getting a real one back). So a domain's
+key is only used when :func:`may_resign` agrees, on a :class:`DkimVerdict` the SMTP
+layer established before (the DNS lookups are its I/O): the message's own signature for
+that domain verified on the bytes received, every ``From`` address is in that domain (or
+a subdomain), and an authenticated user is allowed that domain: their name is an address
+in it, or the users file lists it (or a parent) for them.
 """
 
 from __future__ import annotations
@@ -30,6 +38,20 @@ class Signature:
 
     domain: str  # d=, lower case
     signed_headers: frozenset[str]  # h=, lower case
+    selector: str = ""  # s=, lower case
+
+
+@dataclass(frozen=True)
+class DkimVerdict:
+    """What the SMTP layer found out about a message before it is rewritten."""
+
+    #: The ``d=`` domains (lower case) whose signature verified on the bytes received.
+    verified: frozenset[str] = frozenset()
+    #: The AUTH user name; None for a client relaying as a trusted network.
+    auth_user: str | None = None
+    #: The sender domains the users file allows that user (``clickrelay adduser
+    #: --domains``), besides the domain of a user name that is an address.
+    auth_domains: frozenset[str] = frozenset()
 
 
 def signatures(headers: Message) -> list[Signature]:
@@ -38,8 +60,36 @@ def signatures(headers: Message) -> list[Signature]:
     for value in headers.get_all("DKIM-Signature") or []:
         tags = {k.lower(): re.sub(r"\s+", "", v) for k, v in _TAG_RE.findall(str(value))}
         signed = frozenset(h.strip().lower() for h in tags.get("h", "").split(":") if h.strip())
-        out.append(Signature(normalize_domain(tags.get("d", "")), signed))
+        selector = tags.get("s", "").lower()
+        out.append(Signature(normalize_domain(tags.get("d", "")), signed, selector))
     return out
+
+
+def in_domain(domain: str, parent: str) -> bool:
+    """True when ``domain`` is ``parent`` or one of its subdomains (case-insensitive)."""
+    domain, parent = normalize_domain(domain), normalize_domain(parent)
+    return bool(parent) and (domain == parent or domain.endswith("." + parent))
+
+
+def may_resign(
+    keys: Sequence[DkimKey], verdict: DkimVerdict | None, from_domains: Sequence[str]
+) -> bool:
+    """Whether the message may be re-signed with ``keys`` (see the module docstring)."""
+    if verdict is None or not from_domains:
+        return False
+    for key in keys:
+        domain = normalize_domain(key.domain)
+        if domain not in verdict.verified:
+            return False
+        if not all(in_domain(f, domain) for f in from_domains):
+            return False
+        if verdict.auth_user is not None:
+            _, at, user_domain = verdict.auth_user.rpartition("@")
+            named = bool(at) and in_domain(user_domain, domain)
+            listed = any(in_domain(domain, allowed) for allowed in verdict.auth_domains)
+            if not (named or listed):
+                return False
+    return True
 
 
 def normalize_domain(domain: str) -> str:

@@ -30,7 +30,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-from redirector.location import ascii_host
+# Re-exported: the engine compares hosts in the form the redirector does.
+from redirector.hosts import normalize_host as normalize_host
 
 #: Reason given by the caller for a link whose element carries an opt-out attribute.
 OPT_OUT_REASON = "opted-out"
@@ -50,23 +51,6 @@ _AUTHORITY_RE = re.compile(r"//([^/?#]*)([^#]*)")
 _UNSUBSCRIBE_RE = re.compile(r"unsubscribe|opt-?out|opt_out", re.IGNORECASE)
 #: Characters a host may contain (ASCII) besides any non-ASCII letter of an IDN.
 _HOST_OK_RE = re.compile(r"[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\]")
-
-
-def normalize_host(host: str) -> str:
-    """Lower-case, without a trailing dot, IDN labels in their ASCII (punycode) form.
-
-    Both sides of every host comparison go through this, so ``Bücher.example.`` and
-    ``xn--bcher-kva.example`` are the same host. IDN labels are converted as the
-    redirector's Location header converts them (:func:`redirector.location.ascii_host`:
-    UTS 46 as browsers do, so ``straße.example`` is ``xn--strae-oqa.example``, not
-    IDNA 2003's ``strasse.example``): a rule matches the host a click really reaches.
-    """
-    host = host.strip().rstrip(".").lower()
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if host.isascii():
-        return host
-    return ascii_host(host).lower()  # (a label it could only %-encode has upper-case hex)
 
 
 def _host_of(entry: str) -> str:

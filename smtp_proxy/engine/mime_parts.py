@@ -126,7 +126,9 @@ def parse_headers(block: bytes, default_type: str = "text/plain") -> PartHeaders
         except UnicodeDecodeError:
             raise MimeError("8bit-headers") from None
     start = block.find(b"\n") + 1 if block.startswith(b"From ") else 0  # mbox separator
-    if _BAD_HEADER_LINE_RE.search(block, start):
+    if _BAD_HEADER_LINE_RE.search(block, start) or block[start : start + 1] in (b" ", b"\t"):
+        # A first line starting with whitespace continues no field: parsers disagree on
+        # what it is (a defect, or the end of the headers), so the block is left alone.
         raise MimeError("bad-header-line")
     # The email package only gets the fields we read: parsing a long Received chain
     # would cost more than everything else the rewriter does with the headers.
@@ -191,24 +193,34 @@ def split_multipart(data: bytes, body_start: int, end: int, boundary: str) -> li
         pos = m.end()
 
 
-def walk(data: bytes) -> list[Entity]:
+def walk(data: bytes, max_parts: int | None = None) -> list[Entity]:
     """Every entity of the message in document order (multiparts before their children).
 
     Raises MimeError for structure the rewriter must not touch: NUL bytes, 8-bit headers,
-    missing boundaries, nesting deeper than :data:`MAX_DEPTH`.
+    missing boundaries, nesting deeper than :data:`MAX_DEPTH`, more than ``max_parts``
+    entities (``too-many-parts``, found before their headers are parsed).
     """
     if b"\x00" in data:
         raise MimeError("nul-bytes")
     out: list[Entity] = []
-    _walk(data, 0, len(data), "", 0, "text/plain", out)
+    _walk(data, 0, len(data), "", 0, "text/plain", out, max_parts or 0)
     return out
 
 
 def _walk(
-    data: bytes, start: int, end: int, path: str, depth: int, default_type: str, out: list[Entity]
+    data: bytes,
+    start: int,
+    end: int,
+    path: str,
+    depth: int,
+    default_type: str,
+    out: list[Entity],
+    max_parts: int,
 ) -> None:
     if depth > MAX_DEPTH:
         raise MimeError("too-deep")
+    if max_parts and len(out) >= max_parts:
+        raise MimeError("too-many-parts")
     header_end, body_start, eol = split_entity(data, start, end)
     headers = parse_headers(data[start:header_end], default_type)
     entity = Entity(path or "1", start, header_end, body_start, end, eol, headers, depth)
@@ -222,9 +234,12 @@ def _walk(
     if headers.boundary is None:
         raise MimeError("missing-boundary")
     child_default = "message/rfc822" if headers.content_type == "multipart/digest" else "text/plain"
-    for i, (pstart, pend) in enumerate(split_multipart(data, body_start, end, headers.boundary)):
+    parts = split_multipart(data, body_start, end, headers.boundary)
+    if max_parts and len(out) + len(parts) > max_parts:
+        raise MimeError("too-many-parts")
+    for i, (pstart, pend) in enumerate(parts):
         child_path = f"{path}.{i + 1}" if path else str(i + 1)
-        _walk(data, pstart, pend, child_path, depth + 1, child_default, out)
+        _walk(data, pstart, pend, child_path, depth + 1, child_default, out, max_parts)
 
 
 def has_long_line(data: bytes, around: Sequence[int]) -> bool:

@@ -28,10 +28,12 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from email.utils import getaddresses
 
 from clickrelay.common.errors import TokenError
+from redirector.hosts import base_url_host
 from redirector.tokens import Keyring
-from smtp_proxy.engine import b64, dkim_sign, headers, mime_parts, qp
+from smtp_proxy.engine import b64, dkim_sign, headers, mime_parts, qp, sender_domains
 from smtp_proxy.engine.dkim_sign import DkimKey
 from smtp_proxy.engine.html_scan import FoundLink, HtmlScan
 from smtp_proxy.engine.html_verify import check_links, find_html_links
@@ -66,6 +68,13 @@ class TrackingSettings:
     dkim_keys: Mapping[str, DkimKey] = field(default_factory=dict)
     #: Add the invisible trap link to each rewritten HTML part (``[tracking] bot_trap``).
     bot_trap: bool = False
+    #: More MIME entities than this: the message is relayed unchanged (too-many-parts).
+    max_parts: int = 1000
+
+    @functools.cached_property
+    def tracking_host(self) -> str:
+        """The base URL's normalised host: every token minted is bound to it."""
+        return base_url_host(self.base_url)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +94,8 @@ class RewriteResult:
     """The message to relay and what was done to it.
 
     ``reason`` is message-level: "rewritten", "no-links", "no-trackable-links",
-    "opt-out-header", "dkim-signed", "signed", "encrypted", a malformed-MIME reason
+    "opt-out-header", "dkim-signed", "dkim-unverified", "too-many-parts", "signed",
+    "encrypted", a malformed-MIME reason
     ("missing-boundary", "too-deep", "nul-bytes", "8bit-headers", …), a part-level reason
     when nothing was rewritten because of it, or "error:<ExceptionType>".
     ``notes`` lists parts left alone: ``"<part>:<reason>"``.
@@ -253,15 +263,17 @@ def _decide(
                 try:
                     token = settings.keyring.seal(
                         link.url,
+                        host=settings.tracking_host,
                         queue_id=queue_id,
                         link_index=index,
                         recipient=recipient,
                         sent_at=sent_at,
                     )
-                except TokenError:
+                except TokenError as exc:
                     # seal() refuses what url_is_sealable refuses (link_skip_reason already
-                    # took out surrogates and everything else but the byte length).
-                    reason = "malformed"
+                    # took out surrogates and everything else but the byte length), and
+                    # a URL too long for any token.
+                    reason = "too-long" if exc.reason == "too-long" else "malformed"
                 else:
                     tracked = prefix + token
                     if len(tracked) > settings.max_link_length:
@@ -308,11 +320,16 @@ def rewrite_message(
     queue_id: str,
     recipient: str | None = None,
     sent_at: datetime | None = None,
+    dkim_verdict: dkim_sign.DkimVerdict | None = None,
 ) -> RewriteResult:
     """Rewrite the links of one raw message (see the module docstring). Never raises:
-    any internal error gives back the original bytes with reason ``error:<Type>``."""
+    any internal error gives back the original bytes with reason ``error:<Type>``.
+
+    ``dkim_verdict``: what the caller verified of the message's DKIM signatures; without
+    one a signed message is never re-signed (reason ``dkim-unverified``).
+    """
     try:
-        return _rewrite_raising(data, settings, queue_id, recipient, sent_at)
+        return _rewrite_raising(data, settings, queue_id, recipient, sent_at, dkim_verdict)
     except Exception as exc:  # fail open: the original message is always deliverable
         original = data if isinstance(data, bytes) else b""
         return RewriteResult(original, (), False, f"error:{type(exc).__name__}")
@@ -328,10 +345,11 @@ def _rewrite_raising(
     queue_id: str,
     recipient: str | None,
     sent_at: datetime | None,
+    dkim_verdict: dkim_sign.DkimVerdict | None,
 ) -> RewriteResult:
     data = bytes(data)
     try:
-        entities = mime_parts.walk(data)
+        entities = mime_parts.walk(data, settings.max_parts)
     except MimeError as exc:
         return _unchanged(data, exc.reason)
     top = entities[0]
@@ -346,6 +364,14 @@ def _rewrite_raising(
     resign_keys = dkim_sign.resign_keys(sigs, settings.dkim_keys) if sigs else []
     if sigs and not resign_keys and force_reason is None:
         return _unchanged(data, "dkim-signed")
+    if resign_keys and force_reason is None:
+        # The parsed fields above leave From out (it is not a MIME field): read it here,
+        # on the rare path of a message we hold a key for.
+        all_headers = mime_parts.read_headers(data[: top.header_end])
+        from_values = [str(v) for v in all_headers.get_all("From") or []]
+        from_domains = [sender_domains.domain_of(addr) for _, addr in getaddresses(from_values)]
+        if not dkim_sign.may_resign(resign_keys, dkim_verdict, from_domains):
+            return _unchanged(data, "dkim-unverified")
     if top.headers.protection is not None and force_reason is None:
         return _unchanged(data, top.headers.protection)
 
@@ -472,6 +498,7 @@ def _add_trap(
     try:
         token = settings.keyring.seal(
             target,
+            host=settings.tracking_host,
             queue_id=queue_id,
             link_index=index,
             recipient=recipient,

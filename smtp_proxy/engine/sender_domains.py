@@ -13,7 +13,8 @@ from smtp_proxy.engine import mime_parts
 from smtp_proxy.engine.linkrules import normalize_host
 
 
-def _domain_of(address: str) -> str:
+def domain_of(address: str) -> str:
+    """The domain of an address, normalised as link hosts are (IDNA, lower case)."""
     _, _, domain = address.strip().strip("<>").rpartition("@")
     # As link hosts are compared: a sender domain configured as ``bücher.example``
     # matches mail from ``xn--bcher-kva.example`` (and the other way round).
@@ -39,7 +40,7 @@ def sender_base_url(
     if not mapping:
         return default
     if envelope_from and "@" in envelope_from:
-        url = _lookup_domain(_domain_of(envelope_from), mapping)
+        url = _lookup_domain(domain_of(envelope_from), mapping)
         if url:
             return url
     try:
@@ -54,7 +55,7 @@ def sender_base_url(
         ]
         for _, addr in getaddresses(values):
             if "@" in addr:
-                url = _lookup_domain(_domain_of(addr), mapping)
+                url = _lookup_domain(domain_of(addr), mapping)
                 if url:
                     return url
     except Exception:  # an unreadable From header just means: the default

@@ -22,6 +22,9 @@ reads from), each behind a method of our own:
   aiosmtpd does after its own DATA (:meth:`CompatSMTP.reset_envelope`).
 * ``_call_handler_hook("DATA")`` — called: the handler's ``handle_DATA`` with
   aiosmtpd's arguments, or ``MISSING`` (:meth:`CompatSMTP.call_data_hook`).
+* ``_smtp_methods`` — read and replaced: the table aiosmtpd dispatches commands
+  through (built from ``dir()`` at construction). Each entry is wrapped so that
+  :meth:`CompatSMTP.before_command` sees every command first and may refuse it.
 * ``smtp_DATA`` — overridden: aiosmtpd dispatches the DATA command to this name (found
   by ``dir()`` at construction). Our DATA reader (:meth:`CompatSMTP.data_command` in
   the subclass) replaces aiosmtpd's line-by-line one; it mirrors aiosmtpd's DATA, so
@@ -36,7 +39,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+import functools
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, Session, syntax
@@ -60,6 +64,7 @@ BORROWED_ATTRIBUTES: dict[str, type | tuple[type, ...]] = {
     "_handler_coroutine": asyncio.Task,
     "_reader": asyncio.StreamReader,
     "_writer": asyncio.StreamWriter,
+    "_smtp_methods": dict,
 }
 
 #: Attributes of ``asyncio.StreamReader`` (aiosmtpd's ``_reader``) we read and write.
@@ -78,6 +83,34 @@ FENCED_NAMES = frozenset(
 
 class CompatSMTP(SMTP):
     """aiosmtpd's SMTP with what we borrow from its insides under names of our own."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._smtp_methods = {
+            name: self._checked(name, method) for name, method in self._smtp_methods.items()
+        }
+
+    # --- every command --------------------------------------------------------------------
+
+    def before_command(self, command: str) -> str | None:
+        """Called before each known command: a reply refuses it and hangs up."""
+        return None
+
+    def _checked(
+        self, command: str, method: Callable[[str], Awaitable[None]]
+    ) -> Callable[[str], Awaitable[None]]:
+        # functools.wraps keeps the syntax attributes HELP reads off the method.
+        @functools.wraps(method)
+        async def run(arg: str) -> None:
+            refusal = self.before_command(command)
+            if refusal is None:
+                await method(arg)
+                return
+            await self.push(refusal)
+            if self.transport is not None:
+                self.transport.close()
+
+        return run
 
     # --- session ------------------------------------------------------------------------
 

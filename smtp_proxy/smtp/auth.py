@@ -4,10 +4,16 @@ aiosmtpd's built-in PLAIN/LOGIN would call a synchronous authenticator; argon2
 verification takes tens of milliseconds, so :class:`Authenticator` verifies in a worker
 thread instead of stalling the event loop. The handler offers its two methods to
 aiosmtpd as the ``auth_PLAIN``/``auth_LOGIN`` mechanisms.
+
+argon2 is the CPU an attacker buys cheaply, so a check runs only once the limiter has
+reserved it (never more than ``auth_fail_limit`` per client and window, however many
+connections ask at once: the others wait for a settled check, then go on or get 421),
+and at most ``auth_concurrency`` checks run at once in the whole process.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import logging
@@ -38,6 +44,9 @@ class Authenticator:
         self.runtime = runtime
         self.metrics = metrics
         self.limiter = limiter
+        #: Woken whenever a reserved check settles (waiting clients look again).
+        self._settled = asyncio.Condition()
+        self._slots = asyncio.Semaphore(runtime().config.proxy.auth_concurrency)
 
     async def plain(self, server: SMTP, args: list[str]) -> AuthResult:
         if await self._blocked(server):
@@ -93,14 +102,49 @@ class Authenticator:
         if server.transport is not None:
             server.transport.close()
 
+    async def _reserve(self, key: str) -> bool:
+        """Wait until the limiter grants ``key`` a check (True), or blocks it (False)."""
+        async with self._settled:
+            while not self.limiter.try_reserve(key):
+                if self.limiter.blocked(key):
+                    return False
+                await self._settled.wait()
+        return True
+
+    async def _settle(self, key: str, *, ok: bool) -> bool:
+        """End a reservation: success, or one more failure (True: now blocked)."""
+        async with self._settled:
+            if ok:
+                self.limiter.release(key)
+                blocked = False
+            else:
+                blocked = self.limiter.record_failure(key)
+            self._settled.notify_all()
+        return blocked
+
     async def _check_password(self, server: SMTP, login: bytes, password: bytes) -> AuthResult:
         runtime = self.runtime()
         session = server.session
         client = peer_host(session.peer if session else None)
         user = login.decode("utf-8", "replace")
+        key = limiter_key(client)
+        if not await self._reserve(key):
+            self.metrics.auth.labels(result="blocked").inc()
+            log_event(logger, logging.WARNING, "auth-blocked", client=key)
+            await self._hang_up_blocked(server)
+            return AuthResult(success=False, handled=True)
         ok = False
-        if runtime.users is not None and login:
-            ok = await runtime.users.averify(login, password)
+        try:
+            if runtime.users is not None and login:
+                async with self._slots:
+                    self.metrics.auth_verifications.inc()
+                    ok = await runtime.users.averify(login, password)
+        except BaseException:
+            # Cancelled (client gone) or failed: counted as a failure — a guesser must
+            # not get free checks by hanging up mid-verification.
+            await asyncio.shield(self._settle(key, ok=False))
+            raise
+        now_blocked = await self._settle(key, ok=ok)
         if ok:
             self.metrics.auth.labels(result="ok").inc()
             log_event(logger, logging.INFO, "auth-ok", client=client, user=user)
@@ -108,8 +152,6 @@ class Authenticator:
                 session.auth_user = user
             return AuthResult(success=True, auth_data=LoginPassword(login, b""))
         self.metrics.auth.labels(result="failed").inc()
-        key = limiter_key(client)
-        now_blocked = self.limiter.record_failure(key)
         log_event(
             logger, logging.WARNING, "auth-failed", client=client, user=user, blocked=now_blocked
         )

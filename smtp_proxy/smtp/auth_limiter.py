@@ -2,7 +2,12 @@
 
 :class:`AuthFailureLimiter` counts failed AUTH attempts per client address in a sliding
 window. Once a client reaches the limit it is refused (421) until old failures age out
-of the window, so password guessing is slow even across reconnects. IPv6 clients are
+of the window, so password guessing is slow even across reconnects.
+
+A password check is *reserved* before it runs (:meth:`AuthFailureLimiter.try_reserve`)
+and settled when it is done: a reservation counts like a failure until then, so clients
+checking many passwords at once still get no more than ``limit`` checked per window —
+whatever their concurrency. IPv6 clients are
 counted per /64 (:func:`limiter_key`): one host usually owns a whole /64 and could
 otherwise rotate addresses to dodge the limit.
 """
@@ -48,6 +53,8 @@ class AuthFailureLimiter:
         self._clock = clock
         self._max_keys = max_keys
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        #: Password checks running now, per key (counted like failures until settled).
+        self._reserved: dict[str, int] = {}
 
     def _recent(self, key: str, now: float) -> deque[float] | None:
         times = self._failures.get(key)
@@ -65,12 +72,33 @@ class AuthFailureLimiter:
         times = self._recent(key, self._clock())
         return times is not None and len(times) >= self.limit
 
+    def try_reserve(self, key: str) -> bool:
+        """Reserve one password check for ``key``: False while failures plus checks in
+        flight already reach the limit. Settle with :meth:`release` (success) or
+        :meth:`record_failure` (which also ends the reservation)."""
+        if self.failures(key) + self._reserved.get(key, 0) >= self.limit:
+            return False
+        self._reserved[key] = self._reserved.get(key, 0) + 1
+        return True
+
+    def release(self, key: str) -> None:
+        """End one reservation of ``key`` without counting a failure."""
+        left = self._reserved.get(key, 0) - 1
+        if left > 0:
+            self._reserved[key] = left
+        else:
+            self._reserved.pop(key, None)
+
+    def in_flight(self, key: str) -> int:
+        return self._reserved.get(key, 0)
+
     def failures(self, key: str) -> int:
         times = self._recent(key, self._clock())
         return 0 if times is None else len(times)
 
     def record_failure(self, key: str) -> bool:
-        """Count one failure; True when the key is now blocked."""
+        """Count one failure (ending a reservation, if any); True when now blocked."""
+        self.release(key)
         now = self._clock()
         times = self._recent(key, now)
         if times is None:

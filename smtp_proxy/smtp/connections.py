@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import Counter
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
@@ -12,6 +14,10 @@ from clickrelay.common.logfmt import log_event
 from smtp_proxy.smtp.metrics import ProxyMetrics
 
 logger = logging.getLogger("clickrelay.proxy")
+
+#: Seconds between two ``connections-refused`` log lines at most (a flood of refused
+#: connections costs one line per interval, with the counts).
+REFUSAL_LOG_INTERVAL = 10.0
 
 
 class ClientConnection(Protocol):
@@ -31,22 +37,71 @@ class ClientConnection(Protocol):
 
 
 class Connections:
-    """Open client connections and background upstream work, for limits and shutdown."""
+    """Open client connections and background upstream work, for limits and shutdown.
+
+    A connection counts from ``connection_made`` to ``connection_lost`` — the only two
+    events asyncio promises in pairs. (A TLS connection whose handshake fails never gets
+    either, so counting it any earlier would leak its slot for good.)
+    """
 
     def __init__(self, metrics: ProxyMetrics) -> None:
         self.metrics = metrics
         self.protocols: set[ClientConnection] = set()
+        #: Open connections per client key (address, or IPv6 /64).
+        self.per_client: Counter[str] = Counter()
+        self._client_of: dict[ClientConnection, str] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
         #: Set by ProxyService.stop(): transactions in flight finish, new ones are refused.
         self.draining = False
         self._changed = asyncio.Event()
+        self._refusals: Counter[str] = Counter()
+        self._refusal_logged = -REFUSAL_LOG_INTERVAL
 
-    def add(self, protocol: ClientConnection) -> None:
+    def refuse(self, reason: str, client: str | None) -> None:
+        """Count a connection refused (or closed) for ``reason``; log at most one summary
+        line per :data:`REFUSAL_LOG_INTERVAL` seconds."""
+        self.metrics.connections_refused.labels(reason=reason).inc()
+        self._refusals[reason] += 1
+        now = time.monotonic()
+        if now - self._refusal_logged < REFUSAL_LOG_INTERVAL:
+            return
+        self._refusal_logged = now
+        counts = ",".join(f"{k}:{v}" for k, v in sorted(self._refusals.items()))
+        self._refusals.clear()
+        log_event(
+            logger,
+            logging.WARNING,
+            "connections-refused",
+            reasons=counts,
+            last_client=client,
+            open=len(self.protocols),
+        )
+
+    def admit(
+        self, protocol: ClientConnection, client: str, *, total: int, per_client: int
+    ) -> str | None:
+        """Count ``protocol`` as open for ``client``; or say why not (nothing counted):
+        ``"total"`` (``total`` connections open) or ``"per-client"`` (that client has
+        ``per_client`` open)."""
+        if len(self.protocols) >= total:
+            return "total"
+        if self.per_client[client] >= per_client:
+            return "per-client"
         self.protocols.add(protocol)
+        self._client_of[protocol] = client
+        self.per_client[client] += 1
         self.metrics.connections.set(len(self.protocols))
+        return None
 
     def remove(self, protocol: ClientConnection) -> None:
+        """The end of a connection :meth:`admit` counted (other calls are ignored)."""
+        client = self._client_of.pop(protocol, None)
+        if client is None:
+            return
         self.protocols.discard(protocol)
+        self.per_client[client] -= 1
+        if self.per_client[client] <= 0:
+            del self.per_client[client]
         self.metrics.connections.set(len(self.protocols))
         self.notify()
 

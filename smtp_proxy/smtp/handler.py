@@ -4,9 +4,13 @@ upstream transaction, each client command answered with the upstream's answer.
 There is no local queue. Every client transaction is mirrored on an upstream
 transaction taken from the pool (:mod:`smtp_proxy.upstream`):
 
+* ``EHLO``: 8BITMIME and SMTPUTF8 are offered only while the upstream offers them (as
+  its most recent EHLO said; before the first upstream connection both are offered).
 * ``MAIL``: relay permission (trusted network or AUTH), then an upstream transaction
   and the upstream's answer to a MAIL command whose parameters *we* build (SIZE,
-  BODY=8BITMIME, SMTPUTF8) — the client's raw parameters are never forwarded.
+  BODY=8BITMIME, SMTPUTF8) — the client's raw parameters are never forwarded. A
+  BODY=8BITMIME or SMTPUTF8 the upstream does not offer is refused here (555 5.5.4,
+  550 5.6.7), before anything is accepted: never a 250 for what the next hop refuses.
 * ``RCPT``: recipient cap, then the upstream's answer for that very recipient.
 * ``DATA``: bare CR/LF check (SMTP smuggling), link rewriting when the tracking domain
   passed preflight (fail-open, :mod:`smtp_proxy.smtp.rewriting`), the message to the
@@ -57,6 +61,8 @@ from smtp_proxy.smtp.relay_policy import peer_host
 from smtp_proxy.smtp.replies import (
     REPLY_BARE_NEWLINE,
     REPLY_INTERNAL,
+    REPLY_NO_8BITMIME,
+    REPLY_NO_SMTPUTF8,
     REPLY_RELAY_AUTH,
     REPLY_RELAY_DENIED,
     REPLY_SHUTTING_DOWN,
@@ -77,6 +83,29 @@ class TransactionSource(Protocol):
     """What the handler needs of the upstream pool."""
 
     async def transaction(self) -> UpstreamTransaction: ...
+
+    @property
+    def extensions(self) -> frozenset[str]:
+        """The upstream's ESMTP keywords (lower case) as last seen; empty if unknown."""
+        ...
+
+
+#: The extensions we offer only when the upstream offers them: (keyword, MAIL parameter
+#: that needs it, the refusal when it is missing).
+PASSED_THROUGH_EXTENSIONS = (
+    ("8bitmime", "BODY=8BITMIME", REPLY_NO_8BITMIME),
+    ("smtputf8", "SMTPUTF8", REPLY_NO_SMTPUTF8),
+)
+
+
+def missing_extension(options: Sequence[str], upstream: frozenset[str]) -> str | None:
+    """The refusal for a MAIL parameter (as we send it) the upstream does not offer."""
+    if not upstream:
+        return None  # not known (yet): let the upstream answer for itself
+    for keyword, option, refusal in PASSED_THROUGH_EXTENSIONS:
+        if option in options and keyword not in upstream:
+            return refusal
+    return None
 
 
 def upstream_mail_options(client_options: Sequence[str]) -> list[str]:
@@ -209,6 +238,10 @@ class ProxyHandler:
         if runtime.users is None:
             # No users file: there is nothing to authenticate against, so no AUTH.
             responses = [r for r in responses if not r[4:].upper().startswith("AUTH")]
+        upstream = self.pool.extensions
+        if upstream:
+            hidden = {k.upper() for k, _, _ in PASSED_THROUGH_EXTENSIONS if k not in upstream}
+            responses = [r for r in responses if r[4:].upper() not in hidden]
         return responses
 
     async def handle_MAIL(
@@ -236,11 +269,18 @@ class ProxyHandler:
         if sess.txn is not None:  # a transaction left over from a refused MAIL: start afresh
             await self._end_transaction(sess, reusable=True)
 
+        options = upstream_mail_options(mail_options)
+
         async def begin() -> Reply:
             txn = await self.pool.transaction()
             sess.txn = txn
             sess.txn_started = time.monotonic()
-            return await txn.mail(address, upstream_mail_options(mail_options))
+            # Checked once a transaction is open: the first connection is what tells us.
+            refusal = missing_extension(options, self.pool.extensions)
+            if refusal is not None:
+                code, _, text = refusal.partition(" ")
+                return Reply(int(code), text)
+            return await txn.mail(address, options)
 
         reply = await self._upstream_call(sess, "MAIL", client, begin)
         if reply is None:
@@ -312,7 +352,12 @@ class ProxyHandler:
         recipient = envelope.rcpt_tos[0] if len(envelope.rcpt_tos) == 1 else None
         try:
             outcome = await self.rewriter.rewrite(
-                runtime, envelope.mail_from or "", content, queue_id, recipient
+                runtime,
+                envelope.mail_from or "",
+                content,
+                queue_id,
+                recipient,
+                sess.auth_user if session.authenticated else None,
             )
         except asyncio.CancelledError:
             self._abandon_transaction(sess)

@@ -55,7 +55,10 @@ class ProxyMetrics:
         )
         self.connections_refused = Counter(
             "clickrelay_proxy_connections_refused",
-            "Client connections refused with 421 because max_connections was reached",
+            "Client connections refused or closed with 421, by reason (total: "
+            "max_connections; per-client: max_connections_per_client; junk-commands: "
+            "max_junk_commands)",
+            ["reason"],
             registry=registry,
         )
         self.relay_denied = Counter(
@@ -67,6 +70,11 @@ class ProxyMetrics:
             "clickrelay_proxy_auth",
             "AUTH attempts by result (ok, failed, blocked)",
             ["result"],
+            registry=registry,
+        )
+        self.auth_verifications = Counter(
+            "clickrelay_proxy_auth_verifications",
+            "Passwords checked against the users file (each costs an argon2 hash)",
             registry=registry,
         )
         self.duration = Histogram(

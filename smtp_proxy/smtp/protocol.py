@@ -1,6 +1,7 @@
 """The SMTP protocol of one client connection: aiosmtpd's, with our session type, the
-per-connection AUTH-over-plaintext switch, the connection limit, and a DATA reader of
-our own (whole pieces instead of lines, and one timeout for the whole DATA phase)."""
+per-connection AUTH-over-plaintext switch, the connection limits (in total and per
+client), a bound on commands that carry no message, and a DATA reader of our own (whole
+pieces instead of lines, and one timeout for the whole DATA phase)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from aiosmtpd.smtp import MISSING, Session
 
 from smtp_proxy.smtp.aiosmtpd_compat import CompatSMTP
+from smtp_proxy.smtp.auth_limiter import limiter_key
 from smtp_proxy.smtp.connections import Connections
 from smtp_proxy.smtp.handler import ProxyHandler
 from smtp_proxy.smtp.relay_policy import is_loopback, peer_host
@@ -18,6 +20,9 @@ from smtp_proxy.smtp.session import ProxySession
 
 #: DATA is read in pieces of up to this many bytes (see ProxySMTP._receive_data).
 READ_PIECE = 65_536
+#: The longest DATA line, CRLF included: 998 octets + CRLF (RFC 5321 4.5.3.1.6).
+#: (aiosmtpd's own line_length_limit, 1001, lets a 999-octet line through.)
+MAX_DATA_LINE = 1000
 
 
 class ProxySMTP(CompatSMTP):
@@ -50,11 +55,16 @@ class ProxySMTP(CompatSMTP):
         self.implicit_tls = implicit_tls
         self._allow_loopback_auth = proxy.allow_plain_auth_on_loopback
         self._data_timeout = proxy.data_timeout
+        self._hostname = runtime.hostname
+        self._max_connections = proxy.max_connections
+        self._max_per_client = proxy.max_connections_per_client
+        self._max_junk = proxy.max_junk_commands
+        #: Commands since the last message (or the start) that carried no message.
+        self._junk = 0
+        #: True when connection_made refused the connection (nothing to clean up then).
+        self._refused = False
         #: True from the DATA command until its reply was written: shutdown waits for it.
         self.in_data = False
-        # Counted from creation (not connection_made) so a burst of accepts cannot
-        # overshoot max_connections between the factory call and connection_made.
-        connections.add(self)
 
     def new_session(self) -> Session:
         return ProxySession(self.loop)
@@ -72,9 +82,27 @@ class ProxySMTP(CompatSMTP):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         first = self.transport is None
         old = self.session
+        if first:
+            # Counted here, where the connection really begins (on the SMTPS listener:
+            # after the TLS handshake), and uncounted in connection_lost, its pair.
+            host = peer_host(transport.get_extra_info("peername"))
+            refused = self.connections.admit(
+                self,
+                limiter_key(host),
+                total=self._max_connections,
+                per_client=self._max_per_client,
+            )
+            if refused is not None:
+                self._refused = True
+                self.connections.refuse(refused, host)
+                assert isinstance(transport, asyncio.WriteTransport)
+                transport.write(
+                    f"421 4.7.0 {self._hostname} too many connections, try later\r\n".encode()
+                )
+                transport.close()
+                return
         super().connection_made(transport)
         if first:
-            host = peer_host(self.session.peer if self.session else None)
             if self._allow_loopback_auth and is_loopback(host):
                 # Development convenience, off by default: AUTH without TLS on loopback.
                 self.allow_auth_without_tls()
@@ -83,10 +111,25 @@ class ProxySMTP(CompatSMTP):
             self.proxy_handler.end_session(old)
 
     def connection_lost(self, error: Exception | None) -> None:
+        if self._refused:
+            return
         super().connection_lost(error)
         if isinstance(self.session, ProxySession):
             self.proxy_handler.end_session(self.session)
         self.connections.remove(self)
+
+    def before_command(self, command: str) -> str | None:
+        # NOOP, RSET, VRFY, HELP, EHLO… each restart the idle timer: without a bound a
+        # client could hold a connection slot for ever without sending mail.
+        if command in ("MAIL", "RCPT", "DATA", "QUIT"):
+            return None
+        self._junk += 1
+        if self._junk <= self._max_junk:
+            return None
+        self.connections.refuse(
+            "junk-commands", peer_host(self.session.peer if self.session else None)
+        )
+        return f"421 4.7.0 {self._hostname} too many commands without mail, closing"
 
     async def data_command(self, arg: str) -> None:
         # aiosmtpd's timer is reset per command; the whole DATA phase (receiving the
@@ -110,7 +153,7 @@ class ProxySMTP(CompatSMTP):
         CPU time. This keeps aiosmtpd's protocol semantics — the data ends only at
         CRLF "." CRLF, so bare CR/LF reach the handler untouched (see
         smtp_proxy.engine.newlines); a line starting with "." loses that dot; a line over
-        1000 octets (500) or too much data (552) is answered once the client has sent
+        998 octets (500) or too much data (552) is answered once the client has sent
         everything — but reading pieces of up to READ_PIECE bytes into one buffer:
         about 2x the message at peak (the buffer and the final bytes copy).
         """
@@ -126,6 +169,7 @@ class ProxySMTP(CompatSMTP):
             await self.push("501 Syntax: DATA")
             return
         await self.push("354 End data with <CR><LF>.<CR><LF>")
+        self._junk = 0  # a message: the client is doing what it connected for
         size_limit = self.data_size_limit or 0
         reader = self.reader
         buffer = bytearray()
@@ -166,7 +210,7 @@ class ProxySMTP(CompatSMTP):
         del buffer[-3:]  # the final ".\r\n"
         content = bytes(buffer)
         del buffer
-        if _longest_line(content) > self.line_length_limit:
+        if _longest_line(content) > MAX_DATA_LINE:
             self.reset_envelope()
             await self.push("500 Line too long (see RFC5321 4.5.3.1.6)")
             return
@@ -227,7 +271,7 @@ def protocol_factory(
     def make() -> asyncio.BaseProtocol:
         current = runtime()
         if len(connections.protocols) >= current.config.proxy.max_connections:
-            connections.metrics.connections_refused.inc()
+            connections.refuse("total", None)
             return RefuseConnection(current.hostname)
         return ProxySMTP(handler, current, connections, implicit_tls=implicit_tls)
 

@@ -14,6 +14,8 @@ REPLY_AUTH_BLOCKED = "421 4.7.0 Too many failed authentication attempts, try aga
 REPLY_AUTH_INVALID = "535 5.7.8 Authentication credentials invalid"
 REPLY_INTERNAL = "451 4.3.0 internal error, try again later"
 REPLY_SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
+REPLY_NO_8BITMIME = "555 5.5.4 BODY=8BITMIME not supported by the next hop"
+REPLY_NO_SMTPUTF8 = "550 5.6.7 SMTPUTF8 not supported by the next hop"
 
 
 def format_reply(reply: Reply, queue_id: str | None = None) -> str:

@@ -72,6 +72,7 @@ def tracking_settings(
         text_links=tracking.text_links,
         dkim_keys=dkim_keys,
         bot_trap=tracking.bot_trap,
+        max_parts=tracking.max_parts,
     )
 
 

@@ -1,10 +1,15 @@
-"""The SMTP AUTH users file: ``username:argon2-hash`` per line.
+"""The SMTP AUTH users file: ``username:argon2-hash[:domains]`` per line.
 
 Format (UTF-8)::
 
     # comments and blank lines are ignored
     alice:$argon2id$v=19$m=65536,t=3,p=4$...
     app@example.com:$argon2id$v=19$m=65536,t=3,p=4$...
+    mailer:$argon2id$v=19$m=65536,t=3,p=4$...:example.com,example.org
+
+* The optional third field lists the sender domains the user may have DKIM re-signed
+  (``clickrelay adduser --domains``), besides the domain of a user name that is an
+  address. Lines without it (every file written before it existed) mean: none.
 
 * A username is everything before the first ``:``; it must be non-empty, without
   whitespace, control characters or ``:`` and must not start with ``#``. Names are
@@ -33,7 +38,7 @@ import fcntl
 import os
 import secrets
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,6 +72,20 @@ def username_problem(user: str) -> str | None:
     return None
 
 
+def domain_problem(domain: str) -> str | None:
+    """Why ``domain`` cannot be an allowed sender domain, or None if it can."""
+    labels = domain.rstrip(".").split(".")
+    if not domain or "@" in domain or any(not label for label in labels):
+        return f"not a domain name: {domain!r}"
+    if any(c.isspace() or c in ":," or ord(c) < 0x20 for c in domain):
+        return f"not a domain name: {domain!r}"
+    return None
+
+
+def _split_domains(text: str) -> tuple[str, ...]:
+    return tuple(d.strip().lower().rstrip(".") for d in text.split(",") if d.strip())
+
+
 def _hash_problem(value: str) -> str | None:
     if not value.startswith("$argon2"):
         return "expected an argon2 hash ($argon2id$...) after ':'"
@@ -83,6 +102,8 @@ class UsersFile:
 
     path: Path | None
     hashes: dict[str, str]
+    #: The sender domains each user may have DKIM re-signed (the third field).
+    domains: dict[str, tuple[str, ...]] = field(default_factory=dict)
     _hasher: argon2.PasswordHasher = field(
         default_factory=argon2.PasswordHasher, repr=False, compare=False
     )
@@ -116,11 +137,16 @@ class UsersFile:
         """Parse users-file text (no permission check); errors name ``path:line``."""
         where = str(path) if path is not None else "<users>"
         hashes: dict[str, str] = {}
+        domains: dict[str, tuple[str, ...]] = {}
         first_line: dict[str, int] = {}
-        for number, user, value in _entries(text):
-            if value is None:
+        for number, user, field_text in _entries(text):
+            if field_text is None:
                 raise UsersFileError(f"{where}:{number}: expected username:argon2-hash")
+            # An argon2 hash holds no ':', so a third field is unambiguous.
+            value, _, domain_text = field_text.partition(":")
+            allowed = _split_domains(domain_text)
             problem = username_problem(user) or _hash_problem(value)
+            problem = problem or next(filter(None, map(domain_problem, allowed)), None)
             if problem:
                 raise UsersFileError(f"{where}:{number}: {problem}")
             if user in hashes:
@@ -128,8 +154,10 @@ class UsersFile:
                     f"{where}:{number}: user {user!r} already defined on line {first_line[user]}"
                 )
             hashes[user] = value
+            if allowed:
+                domains[user] = allowed
             first_line[user] = number
-        return cls(path, hashes)
+        return cls(path, hashes, domains)
 
     @property
     def users(self) -> tuple[str, ...]:
@@ -198,12 +226,18 @@ def _locked_dir(directory: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def add_user(path: Path, user: str, password: str) -> bool:
-    """Add ``user`` or replace their password; True if an existing user was replaced.
+def add_user(path: Path, user: str, password: str, domains: Sequence[str] = ()) -> bool:
+    """Add ``user`` or replace their password (and allowed sender ``domains``); True if an
+    existing user was replaced.
 
     The file is created (mode 0600, parent directories 0700) if missing. Other lines,
     comments included, are kept as they are.
     """
+    allowed = _split_domains(",".join(domains))
+    for domain in allowed:
+        problem = domain_problem(domain)
+        if problem:
+            raise UsersFileError(problem)
     problem = username_problem(user)
     if problem:
         raise UsersFileError(f"{problem}: {user!r}")
@@ -212,6 +246,8 @@ def add_user(path: Path, user: str, password: str) -> bool:
     if "\n" in password or "\r" in password:
         raise UsersFileError("the password must not contain line breaks")
     new_line = f"{user}:{hash_password(password)}"
+    if allowed:
+        new_line += ":" + ",".join(allowed)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     with _locked_dir(path.parent):
         try:

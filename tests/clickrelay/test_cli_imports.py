@@ -81,7 +81,11 @@ def tracked_link(tmp_path: Path) -> tuple[Path, str]:
     config = tmp_path / "clickrelay.toml"
     config.write_text(f'[tracking]\nkey_file = "{tmp_path / "keys"}"\n', encoding="utf-8")
     token = keyring.seal(
-        "https://example.com/a?b=1", queue_id="Q1", link_index=0, recipient="to@example.org"
+        "https://example.com/a?b=1",
+        host="links.example.com",
+        queue_id="Q1",
+        link_index=0,
+        recipient="to@example.org",
     )
     return config, f"https://links.example.com/c/{token}"
 

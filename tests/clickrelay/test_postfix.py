@@ -25,6 +25,7 @@ from tests.support.config import write_config
 from tests.support.net import free_ports
 from tests.support.postfix_harness import FILTER_MASTER_CF, PostfixInstance, require_postfix
 from tests.support.processes import ClickrelayProcess
+from tests.support.tracked_links import open_tracked
 
 pytestmark = pytest.mark.postfix
 
@@ -75,7 +76,7 @@ def check_rewritten(path: Path, config: Path) -> Message:
     links = tracked_links(message, base_url.group(1))
     assert len(links) == 1, message.as_string()
     keyring = load_keyring(config.parent / "clickrelay-data" / "keys")
-    link = keyring.open(links[0].rsplit("/", 1)[1])
+    link = open_tracked(keyring, links[0])
     assert link.url == ORIGINAL_URL
     assert link.recipient == "rcpt@example.test"
     text = path.read_text()

@@ -29,7 +29,8 @@ from clickrelay.supervisor import restart_only_changes
 from redirector.tokens import load_keyring, new_key_line
 from smtp_proxy.engine.speedups import speedups
 from tests.support.config import write_config
-from tests.support.dkim_keys import new_dkim_key
+from tests.support.dkim_keys import new_dkim_key, txt_record
+from tests.support.dns_server import DnsServer
 from tests.support.net import free_ports, refusing_port
 from tests.support.preflight_fixtures import TestCA
 from tests.support.processes import ClickrelayProcess, run_cli
@@ -51,9 +52,11 @@ def http_get(port: int, path: str) -> tuple[int, str | None]:
         conn.close()
 
 
-def token_path(config_dir: Path, url: str) -> str:
+def token_path(config_dir: Path, url: str, queue_id: str = "Q1") -> str:
+    """A tracked link's path, minted for the host http_get sends (127.0.0.1)."""
     keyring = load_keyring(config_dir / "clickrelay-data" / "keys")
-    return "/c/" + keyring.seal(url, queue_id="Q1", link_index=0, sent_at=1)
+    token = keyring.seal(url, host="127.0.0.1", queue_id=queue_id, link_index=0, sent_at=1)
+    return "/c/" + token
 
 
 def outbox(config_dir: Path) -> list[Path]:
@@ -100,6 +103,12 @@ def test_restart_only_changes_names_what_reload_cannot_apply(tmp_path: Path) -> 
     ]
     # trusted_networks is applied live: it is in no list.
     assert restart_only_changes(old, old, "serve") == []
+    live = load_config_text(
+        '[redirector]\nblocklist_file = "bl"\nhost_aliases = {"a.example" = "b.example"}\n',
+        base_dir=tmp_path,
+    )
+    assert restart_only_changes(old, live, "serve") == []
+    assert restart_only_changes(old, live, "redirector") == []
 
 
 # --- the redirector command ------------------------------------------------------------------
@@ -170,6 +179,49 @@ def test_reload_with_broken_config_keeps_the_old_one_and_says_why(tmp_path: Path
         proc.wait_for("RELOADING")
         assert "reload failed" not in proc.wait_for("READY")["STATUS"]
         proc.wait_for_log("event=reloaded")
+        assert proc.stop() == 0
+
+
+def test_sighup_rereads_the_blocklist_and_a_broken_one_keeps_the_old(tmp_path: Path) -> None:
+    (http_port,) = free_ports(1)
+    blocklist = tmp_path / "blocklist"
+    blocklist.write_text("# nothing blocked yet\n")
+    config = write_config(
+        tmp_path, http_port=http_port, redirector={"blocklist_file": str(blocklist)}
+    )
+    with ClickrelayProcess(["redirector", "-c", str(config)], cwd=tmp_path) as proc:
+        proc.wait_ready()
+        phish = token_path(tmp_path, "https://login.phish.example/x", queue_id="QPHISH")
+        other = token_path(tmp_path, "https://shop.example/y", queue_id="QSHOP")
+        same_message = token_path(tmp_path, "https://ok.example/z", queue_id="QPHISH")
+        assert http_get(http_port, phish) == (302, "https://login.phish.example/x")
+
+        blocklist.write_text("host phish.example\n")
+        proc.send_signal(signal.SIGHUP)
+        proc.wait_for("RELOADING")
+        proc.wait_for("READY")
+        assert "hosts=1" in proc.wait_for_log("event=blocklist-loaded")
+        assert http_get(http_port, phish) == (404, None)
+        assert http_get(http_port, same_message) == (302, "https://ok.example/z")
+        assert http_get(http_port, other) == (302, "https://shop.example/y")
+
+        blocklist.write_text("host phish.example\nqueue QPHISH\n")
+        proc.send_signal(signal.SIGHUP)
+        proc.wait_for("RELOADING")
+        proc.wait_for("READY")
+        assert "queues=1" in proc.wait_for_log("queues=1 hosts=1")
+        assert http_get(http_port, same_message) == (404, None)
+
+        # A broken line: the reload is refused and the old list stays in force.
+        blocklist.write_text("hots phish.example\n")
+        proc.send_signal(signal.SIGHUP)
+        proc.wait_for("RELOADING")
+        assert "reload failed" in proc.wait_for("READY")["STATUS"]
+        assert f"{blocklist}:1" in proc.wait_for_log("event=reload-failed")
+        assert http_get(http_port, phish) == (404, None)
+        assert http_get(http_port, other) == (302, "https://shop.example/y")
+        # No restart needed: the blocklist and host aliases are applied live.
+        assert "reload-needs-restart" not in proc.stderr()
         assert proc.stop() == 0
 
 
@@ -566,12 +618,19 @@ def test_proxy_dkim_key_file_that_is_bad_at_start_is_a_clean_error(tmp_path: Pat
     assert "Traceback" not in result.stderr
 
 
-def test_proxy_dkim_keys_stay_in_memory_when_a_reload_cannot_read_them(tmp_path: Path) -> None:
+def test_proxy_dkim_keys_stay_in_memory_when_a_reload_cannot_read_them(
+    tmp_path: Path, dns_server: DnsServer
+) -> None:
     smtp_port, http_port = free_ports(2)
+    pem, txt = new_dkim_key()
+    # The sender's own signature (s1) must verify for the proxy to re-sign it.
+    dns_server.add("s1._domainkey.sender.test", "TXT", txt_record(txt))
     config = write_config(
-        tmp_path, smtp_port=smtp_port, http_port=http_port, preflight={"enabled": False}
+        tmp_path,
+        smtp_port=smtp_port,
+        http_port=http_port,
+        preflight={"enabled": False, "nameservers": [dns_server.nameserver]},
     )
-    pem = _dkim_pem()
     (tmp_path / "dkim.pem").write_bytes(pem)
     _with_dkim(config, "dkim.pem")
     body = MESSAGE_HEAD.replace(b"text/plain", b"text/html") + (

@@ -72,7 +72,11 @@ async def stored_totals(path: Path) -> dict[str, Any]:
 def tokens(keyring: Keyring, count: int, queue_id: str = "Q") -> list[str]:
     return [
         keyring.seal(
-            f"https://example.com/{i}", queue_id=f"{queue_id}{i}", link_index=0, sent_at=LONG_AGO
+            f"https://example.com/{i}",
+            host="127.0.0.1",
+            queue_id=f"{queue_id}{i}",
+            link_index=0,
+            sent_at=LONG_AGO,
         )
         for i in range(count)
     ]

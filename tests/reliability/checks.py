@@ -13,9 +13,12 @@ import quopri
 import re
 
 from clickrelay.common.errors import TokenError
+from redirector.hosts import request_host
 from redirector.tokens import Keyring
 
 TOKEN_PATH_RE = re.compile(rb"/c/([A-Za-z0-9_-]{20,})")
+#: A tracked link: its host (a version 2 token opens only with it) and its token.
+TRACKED_RE = re.compile(rb"//([A-Za-z0-9.:\[\]-]+)/c/([A-Za-z0-9_-]{20,})")
 
 
 _EOL_RE = re.compile(rb"\r\n|\r|\n")
@@ -101,6 +104,18 @@ def _decoded_parts(data: bytes) -> list[bytes]:
     return out
 
 
+def tracked_in(data: bytes) -> list[tuple[str, str]]:
+    """(host, token) of every tracked link in ``data``, found as :func:`tokens_in` does."""
+    flat = data.replace(b"=\r\n", b"").replace(b"=\n", b"")
+    blobs = [flat, *(_decoded_parts(data) if b"base64" in data.lower() else [])]
+    found = [
+        (m.group(1).decode("ascii"), m.group(2).decode("ascii"))
+        for blob in blobs
+        for m in TRACKED_RE.finditer(blob)
+    ]
+    return list(dict.fromkeys(found))
+
+
 def tokens_in(data: bytes) -> list[str]:
     """Every ``/c/<token>`` in ``data``: in the raw bytes (quoted-printable soft breaks
     removed) and in every transfer-decoded body part (base64 parts)."""
@@ -121,11 +136,11 @@ def check_tracked_links(data: bytes, original: bytes, keyring: Keyring) -> int:
     urls = OriginalUrls(original)
     already = set(tokens_in(original))
     count = 0
-    for token in tokens_in(data):
+    for host, token in tracked_in(data):
         if token in already:
             continue
         try:
-            link = keyring.open(token)
+            link = keyring.open(token, request_host(host))
         except TokenError as exc:
             raise AssertionError(
                 f"a /c/ link in the output does not decode: {token[:40]}…"

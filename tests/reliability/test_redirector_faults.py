@@ -38,7 +38,12 @@ pytestmark = [pytest.mark.reliability, pytest.mark.timeout(300)]
 
 def mint(keyring: Keyring, count: int, prefix: str) -> list[str]:
     return [
-        keyring.seal(f"https://example.com/{prefix}/{i}?x=1", queue_id=f"{prefix}{i}", link_index=i)
+        keyring.seal(
+            f"https://example.com/{prefix}/{i}?x=1",
+            host="127.0.0.1",
+            queue_id=f"{prefix}{i}",
+            link_index=i,
+        )
         for i in range(count)
     ]
 

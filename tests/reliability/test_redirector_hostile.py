@@ -46,7 +46,7 @@ class Redirector:
         self.port = port
         self.keyring = keyring
         self.tokens = {
-            keyring.seal(url, queue_id=f"Q{i}", link_index=i): url
+            keyring.seal(url, host="127.0.0.1", queue_id=f"Q{i}", link_index=i): url
             for i, url in enumerate(MINTED_URLS)
         }
 

@@ -11,11 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from redirector.hosts import base_url_host
 from redirector.tokens import Keyring
 from tests.reliability import torture
 from tests.reliability.checks import check_relayed, check_tracked_links, tokens_in
 from tests.reliability.harness import FULL, Figures, need, scale
 from tests.support.corpus import corpus_eml_files
+from tests.support.tracked_links import open_tracked
 
 pytestmark = [pytest.mark.reliability]
 
@@ -28,6 +30,10 @@ def tracking(keyring: Keyring) -> Any:
     return rewriter.TrackingSettings(
         base_url=BASE, keyring=keyring, policy=linkrules.LinkPolicy.from_base_urls([BASE], ())
     )
+
+
+#: The host every token minted here is bound to.
+HOST = base_url_host(BASE)
 
 
 def token_of(decision: Any) -> str:
@@ -57,7 +63,7 @@ def test_torture_case_through_rewriter(keyring: Keyring, figures: list[Figures],
         minted = {token_of(d): d.url for d in tracked}
         assert set(tokens_in(result.data)) - set(tokens_in(original)) == set(minted)
         for token, url in minted.items():
-            assert keyring.open(token).url == url
+            assert keyring.open(token, HOST).url == url
     figures.append(
         Figures(
             f"mime torture (engine): {case}",
@@ -191,7 +197,8 @@ def test_links_only_decode_to_urls_of_the_original(
             if decision.action != "tracked":
                 continue
             stats["tracked"] += 1
-            link = keyring.open(token_of(decision))
+            assert decision.tracked_url is not None
+            link = open_tracked(keyring, decision.tracked_url)
             assert link.url == decision.url
             # The decoded URL is in the original (HTML-unescaped) document or text part.
             sources = [doc, html_mod.unescape(doc), text or ""]

@@ -97,7 +97,7 @@ async def test_soak_serve_messages_and_clicks_under_faults(
                         await resp.read()
                         if resp.status == 302:
                             clicks["served"] += 1
-                            if keyring.open(token).url != resp.headers["Location"]:
+                            if keyring.open(token, "127.0.0.1").url != resp.headers["Location"]:
                                 clicks["wrong"] += 1
                         else:
                             clicks["wrong"] += 1

@@ -16,10 +16,11 @@ from pathlib import Path
 
 import aiosmtplib
 
+from redirector.hosts import base_url_host
 from redirector.tokens import Keyring
 from smtp_proxy.engine.rewriter import rewrite_message
 from smtp_proxy.smtp.tracking import tracking_settings
-from tests.support.config import proxy_config
+from tests.support.config import BASE_URL, proxy_config
 from tests.support.corpus import corpus_html_files
 from tests.support.proxy_helpers import QID_RE, TOKEN_RE, html_message, running_proxy
 from tests.support.smtp_sink import SinkFactory
@@ -34,7 +35,7 @@ def canonical(keyring: Keyring, data: bytes) -> bytes:
     text = data.replace(b"=\r\n", b"").decode("utf-8", "surrogateescape")
 
     def decoded(match: re.Match[str]) -> str:
-        link = keyring.open(match.group(1))
+        link = keyring.open(match.group(1), base_url_host(BASE_URL))
         return f"<{link.url}|{link.queue_id}|{link.link_index}|{link.recipient}>"
 
     return TOKEN_RE.sub(decoded, text).encode("utf-8", "surrogateescape")

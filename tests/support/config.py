@@ -52,7 +52,7 @@ def config_text(sections: Mapping[str, Mapping[str, Any]]) -> str:
             if k not in subtables
         )
         for key, sub in subtables.items():
-            table(f"{name}.{key}", sub)
+            table(f"{name}.{key if BARE_KEY.fullmatch(key) else toml_value(key)}", sub)
 
     for name, items in sections.items():
         table(name, items)
@@ -66,10 +66,12 @@ def proxy_config_text(
     preflight: bool | Mapping[str, Any] = False,
     upstream: Mapping[str, Any] | None = None,
     tracking: Mapping[str, Any] | None = None,
+    dkim: Mapping[str, Any] | None = None,
     **proxy: Any,
 ) -> str:
     """TOML for a proxy on 127.0.0.1:0 relaying to ``upstream_url``; ``proxy`` keys
-    override the ``[proxy]`` table, ``upstream``/``tracking`` update theirs.
+    override the ``[proxy]`` table, ``upstream``/``tracking`` update theirs, ``dkim`` is
+    the whole ``[dkim]`` table (``{"domains": {"example.com": {…}}}``).
 
     ``preflight=False`` (default) switches preflight off, which means "rewriting
     allowed" for a proxy without a monitor; a mapping is the whole ``[preflight]`` table.
@@ -99,6 +101,7 @@ def proxy_config_text(
             "upstream": upstream_table,
             "tracking": tracking_table,
             "preflight": preflight_table,
+            **({"dkim": dkim} if dkim else {}),
         }
     )
 

@@ -20,3 +20,10 @@ def new_dkim_key() -> tuple[bytes, bytes]:
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return pem, b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
+
+
+def txt_record(value: bytes) -> str:
+    """``value`` as a TXT record's text for the test DNS server: quoted strings of at most
+    200 characters (a TXT string holds 255 octets; a 2048-bit key needs two or more)."""
+    text = value.decode()
+    return " ".join(f'"{text[i : i + 200]}"' for i in range(0, len(text), 200))

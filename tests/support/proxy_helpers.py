@@ -23,6 +23,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from clickrelay.config import Config
+from redirector.hosts import base_url_host
 from redirector.tokens import Keyring, load_keyring
 from smtp_proxy.preflight.monitor import PreflightMonitor
 from smtp_proxy.service import ProxyService
@@ -186,7 +187,7 @@ def decode_links(keyring: Keyring, data: bytes) -> list[tuple[str, str, int, str
     text = data.replace(b"=\r\n", b"").decode("ascii", "replace")
     found = []
     for token in TOKEN_RE.findall(text):
-        link = keyring.open(token)
+        link = keyring.open(token, base_url_host(BASE_URL))
         found.append((link.url, link.queue_id, link.link_index, link.recipient))
     return found
 

@@ -26,6 +26,8 @@ from redirector.tokens import Keyring
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
 LONG_AGO = 1_700_000_000  # send time far enough back that no click is "too soon"
+#: The Host aiohttp's test client sends (port dropped): tokens are bound to it.
+TEST_HOST = "127.0.0.1"
 
 TestClientT = TestClient[Any, Any]
 
@@ -75,11 +77,12 @@ def seal(keyring: Keyring, url: str, **kwargs: Any) -> str:
     kwargs.setdefault("queue_id", "4XyZ1abc")
     kwargs.setdefault("link_index", 0)
     kwargs.setdefault("sent_at", LONG_AGO)
+    kwargs.setdefault("host", TEST_HOST)
     return keyring.seal(url, **kwargs)
 
 
 def raw_token(keyring: Keyring, url: bytes, *, queue_id: bytes = b"RAW1") -> str:
-    """A token sealed with the raw AEAD, bypassing Keyring.seal's own URL checks."""
+    """A version 1 token sealed with the raw AEAD, bypassing the keyring's URL checks."""
     key = keyring.keys[0]
     header = struct.pack(">B4s", 1, key.key_id)
     plaintext = (

@@ -22,6 +22,7 @@ from lxml import etree
 from clickrelay.common.errors import TokenError
 from redirector.tokens import new_key_line, parse_keys
 from smtp_proxy.engine.rewriter import RewriteResult, TrackingSettings, rewrite_message
+from tests.support.tracked_links import open_tracked
 
 BASE = "https://t.example.net"
 TRACKED_RE = re.compile(re.escape(BASE) + r"/c/[A-Za-z0-9_-]+")
@@ -46,7 +47,7 @@ def _text(part: Message) -> str:
 
 def _open(tracked: str) -> str:
     try:
-        return KEYRING.open(tracked.rsplit("/", 1)[1]).url
+        return open_tracked(KEYRING, tracked).url
     except TokenError as exc:  # pragma: no cover - the assertion message says it all
         raise AssertionError(f"tracked link does not decode: {tracked}: {exc}") from None
 

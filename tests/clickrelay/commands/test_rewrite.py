@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from redirector.tokens import new_key_line, parse_keys
+from redirector.tokens import Key, Keyring, load_keyring
+
+HOST = "links.shop.example"
 
 MESSAGE = (
     b"From: Shop <news@shop.example>\r\nTo: r@example.org\r\nSubject: Hi\r\n"
@@ -104,7 +106,12 @@ def test_explain_then_decode_round_trip(config: Path, tmp_path: Path) -> None:
     decoded = clickrelay("decode", "-c", config, tracked, token)
     assert decoded.returncode == 0, decoded.stderr
     for record in json_lines(decoded.stdout):
-        assert set(record) == {"url", "queue_id", "link", "recipient", "sent_at", "key_id"}
+        assert set(record) == {
+            *("url", "queue_id", "link", "recipient", "sent_at", "key_id", "version", "host")
+        }
+        # The bare token too: decode tries the configured tracking hosts (this sender's
+        # domain has its own).
+        assert (record["version"], record["host"]) == (2, "links.shop.example")
         assert record["url"] == "https://example.com/a?x=1&y=2"
         assert record["link"] == 0
         assert record["recipient"] is None
@@ -147,23 +154,34 @@ def test_decode_reports_foreign_links_and_exits_1(config: Path, tmp_path: Path) 
     source.write_bytes(MESSAGE)
     explained = json_lines(clickrelay("rewrite", "-c", config, "--explain", source).stdout)
     good = str(explained[0]["tracked_url"])
-    tampered = good[:-2] + ("AA" if not good.endswith("AA") else "BB")
-    stranger = parse_keys(new_key_line())  # a key this key file does not hold
+    assert good.startswith(f"https://{HOST}/c/")  # the sender's own tracking domain
+    tampered = good[:-2] + ("00" if not good.endswith("00") else "11")  # (case is no change)
+    # A key this key file does not hold, with another first byte (all a version 2 token
+    # names of its key).
+    ours = load_keyring(config.parent / "data" / "keys").keys[0].key_id
+    stranger = Keyring([Key(bytes((ours[0] ^ 0xFF,)) + b"abc", os.urandom(32))])
     foreign = (
         good.split("/c/")[0]
         + "/c/"
-        + stranger.seal("https://example.com/", queue_id="Q", link_index=0)
+        + stranger.seal("https://example.com/", host=HOST, queue_id="Q", link_index=0)
     )
-    lines = f"{good}\n\nhttps://bit.ly/xyz\n{tampered}\n{foreign}\n".encode()
+    elsewhere = good.replace(f"https://{HOST}/", "https://links.other.example/")
+    lines = f"{good}\n\nhttps://bit.ly/xyz\n{tampered}\n{foreign}\n{elsewhere}\n".encode()
     proc = clickrelay("decode", "-c", config, "-", stdin=lines)
     assert proc.returncode == 1
     records = json_lines(proc.stdout)
-    assert len(records) == 4
+    assert len(records) == 5
     assert records[0]["url"] == "https://example.com/a?x=1&y=2"
+    assert records[0]["host"] == HOST
     assert records[1] == {"input": "https://bit.ly/xyz", "error": "malformed token"}
     assert records[2]["input"] == tampered and "error" in records[2]
     # Which key is missing: the operator can look for that id in the other key files.
-    assert records[3] == {"input": foreign, "error": f"unknown key {stranger.keys[0].id_hex}"}
+    hint = stranger.keys[0].id_hex[:2]
+    assert records[3]["input"] == foreign
+    assert str(records[3]["error"]).startswith(f"unknown key {hint}??????")
+    # The same token on another host still decodes: decode tries the configured hosts
+    # too, and says which one the token is bound to.
+    assert records[4]["host"] == HOST
 
 
 def test_decode_without_key_file_fails_cleanly(config: Path) -> None:

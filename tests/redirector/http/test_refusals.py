@@ -6,19 +6,28 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import os
 import struct
 
 import pytest
 from prometheus_client import CollectorRegistry
 
 from clickrelay.common.errors import TokenError
+from redirector.blocklist import parse_blocklist
 from redirector.config import RedirectorConfig
 from redirector.http.admin import create_admin_app
 from redirector.http.app import MAX_TOKEN_CHARS, create_app
 from redirector.http.refusals import MAX_KEY_IDS, RefusalLog
-from redirector.tokens import Keyring, new_key_line, parse_keys
+from redirector.tokens import Key, Keyring
 from tests.support.polling import until
-from tests.support.redirector_client import assert_not_found, client_for, get, raw_token, seal
+from tests.support.redirector_client import (
+    TEST_HOST,
+    assert_not_found,
+    client_for,
+    get,
+    raw_token,
+    seal,
+)
 
 LOGGER = "clickrelay.test-refusals"
 
@@ -117,25 +126,30 @@ async def test_each_refusal_reason_through_the_app(
 ) -> None:
     caplog.set_level(logging.INFO, logger="clickrelay.redirector")
     registry = CollectorRegistry()
-    public = create_app(RedirectorConfig(), keyring, None, registry=registry)
+    blocklist = parse_blocklist("queue BLOCKED1\n")
+    public = create_app(RedirectorConfig(), keyring, None, registry=registry, blocklist=blocklist)
     admin = create_admin_app(None, registry=registry)
-    stranger = parse_keys(new_key_line())
+    # A key whose id differs in the first byte (version 2 tokens name only that byte).
+    other_id = bytes((keyring.keys[0].key_id[0] ^ 0xFF,)) + b"abc"
+    stranger = Keyring([Key(other_id, os.urandom(32))])
     good = seal(keyring, "https://example.com/x")
-    flipped = good[:20] + ("A" if good[20] != "A" else "B") + good[21:]  # in the nonce
+    flipped = good[:20] + ("0" if good[20] != "0" else "1") + good[21:]  # in the nonce
     cases = {
         "malformed": "x",
         "too-long": "A" * (MAX_TOKEN_CHARS + 4),
         "unknown-version": token_with_version(keyring, 2),
         "unknown-key": seal(stranger, "https://example.com/x"),
+        "wrong-host": seal(keyring, "https://example.com/x", host="links.other.example"),
         "forged": flipped,
         "bad-payload": raw_token(keyring, b"https://example.com/\xff"),
         "not-http": raw_token(keyring, b"javascript:alert(1)"),
+        "blocked": seal(keyring, "https://example.com/x", queue_id="BLOCKED1"),
     }
     for reason, token in cases.items():
-        if reason in ("too-long", "malformed"):
+        if reason in ("too-long", "malformed", "blocked"):
             continue
         with pytest.raises(TokenError) as info:
-            keyring.open(token)
+            keyring.open(token, TEST_HOST)
         assert info.value.reason == reason
     async with client_for(public) as client, client_for(admin) as admin_client:
         for token in cases.values():
@@ -144,9 +158,10 @@ async def test_each_refusal_reason_through_the_app(
         text = (await get(admin_client, "/metrics")).body.decode()
     for reason in cases:
         assert f'clickrelay_redirects_refused_total{{reason="{reason}"}} 1.0' in text
-    assert 'clickrelay_redirects_total{result="404"} 7.0' in text
+    assert f'clickrelay_redirects_total{{result="404"}} {len(cases)}.0' in text
     # The first refusal was logged at once; the app's cleanup logged the rest.
     messages = [r.getMessage() for r in lines(caplog)]
     assert messages[0].endswith("count=1 reasons=malformed:1")
-    assert "count=6 " in messages[-1]
-    assert f"unknown_key_ids={stranger.keys[0].id_hex}:1" in messages[-1]
+    assert f"count={len(cases) - 1} " in messages[-1]
+    # A version 2 token names only the first byte of its key id.
+    assert f"unknown_key_ids={stranger.keys[0].id_hex[:2]}??????:1" in messages[-1]

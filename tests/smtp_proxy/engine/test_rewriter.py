@@ -17,11 +17,12 @@ import pytest
 
 from clickrelay.config import load_config_text
 from redirector.tokens import MAX_URL_BYTES, Keyring
-from smtp_proxy.engine import b64, qp
-from smtp_proxy.engine.dkim_sign import DkimKey, keys_by_domain
+from smtp_proxy.engine import b64, dkim_sign, qp
+from smtp_proxy.engine.dkim_sign import DkimKey, DkimVerdict, keys_by_domain
 from smtp_proxy.engine.rewriter import RewriteResult, TrackingSettings, rewrite_message
 from smtp_proxy.smtp.tracking import tracking_settings
 from tests.support.dkim_keys import new_dkim_key
+from tests.support.tracked_links import open_tracked
 
 BASE = "https://t.example.net"
 TRACKED_RE = re.compile(rb"https://t\.example\.net/c/[A-Za-z0-9_-]+")
@@ -84,7 +85,7 @@ def test_single_html_part_only_href_values_change(
     assert restore(result.data, result, raws) == data
     for d in tracked:
         assert d.tracked_url is not None and d.tracked_url.startswith(BASE + "/c/")
-        link = keyring.open(d.tracked_url.rsplit("/", 1)[1])
+        link = open_tracked(keyring, d.tracked_url)
         assert link.url == d.url
         assert (link.queue_id, link.link_index) == ("Q123", d.index)
         assert link.recipient == "b@example.org"
@@ -130,7 +131,7 @@ def test_multipart_qp_keeps_unchanged_lines_and_line_limits(
     assert new_html == old_html.replace(
         b"https://example.com/path?q=caf%C3%A9&amp;z=1", tracked.encode()
     )
-    assert keyring.open(tracked.rsplit("/", 1)[1]).url == "https://example.com/path?q=caf%C3%A9&z=1"
+    assert open_tracked(keyring, tracked).url == "https://example.com/path?q=caf%C3%A9&z=1"
     new_qp = result.data.split(b"quoted-printable\r\n\r\n", 1)[1].split(b"--b1--")[0]
     assert all(len(line) <= 76 for line in new_qp.split(b"\r\n"))
     old_lines = qp.split(b"\r\n")
@@ -523,7 +524,10 @@ def test_dkim_resigned_when_domain_has_a_key(
     pem, txt = dkim_key
     with_key = dataclasses.replace(settings, dkim_keys=dkim_keys("Shop.Example", pem))
     data = _signed_message(pem)
-    result = rw(data, with_key)
+    # Without a verdict saying its signature verified, the key is never used.
+    assert rw(data, with_key).reason == "dkim-unverified"
+    verdict = DkimVerdict(verified=frozenset({"shop.example"}))
+    result = rewrite_message(data, with_key, queue_id="Q1", dkim_verdict=verdict)
     assert result.reason == "rewritten" and result.changed
     assert result.data.count(b"DKIM-Signature:") == 1
     assert b"s=s2" in result.data and b"s=s1" not in result.data
@@ -542,9 +546,38 @@ def test_dkim_bad_key_relays_original(
 ) -> None:
     bad = dkim_keys("shop.example", b"-----BEGIN RSA PRIVATE KEY-----\nnot a key\n")
     data = _signed_message(dkim_key[0])
-    result = rw(data, dataclasses.replace(settings, dkim_keys=bad))
+    verdict = DkimVerdict(verified=frozenset({"shop.example"}))
+    result = rewrite_message(
+        data, dataclasses.replace(settings, dkim_keys=bad), queue_id="Q1", dkim_verdict=verdict
+    )
     assert result.data == data and not result.changed
     assert result.reason.startswith("dkim-error")
+
+
+@pytest.mark.parametrize(
+    ("verified", "sender", "user", "may"),
+    [
+        ({"shop.example"}, "news@shop.example", None, True),
+        ({"shop.example"}, "news@mail.shop.example", None, True),
+        (set(), "news@shop.example", None, False),  # the signature did not verify
+        ({"other.example"}, "news@shop.example", None, False),
+        ({"shop.example"}, "ceo@bank.example", None, False),  # From outside the domain
+        ({"shop.example"}, "news@evilshop.example", None, False),  # not a subdomain
+        ({"shop.example"}, "news@shop.example", "app@shop.example", True),
+        ({"shop.example"}, "news@shop.example", "app@eu.shop.example", True),
+        ({"shop.example"}, "news@shop.example", "mailer", False),  # no domain: never
+        ({"shop.example"}, "news@shop.example", "app@attacker.test", False),
+    ],
+)
+def test_may_resign_needs_a_verified_signature_from_and_user_in_the_domain(
+    verified: set[str], sender: str, user: str | None, may: bool
+) -> None:
+    keys = [DkimKey("shop.example", "s2", b"", "relaxed/relaxed", DKIM_HEADERS)]
+    verdict = DkimVerdict(verified=frozenset(verified), auth_user=user)
+    domain = sender.rpartition("@")[2]
+    assert dkim_sign.may_resign(keys, verdict, [domain]) is may
+    assert dkim_sign.may_resign(keys, None, [domain]) is False
+    assert dkim_sign.may_resign(keys, verdict, []) is False
 
 
 # --- malformed MIME ---------------------------------------------------------------------
@@ -667,7 +700,7 @@ def test_href_split_by_a_soft_line_break(settings: TrackingSettings, keyring: Ke
     assert binascii.a2b_qp(new_body) == binascii.a2b_qp(body).replace(
         url.encode(), tracked.encode()
     )
-    assert keyring.open(tracked.rsplit("/", 1)[1]).url == url
+    assert open_tracked(keyring, tracked).url == url
 
 
 def test_same_html_again_gives_fresh_tokens(settings: TrackingSettings) -> None:
@@ -746,3 +779,23 @@ def test_large_part_still_cross_checked_with_lxml(settings: TrackingSettings, ch
     result = rw(msg(head, bad.encode()), settings)
     assert result.reason == "html-disagrees" and not result.changed
     assert all(d.reason == "html-disagrees" for d in result.links)
+
+
+@pytest.mark.parametrize(
+    ("allowed", "may"),
+    [
+        ({"shop.example"}, True),
+        ({"example"}, True),  # a parent domain allows its subdomains
+        ({"eu.shop.example"}, False),  # a subdomain does not allow its parent
+        ({"other.example"}, False),
+        (set(), False),
+    ],
+)
+def test_may_resign_for_a_user_the_users_file_allows_the_domain(
+    allowed: set[str], may: bool
+) -> None:
+    keys = [DkimKey("shop.example", "s2", b"", "relaxed/relaxed", DKIM_HEADERS)]
+    verdict = DkimVerdict(
+        verified=frozenset({"shop.example"}), auth_user="mailer", auth_domains=frozenset(allowed)
+    )
+    assert dkim_sign.may_resign(keys, verdict, ["shop.example"]) is may

@@ -21,6 +21,7 @@ from clickrelay.config import load_config_text
 from smtp_proxy.engine.rewriter import TrackingSettings, rewrite_message
 from smtp_proxy.smtp.tracking import tracking_settings
 from tests.support.rewrite_checks import BASE, KEYRING, check_rewrite, fits
+from tests.support.tracked_links import open_tracked
 
 PROFILE = settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -146,7 +147,7 @@ def test_tracked_url_decodes_exactly(tracking: TrackingSettings, url: str, cte: 
     assert [d.url for d in decisions] == [url]
     if decisions[0].action == "tracked":
         assert decisions[0].tracked_url is not None
-        assert KEYRING.open(decisions[0].tracked_url.rsplit("/", 1)[1]).url == url
+        assert open_tracked(KEYRING, decisions[0].tracked_url).url == url
     check_rewrite(data, result, tracking)
 
 

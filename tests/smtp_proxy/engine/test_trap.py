@@ -73,12 +73,14 @@ def test_one_hidden_anchor_is_added_before_the_end_of_body(
     assert (a.text or "") == "" and len(a) == 0  # nothing to see or read out
     assert a.getparent().tag == "body" and a.getnext() is None  # last thing in <body>
     token = a.get("href").rsplit("/c/", 1)[1]
-    link = keyring.open(token)
+    link = keyring.open(token, "t.example.net")
     assert link.trap and link.link_index == 2 and link.queue_id == "Q1"
     assert link.url == "https://example.com/a"  # a scanner lands on an ordinary page
     # The other links are ordinary (not trap) tokens.
     others = [d for d in result.links if d.action == "tracked"]
-    assert all(not keyring.open(d.tracked_url.rsplit("/", 1)[1]).trap for d in others)  # type: ignore[union-attr]
+    assert all(
+        not keyring.open(d.tracked_url.rsplit("/", 1)[1], "t.example.net").trap for d in others
+    )  # type: ignore[union-attr]
 
 
 def test_without_a_body_tag_the_anchor_goes_at_the_end(settings: TrackingSettings) -> None:

@@ -18,10 +18,12 @@ from clickrelay.common.errors import ConfigError
 from clickrelay.config import Config, default_config, load_config_text
 from redirector.tokens import Keyring
 from smtp_proxy.config import DkimConfig, DkimDomainConfig
+from smtp_proxy.engine.dkim_sign import DkimVerdict
 from smtp_proxy.engine.rewriter import rewrite_message
 from smtp_proxy.service import ProxyService
 from smtp_proxy.smtp.tracking import load_dkim_keys, sender_base_url, tracking_settings
-from tests.support.dkim_keys import new_dkim_key
+from tests.support.dkim_keys import new_dkim_key, txt_record
+from tests.support.dns_server import DnsServer
 from tests.support.proxy_helpers import ProxyLab, smtp_client
 
 
@@ -180,12 +182,18 @@ async def test_bad_dkim_key_file_at_start_is_a_config_error(lab: ProxyLab) -> No
 
 
 async def test_dkim_keys_are_read_at_start_and_reload(
-    lab: ProxyLab, first_key: tuple[bytes, bytes], second_key: tuple[bytes, bytes]
+    lab: ProxyLab,
+    first_key: tuple[bytes, bytes],
+    second_key: tuple[bytes, bytes],
+    dns_server: DnsServer,
 ) -> None:
     sink = await lab.sink()
     key_file = lab.tmp_path / "dkim-s2.pem"
     key_file.write_bytes(first_key[0])
-    config = _with_dkim(lab.config(sink.url), "s2", key_file)
+    # The sender's own signature (s1) must verify for the proxy to re-sign.
+    dns_server.add("s1._domainkey.shop.example", "TXT", txt_record(first_key[1]))
+    preflight = {"enabled": False, "nameservers": [dns_server.nameserver]}
+    config = _with_dkim(lab.config(sink.url, preflight=preflight), "s2", key_file)
     message = _signed(first_key[0])
 
     async def send() -> bytes:
@@ -224,6 +232,7 @@ def test_rewrite_command_settings_sign_from_loaded_keys(
     config = _with_dkim(default_config(tmp_path), "s2", key_file)
     settings = tracking_settings(config, keyring, load_dkim_keys(config.dkim))
     key_file.unlink()
-    result = rewrite_message(_signed(first_key[0]), settings, queue_id="Q1")
+    verdict = DkimVerdict(verified=frozenset({"shop.example"}))
+    result = rewrite_message(_signed(first_key[0]), settings, queue_id="Q1", dkim_verdict=verdict)
     assert result.reason == "rewritten"
     assert _verifies(result.data, b"s2", first_key[1])

@@ -99,6 +99,8 @@ def test_not_utf8(tmp_path: Path) -> None:
         ("alice:$argon2id$garbage", "malformed argon2 hash"),
         ("al ice:" + "$argon2id$x", "whitespace"),
         ("al\x01ice:" + "$argon2id$x", "control"),
+        (f"alice:{ALICE_HASH}:a@example.com", "not a domain name"),
+        (f"alice:{ALICE_HASH}:example..com", "not a domain name"),
     ],
 )
 def test_bad_lines_name_file_and_line(tmp_path: Path, line: str, message: str) -> None:
@@ -114,6 +116,16 @@ def test_duplicate_user(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match=r":3: user 'alice' already defined on line 1"):
         UsersFile.load(path)
+
+
+def test_allowed_sender_domains_are_an_optional_third_field(tmp_path: Path) -> None:
+    path = write_users(
+        tmp_path / "users",
+        f"alice:{ALICE_HASH}:Example.com, example.org.\nbob:{BOB_HASH}\n",
+    )
+    users = UsersFile.load(path)
+    assert users.domains == {"alice": ("example.com", "example.org")}
+    assert users.verify("alice", "alice-pw") and users.verify("bob", "bob-pw")
 
 
 def test_empty_file_has_no_users(tmp_path: Path) -> None:
@@ -236,6 +248,23 @@ def test_cli_adduser_stdin(
     assert main(["adduser", "--file", str(path), "app@example.com"]) == 0
     assert "replaced" in capsys.readouterr().out
     assert UsersFile.load(path).verify("app@example.com", "other")
+
+
+def test_cli_adduser_domains(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "users"
+    monkeypatch.setattr("sys.stdin", io.StringIO("pw\n"))
+    args = ["adduser", "--file", str(path), "--domains", "example.com,Example.org", "mailer"]
+    assert main(args) == 0
+    assert UsersFile.load(path).domains == {"mailer": ("example.com", "example.org")}
+    # Replacing the password without --domains drops them: the line is written anew.
+    monkeypatch.setattr("sys.stdin", io.StringIO("pw2\n"))
+    assert main(["adduser", "--file", str(path), "mailer"]) == 0
+    users = UsersFile.load(path)
+    assert users.domains == {} and users.verify("mailer", "pw2")
+    with pytest.raises(UsersFileError, match="not a domain name"):
+        add_user(path, "mailer", "pw", ["user@example.com"])
 
 
 def test_cli_adduser_uses_config(
