@@ -31,6 +31,7 @@ The plaintext::
               that is shorter (flags & 16)
     flags & 7: the scheme prefix taken off the URL ("", "https://", "http://",
               "https://www.", "http://www.")
+    flags & 32: the token is the invisible trap link (``[tracking] bot_trap``)
 
 Nonces stay 96 bits and random (AES-GCM-SIV stays safe if one repeats), tags 128 bits.
 """
