@@ -152,7 +152,8 @@ def _line_of(keyring: Keyring) -> str:
 async def test_every_failure_gets_the_same_404(keyring: Keyring) -> None:
     good = seal(keyring, "https://example.com/x")
     other = seal(parse_keys(new_key_line()), "https://example.com/x")
-    flipped = good[:20] + ("A" if good[20] != "A" else "B") + good[21:]
+    # A different character whatever the case (version 2 tokens decode case-insensitively).
+    flipped = good[:20] + ("A" if good[20].upper() != "A" else "B") + good[21:]
     paths = [
         "/c/" + good[:-1],  # truncated
         "/c/" + good[:-4],
