@@ -110,6 +110,12 @@ class RedirectorConfig:
     burst_links: int = 3
     #: Extra scanner user-agent substrings file (one per line), added to the bundled list.
     scanner_agents_file: Path | None = None
+    #: Extra scanner network ranges file (``<name> <CIDR>`` per line), added to the bundled
+    #: list; matched on the full client address before truncation.
+    scanner_networks_file: Path | None = None
+    #: Seconds after a click when its label becomes final: until then the walk rules may
+    #: still relabel it bot as more clicks arrive. At least the rules' horizon (20 s).
+    classification_settle: float = field(default=60.0, metadata=check(in_range(20, 7 * 86400)))
     #: Request host -> tracking host: links minted for the tracking host also work when
     #: requested on the alias (e.g. an old tracking domain kept pointing here).
     host_aliases: dict[str, str] = field(default_factory=dict, metadata=check(_check_host_aliases))

@@ -33,6 +33,7 @@ from clickrelay.common.logfmt import log_event
 from redirector.blocklist import Blocklist, load_blocklist
 from redirector.clicks.classify import Classifier
 from redirector.clicks.recorder import ClickRecorder
+from redirector.clicks.settle import Settler
 from redirector.config import LIVE_FIELDS, RedirectorConfig
 from redirector.http.admin import create_admin_app
 from redirector.http.admin_auth import check_admin_listen
@@ -102,6 +103,7 @@ class RedirectorService:
         self.health_providers: list[HealthProvider] = []
         self._store: ClickStore | None = None
         self._recorder: ClickRecorder | None = None
+        self._settler: Settler | None = None
         self._app: web.Application | None = None
         self._runners: list[web.AppRunner] = []
         self._public_servers: list[asyncio.Server] = []
@@ -196,6 +198,10 @@ class RedirectorService:
             self._retention = Retention(store, config.retention_days, registry=self.registry)
         self._retention.store = store
         await self._retention.start()
+        self._settler = Settler(
+            store, settle_delay=config.classification_settle, registry=self.registry
+        )
+        self._settler.start()
         refusals = RefusalLog(log)
 
         def click_store() -> list[HealthItem]:
@@ -339,6 +345,9 @@ class RedirectorService:
         runners, self._runners = self._runners, []
         for runner in reversed(runners):
             await runner.cleanup()
+        settler, self._settler = self._settler, None
+        if settler is not None:
+            await settler.stop()
         if self._retention is not None:
             await self._retention.stop()
         dispatcher, self._dispatcher = self._dispatcher, None

@@ -48,6 +48,8 @@ class LinkData(NamedTuple):
     #: The message's tag and metadata, as the sending application set them.
     tag: str | None = None
     metadata: Mapping[str, str] | None = None
+    #: Minted for the invisible trap link (version 2 only): whoever fetches it is a scanner.
+    trap: bool = False
 
     @property
     def sent_at_datetime(self) -> datetime:

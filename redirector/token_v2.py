@@ -34,6 +34,7 @@ The plaintext::
               that is shorter (flags & 16)
     flags & 7: the scheme prefix taken off the URL ("", "https://", "http://",
               "https://www.", "http://www.")
+    flags & 64: the token is the invisible trap link (``[tracking] bot_trap``)
 
 Nonces stay 96 bits and random (AES-GCM-SIV stays safe if one repeats), tags 128 bits.
 """
@@ -68,7 +69,9 @@ _PREFIX_MASK = 7
 _FLAG_QID_PACKED = 8
 _FLAG_DEFLATED = 16
 _FLAG_EXTRAS = 32
-_KNOWN_FLAGS = _PREFIX_MASK | _FLAG_QID_PACKED | _FLAG_DEFLATED | _FLAG_EXTRAS
+#: The token is the invisible trap link (``[tracking] bot_trap``): no person fetches it.
+_FLAG_TRAP = 64
+_KNOWN_FLAGS = _PREFIX_MASK | _FLAG_QID_PACKED | _FLAG_DEFLATED | _FLAG_EXTRAS | _FLAG_TRAP
 #: Our queue ids (``smtp_proxy.smtp.queue_id.new_queue_id``): 14 Crockford base32 digits.
 _QID_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 _QID_LEN = 14
@@ -189,9 +192,11 @@ def seal(
     recipient: str | None,
     sent_at: int,
     extras: bytes = b"",
+    trap: bool = False,
 ) -> str:
     """A version 2 token for ``url``, bound to ``host`` (normalised, ASCII); ``extras``
-    is the message's tag and metadata (:func:`redirector.token_types.encode_extras`)."""
+    is the message's tag and metadata (:func:`redirector.token_types.encode_extras`);
+    ``trap`` marks the invisible trap link's token."""
     if not url_is_sealable(url):
         raise TokenError("only http(s) URLs without control characters can be tracked", "not-http")
     if not 0 <= link_index <= 0xFFFFFFFF or len(queue_id) > 255 or len(extras) > 16_384:
@@ -205,7 +210,7 @@ def seal(
     rcpt = (recipient or "").encode("utf-8")
     extra = _varint(len(extras)) + extras if extras else b""
     body = b"".join((_varint(len(rcpt)), rcpt, extra, rest))
-    flags = prefix_code | (_FLAG_EXTRAS if extras else 0)
+    flags = prefix_code | (_FLAG_EXTRAS if extras else 0) | (_FLAG_TRAP if trap else 0)
     if len(body) > 12:  # shorter ones never shrink: the block header alone costs 3 bits
         packed = _deflate(body)
         if len(packed) < len(body):
@@ -291,6 +296,7 @@ def unpack(plaintext: bytes, key_id: str, host: str) -> LinkData:
         raise TokenError("malformed token payload", "bad-payload") from None
     if not url_is_sealable(url):
         raise TokenError("token target is not an http(s) URL", "not-http")
+    trap = bool(flags & _FLAG_TRAP)
     return LinkData(
-        url, queue_id, link_index, recipient or None, sent_at, key_id, 2, host, tag, metadata
+        url, queue_id, link_index, recipient or None, sent_at, key_id, 2, host, tag, metadata, trap
     )

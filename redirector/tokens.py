@@ -93,10 +93,12 @@ class Keyring:
         recipient: str | None = None,
         sent_at: int | None = None,
         extras: bytes = b"",
+        trap: bool = False,
     ) -> str:
         """Mint a version 2 token for ``url``, valid when requested on ``host`` (the
         tracking base URL's host); raises TokenError for anything we would not redirect
-        to. ``extras``: :func:`encode_extras` of the message's tag and metadata."""
+        to. ``extras``: :func:`encode_extras` of the message's tag and metadata; ``trap``
+        marks the invisible trap link's token (``[tracking] bot_trap``)."""
         bound = _bound_host(host)
         if not bound:
             raise TokenError("a token must be bound to a tracking host", "no-host")
@@ -111,6 +113,7 @@ class Keyring:
             recipient=recipient,
             sent_at=when,
             extras=extras,
+            trap=trap,
         )
 
     def seal_v1(

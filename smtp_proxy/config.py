@@ -172,6 +172,9 @@ class TrackingConfig:
     max_parts: int = field(default=1000, metadata=check(check_positive))
     #: Links to these domains (and their subdomains) are never tracked.
     skip_domains: tuple[str, ...] = ()
+    #: Add one invisible trap link to each rewritten HTML part: a scanner that fetches it
+    #: marks itself (and its walk through the message) as a bot. Adds ~300 bytes per part.
+    bot_trap: bool = False
     #: Per-sender-domain tracking base URLs: ``"example.com" = "https://links.example.com"``.
     sender_domains: dict[str, str] = field(
         default_factory=dict, metadata=check(_check_sender_domains)

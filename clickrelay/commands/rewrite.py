@@ -101,9 +101,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _summary(label: str, result: RewriteResult) -> None:
     tracked = sum(link.action == "tracked" for link in result.links)
-    skipped = len(result.links) - tracked
+    traps = sum(link.action == "trap" for link in result.links)
+    skipped = len(result.links) - tracked - traps
     notes = f" ({', '.join(result.notes)})" if result.notes else ""
+    trap_note = f", {traps} trap link{'s' if traps != 1 else ''}" if traps else ""
     print(
-        f"{label}: {result.reason}: {tracked} tracked, {skipped} skipped{notes}",
+        f"{label}: {result.reason}: {tracked} tracked, {skipped} skipped{trap_note}{notes}",
         file=sys.stderr,
     )

@@ -100,6 +100,12 @@ class _ClickFields(NamedTuple):
     tag: str | None
     metadata: Mapping[str, str] | None
     sent_at: datetime | None
+    client_key: str | None
+    net_key: str | None
+    network: str | None
+    trap: bool
+    settled: bool
+    evidence: str | None
 
 
 class Click(_ClickFields):
@@ -110,6 +116,12 @@ class Click(_ClickFields):
     :func:`new_click_id` unless given (``_replace`` keeps it). ``tag`` and ``metadata``
     are what the sending application sealed into the link (or None); ``sent_at`` is the
     link's minting time (when the message went through the proxy).
+
+    The walk rules' evidence: ``client_key`` and ``net_key`` are keyed hashes of the full
+    client address and of its /24 (/48), never the address itself; ``network`` the named
+    scanner network the address is in; ``trap`` whether the token was the trap link.
+    ``settled`` is False until the settler has had the last word on the label;
+    ``evidence`` is a JSON text of what decided a bot label.
 
     Immutable, as a named tuple rather than a frozen dataclass: one is made per redirect,
     and a frozen dataclass's ``__init__`` (one ``object.__setattr__`` per field) costs
@@ -134,6 +146,12 @@ class Click(_ClickFields):
         tag: str | None = None,
         metadata: Mapping[str, str] | None = None,
         sent_at: datetime | None = None,
+        client_key: str | None = None,
+        net_key: str | None = None,
+        network: str | None = None,
+        trap: bool = False,
+        settled: bool = False,
+        evidence: str | None = None,
     ) -> Click:
         return tuple.__new__(
             cls,
@@ -152,6 +170,12 @@ class Click(_ClickFields):
                 tag,
                 metadata or None,
                 sent_at,
+                client_key,
+                net_key,
+                network,
+                trap,
+                settled,
+                evidence,
             ),
         )
 
@@ -198,6 +222,12 @@ CLICK_COLUMNS = (
     "tag",
     "metadata",
     "sent_at",
+    "client_key",
+    "net_key",
+    "network",
+    "trap",
+    "settled",
+    "evidence",
 )
 
 
@@ -236,4 +266,36 @@ def click_row(click: Click, time_value: Callable[[datetime], Any]) -> tuple[Any,
         clean_text(click.tag),
         clean_text(metadata_text(click.metadata)),
         None if click.sent_at is None else time_value(click.sent_at),
+        click.client_key,
+        click.net_key,
+        clean_text(click.network),
+        1 if click.trap else 0,
+        1 if click.settled else 0,
+        clean_text(click.evidence),
+    )
+
+
+def click_from_row(row: Any, parse_time: Callable[[Any], datetime]) -> Click:
+    """A :class:`Click` from a stored row in :data:`CLICK_COLUMNS` order."""
+    return Click(
+        time=parse_time(row[1]),
+        queue_id=row[2],
+        link_index=int(row[3]),
+        url=row[4],
+        recipient=row[5],
+        client_ip=row[6],
+        user_agent=row[7],
+        method=row[8],
+        classification=row[9],
+        reason=row[10],
+        id=row[0],
+        tag=row[11],
+        metadata=metadata_from_text(row[12]),
+        sent_at=None if row[13] is None else parse_time(row[13]),
+        client_key=row[14],
+        net_key=row[15],
+        network=row[16],
+        trap=bool(row[17]),
+        settled=bool(row[18]),
+        evidence=row[19],
     )

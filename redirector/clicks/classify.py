@@ -1,10 +1,14 @@
-"""Was a click a person or a machine? Pure rules plus one small in-memory burst tracker.
+"""Was a click a person or a machine, as far as one request shows? Pure rules plus one
+small in-memory burst tracker.
 
 Mail security scanners (Microsoft Safe Links, Mimecast, Proofpoint, Apple's privacy proxy…)
 follow most links before any person does. Every click is recorded; this module only labels
 it, so that stats can show humans and bots apart. The rules, in the order they are tried
 (the first that matches gives the reason):
 
+``trap``
+    The token is the invisible trap link (``[tracking] bot_trap``): no person can see
+    or reach it.
 ``head``
     A HEAD request: browsers never send one for a click.
 ``no-user-agent``
@@ -12,6 +16,10 @@ it, so that stats can show humans and bots apart. The rules, in the order they a
 ``scanner-agent``
     The agent contains a known scanner/crawler/HTTP-library substring
     (``redirector/clicks/data/scanner_agents.txt`` plus ``[redirector] scanner_agents_file``).
+``scanner-network``
+    The client's full address (before truncation) is in a published range of a mail
+    security gateway (``redirector/clicks/data/scanner_networks.txt`` plus
+    ``[redirector] scanner_networks_file``).
 ``too-soon``
     Within ``bot_seconds_after_send`` of the message's send time: a scanner at the
     receiving gateway, not a reader. (A click "before" the send time — clock skew between
@@ -19,8 +27,10 @@ it, so that stats can show humans and bots apart. The rules, in the order they a
 ``burst``
     ``burst_links`` or more *different* links of one message from one client address within
     ``burst_window`` seconds: a scanner walking the message. The click that completes the
-    burst and later ones in the window are bots; the first few are already recorded as
-    humans (a redirect cannot wait to see what comes next).
+    burst and later ones in the window are bots; the first few are recorded as humans
+    (a redirect cannot wait to see what comes next) until the settler
+    (:mod:`redirector.clicks.settle`) relabels them with the walk rules of
+    :mod:`redirector.clicks.rules`.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from pathlib import Path
 
 from clickrelay.common.errors import ConfigError
 from redirector.clicks import BOT, HUMAN
+from redirector.clicks.networks import NetworkMatcher, load_networks
 from redirector.config import RedirectorConfig
 
 
@@ -49,7 +60,15 @@ class ClickVerdict:
 HUMAN_VERDICT = ClickVerdict(HUMAN, None)
 _BOT_VERDICTS = {
     reason: ClickVerdict(BOT, reason)
-    for reason in ("head", "no-user-agent", "scanner-agent", "too-soon", "burst")
+    for reason in (
+        "trap",
+        "head",
+        "no-user-agent",
+        "scanner-agent",
+        "scanner-network",
+        "too-soon",
+        "burst",
+    )
 }
 
 
@@ -116,17 +135,24 @@ def rule_verdict(
     seconds_since_send: float,
     agents: Callable[[str], bool],
     bot_seconds_after_send: float,
+    network: str | None = None,
+    trap: bool = False,
 ) -> ClickVerdict:
     """Every rule but the burst rule (which needs memory of earlier clicks).
 
-    ``agents`` tells whether a user agent is a known scanner (an :class:`AgentMatcher`).
+    ``agents`` tells whether a user agent is a known scanner (an :class:`AgentMatcher`);
+    ``network`` is the scanner network the client's address is in, if any.
     """
+    if trap:
+        return _BOT_VERDICTS["trap"]
     if method == "HEAD":
         return _BOT_VERDICTS["head"]
     if user_agent is None or not user_agent.strip():
         return _BOT_VERDICTS["no-user-agent"]
     if agents(user_agent):
         return _BOT_VERDICTS["scanner-agent"]
+    if network is not None:
+        return _BOT_VERDICTS["scanner-network"]
     if seconds_since_send < bot_seconds_after_send:
         return _BOT_VERDICTS["too-soon"]
     return HUMAN_VERDICT
@@ -200,8 +226,11 @@ class Classifier:
         burst_links: int = 3,
         clock: Callable[[], float] = time.time,
         max_tracked: int = 50_000,
+        networks: NetworkMatcher | None = None,
     ) -> None:
         self.matcher = AgentMatcher(agents)
+        #: Which scanner network holds a full client address (text), if any.
+        self.networks = networks if networks is not None else NetworkMatcher([])
         self.bot_seconds_after_send = bot_seconds_after_send
         self.clock = clock
         self.bursts = BurstTracker(window=burst_window, links=burst_links, max_keys=max_tracked)
@@ -216,6 +245,7 @@ class Classifier:
             burst_window=config.burst_window,
             burst_links=config.burst_links,
             clock=clock,
+            networks=NetworkMatcher(load_networks(config.scanner_networks_file)),
         )
 
     def classify(
@@ -228,6 +258,8 @@ class Classifier:
         link_index: int,
         sent_at: float,
         now: float | None = None,
+        network: str | None = None,
+        trap: bool = False,
     ) -> ClickVerdict:
         """The verdict for one click. Every click feeds the burst tracker, bot or not.
 
@@ -246,6 +278,8 @@ class Classifier:
             seconds_since_send=now - sent_at,
             agents=self.matcher,
             bot_seconds_after_send=self.bot_seconds_after_send,
+            network=network,
+            trap=trap,
         )
         if verdict.is_bot or not burst:
             return verdict

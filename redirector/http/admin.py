@@ -54,8 +54,11 @@ async def _api_stats(request: web.Request) -> web.Response:
             since = parse_since(raw)
         except ValueError as exc:
             return web.json_response({"error": str(exc)}, status=400)
+    settled_only = request.query.get("settled", "") in ("1", "true", "yes")
     try:
-        doc = await recorder.store.stats(since, request.query.get("tag") or None)
+        doc = await recorder.store.stats(
+            since, request.query.get("tag") or None, settled_only=settled_only
+        )
     except ClickrelayError as exc:
         log_event(log, logging.WARNING, "stats-failed", error=str(exc))
         return web.json_response({"error": f"click store unavailable: {exc}"}, status=503)
@@ -91,9 +94,10 @@ def create_admin_app(
 ) -> web.Application:
     """``GET /metrics`` (Prometheus text format of ``registry``), plus:
 
-    * ``stats``: ``GET /api/stats?since=&tag=`` from ``recorder``'s store (503 without
-      one), ``GET /api/clicks`` (pages of stored clicks) and ``GET /api/health`` (store
-      state, queued and dropped clicks);
+    * ``stats``: ``GET /api/stats?since=&tag=&settled=1`` from ``recorder``'s store (503
+      without one; ``settled=1``: only clicks whose label is final), ``GET /api/clicks``
+      (pages of stored clicks) and ``GET /api/health`` (store state, queued and dropped
+      clicks);
     * ``health_service``: ``GET /healthz`` answering ``{"service": …, "status": "ok"}``.
 
     * ``dashboard``: the click dashboard (``/``, ``/message``, ``/link``, ``/static/``);

@@ -17,6 +17,7 @@ tracking host) and a link on the blocklist (:mod:`redirector.blocklist`).
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ from redirector.clicks import (
     bounded,
 )
 from redirector.clicks.classify import Classifier, ClickVerdict
+from redirector.clicks.clientkeys import ClientKeys
 from redirector.clicks.repeats import RepeatLimiter
 from redirector.config import RedirectorConfig
 from redirector.hosts import normalize_host, request_host
@@ -153,6 +155,7 @@ class RedirectorState:
     metrics: RedirectorMetrics
     refusals: RefusalLog
     repeats: RepeatLimiter
+    client_keys: ClientKeys
     #: Request host -> the tracking host whose tokens it also answers (normalised).
     host_aliases: dict[str, str] = field(default_factory=dict)
     blocklist: Blocklist = EMPTY_BLOCKLIST
@@ -227,6 +230,9 @@ def _note_click(request: web.Request, state: RedirectorState, link: LinkData) ->
     classifier = state.classifier
     now = classifier.clock()
     method = request.method
+    # The full address, before truncation: the scanner ranges and the walk rules' keys.
+    network = classifier.networks(client) if classifier.networks else None
+    client_key, net_key = state.client_keys.keys(client, now)
     verdict = classifier.classify(
         method=method,
         user_agent=user_agent,
@@ -235,6 +241,8 @@ def _note_click(request: web.Request, state: RedirectorState, link: LinkData) ->
         link_index=link.link_index,
         sent_at=link.sent_at,
         now=now,
+        network=network,
+        trap=link.trap,
     )
     state.metrics.click(verdict)
     if state.recorder is None:
@@ -256,8 +264,22 @@ def _note_click(request: web.Request, state: RedirectorState, link: LinkData) ->
             tag=link.tag,
             metadata=link.metadata,
             sent_at=link.sent_at_datetime,
+            client_key=client_key,
+            net_key=net_key,
+            network=network,
+            trap=link.trap,
+            evidence=_serve_evidence(verdict, network),
         )
     )
+
+
+def _serve_evidence(verdict: ClickVerdict, network: str | None) -> str | None:
+    """The evidence of a serve-time bot label (the click's own fields say the rest)."""
+    if not verdict.is_bot:
+        return None
+    if network is not None:
+        return json.dumps({"rule": verdict.reason, "network": network})
+    return f'{{"rule": "{verdict.reason}"}}'
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -313,6 +335,7 @@ def create_app(
         metrics=metrics,
         refusals=refusals,
         repeats=metrics.repeats,
+        client_keys=client_keys_for(keyring),
         host_aliases=normalized_aliases(config.host_aliases),
         blocklist=blocklist,
     )
@@ -336,6 +359,12 @@ async def _log_refusals_at_exit(app: web.Application) -> AsyncIterator[None]:
 def set_keyring(app: web.Application, keyring: Keyring) -> None:
     """Swap the keys a running public app decodes with (key rotation)."""
     app[STATE_KEY].keyring = keyring
+    app[STATE_KEY].client_keys = client_keys_for(keyring)
+
+
+def client_keys_for(keyring: Keyring) -> ClientKeys:
+    """Hashes every node with this key file computes alike (see ClientKeys)."""
+    return ClientKeys(keyring.keys[0].secret)
 
 
 def set_live_settings(

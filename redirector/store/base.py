@@ -34,8 +34,11 @@ class ClickStore(Protocol):
 
     async def write(self, clicks: Sequence[Click]) -> None: ...
 
-    async def stats(self, since: datetime | None = None, tag: str | None = None) -> dict[str, Any]:
-        """The stats document (:mod:`redirector.store.stats`), of one tag's clicks if given."""
+    async def stats(
+        self, since: datetime | None = None, tag: str | None = None, *, settled_only: bool = False
+    ) -> dict[str, Any]:
+        """The stats document (:mod:`redirector.store.stats`), of one tag's clicks if given;
+        of settled clicks only if ``settled_only``."""
         ...
 
     async def export_page(self, flt: ClickFilter, after: int, limit: int) -> list[StoredClick]:
@@ -74,5 +77,31 @@ class ClickStore(Protocol):
     async def webhook_status(self, endpoints: Sequence[str]) -> list[EndpointStatus]: ...
 
     async def dashboard(self, query: DashboardQuery) -> DashboardData: ...
+
+    # Settled classification (see redirector.clicks.settle).
+
+    async def unsettled(self, limit: int) -> list[Click]:
+        """The oldest clicks whose label is not final yet, oldest first."""
+        ...
+
+    async def message_clicks(
+        self, queue_ids: Sequence[str], start: datetime, end: datetime
+    ) -> list[Click]:
+        """Every click of these messages between ``start`` and ``end`` (inclusive)."""
+        ...
+
+    async def settle(
+        self, relabels: Sequence[tuple[str, str, str]], settled_ids: Sequence[str]
+    ) -> int:
+        """In one transaction: ``(id, reason, evidence JSON)`` human→bot for unsettled
+        clicks (others untouched: a label only ever turns to bot, and a settled one never
+        changes), then mark ``settled_ids`` settled. Returns how many were relabelled."""
+        ...
+
+    async def click(self, click_id: str) -> Click | None: ...
+
+    async def settled_clicks(self, since: datetime | None, limit: int) -> list[Click]:
+        """Settled clicks from ``since`` on, by (time, id): what consumers act on."""
+        ...
 
     async def close(self) -> None: ...

@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import asyncpg
 
-from redirector.clicks import CLICK_COLUMNS, Click, click_row, utc
+from redirector.clicks import CLICK_COLUMNS, Click, click_from_row, click_row, utc
 from redirector.store.base import StoreError
 from redirector.store.dashboard import (
     RECENT_N,
@@ -44,10 +44,13 @@ from redirector.store.records import (
 from redirector.store.stats import (
     LINK_STATS_SQL,
     MESSAGE_STATS_SQL,
+    REASON_STATS_SQL,
     TAG_STATS_SQL,
+    UNSETTLED_SQL,
     LinkRow,
     MessageRow,
     TagRow,
+    and_where,
     build_stats,
     where_clause,
 )
@@ -162,6 +165,17 @@ def _migrations(p: str) -> tuple[tuple[str, ...], ...]:
             f"CREATE INDEX {p}clicks_queue_time ON {p}clicks (queue_id, time)",
             f"CREATE INDEX {p}clicks_url_time ON {p}clicks (url, time)",
         ),
+        # Settled classification: the walk rules' evidence and whether a label is final.
+        # Clicks recorded before this migration are final as they are (settled = 1).
+        (
+            f"ALTER TABLE {p}clicks ADD COLUMN client_key text",
+            f"ALTER TABLE {p}clicks ADD COLUMN net_key text",
+            f"ALTER TABLE {p}clicks ADD COLUMN network text",
+            f"ALTER TABLE {p}clicks ADD COLUMN trap smallint NOT NULL DEFAULT 0",
+            f"ALTER TABLE {p}clicks ADD COLUMN settled smallint NOT NULL DEFAULT 1",
+            f"ALTER TABLE {p}clicks ADD COLUMN evidence text",
+            f"CREATE INDEX {p}clicks_unsettled ON {p}clicks (time) WHERE settled = 0",
+        ),
     )
 
 
@@ -220,6 +234,7 @@ class PgStore:
             f"INSERT INTO {self.table} ({', '.join(CLICK_COLUMNS)})"
             f" VALUES ({placeholders}) ON CONFLICT (id) DO NOTHING"
         )
+        self._select = f"SELECT {', '.join(CLICK_COLUMNS)} FROM {self.table}"
 
     def _error(self, exc: BaseException) -> StoreError:
         # Only errors about the data itself are final (a retry would fail the same way);
@@ -299,9 +314,14 @@ class PgStore:
             raise StoreError(f"{self.name}: malformed click: {exc}", retryable=False) from exc
         await self._guarded(self._write, rows)
 
-    async def _stats(self, since: datetime | None, tag: str | None) -> dict[str, Any]:
+    async def _stats(
+        self, since: datetime | None, tag: str | None, settled_only: bool
+    ) -> dict[str, Any]:
         pool = await self._ensure()
-        where, params = where_clause(utc(since) if since else None, tag, lambda n: f"${n}")
+        since_value = utc(since) if since else None
+        where, params = where_clause(since_value, tag, lambda n: f"${n}", settled_only)
+        # The unsettled count ignores settled_only (it counts exactly what that leaves out).
+        all_where, all_params = where_clause(since_value, tag, lambda n: f"${n}")
         async with (
             pool.acquire(timeout=self.connect_timeout) as conn,
             conn.transaction(isolation="repeatable_read", readonly=True),
@@ -315,6 +335,13 @@ class PgStore:
             tag_rows = await conn.fetch(
                 TAG_STATS_SQL.format(table=self.table, where=where), *params
             )
+            reasons = await conn.fetch(
+                REASON_STATS_SQL.format(table=self.table, and_where=and_where(where)), *params
+            )
+            unsettled = await conn.fetchval(
+                UNSETTLED_SQL.format(table=self.table, and_where=and_where(all_where)),
+                *all_params,
+            )
         links = [
             LinkRow(r[0], int(r[1]), r[2], int(r[3]), int(r[4]), int(r[5]), r[6], r[7])
             for r in link_rows
@@ -323,10 +350,19 @@ class PgStore:
             MessageRow(r[0], int(r[1]), int(r[2]), int(r[3]), r[4], r[5]) for r in message_rows
         ]
         tags = [TagRow(r[0], int(r[1]), int(r[2])) for r in tag_rows if r[0] is not None]
-        return build_stats(links, messages, tags)
+        return build_stats(
+            links,
+            messages,
+            tags,
+            reasons={str(r[0]): int(r[1]) for r in reasons},
+            unsettled=int(unsettled),
+            settled_only=settled_only,
+        )
 
-    async def stats(self, since: datetime | None = None, tag: str | None = None) -> dict[str, Any]:
-        result: dict[str, Any] = await self._guarded(self._stats, since, tag)
+    async def stats(
+        self, since: datetime | None = None, tag: str | None = None, *, settled_only: bool = False
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = await self._guarded(self._stats, since, tag, settled_only)
         return result
 
     # -- export and retention ---------------------------------------------------------
@@ -652,6 +688,71 @@ class PgStore:
 
     async def dashboard(self, query: DashboardQuery) -> DashboardData:
         result: DashboardData = await self._guarded(self._dashboard, query)
+        return result
+
+    # -- settling ---------------------------------------------------------------------
+
+    async def _fetch_clicks(self, sql: str, *args: Any) -> list[Click]:
+        pool = await self._ensure()
+        async with pool.acquire(timeout=self.connect_timeout) as conn:
+            rows = await conn.fetch(sql, *args)
+        return [click_from_row(row, utc) for row in rows]
+
+    async def unsettled(self, limit: int) -> list[Click]:
+        sql = f"{self._select} WHERE settled = 0 ORDER BY time LIMIT $1"
+        result: list[Click] = await self._guarded(self._fetch_clicks, sql, limit)
+        return result
+
+    async def message_clicks(
+        self, queue_ids: Sequence[str], start: datetime, end: datetime
+    ) -> list[Click]:
+        sql = f"{self._select} WHERE queue_id = ANY($1) AND time >= $2 AND time <= $3"
+        result: list[Click] = await self._guarded(
+            self._fetch_clicks, sql, sorted(set(queue_ids)), utc(start), utc(end)
+        )
+        return result
+
+    async def _settle(
+        self, relabels: Sequence[tuple[str, str, str]], settled_ids: Sequence[str]
+    ) -> int:
+        pool = await self._ensure()
+        changed = 0
+        async with pool.acquire(timeout=self.connect_timeout) as conn, conn.transaction():
+            for click_id, reason, evidence in relabels:
+                status = await conn.execute(
+                    f"UPDATE {self.table} SET classification = 'bot', reason = $1,"
+                    " evidence = $2 WHERE id = $3 AND classification = 'human'"
+                    " AND settled = 0",
+                    reason,
+                    evidence,
+                    click_id,
+                )
+                changed += int(status.rsplit(" ", 1)[-1])
+            if settled_ids:
+                await conn.execute(
+                    f"UPDATE {self.table} SET settled = 1 WHERE id = ANY($1)", list(settled_ids)
+                )
+        return changed
+
+    async def settle(
+        self, relabels: Sequence[tuple[str, str, str]], settled_ids: Sequence[str]
+    ) -> int:
+        result: int = await self._guarded(self._settle, list(relabels), list(settled_ids))
+        return result
+
+    async def click(self, click_id: str) -> Click | None:
+        found: list[Click] = await self._guarded(
+            self._fetch_clicks, f"{self._select} WHERE id = $1", click_id
+        )
+        return found[0] if found else None
+
+    async def settled_clicks(self, since: datetime | None, limit: int) -> list[Click]:
+        if since is None:
+            sql = f"{self._select} WHERE settled = 1 ORDER BY time, id LIMIT $1"
+            result: list[Click] = await self._guarded(self._fetch_clicks, sql, limit)
+        else:
+            sql = f"{self._select} WHERE settled = 1 AND time >= $1 ORDER BY time, id LIMIT $2"
+            result = await self._guarded(self._fetch_clicks, sql, utc(since), limit)
         return result
 
     async def close(self) -> None:

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from redirector.clicks import CLICK_COLUMNS, Click, click_row, utc
+from redirector.clicks import CLICK_COLUMNS, Click, click_from_row, click_row, utc
 from redirector.store.base import StoreError
 from redirector.store.dashboard import (
     RECENT_N,
@@ -45,10 +45,13 @@ from redirector.store.records import (
 from redirector.store.stats import (
     LINK_STATS_SQL,
     MESSAGE_STATS_SQL,
+    REASON_STATS_SQL,
     TAG_STATS_SQL,
+    UNSETTLED_SQL,
     LinkRow,
     MessageRow,
     TagRow,
+    and_where,
     build_stats,
     where_clause,
 )
@@ -150,6 +153,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX clicks_queue_time ON clicks (queue_id, time)",
         "CREATE INDEX clicks_url_time ON clicks (url, time)",
     ),
+    # Settled classification: the walk rules' evidence and whether a label is final.
+    # Clicks recorded before this migration are final as they are (settled = 1).
+    (
+        "ALTER TABLE clicks ADD COLUMN client_key TEXT",
+        "ALTER TABLE clicks ADD COLUMN net_key TEXT",
+        "ALTER TABLE clicks ADD COLUMN network TEXT",
+        "ALTER TABLE clicks ADD COLUMN trap INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE clicks ADD COLUMN settled INTEGER NOT NULL DEFAULT 1",
+        "ALTER TABLE clicks ADD COLUMN evidence TEXT",
+        "CREATE INDEX clicks_unsettled ON clicks (time) WHERE settled = 0",
+    ),
 )
 
 _ROW = f"({', '.join('?' * len(CLICK_COLUMNS))})"
@@ -158,7 +172,7 @@ _ROW = f"({', '.join('?' * len(CLICK_COLUMNS))})"
 #: writer thread wrestles the event loop's thread for the GIL at every row (a context
 #: switch each, and redirects stalled behind it). With 100 rows per statement it does
 #: so once per 100 rows, and the B-tree work runs beside the loop, without the GIL.
-#: (14 columns x 100 = 1,400 variables: far under SQLite's limit of 32,766.)
+#: (20 columns x 100 = 2,000 variables: far under SQLite's limit of 32,766.)
 _ROWS_PER_INSERT = 100
 
 
@@ -170,6 +184,9 @@ def _insert_sql(rows: int) -> str:
 
 
 _INSERT_FULL = _insert_sql(_ROWS_PER_INSERT)
+_SELECT = f"SELECT {', '.join(CLICK_COLUMNS)} FROM clicks"
+#: Ids per ``IN (...)`` list (SQLite's variable limit is far above).
+_IDS_PER_STATEMENT = 500
 
 
 def time_text(value: datetime) -> str:
@@ -302,9 +319,12 @@ class SqliteStore:
                 conn.execute("ROLLBACK")
             raise
 
-    def _stats(self, since: datetime | None, tag: str | None) -> dict[str, Any]:
+    def _stats(self, since: datetime | None, tag: str | None, settled_only: bool) -> dict[str, Any]:
         conn = self._read_connect()
-        where, params = where_clause(time_text(since) if since else None, tag, lambda _n: "?")
+        since_value = time_text(since) if since else None
+        where, params = where_clause(since_value, tag, lambda _n: "?", settled_only)
+        # The unsettled count ignores settled_only (it counts exactly what that leaves out).
+        all_where, all_params = where_clause(since_value, tag, lambda _n: "?")
         # One read transaction: every query sees the same snapshot.
         conn.execute("BEGIN")
         try:
@@ -317,6 +337,12 @@ class SqliteStore:
             tag_rows = conn.execute(
                 TAG_STATS_SQL.format(table="clicks", where=where), params
             ).fetchall()
+            reasons = conn.execute(
+                REASON_STATS_SQL.format(table="clicks", and_where=and_where(where)), params
+            ).fetchall()
+            unsettled = conn.execute(
+                UNSETTLED_SQL.format(table="clicks", and_where=and_where(all_where)), all_params
+            ).fetchone()[0]
         finally:
             conn.execute("COMMIT")
         links = [
@@ -328,7 +354,14 @@ class SqliteStore:
             for q, h, b, n, f, lt in message_rows
         ]
         tags = [TagRow(t, int(h), int(b)) for t, h, b in tag_rows if t is not None]
-        return build_stats(links, messages, tags)
+        return build_stats(
+            links,
+            messages,
+            tags,
+            reasons={str(r): int(n) for r, n in reasons},
+            unsettled=int(unsettled),
+            settled_only=settled_only,
+        )
 
     # -- export and retention ---------------------------------------------------------
 
@@ -540,6 +573,69 @@ class SqliteStore:
         finally:
             conn.execute("COMMIT")
 
+    # -- settling (writer thread: the reads see the latest writes) ----------------------
+
+    def _unsettled(self, limit: int) -> list[Click]:
+        conn = self._connect()
+        rows = conn.execute(
+            f"{_SELECT} WHERE settled = 0 ORDER BY time LIMIT ?", (limit,)
+        ).fetchall()
+        return [click_from_row(row, _parse_time) for row in rows]
+
+    def _message_clicks(
+        self, queue_ids: Sequence[str], start: datetime, end: datetime
+    ) -> list[Click]:
+        conn = self._connect()
+        out: list[Click] = []
+        ids = sorted(set(queue_ids))
+        for at in range(0, len(ids), _IDS_PER_STATEMENT):
+            chunk = ids[at : at + _IDS_PER_STATEMENT]
+            marks = ", ".join("?" * len(chunk))
+            rows = conn.execute(
+                f"{_SELECT} WHERE queue_id IN ({marks}) AND time >= ? AND time <= ?",
+                (*chunk, time_text(start), time_text(end)),
+            ).fetchall()
+            out.extend(click_from_row(row, _parse_time) for row in rows)
+        return out
+
+    def _settle(self, relabels: Sequence[tuple[str, str, str]], settled_ids: Sequence[str]) -> int:
+        conn = self._connect()
+        changed = 0
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for click_id, reason, evidence in relabels:
+                cursor = conn.execute(
+                    "UPDATE clicks SET classification = 'bot', reason = ?, evidence = ?"
+                    " WHERE id = ? AND classification = 'human' AND settled = 0",
+                    (reason, evidence, click_id),
+                )
+                changed += cursor.rowcount
+            ids = list(settled_ids)
+            for at in range(0, len(ids), _IDS_PER_STATEMENT):
+                chunk = ids[at : at + _IDS_PER_STATEMENT]
+                marks = ", ".join("?" * len(chunk))
+                conn.execute(f"UPDATE clicks SET settled = 1 WHERE id IN ({marks})", chunk)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return changed
+
+    def _click(self, click_id: str) -> Click | None:
+        conn = self._read_connect()
+        row = conn.execute(f"{_SELECT} WHERE id = ?", (click_id,)).fetchone()
+        return None if row is None else click_from_row(row, _parse_time)
+
+    def _settled_clicks(self, since: datetime | None, limit: int) -> list[Click]:
+        conn = self._read_connect()
+        start = time_text(since) if since else ""
+        rows = conn.execute(
+            f"{_SELECT} WHERE settled = 1 AND time >= ? ORDER BY time, id LIMIT ?",
+            (start, limit),
+        ).fetchall()
+        return [click_from_row(row, _parse_time) for row in rows]
+
     def _close_writer(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
@@ -589,9 +685,11 @@ class SqliteStore:
     async def write(self, clicks: Sequence[Click]) -> None:
         await self._run(self._write, list(clicks))
 
-    async def stats(self, since: datetime | None = None, tag: str | None = None) -> dict[str, Any]:
+    async def stats(
+        self, since: datetime | None = None, tag: str | None = None, *, settled_only: bool = False
+    ) -> dict[str, Any]:
         await self._run(self._connect)  # the schema exists before the reader looks
-        return await self._run(self._stats, since, tag, reader=True)
+        return await self._run(self._stats, since, tag, settled_only, reader=True)
 
     async def export_page(self, flt: ClickFilter, after: int, limit: int) -> list[StoredClick]:
         await self._run(self._connect)
@@ -625,6 +723,27 @@ class SqliteStore:
     async def dashboard(self, query: DashboardQuery) -> DashboardData:
         await self._run(self._connect)
         return await self._run(self._dashboard, query, reader=True)
+
+    async def unsettled(self, limit: int) -> list[Click]:
+        return await self._run(self._unsettled, limit)
+
+    async def message_clicks(
+        self, queue_ids: Sequence[str], start: datetime, end: datetime
+    ) -> list[Click]:
+        return await self._run(self._message_clicks, list(queue_ids), start, end)
+
+    async def settle(
+        self, relabels: Sequence[tuple[str, str, str]], settled_ids: Sequence[str]
+    ) -> int:
+        return await self._run(self._settle, list(relabels), list(settled_ids))
+
+    async def click(self, click_id: str) -> Click | None:
+        await self._run(self._connect)
+        return await self._run(self._click, click_id, reader=True)
+
+    async def settled_clicks(self, since: datetime | None, limit: int) -> list[Click]:
+        await self._run(self._connect)
+        return await self._run(self._settled_clicks, since, limit, reader=True)
 
     async def close(self) -> None:
         """Close both connections and stop both threads (the store can be reopened)."""

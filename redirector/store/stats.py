@@ -8,11 +8,16 @@ The stores aggregate in SQL (so stats stay cheap on a big table) and hand rows t
                    "first_click", "last_click",
                    "links": [{"link_index", "url", "human_clicks", "bot_clicks",
                               "unique_human_recipients", "first_click", "last_click"}]}],
-     "totals": {"human_clicks", "bot_clicks", "messages", "links"},
+     "totals": {"human_clicks", "bot_clicks", "messages", "links",
+                "bot_reasons": {reason: clicks}, "unsettled_clicks", "settled_only"},
      "tags": [{"tag", "human_clicks", "bot_clicks"}]}
 
 ``tags`` totals the clicks of tagged messages per tag (untagged clicks are not listed);
 ``--tag T`` (``?tag=T``) counts only the clicks of messages tagged ``T``.
+
+``unsettled_clicks`` counts the clicks (since ``since``) whose label may still change
+(see :mod:`redirector.clicks.settle`); with ``settled_only`` every other figure leaves
+them out, which is what anything acting on clicks should read.
 
 Times are ISO 8601 UTC strings. Messages are ordered by first click, links by index.
 """
@@ -49,6 +54,15 @@ SELECT queue_id,
 FROM {table} {where}
 GROUP BY queue_id
 """
+#: Bot clicks by reason; ``{and_where}`` holds the same conditions as ``{where}`` above
+#: (:func:`where_clause`'s, ``WHERE`` spelled ``AND``).
+REASON_STATS_SQL = """
+SELECT reason, COUNT(*) FROM {table} WHERE classification = 'bot' {and_where}
+GROUP BY reason
+"""
+#: Clicks whose label may still change; ``{and_where}`` is :func:`and_where` of the
+#: since/tag conditions (never ``settled_only``'s).
+UNSETTLED_SQL = "SELECT COUNT(*) FROM {table} WHERE settled = 0 {and_where}"
 
 
 TAG_STATS_SQL = """
@@ -61,11 +75,15 @@ GROUP BY tag
 
 
 def where_clause(
-    since: object | None, tag: str | None, placeholder: Callable[[int], str]
+    since: object | None,
+    tag: str | None,
+    placeholder: Callable[[int], str],
+    settled_only: bool = False,
 ) -> tuple[str, list[object]]:
-    """The ``WHERE`` of a stats query: ``time >= since`` and ``tag = tag`` when given.
-    ``placeholder(n)`` is the store's n-th parameter marker (``?`` or ``$n``)."""
-    conditions: list[str] = []
+    """The ``WHERE`` of a stats query: ``time >= since`` and ``tag = tag`` when given,
+    ``settled = 1`` if ``settled_only``. ``placeholder(n)`` is the store's n-th parameter
+    marker (``?`` or ``$n``)."""
+    conditions: list[str] = ["settled = 1"] if settled_only else []
     params: list[object] = []
     if since is not None:
         params.append(since)
@@ -74,6 +92,11 @@ def where_clause(
         params.append(tag)
         conditions.append(f"tag = {placeholder(len(params))}")
     return ("WHERE " + " AND ".join(conditions) if conditions else ""), params
+
+
+def and_where(where: str) -> str:
+    """A :func:`where_clause` ``WHERE`` to follow another condition (``AND ...``)."""
+    return "AND " + where[len("WHERE ") :] if where else ""
 
 
 @dataclass(frozen=True)
@@ -121,7 +144,13 @@ def _counts(row: LinkRow | MessageRow) -> dict[str, Any]:
 
 
 def build_stats(
-    links: Iterable[LinkRow], messages: Iterable[MessageRow], tags: Iterable[TagRow] = ()
+    links: Iterable[LinkRow],
+    messages: Iterable[MessageRow],
+    tags: Iterable[TagRow] = (),
+    *,
+    reasons: Mapping[str, int] | None = None,
+    unsettled: int = 0,
+    settled_only: bool = False,
 ) -> dict[str, Any]:
     """The stats JSON document from aggregated rows (see the module docstring)."""
     by_message: dict[str, list[LinkRow]] = {}
@@ -145,6 +174,9 @@ def build_stats(
             "bot_clicks": bot,
             "messages": len(out),
             "links": total_links,
+            "bot_reasons": dict(sorted((reasons or {}).items())),
+            "unsettled_clicks": unsettled,
+            "settled_only": settled_only,
         },
         "tags": [
             {"tag": t.tag, "human_clicks": t.human_clicks, "bot_clicks": t.bot_clicks}
@@ -218,4 +250,10 @@ def format_stats(doc: Mapping[str, Any]) -> str:
             f"  tag {tag['tag']}: {tag['human_clicks']} human clicks, "
             f"{tag['bot_clicks']} bot clicks"
         )
+    reasons = totals.get("bot_reasons") or {}
+    if reasons:
+        lines.append("bot clicks by reason: " + ", ".join(f"{r} {n}" for r, n in reasons.items()))
+    unsettled = totals.get("unsettled_clicks", 0)
+    if unsettled:
+        lines.append(f"not settled yet: {unsettled} clicks (a human label may still turn bot)")
     return "\n".join(lines)

@@ -90,6 +90,8 @@ class TrackingSettings:
     track_url_text: bool = False
     #: Re-signing keys by normalised signing domain (:func:`dkim_sign.keys_by_domain`).
     dkim_keys: Mapping[str, DkimKey] = field(default_factory=dict)
+    #: Add the invisible trap link to each rewritten HTML part (``[tracking] bot_trap``).
+    bot_trap: bool = False
     #: More MIME entities than this: the message is relayed unchanged (too-many-parts).
     max_parts: int = 1000
 
@@ -153,6 +155,8 @@ class _Job:
     links: tuple[FoundLink, ...] = ()
     scan: HtmlScan | None = None  # HTML parts: the scan, lxml cross-check still to do
     decisions: list[tuple[FoundLink, LinkDecision]] = field(default_factory=list)
+    #: Markup inserted at a point (start == end) rather than a link replaced: the trap.
+    insertions: list[tuple[FoundLink, str]] = field(default_factory=list)
 
 
 def _is_body_text(entity: Entity) -> str | None:
@@ -360,6 +364,7 @@ def _url_text_reason(job: _Job, position: int) -> str | None:
 def _encode_job(data: bytes, job: _Job) -> list[Edit] | str:
     """Byte edits for a rewritten part, or a reason to leave it alone."""
     tracked = [(link, d.tracked_url) for link, d in job.decisions if d.tracked_url]
+    tracked += job.insertions  # the trap, if any: markup inserted at a point
     quoted_printable = job.entity.headers.transfer_encoding == "quoted-printable"
     spliced = spliced_decoded(
         job.decoded, job.text, job.codec, job.errors, tracked, quoted_printable
@@ -543,6 +548,7 @@ def _rewrite_stripped(
 
     edits: list[Edit] = []
     final: list[LinkDecision] = []
+    traps: list[LinkDecision] = []
     for job in jobs:
         if not any(d.tracked_url for _, d in job.decisions):
             final.extend(d for _, d in job.decisions)
@@ -552,6 +558,9 @@ def _rewrite_stripped(
             upto = 1 + max(i for i, (_, d) in enumerate(job.decisions) if d.tracked_url)
             utf8 = job.codec == "utf-8" and job.errors == "strict"
             problem = _html_verdict(job.text, job.scan, upto, job.decoded if utf8 else None)
+        trap: LinkDecision | None = None
+        if problem is None and job.kind == "html" and settings.bot_trap and not sigs:
+            trap = _add_trap(job, settings, queue_id, recipient, when, len(decisions) + len(traps))
         result = _encode_job(data, job) if problem is None else problem
         # The part's decoded content is not needed any more: let a large one go before
         # the next part is encoded and the message is assembled (peak memory).
@@ -562,6 +571,8 @@ def _rewrite_stripped(
             continue
         edits.extend(result)
         final.extend(d for _, d in job.decisions)
+        if trap is not None:
+            traps.append(trap)
 
     if not edits:
         reason = "no-trackable-links" if final else "no-links"
@@ -569,6 +580,7 @@ def _rewrite_stripped(
             reason = notes[0].split(":", 1)[1]
         return RewriteResult(data, tuple(final), False, reason, tuple(notes))
 
+    final.extend(traps)
     out = assemble(data, edits)
     if resign_keys:
         header_end = top.header_end + sum(
@@ -587,6 +599,59 @@ def _rewrite_stripped(
     return RewriteResult(
         out, tuple(final), True, "rewritten", tuple(notes), tags.tag, dict(tags.metadata)
     )
+
+
+#: Where the trap goes: before the last ``</body>`` (else ``</html>``, else the end).
+_BODY_END = re.compile(r"</body\s*>|</html\s*>", re.IGNORECASE)
+#: The trap link: an empty anchor, hidden from sight (display:none, plus the Outlook and
+#: zero-size fallbacks for clients that drop display), from the keyboard (tabindex -1)
+#: and from screen readers (aria-hidden). Mail scanners fetch every href in the markup.
+TRAP_MARKUP = (
+    '<a href="{url}" tabindex="-1" aria-hidden="true" style="display:none !important;'
+    'mso-hide:all;font-size:0;line-height:0;max-height:0;overflow:hidden;opacity:0"></a>'
+)
+
+
+def _add_trap(
+    job: _Job,
+    settings: TrackingSettings,
+    queue_id: str,
+    recipient: str | None,
+    sent_at: int,
+    index: int,
+) -> LinkDecision | None:
+    """Queue the trap link's insertion into an HTML part that has tracked links.
+
+    Its token is sealed with the trap flag and the next link index; it redirects to the
+    part's first tracked link's own URL (a scanner sees an ordinary page).
+    """
+    tracked = [(link, d) for link, d in job.decisions if d.tracked_url]
+    if not tracked:
+        return None
+    target = tracked[0][1].url
+    ends = list(_BODY_END.finditer(job.text))
+    body_ends = [m for m in ends if m.group(0).lower().startswith("</body")]
+    chosen = body_ends[-1] if body_ends else (ends[-1] if ends else None)
+    at = chosen.start() if chosen is not None else len(job.text)
+    if any(link.start < at < link.end for link, _ in tracked):
+        return None  # never inside a link (cannot happen for markup, but never guess)
+    prefix = settings.base_url.rstrip("/") + "/c/"
+    try:
+        token = settings.keyring.seal(
+            target,
+            host=settings.tracking_host,
+            queue_id=queue_id,
+            link_index=index,
+            recipient=recipient,
+            sent_at=sent_at,
+            trap=True,
+        )
+    except TokenError:
+        return None
+    url = prefix + token
+    point = FoundLink(at, at, "", target, "trap", None)
+    job.insertions.append((point, TRAP_MARKUP.format(url=url)))
+    return LinkDecision(job.entity.path, index, target, "trap", "trap-link", url)
 
 
 def _as_skipped(decision: LinkDecision, reason: str) -> LinkDecision:

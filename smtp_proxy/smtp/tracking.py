@@ -80,6 +80,7 @@ def tracking_settings(
         text_links=tracking.text_links,
         track_url_text=tracking.track_url_text,
         dkim_keys=dkim_keys,
+        bot_trap=tracking.bot_trap,
         max_parts=tracking.max_parts,
     )
 

@@ -183,3 +183,14 @@ def test_nameservers_are_checked_by_the_rule_preflight_parses_them_with() -> Non
 def test_parse_hostport_default_port() -> None:
     assert parse_hostport("ns.example", 53) == ("ns.example", 53)
     assert parse_hostport("::1", 53) == ("::1", 53)
+
+
+def test_classification_settle_below_the_rules_horizon_is_refused(tmp_path: Path) -> None:
+    from redirector.clicks.rules import DEFAULT_RULES
+
+    with pytest.raises(ConfigError, match="classification_settle"):
+        load_config_text("[redirector]\nclassification_settle = 5.0\n", base_dir=tmp_path)
+    config = load_config_text(
+        f"[redirector]\nclassification_settle = {DEFAULT_RULES.horizon}\n", base_dir=tmp_path
+    )
+    assert config.redirector.classification_settle == DEFAULT_RULES.horizon

@@ -284,6 +284,17 @@ def test_unreadable_scanner_agents_file_fails_before_binding(tmp_path: Path) -> 
         RedirectorService(config, parse_keys(new_key_line()))
 
 
+def test_bad_scanner_networks_file_fails_before_binding(tmp_path: Path) -> None:
+    missing = config_for(tmp_path / "clicks.sqlite3", scanner_networks_file=tmp_path / "missing")
+    with pytest.raises(ConfigError, match="scanner_networks_file"):
+        RedirectorService(missing, parse_keys(new_key_line()))
+    bad = tmp_path / "nets.txt"
+    bad.write_text("gateway 10.0.0.0/33\n", "utf-8")
+    config = config_for(tmp_path / "clicks.sqlite3", scanner_networks_file=bad)
+    with pytest.raises(ConfigError, match=r"nets.txt:1"):
+        RedirectorService(config, parse_keys(new_key_line()))
+
+
 @pytest.mark.parametrize("value", ["8080", "localhost", ":8080", "host:99999", "::1:80", "[::1]"])
 def test_bad_listen_values_are_config_errors(value: str) -> None:
     with pytest.raises(ConfigError, match="listen"):

@@ -253,8 +253,8 @@ async def test_sqlite_data_dir_full_or_read_only(
     caplog.set_level(logging.INFO, logger="clickrelay")
     per_phase = scale(200, 2000)
     # Big enough for every click of the run once space is back (the filler takes the rest);
-    # a click takes more room since the dashboard's roll-ups and indexes.
-    size_mb = scale(4, 32)
+    # a click takes more room since the roll-ups, the settling evidence and their indexes.
+    size_mb = scale(6, 48)
     with tmpfs(tmp_path / "data", f"{size_mb}m") as data:
         db = data / "clicks.sqlite3"
         config = RedirectorConfig(

@@ -223,3 +223,22 @@ def test_tagged_message_rewritten_then_decoded_shows_tag_and_metadata(
     decoded = json_lines(clickrelay("decode", "-c", config, link).stdout)
     assert decoded[0]["tag"] == "spring"
     assert decoded[0]["metadata"] == {"user_id": "42"}
+
+
+def test_explain_shows_the_trap_link_when_it_is_on(tmp_path: Path) -> None:
+    config = tmp_path / "clickrelay.toml"
+    config.write_text(
+        '[tracking]\nbase_url = "https://t.example.net"\nkey_file = "data/keys"\nbot_trap = true\n'
+    )
+    source = tmp_path / "m.eml"
+    source.write_bytes(MESSAGE)
+    proc = clickrelay("rewrite", "-c", config, "--explain", source)
+    assert proc.returncode == 0, proc.stderr
+    records = json_lines(proc.stdout)
+    traps = [r for r in records if r["action"] == "trap"]
+    assert len(traps) == 1
+    assert traps[0]["reason"] == "trap-link"
+    assert str(traps[0]["tracked_url"]).startswith("https://t.example.net/c/")
+    assert b"1 trap link" in proc.stderr
+    proc = clickrelay("rewrite", "-c", config, source)
+    assert proc.stdout.count(b'aria-hidden="true"') == 1

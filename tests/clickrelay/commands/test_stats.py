@@ -6,6 +6,7 @@ import asyncio
 import json
 import subprocess
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -65,6 +66,7 @@ KNOWN: list[Click] = [
     # Message C: a day earlier (for --since).
     click("C3", 7, at(-86400), "r1@x"),
 ]
+KNOWN_REASONS = {"head": 1, "missing-user-agent": 1, "scanner-agent": 1}
 
 
 def link(index: int, url_q: str, h: int, b: int, u: int, first: str, last: str) -> dict[str, Any]:
@@ -129,10 +131,16 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 async def test_stats_of_known_clicks(store: ClickStore) -> None:
     await store.write(KNOWN)
     doc = await store.stats()
-    assert doc == {
-        "messages": [MSG_C, MSG_A, MSG_B],  # ordered by first click
-        "totals": {"human_clicks": 6, "bot_clicks": 3, "messages": 3, "links": 4},
-        "tags": [],
+    assert doc["messages"] == [MSG_C, MSG_A, MSG_B]  # ordered by first click
+    assert doc["tags"] == []
+    assert doc["totals"] == {
+        "human_clicks": 6,
+        "bot_clicks": 3,
+        "messages": 3,
+        "links": 4,
+        "bot_reasons": KNOWN_REASONS,
+        "unsettled_clicks": 9,
+        "settled_only": False,
     }
     json.dumps(doc)  # JSON-ready as it is
 
@@ -141,7 +149,12 @@ async def test_stats_since_leaves_older_clicks_out(store: ClickStore) -> None:
     await store.write(KNOWN)
     doc = await store.stats(since=T0)
     assert doc["messages"] == [MSG_A, MSG_B]
-    assert doc["totals"] == {"human_clicks": 5, "bot_clicks": 3, "messages": 2, "links": 3}
+    assert {k: doc["totals"][k] for k in ("human_clicks", "bot_clicks", "messages", "links")} == {
+        "human_clicks": 5,
+        "bot_clicks": 3,
+        "messages": 2,
+        "links": 3,
+    }
     # The boundary is inclusive; a later since cuts into message A's links.
     late = await store.stats(since=at(30))
     assert [m["queue_id"] for m in late["messages"]] == ["A1", "B2"]
@@ -175,7 +188,15 @@ async def test_both_stores_agree(tmp_path: Path, pg_dsn: str) -> None:
 def test_build_stats_with_no_rows() -> None:
     assert build_stats([], []) == {
         "messages": [],
-        "totals": {"human_clicks": 0, "bot_clicks": 0, "messages": 0, "links": 0},
+        "totals": {
+            "human_clicks": 0,
+            "bot_clicks": 0,
+            "messages": 0,
+            "links": 0,
+            "bot_reasons": {},
+            "unsettled_clicks": 0,
+            "settled_only": False,
+        },
         "tags": [],
     }
 
@@ -266,6 +287,59 @@ async def test_command_prints_json_and_table_from_the_configured_store(tmp_path:
     assert result.returncode == 0, result.stderr
     assert "totals: 3 messages, 4 links, 6 human clicks, 3 bot clicks" in result.stdout
     assert "https://example.com/A1/0?q=ü" in result.stdout
+
+
+async def test_command_explains_a_click_and_counts_settled_clicks(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "data" / "clicks.sqlite3")
+    await store.open()
+    walk = [
+        Click(
+            time=at(n),
+            queue_id="W1",
+            link_index=n,
+            url=f"https://example.com/{n}",
+            recipient="r@x",
+            client_ip="192.0.2.0",
+            user_agent="Mozilla/5.0",
+            method="GET",
+            classification="human",
+            reason=None,
+            id=f"{n:032x}",
+            client_key="k",
+            net_key="n",
+            settled=n == 0,
+        )
+        for n in range(3)
+    ]
+    await store.write(walk)
+    await store.settle([(walk[1].id, "walk", '{"rule": "walk", "links": 3}')], [walk[1].id])
+    await store.close()
+    config = tmp_path / "clickrelay.toml"
+    config.write_text('[redirector]\nstore = "sqlite:data/clicks.sqlite3"\n', encoding="utf-8")
+
+    result = run_stats(config, "--explain-click", walk[1].id)
+    assert result.returncode == 0, result.stderr
+    assert f"click {walk[1].id}: bot (walk), settled" in result.stdout
+    assert '"links": 3' in result.stdout
+    assert result.stdout.count("same address") == 2  # its two neighbours
+
+    result = run_stats(config, "--explain-click", walk[1].id, "--json")
+    doc = json.loads(result.stdout)
+    assert doc["click"]["evidence"] == {"rule": "walk", "links": 3}
+    assert [n["id"] for n in doc["nearby"]] == [walk[0].id, walk[2].id]
+
+    result = run_stats(config, "--explain-click", "f" * 32)
+    assert result.returncode != 0
+    assert "no click" in result.stderr
+
+    result = run_stats(config, "--json", "--settled")
+    totals = json.loads(result.stdout)["totals"]
+    assert (totals["human_clicks"], totals["bot_clicks"], totals["settled_only"]) == (1, 1, True)
+    assert totals["unsettled_clicks"] == 1
+    assert totals["bot_reasons"] == {"walk": 1}
+    result = run_stats(config)
+    assert "bot clicks by reason: walk 1" in result.stdout
+    assert "not settled yet: 1 clicks" in result.stdout
 
 
 async def test_command_reads_postgresql(tmp_path: Path, pg_dsn: str) -> None:
@@ -365,6 +439,11 @@ def reference_stats(clicks: list[Click], since: datetime | None) -> dict[str, An
             "bot_clicks": sum(m["bot_clicks"] for m in out),
             "messages": len(out),
             "links": links_total,
+            "bot_reasons": dict(
+                sorted(Counter(str(c.reason) for c in chosen if c.classification == "bot").items())
+            ),
+            "unsettled_clicks": sum(1 for c in chosen if not c.settled),
+            "settled_only": False,
         },
         "tags": [],
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import re
 import sqlite3
 import time
@@ -25,6 +26,7 @@ from prometheus_client import CollectorRegistry
 from clickrelay import __version__
 from clickrelay.common.errors import TokenError
 from redirector.clicks.classify import Classifier, bundled_agents
+from redirector.clicks.networks import NetworkMatcher, parse_networks
 from redirector.clicks.recorder import ClickRecorder
 from redirector.config import RedirectorConfig
 from redirector.http.admin import create_admin_app
@@ -36,6 +38,7 @@ from redirector.tokens import Keyring, new_key_line, parse_keys
 from tests.support.redirector_client import (
     BROWSER,
     LONG_AGO,
+    TEST_HOST,
     TestClientT,
     assert_not_found,
     client_for,
@@ -310,7 +313,11 @@ async def test_forged_tokens_never_get_a_location_or_a_5xx(
 
 @asynccontextmanager
 async def recording_app(
-    tmp_path: Path, keyring: Keyring, config: RedirectorConfig, clock: Callable[[], float]
+    tmp_path: Path,
+    keyring: Keyring,
+    config: RedirectorConfig,
+    clock: Callable[[], float],
+    networks: str = "",
 ) -> AsyncIterator[tuple[TestClientT, Callable[[], Any]]]:
     """The public app with a real recorder writing to a real SQLite store.
 
@@ -329,6 +336,7 @@ async def recording_app(
         burst_window=config.burst_window,
         burst_links=config.burst_links,
         clock=clock,
+        networks=NetworkMatcher(parse_networks(networks)),
     )
     app = create_app(config, keyring, recorder, registry=registry, classifier=classifier)
 
@@ -412,6 +420,54 @@ async def test_each_classification_rule_through_the_app(tmp_path: Path, keyring:
     assert by_queue["H"]["method"] == "HEAD"
     assert by_queue["N"]["user_agent"] is None
     assert by_queue["S"]["client_ip"] == "127.0.0.1"  # ip_mode full
+
+
+async def test_scanner_network_matches_the_full_address_and_stores_it_truncated(
+    tmp_path: Path, keyring: Keyring
+) -> None:
+    now = float(LONG_AGO + 86400)
+    # A /28 inside a /24: only the full address can tell 203.0.113.5 (in) from .77 (out).
+    config = RedirectorConfig(trusted_proxies=("127.0.0.0/8",))
+    nets = "gateway 203.0.113.0/28"
+    async with recording_app(tmp_path, keyring, config, lambda: now, nets) as (client, rows):
+        for n, address in enumerate(("203.0.113.5", "203.0.113.77")):
+            token = seal(keyring, "https://example.com/", queue_id=f"Q{n}")
+            headers = {"User-Agent": BROWSER, "X-Forwarded-For": address}
+            assert (await get(client, f"/c/{token}", headers=headers)).status == 302
+        got = await rows()
+    by_queue = {r["queue_id"]: r for r in got}
+    assert (by_queue["Q0"]["classification"], by_queue["Q0"]["reason"]) == (
+        "bot",
+        "scanner-network",
+    )
+    assert by_queue["Q0"]["network"] == "gateway"
+    assert json.loads(by_queue["Q0"]["evidence"]) == {
+        "rule": "scanner-network",
+        "network": "gateway",
+    }
+    assert (by_queue["Q1"]["classification"], by_queue["Q1"]["network"]) == ("human", None)
+    # The stored address stays truncated; the keyed hashes differ per address, not per /24.
+    assert by_queue["Q0"]["client_ip"] == by_queue["Q1"]["client_ip"] == "203.0.113.0"
+    assert by_queue["Q0"]["client_key"] != by_queue["Q1"]["client_key"]
+    assert by_queue["Q0"]["net_key"] == by_queue["Q1"]["net_key"]
+    assert "203.0.113" not in (by_queue["Q0"]["client_key"] + by_queue["Q0"]["net_key"])
+
+
+async def test_the_trap_token_is_a_bot_at_once_and_redirects_like_any_link(
+    tmp_path: Path, keyring: Keyring
+) -> None:
+    now = float(LONG_AGO + 86400)
+    async with recording_app(tmp_path, keyring, RedirectorConfig(), lambda: now) as (
+        client,
+        rows,
+    ):
+        token = seal(keyring, "https://example.com/", queue_id="TRAP", link_index=3, trap=True)
+        assert keyring.open(token, TEST_HOST).trap
+        resp = await get(client, f"/c/{token}")
+        assert resp.status == 302
+        assert resp.headers["Location"] == "https://example.com/"
+        got = await rows()
+    assert [(r["classification"], r["reason"], r["trap"]) for r in got] == [("bot", "trap", 1)]
 
 
 async def test_forwarded_for_only_from_trusted_proxies(tmp_path: Path, keyring: Keyring) -> None:
@@ -618,6 +674,13 @@ async def test_admin_api_stats_returns_the_store_document(tmp_path: Path, keyrin
                 assert doc["totals"]["bot_clicks"] == 1
                 assert doc["totals"]["messages"] == 2
                 assert doc == await store.stats(None)
+                assert doc["totals"]["bot_reasons"] == {"scanner-agent": 1}
+                assert doc["totals"]["unsettled_clicks"] == 4
+                # Nothing is settled yet: consumers of settled clicks see none.
+                resp = await get(admin_client, "/api/stats", params={"settled": "1"})
+                settled = resp.json()["totals"]
+                assert (settled["settled_only"], settled["human_clicks"]) == (True, 0)
+                assert settled["bot_clicks"] == 0
                 # Clicks are timestamped from the (fake) clock, a day after LONG_AGO.
                 resp = await get(admin_client, "/api/stats", params={"since": "2099-01-01"})
                 assert resp.json()["totals"]["human_clicks"] == 0

@@ -155,21 +155,17 @@ async def test_sqlite_upgrade_fills_the_rollups_from_stored_clicks(tmp_path: Pat
     clicks = random_clicks(3, 400)
     with sqlite3.connect(path) as conn:  # a store written by the previous release
         conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-        # The release before the dashboard: every schema step up to the roll-ups' one.
-        before = next(
-            i for i, step in enumerate(MIGRATIONS) if any("click_hours" in s for s in step)
-        )
-        conn.execute("INSERT INTO schema_version VALUES (?)", (before,))
-        for step in MIGRATIONS[:before]:
-            for statement in step:
-                conn.execute(statement)
+        conn.execute("INSERT INTO schema_version VALUES (2)")
+        for statement in (*MIGRATIONS[0], *MIGRATIONS[1]):
+            conn.execute(statement)
         from redirector.clicks import CLICK_COLUMNS, click_row
         from redirector.store.sqlite import time_text
 
+        # The columns of schema step 2: the ones before the roll-ups.
+        columns = CLICK_COLUMNS[: CLICK_COLUMNS.index("sent_at") + 1]
         conn.executemany(
-            f"INSERT INTO clicks ({', '.join(CLICK_COLUMNS)}) VALUES"
-            f" ({', '.join('?' * len(CLICK_COLUMNS))})",
-            [click_row(c, time_text) for c in clicks],
+            f"INSERT INTO clicks ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+            [click_row(c, time_text)[: len(columns)] for c in clicks],
         )
     store = SqliteStore(path)
     try:
@@ -210,16 +206,15 @@ async def test_pg_upgrade_fills_the_rollups_from_stored_clicks(pg_dsn: str) -> N
     conn = await asyncpg.connect(pg_dsn)
     try:  # tables as the previous release left them
         await conn.execute(f"CREATE TABLE {prefix}schema_version (version integer NOT NULL)")
-        steps = _migrations(prefix)
-        before = next(i for i, step in enumerate(steps) if any("click_hours" in s for s in step))
-        await conn.execute(f"INSERT INTO {prefix}schema_version VALUES ({before})")
-        for step in steps[:before]:
-            for statement in step:
-                await conn.execute(statement)
-        marks = ", ".join(f"${i + 1}" for i in range(len(CLICK_COLUMNS)))
+        await conn.execute(f"INSERT INTO {prefix}schema_version VALUES (2)")
+        for statement in (*_migrations(prefix)[0], *_migrations(prefix)[1]):
+            await conn.execute(statement)
+        # The columns of schema step 2: the ones before the roll-ups.
+        columns = CLICK_COLUMNS[: CLICK_COLUMNS.index("sent_at") + 1]
+        marks = ", ".join(f"${i + 1}" for i in range(len(columns)))
         await conn.executemany(
-            f"INSERT INTO {prefix}clicks ({', '.join(CLICK_COLUMNS)}) VALUES ({marks})",
-            [click_row(c, to_utc) for c in clicks],
+            f"INSERT INTO {prefix}clicks ({', '.join(columns)}) VALUES ({marks})",
+            [click_row(c, to_utc)[: len(columns)] for c in clicks],
         )
     finally:
         await conn.close()

@@ -156,7 +156,15 @@ async def test_empty_write_checks_the_store_and_writes_nothing(store: ClickStore
     doc = await store.stats()
     assert doc == {
         "messages": [],
-        "totals": {"human_clicks": 0, "bot_clicks": 0, "messages": 0, "links": 0},
+        "totals": {
+            "human_clicks": 0,
+            "bot_clicks": 0,
+            "messages": 0,
+            "links": 0,
+            "bot_reasons": {},
+            "unsettled_clicks": 0,
+            "settled_only": False,
+        },
         "tags": [],
     }
 
@@ -340,6 +348,7 @@ async def test_pg_schema_version_and_indexes(pg_dsn: str) -> None:
             f"{store.prefix}clicks_time",
             f"{store.prefix}clicks_tag",
             f"{store.prefix}clicks_seq",
+            f"{store.prefix}clicks_unsettled",
         } <= indexes
         # A second node opening the same tables: no error, nothing re-created.
         other = PgStore(pg_dsn, table_prefix=store.prefix)
@@ -436,7 +445,15 @@ async def test_tag_and_metadata_are_kept_and_counted_per_tag(store: ClickStore) 
     ]
     assert doc["totals"]["human_clicks"] == 3
     spring = await store.stats(tag="spring")
-    assert spring["totals"] == {"human_clicks": 1, "bot_clicks": 1, "messages": 1, "links": 2}
+    assert spring["totals"] == {
+        "human_clicks": 1,
+        "bot_clicks": 1,
+        "messages": 1,
+        "links": 2,
+        "bot_reasons": {"prefetch": 1},
+        "unsettled_clicks": 2,
+        "settled_only": False,
+    }
     from redirector.store.records import ClickFilter
 
     page = await store.export_page(ClickFilter(), 0, 10)
