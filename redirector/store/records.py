@@ -14,27 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from redirector.clicks import metadata_from_text, utc
+from redirector.clicks import CLICK_COLUMNS, metadata_from_text, utc
 from redirector.store.stats import iso
 
 #: The columns a stored click is read with, in :class:`StoredClick` order (``seq`` is
 #: spelled by each store: ``rowid`` in SQLite).
-READ_COLUMNS = (
-    "id",
-    "time",
-    "queue_id",
-    "link_index",
-    "url",
-    "recipient",
-    "client_ip",
-    "user_agent",
-    "method",
-    "classification",
-    "reason",
-    "tag",
-    "metadata",
-    "sent_at",
-)
+READ_COLUMNS = CLICK_COLUMNS[: CLICK_COLUMNS.index("sent_at") + 1]
 
 
 @dataclass(frozen=True, slots=True)
