@@ -58,24 +58,26 @@ def split_days(start: datetime, end: datetime) -> DaySplit:
 
 @dataclass(frozen=True)
 class DashboardQuery:
-    """One page's question: a window, and optionally one message or one link."""
+    """One page's question: a window, and optionally one message, one link or one tag."""
 
     start: datetime
     end: datetime
     queue_id: str | None = None
     url: str | None = None
+    tag: str | None = None
 
     def __post_init__(self) -> None:
         if hour_floor(self.start) != self.start or hour_floor(self.end) != self.end:
             raise ValueError("dashboard windows are whole UTC hours")
         if self.end <= self.start:
             raise ValueError("the window ends before it starts")
-        if self.queue_id is not None and self.url is not None:
-            raise ValueError("a drill-down is one message or one link, not both")
+        subjects = [s for s in (self.queue_id, self.url, self.tag) if s is not None]
+        if len(subjects) > 1:
+            raise ValueError("a drill-down is one message, one link or one tag")
 
     @property
     def drill(self) -> bool:
-        return self.queue_id is not None or self.url is not None
+        return self.queue_id is not None or self.url is not None or self.tag is not None
 
     def hours(self) -> int:
         return int((self.end - self.start) / timedelta(hours=1))
@@ -83,7 +85,7 @@ class DashboardQuery:
 
 @dataclass(frozen=True)
 class Ranked:
-    """One row of a top table: a link (url) or a message (queue id)."""
+    """One row of a top table: a link (url), a message (queue id) or a tag."""
 
     key: str
     human: int
@@ -112,6 +114,7 @@ class DashboardData:
     bot_reasons: list[tuple[str, int]] = field(default_factory=list)
     top_links: list[Ranked] = field(default_factory=list)
     top_messages: list[Ranked] = field(default_factory=list)
+    top_tags: list[Ranked] = field(default_factory=list)
     recent: list[RecentClick] = field(default_factory=list)
 
     @property
