@@ -41,6 +41,8 @@ from redirector.http.app import create_app, set_keyring, set_live_settings
 from redirector.http.conngate import ConnectionGate, gated_factory
 from redirector.http.dashboard import DashboardSources
 from redirector.http.health import HealthItem, HealthProvider, refusals_provider, store_item
+from redirector.http.health_certs import certificates_provider
+from redirector.http.health_webhooks import webhooks_provider
 from redirector.http.refusals import RefusalLog
 from redirector.store import ClickStore, StoreError, open_store
 from redirector.store.retention import Retention
@@ -226,7 +228,11 @@ class RedirectorService:
             sources = DashboardSources(
                 store=store,
                 store_state=click_store,
-                providers=[*self.health_providers, refusals_provider(refusals)],
+                providers=[
+                    *self.health_providers,
+                    *self._own_health(store),
+                    refusals_provider(refusals),
+                ],
             )
             admin = create_admin_app(
                 recorder,
@@ -258,6 +264,16 @@ class RedirectorService:
         )
         if self._blocklist:
             _log_blocklist(self._blocklist)
+
+    def _own_health(self, store: ClickStore) -> list[HealthProvider]:
+        """The strip's certificate lines (HTTPS on) and webhook backlog (webhooks on)."""
+        own: list[HealthProvider] = []
+        if self._certs is not None:
+            own.append(certificates_provider(self._certs))
+        dispatcher = self._dispatcher
+        if dispatcher is not None:
+            own.append(webhooks_provider(store, self.webhooks, dispatcher.disabled))
+        return own
 
     async def _runner(self, app: web.Application) -> web.AppRunner:
         """One runner per app, shared by its listeners (HTTP and HTTPS serve one app)."""

@@ -7,7 +7,8 @@ this listener's stylesheet. Every value from the network (user agents, URLs, rec
 queue ids) reaches the page only through Jinja's autoescaping, inside ``<bdi>`` so that
 a right-to-left override in one cannot reorder the text around it.
 
-Routes: ``GET /`` (overview), ``GET /message?queue_id=``, ``GET /link?url=``; each takes
+Routes: ``GET /`` (overview), ``GET /message?queue_id=``, ``GET /link?url=``,
+``GET /tag?tag=``; each takes
 ``window=24h|7d|30d|custom`` (``from=``/``to=`` for custom, dates or times in the chosen
 zone), ``tz=`` (an IANA zone, UTC by default) and ``format=csv``.
 """
@@ -68,9 +69,9 @@ class DashboardSources:
     store_state: HealthProvider | None = None
     providers: list[HealthProvider] = field(default_factory=list)
 
-    def health(self) -> list[HealthItem]:
+    async def health(self) -> list[HealthItem]:
         sources = ([self.store_state] if self.store_state else []) + self.providers
-        return collect(sources)
+        return await collect(sources)
 
 
 SOURCES_KEY = web.AppKey("dashboard_sources", DashboardSources)
@@ -203,11 +204,20 @@ def _csv(rows: list[list[object]], filename: str) -> web.Response:
     )
 
 
-def _error_page(request: web.Request, status: int, message: str) -> web.Response:
+async def _error_page(request: web.Request, status: int, message: str) -> web.Response:
     sources = request.app[SOURCES_KEY]
-    context = {"error": message, "health": sources.health(), "view": None}
+    context = {"error": message, "health": await sources.health(), "view": None}
     response = aiohttp_jinja2.render_template("error.html", request, context, status=status)
     return response
+
+
+#: Drill-down kinds: the query parameter naming the subject, and what a person is asked
+#: when it is missing.
+SUBJECTS = {
+    "message": ("queue_id", "queue_id: which message?"),
+    "link": ("url", "url: which link?"),
+    "tag": ("tag", "tag: which tag?"),
+}
 
 
 async def _page(request: web.Request, kind: str) -> web.StreamResponse:
@@ -215,46 +225,41 @@ async def _page(request: web.Request, kind: str) -> web.StreamResponse:
     try:
         view = parse_view(request.query, datetime.now(UTC))
     except ValueError as exc:
-        return _error_page(request, 400, str(exc))
-    queue_id = url = None
-    if kind == "message":
-        queue_id = request.query.get("queue_id", "")
-        if not queue_id:
-            return _error_page(request, 400, "queue_id: which message?")
-    elif kind == "link":
-        url = request.query.get("url", "")
-        if not url:
-            return _error_page(request, 400, "url: which link?")
+        return await _error_page(request, 400, str(exc))
+    subject: dict[str, str] = {}
+    if kind in SUBJECTS:
+        param, missing = SUBJECTS[kind]
+        value = request.query.get(param, "")
+        if not value:
+            return await _error_page(request, 400, missing)
+        subject[param] = value
     if sources.store is None:
-        return _error_page(request, 503, "no click store is configured")
-    query = DashboardQuery(view.start, view.end, queue_id=queue_id, url=url)
+        return await _error_page(request, 503, "no click store is configured")
+    query = DashboardQuery(view.start, view.end, **subject)
     try:
         data = await sources.store.dashboard(query)
     except ClickrelayError as exc:
         log_event(log, logging.WARNING, "dashboard-failed", error=str(exc))
-        return _error_page(request, 503, f"click store unavailable: {exc}")
+        return await _error_page(request, 503, f"click store unavailable: {exc}")
     series = buckets(data.hours, view.start, view.end, view.bucket_hours)
     if request.query.get("format") == "csv":
-        return _csv_answer(kind, view, data, series, queue_id or url or "")
+        return _csv_answer(kind, view, data, series, next(iter(subject.values()), ""))
     total = data.human + data.bot
     context = {
         "kind": kind,
         "view": view,
         "data": data,
-        "queue_id": queue_id,
-        "url": url,
+        "queue_id": subject.get("queue_id"),
+        "url": subject.get("url"),
+        "tag": subject.get("tag"),
         "chart": line_chart(series, view.label),
         "buckets": series,
         "total": total,
         "presets": list(PRESETS),
-        "health": sources.health(),
+        "health": await sources.health(),
         "number": number,
         "percent": percent,
-        "csv_args": view.args(
-            format="csv",
-            **({"queue_id": queue_id} if queue_id else {}),
-            **({"url": url} if url else {}),
-        ),
+        "csv_args": view.args(format="csv", **subject),
     }
     return aiohttp_jinja2.render_template(f"{kind}.html", request, context)
 
@@ -310,6 +315,10 @@ async def link(request: web.Request) -> web.StreamResponse:
     return await _page(request, "link")
 
 
+async def tag(request: web.Request) -> web.StreamResponse:
+    return await _page(request, "tag")
+
+
 @web.middleware
 async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
     """The CSP and friends on every admin answer, errors included."""
@@ -335,4 +344,5 @@ def add_dashboard(app: web.Application, sources: DashboardSources) -> None:
     app.router.add_get("/", overview)
     app.router.add_get("/message", message)
     app.router.add_get("/link", link)
+    app.router.add_get("/tag", tag)
     app.router.add_static("/static/", str(package / "static"), show_index=False)

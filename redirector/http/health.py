@@ -2,15 +2,22 @@
 
 Each part of the product that knows something an operator must act on registers a
 provider (a function returning :class:`HealthItem` s) on the redirector service: the
-redirector itself adds its click store and refused redirects; ``clickrelay serve`` adds
-the preflight verdict of every tracking domain. Other parts (certificates, webhooks)
-add their own the same way; the page lists whatever the providers return.
+redirector itself adds its click store, refused redirects, certificates and webhook
+backlog; ``clickrelay serve`` adds the preflight verdict of every tracking domain. The
+page lists whatever the providers return.
+
+A provider is called for every page: plain functions answer from memory; one that has
+to ask the store is a coroutine function. They all run at once, each coroutine under
+:data:`PROVIDER_TIMEOUT`, so a store that hangs costs a page that long and no more, and
+the page is always current (no cache to go stale while an operator watches a fix land).
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from clickrelay.common.logfmt import log_event
@@ -44,22 +51,36 @@ class HealthItem:
         return self.level == "bad"
 
 
-HealthProvider = Callable[[], Iterable[HealthItem]]
+HealthProvider = Callable[[], Iterable[HealthItem] | Awaitable[Iterable[HealthItem]]]
+
+#: Seconds a coroutine provider may take before its line turns red.
+PROVIDER_TIMEOUT = 2.0
 
 
-def collect(providers: Iterable[HealthProvider]) -> list[HealthItem]:
-    """Every provider's items; a provider that fails becomes a red item, not a 500."""
-    items: list[HealthItem] = []
-    for provider in providers:
-        try:
-            items.extend(provider())
-        except Exception as exc:
-            name = getattr(provider, "__name__", type(provider).__name__)
-            log_event(
-                log, logging.WARNING, "health-provider-failed", provider=name, error=repr(exc)
-            )
-            items.append(HealthItem("health", name, "bad", "failed", repr(exc)))
-    return items
+async def _items(provider: HealthProvider, limit: float) -> list[HealthItem]:
+    name = getattr(provider, "__name__", type(provider).__name__)
+    try:
+        answer = provider()
+        if inspect.isawaitable(answer):
+            async with asyncio.timeout(limit):
+                answer = await answer
+        return list(answer)
+    except TimeoutError:
+        error = f"no answer within {limit:g} s"
+        state = "timed out"
+    except Exception as exc:
+        error, state = repr(exc), "failed"
+    log_event(log, logging.WARNING, "health-provider-failed", provider=name, error=error)
+    return [HealthItem("health", name, "bad", state, error)]
+
+
+async def collect(
+    providers: Iterable[HealthProvider], *, limit: float = PROVIDER_TIMEOUT
+) -> list[HealthItem]:
+    """Every provider's items in provider order; one that fails or takes longer than
+    ``limit`` seconds becomes a red item, not a 500."""
+    answers = await asyncio.gather(*(_items(p, limit) for p in providers))
+    return [item for items in answers for item in items]
 
 
 def store_item(state: str, queued: int, dropped: int, queue_size: int) -> HealthItem:
