@@ -36,8 +36,13 @@ ROUTES = [
     "/?window=7d",
     "/message?queue_id=Q1",
     "/link?url=https%3A%2F%2Fexample.com%2F1",
+    "/tag?tag=spring",
     "/?format=csv",
     "/message?queue_id=Q1&format=csv",
+    "/link?url=https%3A%2F%2Fexample.com%2F1&format=csv",
+    "/tag?tag=spring&format=csv",
+    "/api/clicks",
+    "/api/health",
     "/api/stats",
     "/metrics",
     "/static/dashboard.css",
@@ -215,8 +220,11 @@ async def test_bad_window_is_a_clear_400(admin: str, query: str) -> None:
 
 
 async def test_drill_down_needs_its_subject(admin: str) -> None:
-    assert (await fetch(admin + "/message"))[0] == 400
-    assert (await fetch(admin + "/link?url="))[0] == 400
+    for route in ("/message", "/message?queue_id=", "/link?url=", "/link", "/tag", "/tag?tag="):
+        status, _, html = await fetch(admin + route)
+        assert status == 400, route
+        error = lxml.html.fromstring(html).get_element_by_id("error").text_content()
+        assert error.endswith("?"), (route, error)
 
 
 async def test_health_strip_lists_store_and_failing_providers_in_red(
