@@ -6,10 +6,13 @@ from __future__ import annotations
 import base64
 import csv
 import io
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import lxml.html
@@ -21,7 +24,7 @@ from clickrelay.common.errors import ConfigError
 from redirector.clicks import Click
 from redirector.config import RedirectorConfig
 from redirector.http.charts import buckets, line_chart
-from redirector.http.dashboard import CSP, csv_cell, parse_view
+from redirector.http.dashboard import CSP, csv_cell, number, parse_view, percent
 from redirector.http.health import HealthItem
 from redirector.service import RedirectorService
 from redirector.tokens import Keyring, new_key_line
@@ -151,8 +154,6 @@ async def test_overview_numbers_equal_api_stats(admin: str) -> None:
     assert headers["Content-Security-Policy"] == CSP
     assert "Set-Cookie" not in headers
     _, _, stats_text = await fetch(admin + "/api/stats")
-    import json
-
     stats = json.loads(stats_text)
     doc = lxml.html.fromstring(html)
     human = doc.get_element_by_id("human-clicks")
@@ -178,8 +179,6 @@ async def test_overview_numbers_equal_api_stats(admin: str) -> None:
 
 
 async def test_drill_down_escapes_hostile_values(admin: str) -> None:
-    from urllib.parse import urlencode
-
     status, _, html = await fetch(admin + "/link?" + urlencode({"url": HOSTILE_URL}))
     assert status == 200
     doc = lxml.html.fromstring(html)
@@ -198,6 +197,54 @@ async def test_csv_is_what_the_page_shows_and_formula_safe(admin: str) -> None:
     assert {r[6] for r in rows[1:]} == {"Q1"}
     assert csv_cell("=HYPERLINK(1)") == "'=HYPERLINK(1)"
     assert csv_cell("@x") == "'@x" and csv_cell("plain") == "plain" and csv_cell(None) == ""
+
+
+async def test_custom_window_in_a_chosen_zone(admin: str) -> None:
+    zone = ZoneInfo("Asia/Kolkata")
+    today = datetime.now(zone).date()
+    query = {
+        "window": "custom",
+        "from": (today - timedelta(days=2)).isoformat(),
+        "to": today.isoformat(),
+        "tz": "Asia/Kolkata",
+    }
+    status, _, html = await fetch(admin + "/?" + urlencode(query))
+    assert status == 200
+    view = parse_view(query, datetime.now(UTC))
+    doc = lxml.html.fromstring(html)
+    rows = doc.xpath('//table[@class="series-table"]/tbody/tr')
+    expected = buckets([], view.start, view.end, view.bucket_hours)
+    assert len(rows) == len(expected) == len(doc.xpath('//*[@data-series="human"]/*'))
+    # Bucket times are shown in the chosen zone (UTC+05:30: the half hour shows).
+    assert rows[0].xpath("td")[0].text_content() == view.when(view.start)
+    assert view.when(view.start).endswith(":30")
+    assert "times in Asia/Kolkata" in doc.xpath("//footer")[0].text_content()
+    # Every click of the test store is inside the window, and the chart holds them all.
+    _, _, stats_text = await fetch(admin + "/api/stats")
+    totals = json.loads(stats_text)["totals"]
+    drawn = sum(int(c.get("data-value")) for c in doc.xpath('//*[@data-series="bot"]/*'))
+    assert drawn == totals["bot_clicks"]
+    # The form keeps the window.
+    assert doc.xpath('//input[@name="from"]')[0].get("value") == query["from"]
+    assert doc.xpath("//option[@selected]")[0].get("value") == "custom"
+
+
+async def test_overview_csv_is_the_chart_numbers(admin: str) -> None:
+    _, _, html = await fetch(admin + "/?window=7d")
+    shown = [
+        [td.text_content().replace(",", "") for td in tr.xpath("td")]
+        for tr in lxml.html.fromstring(html).xpath('//table[@class="series-table"]/tbody/tr')
+    ]
+    status, headers, text = await fetch(admin + "/?window=7d&format=csv")
+    assert status == 200 and "attachment" in headers["Content-Disposition"]
+    rows = list(csv.reader(io.StringIO(text)))
+    assert rows[0] == ["bucket start (UTC)", "human", "bot"]
+    assert rows[1:] == shown and len(shown) > 24
+
+
+def test_numbers_are_formatted_for_people() -> None:
+    assert number(1234) == "1,234" and number(1_234_567) == "1,234,567" and number(7) == "7"
+    assert percent(1, 8) == "12.5 %" and percent(2, 3) == "66.7 %" and percent(0, 0) == "–"
 
 
 @pytest.mark.parametrize(
