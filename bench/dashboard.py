@@ -5,10 +5,14 @@ Fills a click store with ``--clicks`` clicks spread over 30 days (through the st
 ``GET /?window=30d`` on a running redirector's admin listener (HTTP, template and all),
 and a message drill-down. The baseline, measured in the same run on the same data, is
 what the overview would cost without roll-ups: the same numbers aggregated from the
-clicks table. Prints the query plans (EXPLAIN) the overview relies on.
+clicks table. The top tags get their own figure: the overview's query (daily tags
+roll-up plus the partial days from the clicks table) against the same ranking from the
+clicks table; and a 30-day tag drill-down (clicks table, ``(tag, time)`` index) is
+timed through the store. Prints the query plans (EXPLAIN) the overview relies on.
 
 Data shape: ``--messages`` queue ids (one per recipient, as a proxy sees a campaign),
-clicks falling off over the days after each send, 20 % bots with mixed reasons, 40 URLs.
+clicks falling off over the days after each send, 20 % bots with mixed reasons, 40 URLs,
+one of 60 tags on 90 % of the messages.
 
     .venv/bin/python bench/dashboard.py [--clicks 1000000] [--runs 5] [--pg DSN]
 
@@ -27,6 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -41,7 +46,7 @@ from redirector.service import RedirectorService
 from redirector.store import open_store
 from redirector.store.dashboard import DashboardQuery, hour_key, split_days
 from redirector.store.pg import PgStore
-from redirector.store.sqlite import OVERVIEW_SQL, SqliteStore, drill_sql, time_text
+from redirector.store.sqlite import BY_DAY, OVERVIEW_SQL, SqliteStore, drill_sql, time_text
 from redirector.tokens import new_key_line, parse_keys
 
 REASONS = ["head", "scanner-agent", "too-soon", "burst", "no-user-agent"]
@@ -56,13 +61,19 @@ BASELINE_SQL = [
     "SELECT queue_id, sum(classification = 'human') AS h FROM clicks WHERE time >= ?"
     " GROUP BY queue_id ORDER BY h DESC LIMIT 10",
     "SELECT count(DISTINCT recipient) FROM clicks WHERE time >= ? AND classification = 'human'",
+    TOP_TAGS_BASELINE_SQL := "SELECT tag, sum(classification = 'human') AS h,"
+    " sum(classification <> 'human') FROM clicks WHERE time >= ? AND tag IS NOT NULL"
+    " GROUP BY tag ORDER BY h DESC, tag LIMIT 10",
 ]
+#: The tag the tag drill-down is timed on (one of the biggest).
+DRILL_TAG = "campaign-07"
 
 
 def make_clicks(count: int, messages: int, now: datetime, seed: int = 1) -> list[Click]:
     rnd = random.Random(seed)
     start = now - timedelta(days=30)
     sends = [start + timedelta(seconds=rnd.randrange(29 * 86400)) for _ in range(messages)]
+    tags = [f"campaign-{rnd.randrange(60):02d}" if rnd.random() < 0.9 else None for _ in sends]
     out = []
     for _ in range(count):
         m = rnd.randrange(messages)
@@ -80,6 +91,7 @@ def make_clicks(count: int, messages: int, now: datetime, seed: int = 1) -> list
                 "GET",
                 "bot" if bot else "human",
                 rnd.choice(REASONS) if bot else None,
+                tag=tags[m],
             )
         )
     out.sort(key=lambda c: c.time)  # the order they would arrive in
@@ -119,7 +131,7 @@ def sqlite_plans(path: Path, now: datetime) -> None:
     )
     with sqlite3.connect(path) as conn:
         for name, sql in OVERVIEW_SQL.items():
-            params: tuple[object, ...] = by_day if name in ("top_messages", "unique") else window
+            params: tuple[object, ...] = by_day if name in BY_DAY else window
             if "LIMIT" in sql:
                 params = (*params, 10)
             plan = conn.execute(f"EXPLAIN QUERY PLAN {sql}", params).fetchall()
@@ -129,6 +141,11 @@ def sqlite_plans(path: Path, now: datetime) -> None:
             f"EXPLAIN QUERY PLAN {drill_sql(query)['recent']}", ("Q0000001", "", "", 100)
         ).fetchall()
         print("  plan drill-down recent: " + "; ".join(str(row[3]) for row in plan))
+        query = DashboardQuery(view.start, view.end, tag=DRILL_TAG)
+        plan = conn.execute(
+            f"EXPLAIN QUERY PLAN {drill_sql(query)['hours']}", (DRILL_TAG, "", "")
+        ).fetchall()
+        print("  plan tag drill-down hours: " + "; ".join(str(row[3]) for row in plan))
         rows = {
             t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
             for t in (
@@ -136,9 +153,59 @@ def sqlite_plans(path: Path, now: datetime) -> None:
                 "click_hour_urls",
                 "click_day_messages",
                 "click_day_recipients",
+                "click_day_tags",
             )
         }
         print(f"  roll-up rows: {rows}")
+
+
+def median_of(runs: int, fn: Callable[[], object]) -> float:
+    """Median seconds of ``runs`` calls of ``fn`` after one warm-up call."""
+    times = []
+    for _ in range(runs + 1):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times[1:])
+
+
+def sqlite_top_tags(path: Path, now: datetime, runs: int) -> tuple[float, float]:
+    """Median seconds of the overview's top-tags query and of its clicks-table baseline."""
+    view = parse_view({"window": "30d"}, now)
+    split = split_days(view.start, view.end)
+    by_day = (
+        split.first_day.isoformat(),
+        split.end_day.isoformat(),
+        *(time_text(t) for edge in split.edges for t in edge),
+        10,
+    )
+    since = time_text(view.start)
+    with sqlite3.connect(path) as conn:
+        rollup = conn.execute(OVERVIEW_SQL["top_tags"], by_day).fetchall()
+        direct = conn.execute(TOP_TAGS_BASELINE_SQL, (since,)).fetchall()
+        assert [r[0] for r in rollup] == [r[0] for r in direct], (rollup, direct)
+        fast = median_of(runs, lambda: conn.execute(OVERVIEW_SQL["top_tags"], by_day).fetchall())
+        slow = median_of(runs, lambda: conn.execute(TOP_TAGS_BASELINE_SQL, (since,)).fetchall())
+    conn.close()
+    return fast, slow
+
+
+async def store_tag_drill(url: str, now: datetime, runs: int) -> float:
+    """Median seconds of a 30-day tag drill-down through the store."""
+    view = parse_view({"window": "30d"}, now)
+    query = DashboardQuery(view.start, view.end, tag=DRILL_TAG)
+    store = open_store(url)
+    await store.open()
+    try:
+        times = []
+        for _ in range(runs + 1):
+            started = time.perf_counter()
+            data = await store.dashboard(query)
+            times.append(time.perf_counter() - started)
+        assert data.top_tags and data.top_tags[0].key == DRILL_TAG
+    finally:
+        await store.close()
+    return statistics.median(times[1:])
 
 
 def sqlite_baseline(path: Path, now: datetime, runs: int) -> list[float]:
@@ -153,7 +220,7 @@ def sqlite_baseline(path: Path, now: datetime, runs: int) -> list[float]:
     return times[1:]
 
 
-async def pg_plans(store_url: str, prefix: str, now: datetime) -> None:
+async def pg_plans(store_url: str, prefix: str, now: datetime, runs: int) -> None:
     import asyncpg
 
     store = PgStore(store_url.split("?")[0], table_prefix=prefix)
@@ -164,13 +231,40 @@ async def pg_plans(store_url: str, prefix: str, now: datetime) -> None:
         hours: list[object] = [view.start.replace(tzinfo=None), view.end.replace(tzinfo=None)]
         days: list[object] = [split.first_day, split.end_day, *(t for e in split.edges for t in e)]
         for name, sql in store.overview_sql().items():
-            args = days if name in ("top_messages", "unique") else hours
+            args = days if name in BY_DAY else hours
             if "LIMIT" in sql:
                 args = [*args, 10]
             rows = await conn.fetch(f"EXPLAIN {sql}", *args)
             print(f"  plan {name}: " + " | ".join(r[0].strip() for r in rows[:4]))
+        # The top tags: the overview's query against the same ranking from the clicks table.
+        sql = store.overview_sql()["top_tags"]
+        direct_sql = (
+            f"SELECT tag, count(*) FILTER (WHERE classification = 'human') AS h,"
+            f" count(*) FILTER (WHERE classification <> 'human') FROM {store.table}"
+            " WHERE time >= $1 AND tag IS NOT NULL GROUP BY tag ORDER BY h DESC, tag LIMIT 10"
+        )
+        tag_args = [*days, 10]
+        rollup = await conn.fetch(sql, *tag_args)
+        direct = await conn.fetch(direct_sql, view.start)
+        assert [r[0] for r in rollup] == [r[0] for r in direct], (rollup, direct)
+        fast, slow = [], []
+        for _ in range(runs + 1):
+            started = time.perf_counter()
+            await conn.fetch(sql, *tag_args)
+            fast.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            await conn.fetch(direct_sql, view.start)
+            slow.append(time.perf_counter() - started)
+        report_top_tags(statistics.median(fast[1:]), statistics.median(slow[1:]))
     finally:
         await conn.close()
+
+
+def report_top_tags(fast: float, slow: float) -> None:
+    print(
+        f"  top tags (30 d): roll-up query median {fast * 1000:.1f} ms, from the clicks table"
+        f" {slow * 1000:.1f} ms; roll-up / clicks table = {fast / slow:.3f}"
+    )
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -212,6 +306,8 @@ async def run(args: argparse.Namespace) -> None:
             f" ({args.runs} runs)"
         )
         print(f"  GET /message (drill-down): median {statistics.median(drill) * 1000:.0f} ms")
+        tag_drill = await store_tag_drill(url, now, args.runs)
+        print(f"  tag drill-down ({DRILL_TAG}, 30 d, store only): median {tag_drill * 1000:.0f} ms")
         if kind == "sqlite":
             path = tmp / "clicks.sqlite3"
             base_times = sqlite_baseline(path, now, args.runs)
@@ -221,9 +317,10 @@ async def run(args: argparse.Namespace) -> None:
                 f" {baseline * 1000:.0f} ms; whole page with roll-ups / baseline ="
                 f" {page / baseline:.3f}"
             )
+            report_top_tags(*sqlite_top_tags(path, now, args.runs))
             sqlite_plans(path, now)
         else:
-            await pg_plans(url, prefix, now)
+            await pg_plans(url, prefix, now, args.runs)
             store = PgStore(args.pg, table_prefix=prefix)
             await store.open()
             await store.drop_tables()

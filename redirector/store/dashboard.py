@@ -1,11 +1,12 @@
 """What the admin dashboard asks a click store, and the plain data it gets back.
 
 The overview is read from roll-up tables the stores keep up to date as clicks are
-inserted (a trigger in each store): hourly counts by class and reason and by URL, daily
-counts by message and the daily set of human recipients; only the partial days at the
-ends of a window are read from the clicks table. A 30-day overview of a million clicks
-so reads a few tens of thousands of rows instead of a million. Drill-downs (one message, one
-link) read the clicks table itself through indexes on ``queue_id`` and ``url``.
+inserted, relabelled or deleted (triggers in each store): hourly counts by class and
+reason and by URL, daily counts by message and by tag, and the daily human recipients;
+only the partial days at the ends of a window are read from the clicks table. A 30-day
+overview of a million clicks so reads a few tens of thousands of rows instead of a
+million. Drill-downs (one message, one link, one tag) read the clicks table itself
+through indexes on ``(queue_id, time)``, ``(url, time)`` and ``(tag, time)``.
 
 Windows are whole UTC hours: ``start`` and ``end`` are hour-aligned (the caller rounds),
 ``end`` exclusive.
@@ -81,6 +82,18 @@ class DashboardQuery:
 
     def hours(self) -> int:
         return int((self.end - self.start) / timedelta(hours=1))
+
+
+def drill_column(query: DashboardQuery) -> str:
+    """The clicks column a drill-down selects on."""
+    if query.queue_id is not None:
+        return "queue_id"
+    return "url" if query.url is not None else "tag"
+
+
+def drill_key(query: DashboardQuery) -> str | None:
+    """The value :func:`drill_column` must have."""
+    return next((k for k in (query.queue_id, query.url, query.tag) if k is not None), None)
 
 
 @dataclass(frozen=True)

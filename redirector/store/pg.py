@@ -31,6 +31,8 @@ from redirector.store.dashboard import (
     DashboardQuery,
     Ranked,
     RecentClick,
+    drill_column,
+    drill_key,
     fold_hours,
     split_days,
 )
@@ -176,6 +178,115 @@ def _migrations(p: str) -> tuple[tuple[str, ...], ...]:
             f"ALTER TABLE {p}clicks ADD COLUMN evidence text",
             f"CREATE INDEX {p}clicks_unsettled ON {p}clicks (time) WHERE settled = 0",
         ),
+        # Roll-ups that follow every change of a click (see the SQLite store): one
+        # trigger for insert, relabel and delete; recipients carry a count; daily tags.
+        # Every roll-up is rebuilt, as relabels made before this step were never taken out.
+        (
+            f"""CREATE TABLE {p}click_day_tags (
+                day date NOT NULL, tag text NOT NULL, human bigint NOT NULL,
+                bot bigint NOT NULL, PRIMARY KEY (day, tag))""",
+            f"ALTER TABLE {p}click_day_recipients ADD COLUMN n bigint NOT NULL DEFAULT 0",
+            _rollup_add_function(p),
+            f"""CREATE OR REPLACE FUNCTION {p}clicks_rollup() RETURNS trigger
+            LANGUAGE plpgsql AS $$
+            BEGIN
+                IF TG_OP = 'UPDATE' AND ({", ".join(f"OLD.{k}" for k in ROLLUP_KEYS)})
+                    IS NOT DISTINCT FROM ({", ".join(f"NEW.{k}" for k in ROLLUP_KEYS)}) THEN
+                    RETURN NULL;
+                END IF;
+                IF TG_OP <> 'INSERT' THEN
+                    PERFORM {p}clicks_rollup_add(
+                        {", ".join(f"OLD.{k}" for k in ROLLUP_KEYS)}, -1);
+                END IF;
+                IF TG_OP <> 'DELETE' THEN
+                    PERFORM {p}clicks_rollup_add(
+                        {", ".join(f"NEW.{k}" for k in ROLLUP_KEYS)}, 1);
+                END IF;
+                RETURN NULL;
+            END $$""",
+            f"DROP TRIGGER {p}clicks_rollup ON {p}clicks",
+            f"""CREATE TRIGGER {p}clicks_rollup
+                AFTER INSERT OR DELETE OR UPDATE OF {", ".join(ROLLUP_KEYS)} ON {p}clicks
+                FOR EACH ROW EXECUTE FUNCTION {p}clicks_rollup()""",
+            f"TRUNCATE {p}click_hours, {p}click_hour_urls, {p}click_day_messages,"
+            f" {p}click_day_recipients",
+            *_rollup_backfill(p),
+            # Tag drill-downs read a time range of one tag, like message and link ones.
+            f"DROP INDEX {p}clicks_tag",
+            f"CREATE INDEX {p}clicks_tag_time ON {p}clicks (tag, time)",
+        ),
+    )
+
+
+#: The columns the roll-ups are keyed or counted by: a change of any moves a click.
+ROLLUP_KEYS = ("time", "queue_id", "url", "recipient", "classification", "reason", "tag")
+
+
+def _rollup_add_function(p: str) -> str:
+    """``clicks_rollup_add(<ROLLUP_KEYS>, s)``: count a click in (s = 1) or out (s = -1)
+    of every roll-up; rows that reach zero go (an hour or key without clicks is not
+    shown)."""
+    return f"""CREATE FUNCTION {p}clicks_rollup_add(
+        t timestamptz, q text, u text, r text, c text, why text, tg text, s int)
+    RETURNS void LANGUAGE plpgsql AS $$
+    DECLARE
+        h timestamp := date_trunc('hour', t AT TIME ZONE 'UTC');
+        d date := (t AT TIME ZONE 'UTC')::date;
+        hu int := (c = 'human')::int * s;
+        bo int := (c <> 'human')::int * s;
+    BEGIN
+        INSERT INTO {p}click_hours VALUES (h, c, coalesce(why, ''), s)
+        ON CONFLICT (hour, classification, reason)
+        DO UPDATE SET n = {p}click_hours.n + s;
+        INSERT INTO {p}click_hour_urls VALUES (h, u, hu, bo)
+        ON CONFLICT (hour, url) DO UPDATE SET
+            human = {p}click_hour_urls.human + excluded.human,
+            bot = {p}click_hour_urls.bot + excluded.bot;
+        INSERT INTO {p}click_day_messages VALUES (d, q, hu, bo)
+        ON CONFLICT (day, queue_id) DO UPDATE SET
+            human = {p}click_day_messages.human + excluded.human,
+            bot = {p}click_day_messages.bot + excluded.bot;
+        IF c = 'human' AND r IS NOT NULL THEN
+            INSERT INTO {p}click_day_recipients VALUES (d, r, s)
+            ON CONFLICT (day, recipient) DO UPDATE SET n = {p}click_day_recipients.n + s;
+        END IF;
+        IF tg IS NOT NULL THEN
+            INSERT INTO {p}click_day_tags VALUES (d, tg, hu, bo)
+            ON CONFLICT (day, tag) DO UPDATE SET
+                human = {p}click_day_tags.human + excluded.human,
+                bot = {p}click_day_tags.bot + excluded.bot;
+        END IF;
+        IF s < 0 THEN
+            DELETE FROM {p}click_hours WHERE hour = h AND classification = c
+                AND reason = coalesce(why, '') AND n <= 0;
+            DELETE FROM {p}click_hour_urls WHERE hour = h AND url = u
+                AND human <= 0 AND bot <= 0;
+            DELETE FROM {p}click_day_messages WHERE day = d AND queue_id = q
+                AND human <= 0 AND bot <= 0;
+            DELETE FROM {p}click_day_recipients WHERE day = d AND recipient = r AND n <= 0;
+            DELETE FROM {p}click_day_tags WHERE day = d AND tag = tg
+                AND human <= 0 AND bot <= 0;
+        END IF;
+    END $$"""
+
+
+def _rollup_backfill(p: str) -> tuple[str, ...]:
+    """Every roll-up filled from the clicks table (the roll-up tables empty)."""
+    hour, day = "date_trunc('hour', time AT TIME ZONE 'UTC')", "(time AT TIME ZONE 'UTC')::date"
+    counts = (
+        "count(*) FILTER (WHERE classification = 'human'),"
+        " count(*) FILTER (WHERE classification <> 'human')"
+    )
+    return (
+        f"INSERT INTO {p}click_hours SELECT {hour}, classification, coalesce(reason, ''),"
+        f" count(*) FROM {p}clicks GROUP BY 1, 2, 3",
+        f"INSERT INTO {p}click_hour_urls SELECT {hour}, url, {counts} FROM {p}clicks GROUP BY 1, 2",
+        f"INSERT INTO {p}click_day_messages SELECT {day}, queue_id, {counts} FROM {p}clicks"
+        " GROUP BY 1, 2",
+        f"INSERT INTO {p}click_day_recipients SELECT {day}, recipient, count(*) FROM {p}clicks"
+        " WHERE classification = 'human' AND recipient IS NOT NULL GROUP BY 1, 2",
+        f"INSERT INTO {p}click_day_tags SELECT {day}, tag, {counts} FROM {p}clicks"
+        " WHERE tag IS NOT NULL GROUP BY 1, 2",
     )
 
 
@@ -623,10 +734,18 @@ class PgStore:
             f" UNION ALL SELECT recipient FROM {self.table}"
             " WHERE time >= $5 AND time < $6 AND classification = 'human'"
             ") s",
+            "top_tags": "SELECT tag, sum(h) AS hs, sum(b) FROM ("
+            f" SELECT tag, human AS h, bot AS b FROM {p}click_day_tags"
+            " WHERE day >= $1 AND day < $2"
+            f" UNION ALL SELECT tag, {human}, 1 - {human} FROM {self.table}"
+            " WHERE time >= $3 AND time < $4 AND tag IS NOT NULL"
+            f" UNION ALL SELECT tag, {human}, 1 - {human} FROM {self.table}"
+            " WHERE time >= $5 AND time < $6 AND tag IS NOT NULL"
+            ") s GROUP BY tag ORDER BY hs DESC, tag LIMIT $7",
         }
 
     def drill_sql(self, query: DashboardQuery) -> dict[str, str]:
-        column = "queue_id" if query.queue_id is not None else "url"
+        column = drill_column(query)
         where = f"FROM {self.table} WHERE {column} = $1 AND time >= $2 AND time < $3"
         human = "count(*) FILTER (WHERE classification = 'human')"
         bot = "count(*) FILTER (WHERE classification <> 'human')"
@@ -638,6 +757,8 @@ class PgStore:
             " GROUP BY url ORDER BY h DESC, url LIMIT $4",
             "top_messages": f"SELECT queue_id, {human} AS h, {bot} {where}"
             " GROUP BY queue_id ORDER BY h DESC, queue_id LIMIT $4",
+            "top_tags": f"SELECT tag, {human} AS h, {bot} {where} AND tag IS NOT NULL"
+            " GROUP BY tag ORDER BY h DESC, tag LIMIT $4",
             "recent": "SELECT time, queue_id, link_index, url, recipient, client_ip,"
             f" user_agent, classification, reason {where} ORDER BY time DESC LIMIT $4",
         }
@@ -661,11 +782,11 @@ class PgStore:
                 edges = tuple(utc(t) for edge in split.edges for t in edge)
                 messages = await conn.fetch(sql["top_messages"], *days, *edges, TOP_N)
                 unique = await conn.fetchval(sql["unique"], *days, *edges)
+                tags = await conn.fetch(sql["top_tags"], *days, *edges, TOP_N)
                 recent: list[RecentClick] = []
             else:
                 sql = self.drill_sql(query)
-                key = query.queue_id if query.queue_id is not None else query.url
-                params = (key, utc(query.start), utc(query.end))
+                params = (drill_key(query), utc(query.start), utc(query.end))
                 rows = await conn.fetch(sql["hours"], *params)
                 hours, reasons = fold_hours(
                     [(r[0].replace(tzinfo=UTC), r[1], r[2], int(r[3])) for r in rows]
@@ -673,6 +794,7 @@ class PgStore:
                 unique = await conn.fetchval(sql["unique"], *params)
                 links = await conn.fetch(sql["top_links"], *params, TOP_N)
                 messages = await conn.fetch(sql["top_messages"], *params, TOP_N)
+                tags = await conn.fetch(sql["top_tags"], *params, TOP_N)
                 recent = [
                     RecentClick(utc(r[0]), r[1], int(r[2]), *r[3:])
                     for r in await conn.fetch(sql["recent"], *params, RECENT_N)
@@ -683,6 +805,7 @@ class PgStore:
             bot_reasons=reasons,
             top_links=[Ranked(r[0], int(r[1]), int(r[2])) for r in links],
             top_messages=[Ranked(r[0], int(r[1]), int(r[2])) for r in messages],
+            top_tags=[Ranked(r[0], int(r[1]), int(r[2])) for r in tags],
             recent=recent,
         )
 
@@ -775,9 +898,11 @@ class PgStore:
                 await conn.execute(
                     f"DROP TABLE IF EXISTS {p}clicks, {p}schema_version, {p}click_hours,"
                     f" {p}click_hour_urls, {p}click_day_messages, {p}click_day_recipients,"
-                    f" {p}webhook_cursors, {p}webhook_events"
+                    f" {p}click_day_tags, {p}webhook_cursors, {p}webhook_events"
                 )
-                await conn.execute(f"DROP FUNCTION IF EXISTS {p}clicks_rollup()")
+                await conn.execute(
+                    f"DROP FUNCTION IF EXISTS {p}clicks_rollup(), {p}clicks_rollup_add"
+                )
             self._migrated = False
 
         await self._guarded(drop)

@@ -30,6 +30,8 @@ from redirector.store.dashboard import (
     DashboardQuery,
     Ranked,
     RecentClick,
+    drill_column,
+    drill_key,
     fold_hours,
     hour_key,
     parse_hour_key,
@@ -57,6 +59,85 @@ from redirector.store.stats import (
 )
 
 T = TypeVar("T")
+
+#: The columns the roll-ups are keyed or counted by: a change of any moves a click.
+_ROLLUP_KEYS = ("time", "queue_id", "url", "recipient", "classification", "reason", "tag")
+
+
+def _add(row: str) -> str:
+    """Trigger statements counting click ``row`` (NEW or OLD) into every roll-up."""
+    hour, day = f"substr({row}.time, 1, 13)", f"substr({row}.time, 1, 10)"
+    human, bot = f"{row}.classification = 'human'", f"{row}.classification <> 'human'"
+    both = "ON CONFLICT DO UPDATE SET human = human + excluded.human, bot = bot + excluded.bot;"
+    return f"""
+        INSERT INTO click_hours VALUES (
+            {hour}, {row}.classification, coalesce({row}.reason, ''), 1)
+        ON CONFLICT DO UPDATE SET n = n + 1;
+        INSERT INTO click_hour_urls VALUES ({hour}, {row}.url, {human}, {bot}) {both}
+        INSERT INTO click_day_messages VALUES ({day}, {row}.queue_id, {human}, {bot}) {both}
+        INSERT INTO click_day_recipients SELECT {day}, {row}.recipient, 1
+            WHERE {human} AND {row}.recipient IS NOT NULL
+        ON CONFLICT DO UPDATE SET n = n + 1;
+        INSERT INTO click_day_tags SELECT {day}, {row}.tag, {human}, {bot}
+            WHERE {row}.tag IS NOT NULL {both}"""
+
+
+def _sub(row: str) -> str:
+    """Trigger statements taking click ``row`` out of every roll-up (rows that reach
+    zero go: an hour or a key without clicks is not shown)."""
+    hour, day = f"substr({row}.time, 1, 13)", f"substr({row}.time, 1, 10)"
+    human, bot = f"({row}.classification = 'human')", f"({row}.classification <> 'human')"
+    statements = []
+    for table, key, counts in (
+        (
+            "click_hours",
+            f"hour = {hour} AND classification = {row}.classification"
+            f" AND reason = coalesce({row}.reason, '')",
+            "n = n - 1",
+        ),
+        (
+            "click_hour_urls",
+            f"hour = {hour} AND url = {row}.url",
+            f"human = human - {human}, bot = bot - {bot}",
+        ),
+        (
+            "click_day_messages",
+            f"day = {day} AND queue_id = {row}.queue_id",
+            f"human = human - {human}, bot = bot - {bot}",
+        ),
+        (
+            "click_day_recipients",
+            f"day = {day} AND recipient = {row}.recipient AND {human}",
+            "n = n - 1",
+        ),
+        (
+            "click_day_tags",
+            f"day = {day} AND tag = {row}.tag",
+            f"human = human - {human}, bot = bot - {bot}",
+        ),
+    ):
+        empty = "n <= 0" if counts.startswith("n ") else "human <= 0 AND bot <= 0"
+        statements.append(f"UPDATE {table} SET {counts} WHERE {key};")
+        statements.append(f"DELETE FROM {table} WHERE {key} AND {empty};")
+    return "\n".join(statements)
+
+
+#: Every roll-up filled from the clicks table (the roll-up tables empty).
+ROLLUP_BACKFILL = (
+    """INSERT INTO click_hours SELECT substr(time, 1, 13), classification,
+        coalesce(reason, ''), count(*) FROM clicks GROUP BY 1, 2, 3""",
+    """INSERT INTO click_hour_urls SELECT substr(time, 1, 13), url,
+        sum(classification = 'human'), sum(classification <> 'human')
+        FROM clicks GROUP BY 1, 2""",
+    """INSERT INTO click_day_messages SELECT substr(time, 1, 10), queue_id,
+        sum(classification = 'human'), sum(classification <> 'human')
+        FROM clicks GROUP BY 1, 2""",
+    """INSERT INTO click_day_recipients SELECT substr(time, 1, 10), recipient, count(*)
+        FROM clicks WHERE classification = 'human' AND recipient IS NOT NULL GROUP BY 1, 2""",
+    """INSERT INTO click_day_tags SELECT substr(time, 1, 10), tag,
+        sum(classification = 'human'), sum(classification <> 'human')
+        FROM clicks WHERE tag IS NOT NULL GROUP BY 1, 2""",
+)
 
 #: Schema migrations, in order; ``schema_version.version`` is how many have run.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -163,6 +244,36 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE clicks ADD COLUMN settled INTEGER NOT NULL DEFAULT 1",
         "ALTER TABLE clicks ADD COLUMN evidence TEXT",
         "CREATE INDEX clicks_unsettled ON clicks (time) WHERE settled = 0",
+    ),
+    # Roll-ups that follow every change of a click, not only its insert: the settler
+    # relabels clicks and retention deletes them, and the overview must keep agreeing
+    # with the clicks table. Recipients now carry a count of their human clicks (a
+    # relabel or delete removes one only with its last human click of the day); the
+    # daily tags roll-up feeds the top tags. Every roll-up is rebuilt from the clicks,
+    # as relabels made before this step were never subtracted.
+    (
+        "DROP TRIGGER clicks_rollup",
+        "DROP TABLE click_day_recipients",
+        """CREATE TABLE click_day_recipients (
+            day TEXT NOT NULL, recipient TEXT NOT NULL, n INTEGER NOT NULL,
+            PRIMARY KEY (day, recipient)
+        ) WITHOUT ROWID""",
+        """CREATE TABLE click_day_tags (
+            day TEXT NOT NULL, tag TEXT NOT NULL, human INTEGER NOT NULL,
+            bot INTEGER NOT NULL, PRIMARY KEY (day, tag)
+        ) WITHOUT ROWID""",
+        "DELETE FROM click_hours",
+        "DELETE FROM click_hour_urls",
+        "DELETE FROM click_day_messages",
+        *ROLLUP_BACKFILL,
+        f"CREATE TRIGGER clicks_rollup_insert AFTER INSERT ON clicks BEGIN {_add('NEW')} END",
+        f"CREATE TRIGGER clicks_rollup_delete AFTER DELETE ON clicks BEGIN {_sub('OLD')} END",
+        f"""CREATE TRIGGER clicks_rollup_update AFTER UPDATE OF {", ".join(_ROLLUP_KEYS)}
+            ON clicks WHEN {" OR ".join(f"OLD.{k} IS NOT NEW.{k}" for k in _ROLLUP_KEYS)}
+            BEGIN {_sub("OLD")} {_add("NEW")} END""",
+        # Tag drill-downs read a time range of one tag, like message and link ones.
+        "DROP INDEX clicks_tag",
+        "CREATE INDEX clicks_tag_time ON clicks (tag, time)",
     ),
 )
 
@@ -779,7 +890,17 @@ OVERVIEW_SQL = {
     f" UNION ALL SELECT recipient FROM clicks WHERE {_EDGE} AND classification = 'human'"
     f" UNION ALL SELECT recipient FROM clicks WHERE {_EDGE} AND classification = 'human'"
     ")",
+    "top_tags": "SELECT tag, sum(h) AS hs, sum(b) FROM ("
+    " SELECT tag, human AS h, bot AS b FROM click_day_tags WHERE day >= ? AND day < ?"
+    " UNION ALL SELECT tag, classification = 'human', classification <> 'human'"
+    f" FROM clicks WHERE {_EDGE} AND tag IS NOT NULL"
+    " UNION ALL SELECT tag, classification = 'human', classification <> 'human'"
+    f" FROM clicks WHERE {_EDGE} AND tag IS NOT NULL"
+    ") GROUP BY tag ORDER BY hs DESC, tag LIMIT ?",
 }
+#: The overview's queries that read whole days from a daily roll-up and the partial days
+#: from the clicks table (the others read the hourly roll-ups).
+BY_DAY = ("top_messages", "unique", "top_tags")
 
 
 def _overview(conn: sqlite3.Connection, query: DashboardQuery) -> DashboardData:
@@ -792,18 +913,20 @@ def _overview(conn: sqlite3.Connection, query: DashboardQuery) -> DashboardData:
     edges = tuple(time_text(t) for edge in split.edges for t in edge)
     messages = conn.execute(OVERVIEW_SQL["top_messages"], (*days, *edges, TOP_N)).fetchall()
     (unique,) = conn.execute(OVERVIEW_SQL["unique"], (*days, *edges)).fetchone()
+    tags = conn.execute(OVERVIEW_SQL["top_tags"], (*days, *edges, TOP_N)).fetchall()
     return DashboardData(
         hours=hours,
         unique_human_recipients=int(unique),
         bot_reasons=reasons,
         top_links=[Ranked(u, int(h), int(b)) for u, h, b in links],
         top_messages=[Ranked(q, int(h), int(b)) for q, h, b in messages],
+        top_tags=[Ranked(t, int(h), int(b)) for t, h, b in tags],
     )
 
 
 def drill_sql(query: DashboardQuery) -> dict[str, str]:
-    """The drill-down's queries on the clicks table (by message or by link)."""
-    column = "queue_id" if query.queue_id is not None else "url"
+    """The drill-down's queries on the clicks table (by message, link or tag)."""
+    column = drill_column(query)
     where = f"WHERE {column} = ? AND time >= ? AND time < ?"
     return {
         "hours": f"SELECT substr(time, 1, 13), classification, reason, count(*) FROM clicks"
@@ -816,6 +939,9 @@ def drill_sql(query: DashboardQuery) -> dict[str, str]:
         "top_messages": "SELECT queue_id, sum(classification = 'human') AS h,"
         f" sum(classification <> 'human') FROM clicks {where}"
         " GROUP BY queue_id ORDER BY h DESC, queue_id LIMIT ?",
+        "top_tags": "SELECT tag, sum(classification = 'human') AS h,"
+        f" sum(classification <> 'human') FROM clicks {where} AND tag IS NOT NULL"
+        " GROUP BY tag ORDER BY h DESC, tag LIMIT ?",
         "recent": "SELECT time, queue_id, link_index, url, recipient, client_ip, user_agent,"
         f" classification, reason FROM clicks {where} ORDER BY time DESC LIMIT ?",
     }
@@ -823,13 +949,13 @@ def drill_sql(query: DashboardQuery) -> dict[str, str]:
 
 def _drill(conn: sqlite3.Connection, query: DashboardQuery) -> DashboardData:
     sql = drill_sql(query)
-    key = query.queue_id if query.queue_id is not None else query.url
-    params = (key, time_text(query.start), time_text(query.end))
+    params = (drill_key(query), time_text(query.start), time_text(query.end))
     rows = conn.execute(sql["hours"], params).fetchall()
     hours, reasons = fold_hours([(parse_hour_key(h), c, r, int(n)) for h, c, r, n in rows])
     (unique,) = conn.execute(sql["unique"], params).fetchone()
     links = conn.execute(sql["top_links"], (*params, TOP_N)).fetchall()
     messages = conn.execute(sql["top_messages"], (*params, TOP_N)).fetchall()
+    tags = conn.execute(sql["top_tags"], (*params, TOP_N)).fetchall()
     recent = conn.execute(sql["recent"], (*params, RECENT_N)).fetchall()
     return DashboardData(
         hours=hours,
@@ -837,6 +963,7 @@ def _drill(conn: sqlite3.Connection, query: DashboardQuery) -> DashboardData:
         bot_reasons=reasons,
         top_links=[Ranked(u, int(h), int(b)) for u, h, b in links],
         top_messages=[Ranked(q, int(h), int(b)) for q, h, b in messages],
+        top_tags=[Ranked(t, int(h), int(b)) for t, h, b in tags],
         recent=[
             RecentClick(_parse_time(t), q, int(i), u, r, ip, ua, c, reason)
             for t, q, i, u, r, ip, ua, c, reason in recent

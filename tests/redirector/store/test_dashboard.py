@@ -7,7 +7,7 @@ import random
 import sqlite3
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,12 +17,19 @@ from hypothesis import strategies as st
 
 from redirector.clicks import Click
 from redirector.store import ClickStore
-from redirector.store.dashboard import DashboardData, DashboardQuery, hour_floor, split_days
+from redirector.store.dashboard import (
+    TOP_N,
+    DashboardData,
+    DashboardQuery,
+    hour_floor,
+    split_days,
+)
 from redirector.store.pg import PgStore
 from redirector.store.sqlite import MIGRATIONS, SqliteStore
 
 T0 = datetime(2026, 11, 1, 0, 0, tzinfo=UTC)
 REASONS = ["head", "scanner-agent", "too-soon", "burst"]
+TAGS = [None, "spring", "autumn", "promo", "news"]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -58,9 +65,25 @@ def random_clicks(seed: int, count: int) -> list[Click]:
                 method="GET",
                 classification="human" if human else "bot",
                 reason=None if human else rnd.choice(REASONS),
+                tag=rnd.choice(TAGS),
             )
         )
     return clicks
+
+
+def ranked(counts: dict[str, list[int]]) -> list[tuple[str, int, int]]:
+    """A top table the obvious way: most human clicks first, then by key; TOP_N rows."""
+    rows = sorted(((k, h, b) for k, (h, b) in counts.items()), key=lambda r: (-r[1], r[0]))
+    return rows[:TOP_N]
+
+
+def top(clicks: list[Click], key: Callable[[Click], str | None]) -> list[tuple[str, int, int]]:
+    counts: dict[str, list[int]] = {}
+    for c in clicks:
+        k = key(c)
+        if k is not None:
+            counts.setdefault(k, [0, 0])[0 if c.classification == "human" else 1] += 1
+    return ranked(counts)
 
 
 def expected(clicks: list[Click], query: DashboardQuery) -> dict[str, object]:
@@ -71,6 +94,7 @@ def expected(clicks: list[Click], query: DashboardQuery) -> dict[str, object]:
         if query.start <= c.time < query.end
         and (query.queue_id is None or c.queue_id == query.queue_id)
         and (query.url is None or c.url == query.url)
+        and (query.tag is None or c.tag == query.tag)
     ]
     hours: dict[datetime, list[int]] = {}
     for c in chosen:
@@ -81,8 +105,9 @@ def expected(clicks: list[Click], query: DashboardQuery) -> dict[str, object]:
         "hours": [(h, a, b) for h, (a, b) in sorted(hours.items())],
         "unique": len({c.recipient for c in humans if c.recipient}),
         "reasons": dict(Counter(c.reason for c in chosen if c.classification != "human")),
-        "links": dict(Counter(c.url for c in humans)),
-        "messages": dict(Counter(c.queue_id for c in humans)),
+        "links": top(chosen, lambda c: c.url),
+        "messages": top(chosen, lambda c: c.queue_id),
+        "tags": top(chosen, lambda c: c.tag),
         "recent": len(chosen),
     }
 
@@ -92,8 +117,9 @@ def actual(data: DashboardData) -> dict[str, object]:
         "hours": data.hours,
         "unique": data.unique_human_recipients,
         "reasons": dict(data.bot_reasons),
-        "links": {r.key: r.human for r in data.top_links if r.human},
-        "messages": {r.key: r.human for r in data.top_messages if r.human},
+        "links": [(r.key, r.human, r.bot) for r in data.top_links],
+        "messages": [(r.key, r.human, r.bot) for r in data.top_messages],
+        "tags": [(r.key, r.human, r.bot) for r in data.top_tags],
     }
 
 
@@ -105,6 +131,9 @@ QUERIES = [
     DashboardQuery(T0 - timedelta(days=9), T0 - timedelta(days=1)),
     DashboardQuery(T0 + timedelta(hours=5), T0 + timedelta(days=2, hours=7)),
     DashboardQuery(T0 + timedelta(hours=23), T0 + timedelta(days=1, hours=1)),
+    DashboardQuery(T0, T0 + timedelta(days=3), tag="spring"),
+    DashboardQuery(T0 + timedelta(hours=5), T0 + timedelta(days=2, hours=7), tag="autumn"),
+    DashboardQuery(T0, T0 + timedelta(days=3), tag="never-used"),
 ]
 
 
@@ -130,17 +159,30 @@ async def test_dashboard_numbers_equal_a_count_of_the_clicks(
 
 async def test_top_tables_are_ordered_and_bounded(store: ClickStore) -> None:
     clicks = [
-        Click(T0, f"M{i:02}", 0, f"https://example.com/{i}", None, None, None, "GET", "human", None)
+        Click(
+            T0,
+            f"M{i:02}",
+            0,
+            f"https://example.com/{i}",
+            None,
+            None,
+            None,
+            "GET",
+            "human",
+            None,
+            tag=f"T{i:02}",
+        )
         for i in range(30)
         for _ in range(i % 7 + 1)
     ]
     await store.write(clicks)
     data = await store.dashboard(DashboardQuery(T0, T0 + timedelta(hours=1)))
-    assert len(data.top_links) == len(data.top_messages) == 10
-    assert [r.human for r in data.top_messages] == sorted(
-        (r.human for r in data.top_messages), reverse=True
-    )
-    assert data.top_messages[0].human == 7
+    assert len(data.top_links) == len(data.top_messages) == len(data.top_tags) == 10
+    for table in (data.top_messages, data.top_tags):
+        assert [r.human for r in table] == sorted((r.human for r in table), reverse=True)
+        assert table[0].human == 7
+    # Ties go by key: the tags with 7 clicks are T06, T13, T20, T27.
+    assert [r.key for r in data.top_tags[:4]] == ["T06", "T13", "T20", "T27"]
 
 
 def test_window_must_be_whole_hours() -> None:

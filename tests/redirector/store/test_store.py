@@ -225,7 +225,13 @@ async def test_sqlite_creates_parent_dirs_uses_wal_and_records_schema_version(
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("SELECT version FROM schema_version").fetchall() == [(len(MIGRATIONS),)]
         indexes = {r[1] for r in conn.execute("PRAGMA index_list(clicks)")}
-    assert {"clicks_queue_id", "clicks_time", "clicks_queue_time", "clicks_url_time"} <= indexes
+    assert {
+        "clicks_queue_id",
+        "clicks_time",
+        "clicks_queue_time",
+        "clicks_url_time",
+        "clicks_tag_time",
+    } <= indexes
 
 
 async def test_sqlite_refuses_a_newer_schema(tmp_path: Path) -> None:
@@ -346,7 +352,7 @@ async def test_pg_schema_version_and_indexes(pg_dsn: str) -> None:
         assert {
             f"{store.prefix}clicks_queue_id",
             f"{store.prefix}clicks_time",
-            f"{store.prefix}clicks_tag",
+            f"{store.prefix}clicks_tag_time",
             f"{store.prefix}clicks_seq",
             f"{store.prefix}clicks_unsettled",
         } <= indexes
