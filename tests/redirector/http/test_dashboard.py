@@ -33,6 +33,10 @@ TOKEN = "s3cret-admin-token-0123456789"
 NOW = datetime.now(UTC)
 HOSTILE_UA = '<script>alert("ua")</script>\'"\u202e' + "x" * 10_000
 HOSTILE_URL = 'https://example.com/"><script>alert(1)</script>?q=\u202e&a=<b>'
+HOSTILE_TAG = '<script>alert("tag")</script>\'"\u202e<b>bold</b>'
+LONG_TAG = "<i>" + "t" * 10_240 + "</i>\u202e"  # too long for a request line: overview only
+#: The tag of each message of the test store (Q3 has none).
+TAGS = {"Q0": "spring", "Q1": "spring", "Q2": "autumn", "Q3": None}
 
 ROUTES = [
     "/",
@@ -69,10 +73,38 @@ def clicks() -> list[Click]:
                 "GET",
                 "human" if human else "bot",
                 None if human else ("head" if i % 2 else "scanner-agent"),
+                tag=TAGS[f"Q{i % 4}"],
             )
         )
     out.append(
-        Click(NOW, "EVIL", 0, HOSTILE_URL, None, "192.0.2.0", HOSTILE_UA, "GET", "human", None)
+        Click(
+            NOW,
+            "EVIL",
+            0,
+            HOSTILE_URL,
+            None,
+            "192.0.2.0",
+            HOSTILE_UA,
+            "GET",
+            "human",
+            None,
+            tag=HOSTILE_TAG,
+        )
+    )
+    out.append(
+        Click(
+            NOW,
+            "EVIL2",
+            0,
+            "https://example.com/2",
+            None,
+            None,
+            None,
+            "GET",
+            "bot",
+            "head",
+            tag=LONG_TAG,
+        )
     )
     return out
 
@@ -186,6 +218,86 @@ async def test_drill_down_escapes_hostile_values(admin: str) -> None:
     assert doc.get_element_by_id("subject").text_content() == HOSTILE_URL
     (ua,) = doc.xpath('//*[@class="ua-text"]')
     assert ua.text_content() == HOSTILE_UA
+
+
+async def test_tag_drill_down_numbers_equal_api_stats(admin: str) -> None:
+    for tag, messages in (("spring", 30), ("autumn", 15)):
+        status, headers, html = await fetch(admin + "/tag?" + urlencode({"tag": tag}))
+        assert status == 200 and headers["Content-Security-Policy"] == CSP
+        _, _, stats_text = await fetch(admin + "/api/stats?" + urlencode({"tag": tag}))
+        totals = json.loads(stats_text)["totals"]
+        doc = lxml.html.fromstring(html)
+        assert doc.get_element_by_id("subject").text_content() == tag
+        human = int(doc.get_element_by_id("human-clicks").get("data-value"))
+        bot = int(doc.get_element_by_id("bot-clicks").get("data-value"))
+        assert (human, bot) == (totals["human_clicks"], totals["bot_clicks"])
+        assert human + bot == messages
+        reasons = {
+            c.get("data-reason"): int(c.text_content()) for c in doc.xpath("//td[@data-reason]")
+        }
+        assert reasons == totals["bot_reasons"]
+        unique = int(doc.get_element_by_id("unique-humans").get("data-value"))
+        assert unique == len(
+            {c.recipient for c in clicks() if c.tag == tag and c.classification == "human"}
+        )
+        rows = doc.xpath('//table[@class="clicks"]/tbody/tr[contains(@class, "click")]')
+        assert len(rows) == messages
+        # Recent clicks link to their message; every one is of a message with this tag.
+        shown = {a.text_content() for a in doc.xpath('//table[@class="clicks"]//a')}
+        assert shown == {q for q, t in TAGS.items() if t == tag}
+        assert not doc.xpath('//section[@id="top-tags"]')  # the tag itself: no table
+        # The window form keeps the tag; the CSV link downloads the same clicks.
+        assert doc.xpath('//input[@name="tag"]')[0].get("value") == tag
+        href = doc.get_element_by_id("csv").get("href")
+        assert href.startswith("/tag?") and f"tag={tag}" in href
+        _, headers, text = await fetch(admin + href)
+        assert f"clicks-tag-{tag}-" in headers["Content-Disposition"]
+        csv_rows = list(csv.reader(io.StringIO(text)))[1:]
+        assert len(csv_rows) == messages
+        assert {r[6] for r in csv_rows} == shown
+    status, _, html = await fetch(admin + "/tag?tag=no-such-tag")
+    assert status == 200
+    doc = lxml.html.fromstring(html)
+    assert doc.get_element_by_id("human-clicks").get("data-value") == "0"
+    assert doc.xpath('//td[@class="empty"]')
+
+
+async def test_top_tags_link_to_the_tag_view(admin: str) -> None:
+    _, _, stats_text = await fetch(admin + "/api/stats")
+    by_tag = {t["tag"]: t for t in json.loads(stats_text)["tags"]}
+    for path in ("/", "/message?queue_id=Q1", "/link?url=https%3A%2F%2Fexample.com%2F1"):
+        status, _, html = await fetch(admin + path)
+        assert status == 200
+        doc = lxml.html.fromstring(html)
+        cells = doc.xpath('//section[@id="top-tags"]//td[@data-tag]')
+        assert cells, path
+        for cell in cells:
+            tag = cell.get("data-tag")
+            link = cell.getparent().xpath(".//a")[0]
+            assert link.get("href") == "/tag?" + urlencode({"window": "24h", "tag": tag})
+            if path == "/":
+                assert int(cell.text_content().replace(",", "")) == by_tag[tag]["human_clicks"]
+        tags = [c.get("data-tag") for c in cells]
+        if path == "/":
+            assert set(tags) == {"spring", "autumn", HOSTILE_TAG, LONG_TAG}
+            assert tags[0] == "spring"  # by human clicks, most first
+        elif path.startswith("/message"):
+            assert tags == ["spring"]
+
+
+async def test_hostile_tag_is_text(admin: str) -> None:
+    status, _, html = await fetch(admin + "/")
+    doc = lxml.html.fromstring(html)
+    assert not doc.xpath("//script") and not doc.xpath("//b") and not doc.xpath("//i")
+    texts = [a.text_content() for a in doc.xpath('//section[@id="top-tags"]//a')]
+    assert HOSTILE_TAG in texts and LONG_TAG in texts
+    status, _, html = await fetch(admin + "/tag?" + urlencode({"tag": HOSTILE_TAG}))
+    assert status == 200
+    doc = lxml.html.fromstring(html)
+    assert not doc.xpath("//script") and not doc.xpath("//b")
+    assert doc.get_element_by_id("subject").text_content() == HOSTILE_TAG
+    assert doc.get_element_by_id("human-clicks").get("data-value") == "1"
+    assert doc.xpath('//input[@name="tag"]')[0].get("value") == HOSTILE_TAG
 
 
 async def test_csv_is_what_the_page_shows_and_formula_safe(admin: str) -> None:
