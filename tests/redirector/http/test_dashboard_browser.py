@@ -23,6 +23,7 @@ import pytest
 
 from redirector.clicks import Click
 from redirector.store.sqlite import SqliteStore
+from redirector.token_types import encode_extras
 from redirector.tokens import Keyring, load_keyring
 from tests.support.browser import chromium, console_problems, require_chromium
 from tests.support.config import write_config
@@ -35,6 +36,10 @@ HOSTILE_UA = "<script>document.title='pwned'</script>\"'<img src=x>\u202eevil"
 HOSTILE_URL = "https://example.com/\"><script>alert(1)</script>?q='x'&r=\u202eabc<b>bold</b>"
 LONG_UA = "<i>" + "A" * 10_240 + "</i>\u202e"
 LONG_URL = "https://example.com/" + "<u>x</u>" * 1300
+HOSTILE_TAG = "<script>document.title='pwned'</script>\"'<b>\u202espring"
+LONG_TAG = "<i>" + "T" * 10_240 + "</i>\u202e"
+#: The tag sealed into each DASHQ message's links.
+TAGS = ("spring", "spring", "autumn")
 LONG_AGO = 1_700_000_000
 REPO = Path(__file__).resolve().parents[3]
 
@@ -69,8 +74,9 @@ def raw_get(port: int, path: str, user_agent: str) -> bytes:
     return data
 
 
-def api_stats(admin_port: int) -> dict[str, Any]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/api/stats", timeout=10) as r:
+def api_stats(admin_port: int, **query: str) -> dict[str, Any]:
+    url = f"http://127.0.0.1:{admin_port}/api/stats?{urlencode(query)}"
+    with urllib.request.urlopen(url, timeout=10) as r:
         doc: dict[str, Any] = json.load(r)
     return doc
 
@@ -88,6 +94,7 @@ def make_clicks(keyring: Keyring, http_port: int) -> int:
                 link_index=link,
                 recipient=f"reader{m}@example.org",
                 sent_at=LONG_AGO,
+                extras=encode_extras(TAGS[m], None),
             )
             for _ in range(m + 1):
                 assert get(base + token, headers={"User-Agent": BROWSER_UA}) == 302
@@ -96,7 +103,12 @@ def make_clicks(keyring: Keyring, http_port: int) -> int:
             assert get(base + token, headers={"User-Agent": "Barracuda Sentinel"}) == 302
             made += 2
     token = keyring.seal(
-        HOSTILE_URL, host="127.0.0.1", queue_id="EVIL1", link_index=0, sent_at=LONG_AGO
+        HOSTILE_URL,
+        host="127.0.0.1",
+        queue_id="EVIL1",
+        link_index=0,
+        sent_at=LONG_AGO,
+        extras=encode_extras(HOSTILE_TAG, None),
     )
     assert b" 302 " in raw_get(http_port, "/c/" + token, HOSTILE_UA).split(b"\r\n")[0] + b" "
     return made + 1
@@ -110,7 +122,17 @@ def write_long_values(store_path: Path) -> None:
         store = SqliteStore(store_path)
         try:
             click = Click(
-                datetime.now(UTC), "EVIL2", 0, LONG_URL, None, None, LONG_UA, "GET", "human", None
+                datetime.now(UTC),
+                "EVIL2",
+                0,
+                LONG_URL,
+                None,
+                None,
+                LONG_UA,
+                "GET",
+                "human",
+                None,
+                tag=LONG_TAG,
             )
             await store.write([click])
         finally:
@@ -230,20 +252,62 @@ def test_message_drill_down_in_chromium(served: Any, tmp_path: Path) -> None:
         assert len(lines) - 1 == len(rows)
 
 
+def test_tag_drill_down_in_chromium(served: Any, tmp_path: Path) -> None:
+    admin_port, _ = served
+    base = f"http://127.0.0.1:{admin_port}"
+    with chromium() as driver:
+        # From the overview's top tags, the way a person gets there.
+        check_page(driver, f"{base}/", tmp_path / "overview-tags.png")
+        humans = {t["tag"]: t["human_clicks"] for t in api_stats(admin_port)["tags"]}
+        cells = driver.find_elements("css selector", "#top-tags td[data-tag]")
+        assert {c.get_attribute("data-tag") for c in cells} == set(humans)
+        for cell in cells:
+            assert int(cell.text.replace(",", "")) == humans[cell.get_attribute("data-tag")]
+        driver.find_element("css selector", '#top-tags a[href*="tag=spring"]').click()
+        assert driver.current_url.startswith(f"{base}/tag?")
+        check_page(driver, driver.current_url, tmp_path / "tag.png")
+        stats = api_stats(admin_port, tag="spring")
+        assert driver.find_element("id", "subject").text == "spring"
+        human, bot = number(driver, "human-clicks"), number(driver, "bot-clicks")
+        assert (human, bot) == (stats["totals"]["human_clicks"], stats["totals"]["bot_clicks"])
+        # DASHQ0 and DASHQ1: 3 links each, clicked m + 1 times, one HEAD and one scanner.
+        assert human + bot == 3 * 3 + 3 * 4
+        url = f"{base}/api/clicks?tag=spring"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            stored = json.load(resp)["clicks"]
+        assert len(stored) == human + bot
+        assert number(driver, "unique-humans") == len(
+            {c["recipient"] for c in stored if c["classification"] == "human"}
+        )
+        for series, total in (("human", human), ("bot", bot)):
+            points = driver.find_elements("css selector", f'g[data-series="{series}"] circle')
+            assert len(points) == 24
+            assert sum(int(p.get_attribute("data-value")) for p in points) == total
+        rows = driver.find_elements("css selector", "table.clicks tr.click")
+        assert len(rows) == human + bot
+        messages = {a.text for a in driver.find_elements("css selector", "table.clicks a")}
+        assert messages == {"DASHQ0", "DASHQ1"}
+        assert not driver.find_elements("id", "top-tags")
+        href = driver.find_element("id", "csv").get_attribute("href")
+        with urllib.request.urlopen(href, timeout=10) as resp:
+            lines = resp.read().decode().strip().splitlines()
+        assert len(lines) - 1 == len(rows)
+
+
 @pytest.mark.parametrize(
-    ("queue_id", "url", "user_agent"),
-    [("EVIL1", HOSTILE_URL, HOSTILE_UA), ("EVIL2", LONG_URL, LONG_UA)],
+    ("queue_id", "url", "user_agent", "tag"),
+    [("EVIL1", HOSTILE_URL, HOSTILE_UA, HOSTILE_TAG), ("EVIL2", LONG_URL, LONG_UA, LONG_TAG)],
     ids=["short", "10k"],
 )
 def test_hostile_values_are_text_in_the_dom(
-    served: Any, tmp_path: Path, queue_id: str, url: str, user_agent: str
+    served: Any, tmp_path: Path, queue_id: str, url: str, user_agent: str, tag: str
 ) -> None:
     admin_port, _ = served
     base = f"http://127.0.0.1:{admin_port}"
     with chromium() as driver:
         check_page(driver, f"{base}/message?queue_id={queue_id}", tmp_path / "hostile.png")
-        for tag in ("script", "img", "b", "i", "u"):
-            assert not driver.find_elements("tag name", tag), tag
+        for element in ("script", "img", "b", "i", "u"):
+            assert not driver.find_elements("tag name", element), element
         (ua,) = driver.find_elements("css selector", ".ua-text")
         assert ua.get_attribute("textContent") == user_agent
         (shown,) = driver.find_elements("css selector", ".url-text")
@@ -254,12 +318,25 @@ def test_hostile_values_are_text_in_the_dom(
             for e in driver.find_elements("css selector", "#top-links td.url")
         ]
         assert url in texts
+        tags = [
+            e.get_attribute("textContent")
+            for e in driver.find_elements("css selector", "#top-tags td.tag")
+        ]
+        assert tag in tags
+        if len(tag) < 2048:  # like a link, a real tag fits a request line
+            check_page(
+                driver, f"{base}/tag?{urlencode({'tag': tag}, quote_via=quote)}", tmp_path / "t.png"
+            )
+            for element in ("script", "img", "b", "i", "u"):
+                assert not driver.find_elements("tag name", element), element
+            assert driver.find_element("id", "subject").get_attribute("textContent") == tag
+            assert number(driver, "human-clicks") == 1
         if len(url) < 2048:  # a link drill-down fits a request line for real link sizes
             check_page(
                 driver,
                 f"{base}/link?{urlencode({'url': url}, quote_via=quote)}",
                 tmp_path / "l.png",
             )
-            for tag in ("script", "img", "b", "i", "u"):
-                assert not driver.find_elements("tag name", tag), tag
+            for element in ("script", "img", "b", "i", "u"):
+                assert not driver.find_elements("tag name", element), element
             assert driver.find_element("id", "subject").get_attribute("textContent") == url
