@@ -82,11 +82,19 @@ def api_stats(admin_port: int, **query: str) -> dict[str, Any]:
 
 
 def make_clicks(keyring: Keyring, http_port: int) -> int:
-    """Real clicks on the public listener; returns how many were redirected."""
+    """Real clicks on the public listener; returns how many were redirected.
+
+    They arrive through a trusted proxy on loopback (``X-Forwarded-For``): each reader
+    opens each link from an address of its own /24, as people on their own devices do
+    (from one address, the walk rules rightly call three links in a second a scanner);
+    a link checker sends the HEADs and scanner GETs from another network.
+    """
     base = f"http://127.0.0.1:{http_port}/c/"
     made = 0
     for m in range(3):
+        checker = {"X-Forwarded-For": f"10.99.{m}.1"}
         for link in range(3):
+            person = {"User-Agent": BROWSER_UA, "X-Forwarded-For": f"10.{m}.{link}.7"}
             token = keyring.seal(
                 f"https://example.com/campaign/{link}",
                 host="127.0.0.1",
@@ -97,10 +105,11 @@ def make_clicks(keyring: Keyring, http_port: int) -> int:
                 extras=encode_extras(TAGS[m], None),
             )
             for _ in range(m + 1):
-                assert get(base + token, headers={"User-Agent": BROWSER_UA}) == 302
+                assert get(base + token, headers=person) == 302
                 made += 1
-            assert get(base + token, method="HEAD", headers={"User-Agent": BROWSER_UA}) == 302
-            assert get(base + token, headers={"User-Agent": "Barracuda Sentinel"}) == 302
+            head = {**checker, "User-Agent": BROWSER_UA}
+            assert get(base + token, method="HEAD", headers=head) == 302
+            assert get(base + token, headers={**checker, "User-Agent": "Barracuda Sentinel"}) == 302
             made += 2
     token = keyring.seal(
         HOSTILE_URL,
@@ -170,7 +179,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Any:
         tmp_path,
         http_port=http_port,
         admin_port=admin_port,
-        redirector={"repeat_clicks_stored": 1000},
+        redirector={"repeat_clicks_stored": 1000, "trusted_proxies": ["127.0.0.1/32"]},
     )
     # The store the service will open already holds the 10 KB values.
     write_long_values(tmp_path / "clickrelay-data" / "clicks.sqlite3")
@@ -272,6 +281,7 @@ def test_tag_drill_down_in_chromium(served: Any, tmp_path: Path) -> None:
         assert (human, bot) == (stats["totals"]["human_clicks"], stats["totals"]["bot_clicks"])
         # DASHQ0 and DASHQ1: 3 links each, clicked m + 1 times, one HEAD and one scanner.
         assert human + bot == 3 * 3 + 3 * 4
+        assert human == 3 * 1 + 3 * 2  # each reader's own GETs; HEADs and the scanner: bots
         url = f"{base}/api/clicks?tag=spring"
         with urllib.request.urlopen(url, timeout=10) as resp:
             stored = json.load(resp)["clicks"]
