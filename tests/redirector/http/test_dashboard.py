@@ -160,8 +160,10 @@ async def test_token_guards_every_admin_route(tmp_path: Path, keyring: Keyring) 
                 assert "Basic realm" in got["WWW-Authenticate"]
                 assert "Q1" not in body and "example.com" not in body
             for auth in (f"Bearer {TOKEN}", f"Basic {basic}"):
-                status, _, _ = await fetch(base + route, headers={"Authorization": auth})
+                status, got, _ = await fetch(base + route, headers={"Authorization": auth})
                 assert status == (404 if route == "/no-such-page" else 200), (route, status)
+                # Reading needs no cookie, and every answer carries the strict CSP.
+                assert "Set-Cookie" not in got and got["Content-Security-Policy"] == CSP
     finally:
         await svc.stop()
 
