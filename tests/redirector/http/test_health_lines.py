@@ -315,6 +315,11 @@ async def test_webhook_lines_from_a_real_store(store: ClickStore) -> None:
     assert "HTTP 500: no" in failed.detail and "2 pending" in failed.detail
     assert failed.fix is not None and "webhooks replay --endpoint given-up" in failed.fix
 
+    # A backlog a few minutes old is yellow: the receiver is failing, retries still run.
+    (status,) = await store.webhook_status([fresh.key])
+    assert status.oldest_pending is not None
+    line = webhook_item(status, fresh, disabled=False, now=status.oldest_pending + 120)
+    assert (line.level, line.state) == ("warn", "retrying") and "oldest 2 min" in line.detail
     # Disabled wins over everything else, whatever the backlog.
     (status,) = await store.webhook_status([fresh.key])
     line = webhook_item(status, fresh, disabled=True, now=time.time())
