@@ -55,8 +55,11 @@ B36_PER_BYTE = 8 / math.log2(36)
 class V1Keyring(Keyring):
     """Mints version 1 tokens (the code path before version 2), for the comparison."""
 
-    def seal(self, url: str, *, host: str, **fields: Any) -> str:  # type: ignore[override]
-        """What :meth:`Keyring.seal` gets, minus the host (version 1 is not host-bound)."""
+    def seal(  # type: ignore[override]
+        self, url: str, *, host: str, extras: bytes = b"", trap: bool = False, **fields: Any
+    ) -> str:
+        """What :meth:`Keyring.seal` gets, minus what version 1 cannot carry: the host
+        binding, extras and the trap flag (this bench mints neither)."""
         return self.seal_v1(url, **fields)
 
 
