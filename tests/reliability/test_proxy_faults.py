@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from clickrelay.config import Config
 from redirector.tokens import load_keyring
 from tests.reliability.checks import tokens_in
 from tests.reliability.harness import (
@@ -42,6 +43,13 @@ from tests.support.processes import ClickrelayProcess
 from tests.support.proxy_helpers import running_proxy
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(600)]
+
+
+def loaded_config(tmp_path: Path, key_file: Path, sink: SinkProcess, **settings: Any) -> Config:
+    """The proxy in front of ``sink`` with the settings for load (``UNDER_LOAD``), then
+    ``settings`` over them."""
+    upstream = f"smtp://127.0.0.1:{sink.port}"
+    return proxy_config(tmp_path, upstream, key_file, **{**UNDER_LOAD, **settings})
 
 
 def batch(prefix: str, count: int) -> list[tuple[str, bytes]]:
@@ -87,11 +95,8 @@ async def test_upstream_killed_and_restarted_mid_load(
     stats = SendStats()
     points = ["mail", "rcpt", "data"]
     injected: list[str] = []
-    config = proxy_config(
-        tmp_path,
-        f"smtp://127.0.0.1:{sink.port}",
-        key_file,
-        **{**UNDER_LOAD, "upstream": {"pool_size": 2, "connect_timeout": 2, "timeout": 10}},
+    config = loaded_config(
+        tmp_path, key_file, sink, upstream={"pool_size": 2, "connect_timeout": 2, "timeout": 10}
     )
     async with running_proxy(config, load_keyring(key_file)) as service:
         deadline = time.monotonic() + scale(240, 540)
@@ -152,11 +157,8 @@ async def test_upstream_slow_gives_451_within_timeout_then_delivers_once(
     messages = batch("slow", count)
     stats = SendStats()
     codes: list[int] = []
-    config = proxy_config(
-        tmp_path,
-        f"smtp://127.0.0.1:{sink.port}",
-        key_file,
-        **{**UNDER_LOAD, "upstream": {"pool_size": 1, "connect_timeout": 2, "timeout": 1.5}},
+    config = loaded_config(
+        tmp_path, key_file, sink, upstream={"pool_size": 1, "connect_timeout": 2, "timeout": 1.5}
     )
     async with running_proxy(config, load_keyring(key_file)) as service:
         sink.set_delay(8)  # longer than upstream.timeout
@@ -274,11 +276,10 @@ async def test_dns_stops_answering_rewriting_stops_within_ttl_mail_flows(
     dns_server.add(host, "CNAME", target, ttl=ttl)
     dns_server.add(target, "A", "127.0.0.1", ttl=ttl)
     keyring = load_keyring(key_file)
-    config = proxy_config(
+    config = loaded_config(
         tmp_path,
-        f"smtp://127.0.0.1:{sink.port}",
         key_file,
-        **UNDER_LOAD,
+        sink,
         tracking={"base_url": base, "cname_target": target},
         preflight={
             "enabled": True,
@@ -378,9 +379,7 @@ async def test_drain_refuses_new_transactions_on_open_connections(
     from tests.reliability.harness import RawSmtp, dot_stuff
 
     keyring = load_keyring(key_file)
-    config = proxy_config(
-        tmp_path, f"smtp://127.0.0.1:{sink.port}", key_file, **{**UNDER_LOAD, "shutdown_grace": 30}
-    )
+    config = loaded_config(tmp_path, key_file, sink, shutdown_grace=30)
     service = service_mod.ProxyService(config, keyring, registry=CollectorRegistry(), admin=False)
     await service.start()
     busy = await RawSmtp.connect(service.port)
