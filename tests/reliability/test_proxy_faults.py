@@ -82,6 +82,17 @@ def tally(sink: SinkProcess, sent: list[tuple[str, bytes]], stats: SendStats) ->
     }
 
 
+def delivery_figures(scenario: str, counts: dict[str, int], **fields: Any) -> Figures:
+    """A row whose delivered/lost/duplicated columns come from :func:`tally`'s counts."""
+    return Figures(
+        scenario,
+        delivered=counts["delivered_once"],
+        lost=counts["lost"] + counts["missing"],
+        duplicated=counts["duplicated"],
+        **fields,
+    )
+
+
 # --- upstream killed and restarted -------------------------------------------------------------
 
 
@@ -126,15 +137,13 @@ async def test_upstream_killed_and_restarted_mid_load(
         await injector
     counts = tally(sink, messages, stats)
     figures.append(
-        Figures(
+        delivery_figures(
             "upstream MTA killed + restarted",
+            counts,
             load=f"{total} msgs, {clients} clients",
             faults=f"{len(injected)} upstream crashes (at {'/'.join(points)})",
             sent=total,
-            delivered=counts["delivered_once"],
             refused=stats.refused_4xx,
-            lost=counts["lost"] + counts["missing"],
-            duplicated=counts["duplicated"],
             notes=f"4xx attempts={stats.refused_4xx} (retried), client connection errors="
             f"{stats.connection_errors}, codes={dict(stats.codes)}",
         )
@@ -175,15 +184,13 @@ async def test_upstream_slow_gives_451_within_timeout_then_delivers_once(
         await send_with_retry(service.port, messages, stats, deadline=time.monotonic() + 60)
     counts = tally(sink, messages, stats)
     figures.append(
-        Figures(
+        delivery_figures(
             "upstream slow (DATA stalls 8 s, timeout 1.5 s)",
+            counts,
             load=f"{count} msgs",
             faults="slow upstream",
             sent=count,
-            delivered=counts["delivered_once"],
             refused=codes.count(451),
-            lost=counts["lost"] + counts["missing"],
-            duplicated=counts["duplicated"],
             notes=f"first attempts answered {sorted(set(codes))}; retries after recovery",
         )
     )
@@ -240,15 +247,13 @@ async def test_proxy_sigterm_mid_load(
         await asyncio.to_thread(proxy.close)
     counts = tally(sink, messages, stats)
     figures.append(
-        Figures(
+        delivery_figures(
             "clickrelay proxy SIGTERM mid-load (+ restart)",
+            counts,
             load=f"{total} msgs, {clients} clients",
             faults=f"{restarts} SIGTERMs",
             sent=total,
-            delivered=counts["delivered_once"],
             refused=stats.refused_4xx + stats.connection_errors,
-            lost=counts["lost"] + counts["missing"],
-            duplicated=counts["duplicated"],
             notes=f"exit codes {exit_codes}; retried attempts: 4xx={stats.refused_4xx}, "
             f"refused connections={stats.connection_errors}",
         )
