@@ -225,36 +225,39 @@ def delivered(rng: random.Random) -> float:
 # --- the scenarios -----------------------------------------------------------------------
 
 
+def maybe_person(
+    rng: random.Random, msg: Message, scenario: str, networks: tuple[str, ...]
+) -> None:
+    """Half the time, the recipient clicks too, later, from ``networks``."""
+    if rng.random() < 0.5:
+        person(rng, msg, later(rng), scenario, address(rng, networks), HUMAN_AGENTS)
+
+
 def s_safelinks(rng: random.Random, msg: Message) -> None:
     safelinks_walk(rng, msg, delivered(rng), "safelinks")
     if rng.random() < 0.3:  # detonated again hours later
         safelinks_walk(rng, msg, rng.uniform(HOUR, 8 * HOUR), "safelinks")
-    if rng.random() < 0.5:
-        person(rng, msg, later(rng), "safelinks", address(rng, HOMES), HUMAN_AGENTS)
+    maybe_person(rng, msg, "safelinks", HOMES)
 
 
 def s_proofpoint(rng: random.Random, msg: Message) -> None:
     proofpoint_walk(rng, msg, delivered(rng), "proofpoint")
-    if rng.random() < 0.5:
-        person(rng, msg, later(rng), "proofpoint", address(rng, OFFICES), HUMAN_AGENTS)
+    maybe_person(rng, msg, "proofpoint", OFFICES)
 
 
 def s_mimecast(rng: random.Random, msg: Message) -> None:
     gateway_walk(rng, msg, delivered(rng), "mimecast", MIMECAST, "Mimecast")
-    if rng.random() < 0.5:
-        person(rng, msg, later(rng), "mimecast", address(rng, OFFICES), HUMAN_AGENTS)
+    maybe_person(rng, msg, "mimecast", OFFICES)
 
 
 def s_barracuda(rng: random.Random, msg: Message) -> None:
     gateway_walk(rng, msg, delivered(rng), "barracuda", BARRACUDA, "Barracuda")
-    if rng.random() < 0.5:
-        person(rng, msg, later(rng), "barracuda", address(rng, HOMES), HUMAN_AGENTS)
+    maybe_person(rng, msg, "barracuda", HOMES)
 
 
 def s_link_checker(rng: random.Random, msg: Message) -> None:
     link_checker(rng, msg, delivered(rng), "link-checker")
-    if rng.random() < 0.5:
-        person(rng, msg, later(rng), "link-checker", address(rng, HOMES), HUMAN_AGENTS)
+    maybe_person(rng, msg, "link-checker", HOMES)
 
 
 def s_unlisted(rng: random.Random, msg: Message) -> None:
@@ -266,8 +269,7 @@ def s_unlisted(rng: random.Random, msg: Message) -> None:
         proofpoint_walk(rng, msg, delivered(rng), "unlisted-scanner", UNLISTED)
     else:
         gateway_walk(rng, msg, delivered(rng), "unlisted-scanner", UNLISTED, "Gateway")
-    if rng.random() < 0.5:
-        person(rng, msg, later(rng), "unlisted-scanner", address(rng, HOMES), HUMAN_AGENTS)
+    maybe_person(rng, msg, "unlisted-scanner", HOMES)
 
 
 def s_home(rng: random.Random, msg: Message) -> None:

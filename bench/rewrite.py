@@ -38,6 +38,7 @@ import lxml.html
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.corpus_mail import corpus_dir, wrap  # noqa: E402
 from clickrelay.config import load_config_text  # noqa: E402
 from redirector.tokens import new_key_line, parse_keys  # noqa: E402
 from smtp_proxy.engine.html_verify import check_links, find_html_links  # noqa: E402
@@ -49,25 +50,6 @@ from smtp_proxy.engine.rewriter import (  # noqa: E402
 )
 from smtp_proxy.engine.speedups import speedups  # noqa: E402
 from smtp_proxy.smtp.tracking import tracking_settings  # noqa: E402
-
-
-def corpus_dir() -> Path:
-    env = os.environ.get("CLICKRELAY_CORPUS")
-    path = Path(env) if env else ROOT.parent / "shared" / "corpus"
-    if not path.is_dir():
-        sys.exit(f"corpus not found at {path}: set $CLICKRELAY_CORPUS")
-    return path
-
-
-def wrap(html: bytes, cte: str) -> bytes:
-    body = html.replace(b"\r\n", b"\n")
-    if cte == "quoted-printable":
-        body = quopri.encodestring(body)
-    head = (
-        "From: s@example.com\nTo: r@example.org\nSubject: bench\nMIME-Version: 1.0\n"
-        f"Content-Type: text/html; charset=utf-8\nContent-Transfer-Encoding: {cte}\n\n"
-    )
-    return (head.encode() + body).replace(b"\n", b"\r\n")
 
 
 def html_of(message: bytes) -> list[bytes]:

@@ -20,17 +20,18 @@ import email
 import email.policy
 import math
 import os
-import quopri
 import statistics
 import sys
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.corpus_mail import corpus_dir, wrap  # noqa: E402
 from clickrelay.config import load_config_text  # noqa: E402
 from redirector import base36, token_v2  # noqa: E402
 from redirector.tokens import Keyring, new_key_line, parse_keys  # noqa: E402
@@ -55,37 +56,11 @@ class V1Keyring(Keyring):
     """Mints version 1 tokens (the code path before version 2), for the comparison."""
 
     def seal(  # type: ignore[override]
-        self,
-        url: str,
-        *,
-        host: str,
-        queue_id: str,
-        link_index: int,
-        recipient: str | None = None,
-        sent_at: int | None = None,
+        self, url: str, *, host: str, extras: bytes = b"", trap: bool = False, **fields: Any
     ) -> str:
-        return self.seal_v1(
-            url, queue_id=queue_id, link_index=link_index, recipient=recipient, sent_at=sent_at
-        )
-
-
-def corpus_dir() -> Path:
-    env = os.environ.get("CLICKRELAY_CORPUS")
-    path = Path(env) if env else ROOT.parent / "shared" / "corpus"
-    if not path.is_dir():
-        sys.exit(f"corpus not found at {path}: set $CLICKRELAY_CORPUS")
-    return path
-
-
-def wrap(html: bytes, cte: str) -> bytes:
-    body = html.replace(b"\r\n", b"\n")
-    if cte == "quoted-printable":
-        body = quopri.encodestring(body)
-    head = (
-        "From: s@example.com\nTo: r@example.org\nSubject: bench\nMIME-Version: 1.0\n"
-        f"Content-Type: text/html; charset=utf-8\nContent-Transfer-Encoding: {cte}\n\n"
-    )
-    return (head.encode() + body).replace(b"\n", b"\r\n")
+        """What :meth:`Keyring.seal` gets, minus what version 1 cannot carry: the host
+        binding, extras and the trap flag (this bench mints neither)."""
+        return self.seal_v1(url, **fields)
 
 
 def parts_table(keyring: Keyring) -> None:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
-import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -25,6 +23,7 @@ from typing import Any
 
 from clickrelay.common.errors import ConfigError
 from clickrelay.common.validators import check, one_of
+from clickrelay.config_reading import ENV_CONFIG, ValueReader, config_path, parse_text, read_file
 from redirector.config import AcmeConfig, RedirectorConfig
 from redirector.webhooks.config import WebhookConfig, validate_webhooks
 from smtp_proxy.config import (
@@ -37,8 +36,6 @@ from smtp_proxy.config import (
 )
 
 __all__ = ["DEFAULT_DATA_DIR", "ENV_CONFIG", "Config", "LogConfig", "config_from_cli"]
-
-ENV_CONFIG = "CLICKRELAY_CONFIG"
 
 
 @dataclass(frozen=True)
@@ -76,81 +73,7 @@ class Config:
 # --- the strict loader ------------------------------------------------------------------
 
 
-def _describe(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if tp is str:
-        return "a string"
-    if tp is bool:
-        return "true or false"
-    if tp is int:
-        return "an integer"
-    if tp is float:
-        return "a number"
-    if tp is Path:
-        return "a path string"
-    if origin is tuple:
-        return f"an array of {_describe(typing.get_args(tp)[0])}s"
-    if origin is dict:
-        return "a table"
-    if origin in (types.UnionType, typing.Union):
-        return " or ".join(_describe(a) for a in typing.get_args(tp) if a is not type(None))
-    if dataclasses.is_dataclass(tp):
-        return "a table"
-    return str(tp)
-
-
-class _Loader:
-    def __init__(self, source: str, base_dir: Path) -> None:
-        self.source = source
-        self.base_dir = base_dir
-
-    def fail(self, key: str, expected: str, value: Any) -> ConfigError:
-        return ConfigError(f"{self.source}: {key}: expected {expected}, got {value!r}")
-
-    def convert(self, tp: Any, value: Any, key: str) -> Any:
-        origin = typing.get_origin(tp)
-        if origin in (types.UnionType, typing.Union):
-            args = [a for a in typing.get_args(tp) if a is not type(None)]
-            if value == "" and Path in args:
-                return None  # "" in TOML means "not set" for optional paths
-            return self.convert(args[0], value, key)
-        if tp is bool:
-            if not isinstance(value, bool):
-                raise self.fail(key, _describe(tp), value)
-            return value
-        if tp is int:
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise self.fail(key, _describe(tp), value)
-            return value
-        if tp is float:
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise self.fail(key, _describe(tp), value)
-            return float(value)
-        if tp is str:
-            if not isinstance(value, str):
-                raise self.fail(key, _describe(tp), value)
-            return value
-        if tp is Path:
-            if not isinstance(value, str) or not value:
-                raise self.fail(key, _describe(tp), value)
-            path = Path(value).expanduser()
-            return path if path.is_absolute() else self.base_dir / path
-        if origin is tuple:
-            (item_tp, *_rest) = typing.get_args(tp)
-            if not isinstance(value, list):
-                raise self.fail(key, _describe(tp), value)
-            return tuple(self.convert(item_tp, v, f"{key}[{i}]") for i, v in enumerate(value))
-        if origin is dict:
-            _key_tp, item_tp = typing.get_args(tp)
-            if not isinstance(value, dict):
-                raise self.fail(key, _describe(tp), value)
-            return {k: self.convert(item_tp, v, f'{key}."{k}"') for k, v in value.items()}
-        if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-            if not isinstance(value, dict):
-                raise self.fail(key, "a table", value)
-            return self.section(tp, value, key)
-        raise self.fail(key, _describe(tp), value)  # pragma: no cover - schema bug
-
+class _Loader(ValueReader):
     def section(self, cls: type[Any], table: Mapping[str, Any], prefix: str) -> Any:
         hints = typing.get_type_hints(cls)
         fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
@@ -161,14 +84,7 @@ class _Loader:
             if fld is None or name in ("source", "base_dir"):
                 known = ", ".join(sorted(n for n in fields if n not in ("source", "base_dir")))
                 raise ConfigError(f"{self.source}: {key}: unknown key (known keys: {known})")
-            converted = self.convert(hints[name], value, key)
-            checker = fld.metadata.get("check")
-            if checker is not None and converted is not None:
-                try:
-                    checker(converted)
-                except ValueError as exc:
-                    raise ConfigError(f"{self.source}: {key}: {exc}, got {value!r}") from None
-            kwargs[name] = converted
+            kwargs[name] = self.value(hints[name], value, key, fld.metadata.get("check"))
         for name, fld in fields.items():
             missing = (
                 fld.default is dataclasses.MISSING and fld.default_factory is dataclasses.MISSING
@@ -206,10 +122,7 @@ def _resolve_defaults(config: Config, base_dir: Path) -> Config:
 
 def load_config_text(text: str, source: str = "<string>", base_dir: Path | None = None) -> Config:
     base = (base_dir or Path.cwd()).resolve()
-    try:
-        table = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    table = parse_text(text, source)
     loader = _Loader(source, base)
     config = loader.section(Config, table, "")
     try:
@@ -231,15 +144,9 @@ def _check_across_sections(config: Config, source: str) -> None:
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
-    file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{file}: cannot read config file: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{file}: config file is not UTF-8") from None
-    config = load_config_text(text, str(file), file.resolve().parent)
-    return dataclasses.replace(config, source=file.resolve())
+    text, base_dir = read_file(path)
+    config = load_config_text(text, str(Path(path)), base_dir)
+    return dataclasses.replace(config, source=Path(path).resolve())
 
 
 def default_config(base_dir: Path | None = None) -> Config:
@@ -250,9 +157,5 @@ def default_config(base_dir: Path | None = None) -> Config:
 
 def config_from_cli(path: str | None) -> Config:
     """``-c FILE``, else ``$CLICKRELAY_CONFIG``, else the quick-start defaults."""
-    if path:
-        return load_config(path)
-    env = os.environ.get(ENV_CONFIG)
-    if env:
-        return load_config(env)
-    return default_config()
+    chosen = config_path(path)
+    return load_config(chosen) if chosen else default_config()

@@ -39,17 +39,26 @@ def _length(nbytes: int) -> int:
     return chars
 
 
-#: Byte count -> character count, and back. Each byte adds more than one character
-#: (8 bits > 5.17), so no two byte counts share a character count.
-_CHARS_FOR_BYTES = tuple(_length(n) for n in range(MAX_BYTES + 1))
-_BYTES_FOR_CHARS = {chars: n for n, chars in enumerate(_CHARS_FOR_BYTES)}
-
-
 def encoded_length(nbytes: int) -> int:
     """Characters that ``nbytes`` bytes take: the smallest c with 36**c >= 256**nbytes."""
-    if nbytes <= MAX_BYTES:
-        return _CHARS_FOR_BYTES[nbytes]
     return _length(nbytes)
+
+
+_MAX_CHARS = _length(MAX_BYTES)
+
+
+@cache  # one entry per length up to _MAX_CHARS: at most a few thousand
+def _bytes_for_chars(chars: int) -> int | None:
+    """The byte count that encodes to ``chars`` characters, None if there is none. Each
+    byte adds more than one character (8 bits > 5.17), so no two byte counts share a
+    character count; the one that could is next to ``chars * 5.17 / 8``."""
+    if chars > _MAX_CHARS:
+        return None
+    estimate = int(chars * _BITS_PER_CHAR / 8)
+    for nbytes in (estimate, estimate + 1, estimate - 1):
+        if 0 <= nbytes <= MAX_BYTES and _length(nbytes) == chars:
+            return nbytes
+    return None
 
 
 def encode(data: bytes) -> str:
@@ -66,7 +75,7 @@ def encode(data: bytes) -> str:
         a, b = divmod(chunk, _TRIPLE_BASE)
         out += (triples[d], triples[c], triples[b], triples[a])
     out.reverse()
-    return "".join(out).lstrip("0").rjust(_CHARS_FOR_BYTES[len(data)], "0")
+    return "".join(out).lstrip("0").rjust(_length(len(data)), "0")
 
 
 @cache
@@ -76,7 +85,7 @@ def _triples() -> tuple[str, ...]:
 
 def decode(text: str) -> bytes:
     """The bytes that ``text`` encodes (any case); ValueError for anything else."""
-    nbytes = _BYTES_FOR_CHARS.get(len(text))
+    nbytes = _bytes_for_chars(len(text))
     # isascii + isalnum: exactly [0-9A-Za-z] (int() alone would also take "_", spaces
     # and a sign).
     if nbytes is None or not (text.isascii() and text.isalnum()):

@@ -6,7 +6,6 @@ builds this dataclass; the redirector never reads files for its settings itself.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -19,15 +18,18 @@ from clickrelay.common.validators import (
     in_range,
     one_of,
 )
-from redirector.hosts import normalize_host
-from redirector.store import store_kind
+from redirector.hosts import check_host_aliases
 
 #: Let's Encrypt's production ACME directory.
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 
 
 def _check_store(value: str) -> None:
-    if store_kind(value) is None:
+    """The URLs :func:`redirector.store.store_kind` knows, checked without importing the
+    store package (its schema and drivers): every command reads this section, and most
+    never open the store. A test keeps the two in step."""
+    sqlite = value.startswith("sqlite:") and value != "sqlite:"
+    if not sqlite and not value.startswith(("postgresql://", "postgres://")):
         raise ValueError("expected sqlite:PATH or postgresql://user@host:port/db")
 
 
@@ -35,20 +37,6 @@ def _check_directory(value: str) -> None:
     parts = urlsplit(value)
     if parts.scheme != "https" or not parts.hostname:
         raise ValueError("expected the https:// URL of an ACME directory")
-
-
-_HOST_RE = re.compile(r"[a-z0-9_.-]+|[0-9a-f:.]+")
-
-
-def _check_host(value: str) -> None:
-    if not _HOST_RE.fullmatch(normalize_host(value)):
-        raise ValueError(f"expected a host name (no scheme, port or path), got {value!r}")
-
-
-def _check_host_aliases(value: dict[str, str]) -> None:
-    for alias, host in value.items():
-        _check_host(alias)
-        _check_host(host)
 
 
 #: Settings a SIGHUP applies without a restart (everything else here needs one).
@@ -118,7 +106,7 @@ class RedirectorConfig:
     classification_settle: float = field(default=60.0, metadata=check(in_range(20, 7 * 86400)))
     #: Request host -> tracking host: links minted for the tracking host also work when
     #: requested on the alias (e.g. an old tracking domain kept pointing here).
-    host_aliases: dict[str, str] = field(default_factory=dict, metadata=check(_check_host_aliases))
+    host_aliases: dict[str, str] = field(default_factory=dict, metadata=check(check_host_aliases))
     #: Links switched off by queue id or destination host (see redirector.blocklist).
     blocklist_file: Path | None = None
     #: Seconds the shutdown waits for queued clicks to reach the store.

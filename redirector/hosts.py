@@ -8,6 +8,7 @@ UTS 46), so ``Bücher.example.`` and ``xn--bcher-kva.example`` are the same host
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from urllib.parse import urlsplit
 
@@ -32,6 +33,22 @@ def base_url_host(base_url: str) -> str:
     except ValueError:
         host = None
     return normalize_host(host or "")
+
+
+_HOST_RE = re.compile(r"[a-z0-9_.-]+|[0-9a-f:.]+")
+
+
+def check_host(value: str) -> None:
+    """A host name as settings name one: no scheme, port or path (ValueError if not)."""
+    if not _HOST_RE.fullmatch(normalize_host(value)):
+        raise ValueError(f"expected a host name (no scheme, port or path), got {value!r}")
+
+
+def check_host_aliases(value: dict[str, str]) -> None:
+    """``[redirector] host_aliases``: request host -> tracking host, both host names."""
+    for alias, host in value.items():
+        check_host(alias)
+        check_host(host)
 
 
 @lru_cache(maxsize=512)  # a handful of real hosts; junk from scanners just cycles through

@@ -21,8 +21,6 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-import idna
-
 #: Characters that may never appear in a Location we send (after encoding).
 _FORBIDDEN_RE = re.compile(r"[\x00-\x20\x7f]")
 
@@ -59,6 +57,8 @@ def _encode_non_ascii(text: str) -> str:
 
 def _punycode_label(label: str) -> str:
     """One non-ASCII host label in its ASCII form, as browsers compute it (UTS 46)."""
+    import idna  # here: its tables cost a command that meets only ASCII hosts a millisecond
+
     try:
         return idna.encode(label, uts46=True, transitional=False).decode("ascii")
     except (idna.IDNAError, UnicodeError, ValueError):

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCMSIV
@@ -38,8 +37,10 @@ TOKEN_RE = re.compile(r"[A-Za-z0-9_-]+")
 MAX_TOKEN_CHARS = max(token_v1.MAX_TOKEN_CHARS, token_v2.MAX_TOKEN_CHARS)
 
 
-@dataclass(frozen=True)
-class Key:
+class Key(NamedTuple):
+    """One key of a key file (a named tuple: ``clickrelay decode`` imports no
+    :mod:`dataclasses`)."""
+
     key_id: bytes
     secret: bytes
 
@@ -193,7 +194,8 @@ _KEY_LINE_RE = re.compile(r"^([0-9a-f]{8})\s+([A-Za-z0-9_-]{43})$")
 
 def new_key_line() -> str:
     """A fresh key line for a key file: ``<8 hex key id> <base64url 32-byte key>``."""
-    return f"{secrets.token_bytes(KEY_ID_LEN).hex()} {token_v1.b64encode(secrets.token_bytes(32))}"
+    # os.urandom is what secrets.token_bytes returns, without importing secrets' hmac.
+    return f"{os.urandom(KEY_ID_LEN).hex()} {token_v1.b64encode(os.urandom(32))}"
 
 
 def parse_keys(text: str, source: str = "<key file>") -> Keyring:

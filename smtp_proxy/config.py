@@ -19,6 +19,7 @@ from clickrelay.common.validators import (
     check_networks,
     check_non_negative,
     check_positive,
+    check_sender_domains,
     one_of,
 )
 from redirector.config import RedirectorConfig
@@ -41,13 +42,6 @@ def _check_upstream_url(value: str) -> None:
         _ = parts.port
     except ValueError:
         raise ValueError("expected a valid port") from None
-
-
-def _check_sender_domains(value: dict[str, str]) -> None:
-    for domain, url in value.items():
-        if not domain or "@" in domain:
-            raise ValueError(f"expected a sender domain as key, got {domain!r}")
-        check_base_url(url)
 
 
 # --- sections --------------------------------------------------------------------------
@@ -177,7 +171,7 @@ class TrackingConfig:
     bot_trap: bool = False
     #: Per-sender-domain tracking base URLs: ``"example.com" = "https://links.example.com"``.
     sender_domains: dict[str, str] = field(
-        default_factory=dict, metadata=check(_check_sender_domains)
+        default_factory=dict, metadata=check(check_sender_domains)
     )
     #: UTM parameters for tracked links (opt-in).
     utm: UtmConfig = field(default_factory=UtmConfig)

@@ -1,5 +1,5 @@
 """Fixtures every test can ask for: PostgreSQL, keys, and (through ``pytest_plugins``) the
-corpus, DNS server, SMTP sinks, proxy lab and spamd defined in ``tests/support``."""
+corpus, click stores, DNS server, SMTP sinks, proxy lab and spamd defined in ``tests/support``."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ pytest.register_assert_rewrite("tests.support", "tests.reliability")
 from redirector.tokens import Keyring, new_key_line, parse_keys  # noqa: E402
 
 pytest_plugins = [
+    "tests.support.click_stores",
     "tests.support.corpus",
     "tests.support.dns_server",
     "tests.support.proxy_helpers",

@@ -15,15 +15,11 @@ where a file is read, on the ``stat`` of that file.
 
 from __future__ import annotations
 
-import logging
 import os
 import stat
 from pathlib import Path
 
 from clickrelay.common.errors import ConfigError
-from clickrelay.common.logfmt import log_event
-
-log = logging.getLogger("clickrelay")
 
 _WRITABLE = stat.S_IWGRP | stat.S_IWOTH
 _READABLE = stat.S_IRGRP | stat.S_IROTH
@@ -75,8 +71,13 @@ def check_secret_file(
             f"{path}: {what} is {problem} by other users (mode {mode:04o}); run `chmod 600 {path}`"
         )
     if mode & _READABLE:
+        # Imported here: a command that reads a well-kept key file needs no logging.
+        import logging
+
+        from clickrelay.common.logfmt import log_event
+
         log_event(
-            log,
+            logging.getLogger("clickrelay"),
             logging.WARNING,
             "secret-file-readable",
             path=str(path),

@@ -57,6 +57,14 @@ def check_base_url(value: str) -> None:
         raise ValueError("expected a base URL without query or fragment")
 
 
+def check_sender_domains(value: dict[str, str]) -> None:
+    """``[tracking] sender_domains``: sender domain -> tracking base URL."""
+    for domain, url in value.items():
+        if not domain or "@" in domain:
+            raise ValueError(f"expected a sender domain as key, got {domain!r}")
+        check_base_url(url)
+
+
 def check_networks(values: tuple[str, ...]) -> None:
     for item in values:
         try:

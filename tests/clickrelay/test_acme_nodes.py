@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import asyncpg
@@ -45,8 +45,10 @@ def prefix(pg_dsn: str) -> Iterator[str]:
 
 
 def node_config(
-    path: Path, *, http: int, https: int, admin: int, dns: DnsServer, store: str, pebble: Pebble
+    path: Path, ports: Sequence[int], *, dns: DnsServer, store: str, pebble: Pebble
 ) -> Path:
+    """The config of one node: ``ports`` are its plain, HTTPS and admin ports."""
+    http, https, admin = ports
     path.mkdir(parents=True, exist_ok=True)
     config = path / "clickrelay.toml"
     config.write_text(
@@ -76,22 +78,10 @@ def test_node_b_answers_node_as_challenge_and_both_serve_the_certificate(
         # Pebble resolves with A's view and validates on node B's plain port.
         with Pebble(tmp_path / "pebble", http_port=ports[3], dns=dns_a) as pebble:
             config_a = node_config(
-                tmp_path / "a",
-                http=ports[0],
-                https=ports[1],
-                admin=ports[2],
-                dns=dns_a,
-                store=store,
-                pebble=pebble,
+                tmp_path / "a", ports[0:3], dns=dns_a, store=store, pebble=pebble
             )
             config_b = node_config(
-                tmp_path / "b",
-                http=ports[3],
-                https=ports[4],
-                admin=ports[5],
-                dns=dns_b,
-                store=store,
-                pebble=pebble,
+                tmp_path / "b", ports[3:6], dns=dns_b, store=store, pebble=pebble
             )
             # B listens before A orders (Pebble will knock on B's door).
             with ClickrelayProcess(["redirector", "-c", str(config_b)], cwd=tmp_path / "b") as b:

@@ -35,6 +35,30 @@ HEAVY = (
     "prometheus_client",
 )
 
+#: What the services' start-up needs and ``decode`` (one config file, one key file,
+#: tokens) and ``--help`` do not: the settings schema of every section (dataclasses, with
+#: :mod:`inspect` behind them), the click store, logging, the IDNA tables. A module (or
+#: package) named here is refused with everything below it.
+NOT_FOR_DECODE = (
+    "clickrelay.config",
+    "smtp_proxy",
+    "redirector.config",
+    "redirector.store",
+    "redirector.clicks",
+    "redirector.webhooks",
+    "dataclasses",
+    "inspect",
+    "logging",
+    "secrets",
+    "idna",
+)
+
+
+def _loaded_of(modules: set[str], names: tuple[str, ...]) -> list[str]:
+    """The modules of ``names`` (a name or anything under it) among ``modules``."""
+    return sorted(m for m in modules for n in names if m == n or m.startswith(n + "."))
+
+
 #: Runs clickrelay.cli.main(argv) and prints the top-level names and the full names of
 #: our own modules it loaded, as one JSON object on the last line of stdout.
 PROBE = textwrap.dedent(
@@ -96,6 +120,7 @@ def test_decode_loads_no_service_library(tmp_path: Path, tracked_link: tuple[Pat
     assert code == 0, stdout
     assert '"url": "https://example.com/a?b=1"' in stdout
     assert _heavy_in(modules) == []
+    assert _loaded_of(modules, NOT_FOR_DECODE) == []
     # Only the chosen command's module is imported.
     assert {m for m in modules if m.startswith("clickrelay.commands.")} == {
         "clickrelay.commands.decode"
@@ -108,6 +133,7 @@ def test_help_imports_no_command_module(tmp_path: Path) -> None:
     for name in COMMANDS:
         assert name in stdout
     assert _heavy_in(modules) == []
+    assert _loaded_of(modules, (*NOT_FOR_DECODE, "tomllib", "redirector")) == []
     assert not {m for m in modules if m.startswith("clickrelay.commands.")}
     assert not {m for m in modules if m.split(".")[0] in ("smtp_proxy", "redirector")}
 

@@ -194,3 +194,32 @@ def test_classification_settle_below_the_rules_horizon_is_refused(tmp_path: Path
         f"[redirector]\nclassification_settle = {DEFAULT_RULES.horizon}\n", base_dir=tmp_path
     )
     assert config.redirector.classification_settle == DEFAULT_RULES.horizon
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:clicks.db",
+        "sqlite:/var/lib/clickrelay/clicks.db",
+        "sqlite:",
+        "SQLITE:clicks.db",
+        "postgresql://clickrelay@db.example:5432/clicks",
+        "postgres://db.example/clicks",
+        "postgresql:/clicks",
+        "mysql://db.example/clicks",
+        "",
+    ],
+)
+def test_the_store_urls_accepted_are_those_the_store_opens(url: str) -> None:
+    """``[redirector] store`` is checked without importing the store package: the check
+    and :func:`redirector.store.store_kind` must agree on every URL."""
+    from redirector.store import store_kind
+
+    try:
+        load_config_text(f'[redirector]\nstore = "{url}"\n', "x.toml")
+    except ConfigError as exc:
+        assert "redirector.store" in str(exc)
+        accepted = False
+    else:
+        accepted = True
+    assert accepted == (store_kind(url) is not None)

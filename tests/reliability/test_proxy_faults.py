@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from clickrelay.config import Config
 from redirector.tokens import load_keyring
 from tests.reliability.checks import tokens_in
 from tests.reliability.harness import (
@@ -42,6 +43,13 @@ from tests.support.processes import ClickrelayProcess
 from tests.support.proxy_helpers import running_proxy
 
 pytestmark = [pytest.mark.reliability, pytest.mark.timeout(600)]
+
+
+def loaded_config(tmp_path: Path, key_file: Path, sink: SinkProcess, **settings: Any) -> Config:
+    """The proxy in front of ``sink`` with the settings for load (``UNDER_LOAD``), then
+    ``settings`` over them."""
+    upstream = f"smtp://127.0.0.1:{sink.port}"
+    return proxy_config(tmp_path, upstream, key_file, **{**UNDER_LOAD, **settings})
 
 
 def batch(prefix: str, count: int) -> list[tuple[str, bytes]]:
@@ -74,6 +82,17 @@ def tally(sink: SinkProcess, sent: list[tuple[str, bytes]], stats: SendStats) ->
     }
 
 
+def delivery_figures(scenario: str, counts: dict[str, int], **fields: Any) -> Figures:
+    """A row whose delivered/lost/duplicated columns come from :func:`tally`'s counts."""
+    return Figures(
+        scenario,
+        delivered=counts["delivered_once"],
+        lost=counts["lost"] + counts["missing"],
+        duplicated=counts["duplicated"],
+        **fields,
+    )
+
+
 # --- upstream killed and restarted -------------------------------------------------------------
 
 
@@ -87,11 +106,8 @@ async def test_upstream_killed_and_restarted_mid_load(
     stats = SendStats()
     points = ["mail", "rcpt", "data"]
     injected: list[str] = []
-    config = proxy_config(
-        tmp_path,
-        f"smtp://127.0.0.1:{sink.port}",
-        key_file,
-        **{**UNDER_LOAD, "upstream": {"pool_size": 2, "connect_timeout": 2, "timeout": 10}},
+    config = loaded_config(
+        tmp_path, key_file, sink, upstream={"pool_size": 2, "connect_timeout": 2, "timeout": 10}
     )
     async with running_proxy(config, load_keyring(key_file)) as service:
         deadline = time.monotonic() + scale(240, 540)
@@ -121,15 +137,13 @@ async def test_upstream_killed_and_restarted_mid_load(
         await injector
     counts = tally(sink, messages, stats)
     figures.append(
-        Figures(
+        delivery_figures(
             "upstream MTA killed + restarted",
+            counts,
             load=f"{total} msgs, {clients} clients",
             faults=f"{len(injected)} upstream crashes (at {'/'.join(points)})",
             sent=total,
-            delivered=counts["delivered_once"],
             refused=stats.refused_4xx,
-            lost=counts["lost"] + counts["missing"],
-            duplicated=counts["duplicated"],
             notes=f"4xx attempts={stats.refused_4xx} (retried), client connection errors="
             f"{stats.connection_errors}, codes={dict(stats.codes)}",
         )
@@ -152,11 +166,8 @@ async def test_upstream_slow_gives_451_within_timeout_then_delivers_once(
     messages = batch("slow", count)
     stats = SendStats()
     codes: list[int] = []
-    config = proxy_config(
-        tmp_path,
-        f"smtp://127.0.0.1:{sink.port}",
-        key_file,
-        **{**UNDER_LOAD, "upstream": {"pool_size": 1, "connect_timeout": 2, "timeout": 1.5}},
+    config = loaded_config(
+        tmp_path, key_file, sink, upstream={"pool_size": 1, "connect_timeout": 2, "timeout": 1.5}
     )
     async with running_proxy(config, load_keyring(key_file)) as service:
         sink.set_delay(8)  # longer than upstream.timeout
@@ -173,15 +184,13 @@ async def test_upstream_slow_gives_451_within_timeout_then_delivers_once(
         await send_with_retry(service.port, messages, stats, deadline=time.monotonic() + 60)
     counts = tally(sink, messages, stats)
     figures.append(
-        Figures(
+        delivery_figures(
             "upstream slow (DATA stalls 8 s, timeout 1.5 s)",
+            counts,
             load=f"{count} msgs",
             faults="slow upstream",
             sent=count,
-            delivered=counts["delivered_once"],
             refused=codes.count(451),
-            lost=counts["lost"] + counts["missing"],
-            duplicated=counts["duplicated"],
             notes=f"first attempts answered {sorted(set(codes))}; retries after recovery",
         )
     )
@@ -238,15 +247,13 @@ async def test_proxy_sigterm_mid_load(
         await asyncio.to_thread(proxy.close)
     counts = tally(sink, messages, stats)
     figures.append(
-        Figures(
+        delivery_figures(
             "clickrelay proxy SIGTERM mid-load (+ restart)",
+            counts,
             load=f"{total} msgs, {clients} clients",
             faults=f"{restarts} SIGTERMs",
             sent=total,
-            delivered=counts["delivered_once"],
             refused=stats.refused_4xx + stats.connection_errors,
-            lost=counts["lost"] + counts["missing"],
-            duplicated=counts["duplicated"],
             notes=f"exit codes {exit_codes}; retried attempts: 4xx={stats.refused_4xx}, "
             f"refused connections={stats.connection_errors}",
         )
@@ -274,11 +281,10 @@ async def test_dns_stops_answering_rewriting_stops_within_ttl_mail_flows(
     dns_server.add(host, "CNAME", target, ttl=ttl)
     dns_server.add(target, "A", "127.0.0.1", ttl=ttl)
     keyring = load_keyring(key_file)
-    config = proxy_config(
+    config = loaded_config(
         tmp_path,
-        f"smtp://127.0.0.1:{sink.port}",
         key_file,
-        **UNDER_LOAD,
+        sink,
         tracking={"base_url": base, "cname_target": target},
         preflight={
             "enabled": True,
@@ -378,9 +384,7 @@ async def test_drain_refuses_new_transactions_on_open_connections(
     from tests.reliability.harness import RawSmtp, dot_stuff
 
     keyring = load_keyring(key_file)
-    config = proxy_config(
-        tmp_path, f"smtp://127.0.0.1:{sink.port}", key_file, **{**UNDER_LOAD, "shutdown_grace": 30}
-    )
+    config = loaded_config(tmp_path, key_file, sink, shutdown_grace=30)
     service = service_mod.ProxyService(config, keyring, registry=CollectorRegistry(), admin=False)
     await service.start()
     busy = await RawSmtp.connect(service.port)

@@ -444,17 +444,24 @@ async def test_reload_applies_new_trusted_networks(lab: ProxyLab) -> None:
     assert sink.messages == []
 
 
+async def admin_metrics(port: int | None) -> str:
+    """The proxy admin listener's ``/metrics`` page."""
+    assert port
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/metrics") as resp,
+    ):
+        assert resp.status == 200
+        return await resp.text()
+
+
 async def test_admin_metrics_count_messages(lab: ProxyLab) -> None:
     sink = await lab.sink()
     config = lab.config(sink.url, admin_listen="127.0.0.1:0")
     async with lab.proxy(config, admin=True) as proxy:
         async with smtp_client(proxy.port) as client:
             await client.sendmail("a@example.com", ["b@example.org"], html_message(SIMPLE_HTML))
-        assert proxy.admin_port
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"http://127.0.0.1:{proxy.admin_port}/metrics") as resp:
-                assert resp.status == 200
-                body = await resp.text()
+        body = await admin_metrics(proxy.admin_port)
     assert 'clickrelay_proxy_messages_total{outcome="accepted"} 1.0' in body
     assert 'clickrelay_proxy_links_total{action="tracked"' in body
     assert len(sink.messages) == 1
@@ -467,10 +474,7 @@ async def test_admin_metrics_count_url_text_links(lab: ProxyLab) -> None:
     async with lab.proxy(config, admin=True) as proxy:
         async with smtp_client(proxy.port) as client:
             await client.sendmail("a@example.com", ["b@example.org"], html_message(page))
-        assert proxy.admin_port
-        async with aiohttp.ClientSession() as session:
-            async with session.get(f"http://127.0.0.1:{proxy.admin_port}/metrics") as resp:
-                body = await resp.text()
+        body = await admin_metrics(proxy.admin_port)
     assert 'clickrelay_proxy_links_total{action="skipped",reason="url-text"} 1.0' in body
     assert b'"https://shop.example.net/x">https://shop.example.net/x</a>' in sink.messages[0].data
 

@@ -25,10 +25,10 @@ import ssl
 import subprocess
 import urllib.request
 from pathlib import Path
-from types import TracebackType
 
 import pytest
 
+from tests.support.closing import Running
 from tests.support.dns_server import DnsServer
 from tests.support.net import free_ports
 from tests.support.polling import poll
@@ -46,7 +46,7 @@ def require_pebble() -> str:
     return path
 
 
-class Pebble:
+class Pebble(Running):
     def __init__(
         self,
         directory: Path,
@@ -156,15 +156,3 @@ class Pebble:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
-
-    def __enter__(self) -> Pebble:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import datetime
-import ipaddress
 import ssl
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -19,10 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+
+from tests.support.tls_certs import CertAuthority
 
 #: The ``Host`` header of every ``/healthz`` request a :func:`healthz_app` received.
 HOSTS_SEEN = web.AppKey("hosts_seen", list[str])
@@ -73,80 +70,25 @@ async def serve_app(
 
 
 class TestCA:
-    """A throwaway CA (``ca.pem``) and a server cert/key (``cert.pem``/``key.pem``)."""
+    """A throwaway CA (``ca.pem``) and a server cert/key (``cert.pem``/``key.pem``) for
+    ``names``, valid for 30 days, written to ``directory`` (made by a
+    :class:`~tests.support.tls_certs.CertAuthority`)."""
 
     __test__ = False  # not a pytest test class
 
     def __init__(self, directory: Path, names: Sequence[str]) -> None:
         now = datetime.datetime.now(datetime.UTC)
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "clickrelay test CA")])
-        ca_cert = (
-            x509.CertificateBuilder()
-            .subject_name(ca_name)
-            .issuer_name(ca_name)
-            .public_key(ca_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
-            )
-            .sign(ca_key, hashes.SHA256())
+        ca = CertAuthority()
+        key_pem, cert_pem = ca.issue(
+            names,
+            not_before=now - datetime.timedelta(days=1),
+            not_after=now + datetime.timedelta(days=30),
         )
-        key = ec.generate_private_key(ec.SECP256R1())
-        alt: list[x509.GeneralName] = []
-        for name in names:
-            try:
-                alt.append(x509.IPAddress(ipaddress.ip_address(name)))
-            except ValueError:
-                alt.append(x509.DNSName(name))
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
-            .issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName(alt), critical=False)
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-            )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                critical=False,
-            )
-            .sign(ca_key, hashes.SHA256())
-        )
-        self.ca_file = directory / "ca.pem"
+        self.ca_file = ca.write_ca(directory / "ca.pem")
         self.cert_file = directory / "cert.pem"
         self.key_file = directory / "key.pem"
-        self.ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-        self.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        self.key_file.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
+        self.cert_file.write_bytes(cert_pem)
+        self.key_file.write_bytes(key_pem)
 
     def server_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -28,6 +28,7 @@ from redirector.tokens import Keyring, load_keyring
 from smtp_proxy.preflight.monitor import PreflightMonitor
 from smtp_proxy.service import ProxyService
 from tests.support.config import BASE_URL, proxy_config
+from tests.support.preflight_fixtures import TestCA
 from tests.support.smtp_sink import SinkFactory, SmtpSink
 
 TOKEN_RE = re.compile(re.escape(BASE_URL) + r"/c/([A-Za-z0-9_-]+)")
@@ -222,6 +223,12 @@ class ProxyLab:
     def config(self, upstream_url: str, **settings: Any) -> Config:
         """:func:`proxy_config` with this test's tmp_path and key file."""
         return proxy_config(self.tmp_path, upstream_url, self.key_file, **settings)
+
+    def tls_config(self, upstream_url: str, ca: TestCA, **settings: Any) -> Config:
+        """:meth:`config` serving the certificate of ``ca`` (STARTTLS; TLS from the first
+        byte too when ``tls_listen`` is given)."""
+        tls = {"tls_cert": str(ca.cert_file), "tls_key": str(ca.key_file)}
+        return self.config(upstream_url, **tls, **settings)
 
     def proxy(
         self, config: Config, **kwargs: Any

@@ -83,12 +83,12 @@ import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Protocol
 
 import pytest
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
+from tests.support.closing import AsyncRunning
 from tests.support.preflight_fixtures import TestCA
 
 
@@ -306,7 +306,7 @@ class _Handler:
         return sink.data_reply or f"250 2.0.0 Ok: queued as {len(sink.messages)}"
 
 
-class SmtpSink:
+class SmtpSink(AsyncRunning):
     """A recording SMTP server on 127.0.0.1; see the module docstring for the API."""
 
     def __init__(
@@ -412,23 +412,15 @@ class SmtpSink:
         # Let connection_lost callbacks run so every transport is really gone.
         await self.wait_for(lambda: not self._open, timeout=10, what="connections to close")
 
+    async def close(self) -> None:
+        """:meth:`stop`, as ``async with`` calls it on the way out."""
+        await self.stop()
+
     def cut_connections(self) -> None:
         """Abort every open connection now, without a reply."""
         for conn in list(self._open.values()):
             if isinstance(conn.transport, asyncio.Transport):
                 conn.transport.abort()
-
-    async def __aenter__(self) -> SmtpSink:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
 
     # --- waiting ------------------------------------------------------------------------
 

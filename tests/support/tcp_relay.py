@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from types import TracebackType
+
+from tests.support.closing import AsyncRunning
 
 
-class TcpRelay:
+class TcpRelay(AsyncRunning):
     """Forward 127.0.0.1:<port> (port 0 → chosen by the OS) to ``target``."""
 
     def __init__(self, target: tuple[str, int]) -> None:
@@ -60,17 +61,6 @@ class TcpRelay:
     async def start(self) -> TcpRelay:
         self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
         return self
-
-    async def __aenter__(self) -> TcpRelay:
-        return await self.start()
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()

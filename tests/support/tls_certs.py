@@ -81,14 +81,14 @@ class CertAuthority:
         """A client context that trusts only this CA, with host name checking on."""
         return ssl.create_default_context(cadata=self.ca_pem.decode())
 
-    def bundle(
+    def issue(
         self,
         names: Sequence[str],
         *,
         not_before: datetime.datetime | None = None,
         not_after: datetime.datetime | None = None,
-    ) -> bytes:
-        """PEM: private key, leaf certificate for ``names`` (SANs), this CA's certificate."""
+    ) -> tuple[bytes, bytes]:
+        """PEM private key and leaf certificate for ``names`` (SANs), signed by this CA."""
         now = _now()
         key = ec.generate_private_key(ec.SECP256R1())
         leaf = (
@@ -113,7 +113,18 @@ class CertAuthority:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        return key_pem + leaf.public_bytes(serialization.Encoding.PEM) + self.ca_pem
+        return key_pem, leaf.public_bytes(serialization.Encoding.PEM)
+
+    def bundle(
+        self,
+        names: Sequence[str],
+        *,
+        not_before: datetime.datetime | None = None,
+        not_after: datetime.datetime | None = None,
+    ) -> bytes:
+        """PEM: private key, leaf certificate for ``names`` (SANs), this CA's certificate."""
+        key_pem, leaf_pem = self.issue(names, not_before=not_before, not_after=not_after)
+        return key_pem + leaf_pem + self.ca_pem
 
 
 def handshake(port: int, name: str | None, context: ssl.SSLContext | None = None) -> bytes:

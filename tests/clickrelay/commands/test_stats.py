@@ -7,7 +7,6 @@ import json
 import subprocess
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -113,24 +112,9 @@ MSG_C = {
 }
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ClickStore]:
-    if request.param == "sqlite":
-        s: ClickStore = SqliteStore(tmp_path / "clicks.sqlite3")
-        await s.open()
-        yield s
-        await s.close()
-    else:
-        pg = PgStore(request.getfixturevalue("pg_dsn"), table_prefix=f"t{uuid.uuid4().hex[:12]}_")
-        await pg.open()
-        yield pg
-        await pg.drop_tables()
-        await pg.close()
-
-
-async def test_stats_of_known_clicks(store: ClickStore) -> None:
-    await store.write(KNOWN)
-    doc = await store.stats()
+async def test_stats_of_known_clicks(click_store: ClickStore) -> None:
+    await click_store.write(KNOWN)
+    doc = await click_store.stats()
     assert doc["messages"] == [MSG_C, MSG_A, MSG_B]  # ordered by first click
     assert doc["tags"] == []
     assert doc["totals"] == {
@@ -145,9 +129,9 @@ async def test_stats_of_known_clicks(store: ClickStore) -> None:
     json.dumps(doc)  # JSON-ready as it is
 
 
-async def test_stats_since_leaves_older_clicks_out(store: ClickStore) -> None:
-    await store.write(KNOWN)
-    doc = await store.stats(since=T0)
+async def test_stats_since_leaves_older_clicks_out(click_store: ClickStore) -> None:
+    await click_store.write(KNOWN)
+    doc = await click_store.stats(since=T0)
     assert doc["messages"] == [MSG_A, MSG_B]
     assert {k: doc["totals"][k] for k in ("human_clicks", "bot_clicks", "messages", "links")} == {
         "human_clicks": 5,
@@ -156,16 +140,16 @@ async def test_stats_since_leaves_older_clicks_out(store: ClickStore) -> None:
         "links": 3,
     }
     # The boundary is inclusive; a later since cuts into message A's links.
-    late = await store.stats(since=at(30))
+    late = await click_store.stats(since=at(30))
     assert [m["queue_id"] for m in late["messages"]] == ["A1", "B2"]
     assert late["messages"][0]["human_clicks"] == 2
     assert late["messages"][0]["bot_clicks"] == 0
-    assert (await store.stats(since=at(3600)))["totals"]["messages"] == 0
+    assert (await click_store.stats(since=at(3600)))["totals"]["messages"] == 0
 
 
-async def test_sub_second_times_survive_the_round_trip(store: ClickStore) -> None:
-    await store.write([click("M", 0, at(10.123456), "r@x")])
-    doc = await store.stats()
+async def test_sub_second_times_survive_the_round_trip(click_store: ClickStore) -> None:
+    await click_store.write([click("M", 0, at(10.123456), "r@x")])
+    doc = await click_store.stats()
     assert doc["messages"][0]["first_click"] == "2026-11-01T12:00:10.123456Z"
 
 

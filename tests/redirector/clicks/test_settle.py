@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -57,29 +56,14 @@ def at(seconds: float) -> float:
     return (T0 + timedelta(seconds=seconds)).timestamp()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ClickStore]:
-    if request.param == "sqlite":
-        s: ClickStore = SqliteStore(tmp_path / "clicks.sqlite3")
-        await s.open()
-        yield s
-        await s.close()
-    else:
-        pg = PgStore(request.getfixturevalue("pg_dsn"), table_prefix=f"t{uuid.uuid4().hex[:12]}_")
-        await pg.open()
-        yield pg
-        await pg.drop_tables()
-        await pg.close()
-
-
 async def labels(store: ClickStore) -> dict[str, tuple[str, str | None, bool]]:
     queue_ids = ["Q", "P"]
     found = await store.message_clicks(queue_ids, T0 - timedelta(days=1), T0 + timedelta(days=1))
     return {c.id[-2:]: (c.classification, c.reason, c.settled) for c in found}
 
 
-async def test_a_walk_served_as_human_is_relabelled_then_settled(store: ClickStore) -> None:
-    await store.write(
+async def test_a_walk_served_as_human_is_relabelled_then_settled(click_store: ClickStore) -> None:
+    await click_store.write(
         [
             click(1, 0.0, 0),  # served human: the burst had not shown yet
             click(2, 0.8, 1),
@@ -88,41 +72,46 @@ async def test_a_walk_served_as_human_is_relabelled_then_settled(store: ClickSto
         ]
     )
     now = [at(10)]
-    settler = Settler(store, settle_delay=60, clock=lambda: now[0])
+    settler = Settler(click_store, settle_delay=60, clock=lambda: now[0])
     assert await settler.run_once() == (2, 0)  # relabelled; not due to settle yet
-    got = await labels(store)
+    got = await labels(click_store)
     assert got["01"] == ("bot", "walk", False)
     assert got["02"] == ("bot", "walk", False)
     assert got["03"] == ("bot", "burst", False)  # a bot's reason stands
     assert got["04"] == ("human", None, False)
-    doc = await store.stats()
+    doc = await click_store.stats()
     assert doc["totals"]["bot_reasons"] == {"burst": 1, "walk": 2}
     assert doc["totals"]["unsettled_clicks"] == 4
-    assert (await store.stats(settled_only=True))["totals"]["human_clicks"] == 0
+    assert (await click_store.stats(settled_only=True))["totals"]["human_clicks"] == 0
 
-    evidence = await store.click(f"{1:032x}")
+    evidence = await click_store.click(f"{1:032x}")
     assert evidence is not None and evidence.evidence is not None
     assert json.loads(evidence.evidence)["rule"] == "walk"
 
     now[0] = at(100)
     assert await settler.run_once() == (0, 4)
-    assert all(settled for _, _, settled in (await labels(store)).values())
-    settled_doc = await store.stats(settled_only=True)
+    assert all(settled for _, _, settled in (await labels(click_store)).values())
+    settled_doc = await click_store.stats(settled_only=True)
     assert settled_doc["totals"]["unsettled_clicks"] == 0
     assert (settled_doc["totals"]["human_clicks"], settled_doc["totals"]["bot_clicks"]) == (1, 3)
-    assert [c.id[-2:] for c in await store.settled_clicks(None, 10)] == ["01", "04", "02", "03"]
+    assert [c.id[-2:] for c in await click_store.settled_clicks(None, 10)] == [
+        "01",
+        "04",
+        "02",
+        "03",
+    ]
     assert await settler.run_once() == (0, 0)
 
 
-async def test_a_settled_label_never_changes(store: ClickStore) -> None:
-    await store.write([click(1, 0.0, 0)])
+async def test_a_settled_label_never_changes(click_store: ClickStore) -> None:
+    await click_store.write([click(1, 0.0, 0)])
     now = [at(100)]
-    settler = Settler(store, settle_delay=60, clock=lambda: now[0])
+    settler = Settler(click_store, settle_delay=60, clock=lambda: now[0])
     assert await settler.run_once() == (0, 1)
     # A late click (a node that was cut off) would make a walk of it: too late.
-    await store.write([click(2, 1.0, 1)])
+    await click_store.write([click(2, 1.0, 1)])
     assert await settler.run_once() == (1, 1)
-    got = await labels(store)
+    got = await labels(click_store)
     assert got["01"] == ("human", None, True)
     assert got["02"] == ("bot", "walk", True)
 

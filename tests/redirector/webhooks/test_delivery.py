@@ -23,6 +23,7 @@ from redirector.store import ClickStore, open_store
 from redirector.store.records import ClickFilter
 from redirector.tokens import Keyring
 from redirector.webhooks.config import WebhookConfig
+from tests.support.closing import AsyncRunning
 from tests.support.polling import until
 from tests.support.webhook_receiver import WebhookReceiver, new_secret
 
@@ -39,8 +40,14 @@ async def receiver() -> AsyncIterator[WebhookReceiver]:
     await r.stop()
 
 
-class Node:
-    """One redirector (public + admin listener, recorder, webhook delivery)."""
+def hook(receiver: WebhookReceiver, **settings: Any) -> WebhookConfig:
+    """An endpoint posting to ``receiver`` with its secret."""
+    return WebhookConfig(url=receiver.url, secret=receiver.secret, **settings)
+
+
+class Node(AsyncRunning):
+    """One redirector (public + admin listener, recorder, webhook delivery); ``async
+    with`` starts and stops it."""
 
     def __init__(self, store_url: str, keyring: Keyring, hooks: Sequence[WebhookConfig]) -> None:
         config = RedirectorConfig(
@@ -78,6 +85,12 @@ class Node:
             assert resp.status == 302
             assert resp.headers["Location"] == "https://example.com/landing"
 
+    async def start(self) -> None:
+        await self.service.start()
+
+    async def close(self) -> None:
+        await self.service.stop()
+
     def metric(self, name: str, **labels: str) -> float:
         return self.registry.get_sample_value(name, labels) or 0.0
 
@@ -108,13 +121,7 @@ async def test_receiver_down_then_back_gets_every_human_click(
 ) -> None:
     url, reader = sqlite_store
     receiver.status = 503
-    node = Node(
-        url,
-        keyring,
-        [WebhookConfig(url=receiver.url, secret=receiver.secret, retry_delay=0.05, timeout=5.0)],
-    )
-    await node.service.start()
-    try:
+    async with Node(url, keyring, [hook(receiver, retry_delay=0.05, timeout=5.0)]) as node:
         async with aiohttp.ClientSession() as session:
             for i in range(12):
                 await node.click(session, human=i % 4 != 3, tag="spring")
@@ -148,8 +155,6 @@ async def test_receiver_down_then_back_gets_every_human_click(
             ),
             "delivered counted",
         )
-    finally:
-        await node.service.stop()
 
 
 def node_key(receiver: WebhookReceiver) -> str:
@@ -160,11 +165,7 @@ async def test_bots_are_sent_flagged_with_include_bots(
     receiver: WebhookReceiver, keyring: Keyring, sqlite_store: tuple[str, ClickStore]
 ) -> None:
     url, _reader = sqlite_store
-    node = Node(
-        url, keyring, [WebhookConfig(url=receiver.url, secret=receiver.secret, include_bots=True)]
-    )
-    await node.service.start()
-    try:
+    async with Node(url, keyring, [hook(receiver, include_bots=True)]) as node:
         async with aiohttp.ClientSession() as session:
             await node.click(session, human=False)
             await node.click(session, human=True)
@@ -174,8 +175,6 @@ async def test_bots_are_sent_flagged_with_include_bots(
             for p in receiver.deliveries.values()
         )
         assert labels == [("bot", "too-soon"), ("human", None)]
-    finally:
-        await node.service.stop()
 
 
 async def test_slow_receiver_never_holds_up_redirects(
@@ -183,13 +182,7 @@ async def test_slow_receiver_never_holds_up_redirects(
 ) -> None:
     url, reader = sqlite_store
     receiver.delay = 2.0
-    node = Node(
-        url,
-        keyring,
-        [WebhookConfig(url=receiver.url, secret=receiver.secret, concurrency=2, timeout=10.0)],
-    )
-    await node.service.start()
-    try:
+    async with Node(url, keyring, [hook(receiver, concurrency=2, timeout=10.0)]) as node:
         async with aiohttp.ClientSession() as session:
             for _ in range(5):
                 await node.click(session)
@@ -203,8 +196,6 @@ async def test_slow_receiver_never_holds_up_redirects(
         clicks = await stored(reader, 35)
         assert len(clicks) == 35
         await receiver.wait_for(set(clicks))
-    finally:
-        await node.service.stop()
 
 
 async def test_410_disables_the_endpoint_until_reload(
@@ -212,10 +203,8 @@ async def test_410_disables_the_endpoint_until_reload(
 ) -> None:
     url, reader = sqlite_store
     receiver.status = 410
-    cfg = WebhookConfig(url=receiver.url, secret=receiver.secret, retry_delay=0.05)
-    node = Node(url, keyring, [cfg])
-    await node.service.start()
-    try:
+    cfg = hook(receiver, retry_delay=0.05)
+    async with Node(url, keyring, [cfg]) as node:
         async with aiohttp.ClientSession() as session:
             await node.click(session)
             dispatcher = node.service.dispatcher
@@ -240,8 +229,6 @@ async def test_410_disables_the_endpoint_until_reload(
             node.service.update_webhooks((cfg,))
             clicks = await stored(reader, 3)
             await receiver.wait_for(set(clicks))
-    finally:
-        await node.service.stop()
 
 
 async def test_failed_after_budget_then_replayed(
@@ -253,10 +240,8 @@ async def test_failed_after_budget_then_replayed(
     caplog.set_level(logging.WARNING, logger="clickrelay.webhooks")
     url, reader = sqlite_store
     receiver.status = 500
-    cfg = WebhookConfig(url=receiver.url, secret=receiver.secret, retry_delay=0.05, max_attempts=2)
-    node = Node(url, keyring, [cfg])
-    await node.service.start()
-    try:
+    cfg = hook(receiver, retry_delay=0.05, max_attempts=2)
+    async with Node(url, keyring, [cfg]) as node:
         async with aiohttp.ClientSession() as session:
             await node.click(session)
         status: list[Any] = []
@@ -287,8 +272,6 @@ async def test_failed_after_budget_then_replayed(
         )
         clicks = await stored(reader, 1)
         await receiver.wait_for(set(clicks))
-    finally:
-        await node.service.stop()
 
 
 async def test_two_nodes_on_postgresql_deliver_each_event_once(
@@ -296,7 +279,7 @@ async def test_two_nodes_on_postgresql_deliver_each_event_once(
 ) -> None:
     prefix = f"t{uuid.uuid4().hex[:12]}_"
     url = f"{pg_dsn}?table_prefix={prefix}"
-    cfg = WebhookConfig(url=receiver.url, secret=receiver.secret, concurrency=8)
+    cfg = hook(receiver, concurrency=8)
     nodes = [Node(url, keyring, [cfg]) for _ in range(2)]
     reader = open_store(url)
     await reader.open()

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from smtp_proxy.engine import mime_parts
 from smtp_proxy.engine.mime_parts import MAX_DEPTH, MimeError, walk
+from tests.support.mime_samples import nested_multipart
 
 NESTED = (
     b"From: a@example.com\r\n"
@@ -148,14 +149,7 @@ def test_bad_structure_is_a_mime_error_with_a_reason(data: bytes, reason: str) -
 
 
 def _nested(depth: int) -> bytes:
-    data = b"Content-Type: text/plain\r\n\r\nleaf\r\n"
-    for i in range(depth):
-        data = (
-            f"Content-Type: multipart/mixed; boundary=b{i}\r\n\r\n--b{i}\r\n".encode()
-            + data
-            + f"--b{i}--\r\n".encode()
-        )
-    return data
+    return nested_multipart(depth, b"Content-Type: text/plain\r\n\r\nleaf\r\n")
 
 
 def test_nesting_limit() -> None:

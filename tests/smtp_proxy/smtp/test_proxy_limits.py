@@ -42,10 +42,9 @@ def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
 async def test_tls_connections_without_a_handshake_do_not_keep_slots(lab: ProxyLab) -> None:
     sink = await lab.sink()
     ca = make_test_ca(lab.tmp_path / "ca")
-    config = lab.config(
+    config = lab.tls_config(
         sink.url,
-        tls_cert=str(ca.cert_file),
-        tls_key=str(ca.key_file),
+        ca,
         tls_listen="127.0.0.1:0",
         max_connections=20,
         max_connections_per_client=1000,

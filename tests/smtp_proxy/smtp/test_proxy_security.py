@@ -98,10 +98,9 @@ async def test_rcpt_after_trust_is_withdrawn_is_denied(lab: ProxyLab) -> None:
 async def test_auth_is_offered_only_after_starttls(lab: ProxyLab, users_file: Path) -> None:
     sink = await lab.sink()
     ca = make_test_ca(lab.tmp_path / "ca")
-    config = lab.config(
+    config = lab.tls_config(
         sink.url,
-        tls_cert=str(ca.cert_file),
-        tls_key=str(ca.key_file),
+        ca,
         users_file=str(users_file),
     )
     async with lab.proxy(config) as proxy:
@@ -241,10 +240,9 @@ async def test_implicit_tls_listener_and_certificate_reload(
     sink = await lab.sink()
     old_ca = make_test_ca(lab.tmp_path / "old")
     new_ca = make_test_ca(lab.tmp_path / "new")
-    config = lab.config(
+    config = lab.tls_config(
         sink.url,
-        tls_cert=str(old_ca.cert_file),
-        tls_key=str(old_ca.key_file),
+        old_ca,
         tls_listen="127.0.0.1:0",
         users_file=str(users_file),
     )
@@ -289,7 +287,7 @@ async def test_reload_with_a_broken_certificate_keeps_the_old_one(lab: ProxyLab)
 
     sink = await lab.sink()
     ca = make_test_ca(lab.tmp_path / "ca")
-    config = lab.config(sink.url, tls_cert=str(ca.cert_file), tls_key=str(ca.key_file))
+    config = lab.tls_config(sink.url, ca)
     broken = lab.tmp_path / "broken.pem"
     broken.write_text("not a certificate\n")
     async with lab.proxy(config) as proxy:
