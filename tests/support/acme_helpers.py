@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from redirector.config import AcmeConfig, RedirectorConfig
 from redirector.service import RedirectorService
-from redirector.tls.manager import Timing, TlsSettings
+from redirector.tls.settings import Timing, TlsSettings
 from redirector.tokens import Keyring
 from tests.support.pebble import Pebble
 
