@@ -43,12 +43,9 @@ from clickrelay.config import load_config_text  # noqa: E402
 from redirector.tokens import new_key_line, parse_keys  # noqa: E402
 from smtp_proxy.engine.html_verify import check_links, find_html_links  # noqa: E402
 from smtp_proxy.engine.linkrules import link_skip_reason  # noqa: E402
-from smtp_proxy.engine.rewriter import (  # noqa: E402
-    TrackingSettings,
-    clear_caches,
-    rewrite_message,
-)
+from smtp_proxy.engine.rewriter import TrackingSettings, rewrite_message  # noqa: E402
 from smtp_proxy.engine.speedups import speedups  # noqa: E402
+from smtp_proxy.engine.text_parts import clear_caches  # noqa: E402
 from smtp_proxy.smtp.tracking import tracking_settings  # noqa: E402
 
 

@@ -18,44 +18,34 @@ needs, started in dependency order — and reacts to signals:
 
 Startup: logging, the key file (created 0600 with one key if missing), the services, then
 ``READY=1`` and a few lines on stdout saying where it listens and where mail goes.
+
+The services themselves (which ones, their order, what a reload applies) are
+:mod:`clickrelay.stack`'s; what is printed and sent as ``STATUS`` is
+:mod:`clickrelay.banner`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import Any, TypeVar
 
-from prometheus_client import CollectorRegistry
-
+from clickrelay.banner import banner, listening, status_line
 from clickrelay.common.aiotasks import cancel_and_wait
 from clickrelay.common.errors import ClickrelayError
-from clickrelay.common.hostport import parse_hostport
 from clickrelay.common.logfmt import log_event
 from clickrelay.config import Config, config_from_cli
-from clickrelay.health_items import preflight_provider, standalone_preflight_item
 from clickrelay.logsetup import setup_logging
 from clickrelay.sdnotify import Notifier
-from clickrelay.tls_setup import https_hosts, tls_settings
-from redirector.blocklist import load_blocklist
-from redirector.config import LIVE_FIELDS as REDIRECTOR_LIVE_FIELDS
-from redirector.tokens import Keyring, ensure_key_file, load_keyring
-
-if TYPE_CHECKING:
-    from clickrelay.tls_status import StoredTlsStatus
-    from redirector.service import RedirectorService
-    from redirector.tls.status import HostStatus
-    from smtp_proxy.preflight.monitor import PreflightMonitor
-    from smtp_proxy.service import ProxyService
+from clickrelay.stack import Kind, Stack
+from redirector.tokens import ensure_key_file, load_keyring
 
 logger = logging.getLogger("clickrelay.lifecycle")
 
-Kind = Literal["serve", "proxy", "redirector"]
 T = TypeVar("T")
 
 
@@ -66,274 +56,6 @@ STATUS_INTERVAL = 5.0
 
 class StartupError(ClickrelayError):
     """A service could not start (address in use, permission denied, store unreachable)."""
-
-
-# --- what changed between two configs ----------------------------------------------------
-
-
-def restart_only_changes(old: Config, new: Config, kind: Kind) -> list[str]:
-    """Keys whose new value a reload cannot apply (they need new sockets, a new store or
-    a new preflight monitor). They keep their running value until the next restart."""
-    changed: list[str] = []
-    if kind in ("serve", "proxy"):
-        # (The proxy itself reports proxy.listen, proxy.tls_listen and upstream.)
-        if kind == "proxy" and old.proxy.admin_listen != new.proxy.admin_listen:
-            changed.append("proxy.admin_listen")
-        if kind == "proxy" and old.redirector.admin_token != new.redirector.admin_token:
-            changed.append("redirector.admin_token")  # the proxy's admin listener's token
-        if old.tracking.base_urls() != new.tracking.base_urls():
-            changed.append("tracking.base_url/sender_domains")
-        if old.preflight != new.preflight or old.tracking.cname_target != new.tracking.cname_target:
-            changed.append("preflight")
-    if kind in ("serve", "redirector"):
-        for fld in dataclasses.fields(old.redirector):
-            if fld.name in REDIRECTOR_LIVE_FIELDS:
-                continue
-            if getattr(old.redirector, fld.name) != getattr(new.redirector, fld.name):
-                changed.append(f"redirector.{fld.name}")
-        if old.acme != new.acme:
-            changed.append("acme")
-        tls_hosts_changed = https_hosts(old.tracking) != https_hosts(new.tracking)
-        if kind == "redirector" and new.redirector.https_listen and tls_hosts_changed:
-            changed.append("tracking.base_url/sender_domains")
-        if [w.key for w in old.webhooks] != [w.key for w in new.webhooks]:
-            changed.append("webhooks (endpoints added or removed)")
-    # (tracking.key_file is not here: the keys are read from the new path on reload.)
-    return changed
-
-
-def _hostport_text(listen: str, port: int | None) -> str:
-    host, _ = parse_hostport(listen)
-    shown = f"[{host}]" if ":" in host else host
-    return f"{shown}:{port}"
-
-
-# --- the services of one command -----------------------------------------------------------
-
-
-class Stack:
-    """The services one command runs, with one shared Prometheus registry.
-
-    ``serve``: redirector, then the preflight monitor (its HTTP probe must reach our own
-    redirector, so the redirector listens first), then the proxy (no admin listener of
-    its own: the redirector's admin listener serves every metric). ``proxy``: monitor +
-    proxy with its own admin listener. ``redirector``: the redirector alone.
-    """
-
-    def __init__(self, kind: Kind, config: Config, keyring: Keyring) -> None:
-        self.kind = kind
-        self.config = config
-        self.keyring = keyring
-        self.registry = CollectorRegistry()
-        self.redirector: RedirectorService | None = None
-        self.monitor: PreflightMonitor | None = None
-        self.proxy: ProxyService | None = None
-        # Each service (and preflight) is imported only by the commands that run it:
-        # `clickrelay redirector` loads no SMTP code, DNS resolver or HTTP client.
-        self._stored_tls: StoredTlsStatus | None = None
-        if kind in ("serve", "redirector"):
-            from redirector.service import RedirectorService
-
-            tls = tls_settings(config, on_change=self._certificate_changed)
-            self.redirector = RedirectorService(
-                config.redirector,
-                keyring,
-                registry=self.registry,
-                tls=tls,
-                webhooks=config.webhooks,
-            )
-            if kind == "redirector":
-                self.redirector.health_providers.append(standalone_preflight_item(config))
-        if kind in ("serve", "proxy"):
-            from clickrelay.tls_status import StoredTlsStatus
-            from smtp_proxy.preflight.monitor import PreflightMonitor
-            from smtp_proxy.service import ProxyService
-
-            # What the preflight knows about certificates: our own redirector's, when it
-            # runs in this process, else what the redirector nodes wrote to the storage.
-            self._stored_tls = StoredTlsStatus(config)
-
-            self.monitor = PreflightMonitor(
-                config, keyring, registry=self.registry, tls_status=self._tls_status
-            )
-            if self.redirector is not None:
-                self.redirector.health_providers.append(preflight_provider(self.monitor, config))
-            self.proxy = ProxyService(
-                config,
-                keyring,
-                registry=self.registry,
-                preflight=self.monitor,
-                admin=kind == "proxy",
-            )
-
-    def _certificate_changed(self, host: str) -> None:
-        if self.monitor is not None:
-            self.monitor.refresh_soon()
-
-    async def _tls_status(self, host: str) -> HostStatus | None:
-        certs = self.redirector.certificates if self.redirector is not None else None
-        if certs is not None:
-            return certs.status(host)
-        return await self._stored_tls(host) if self._stored_tls is not None else None
-
-    async def start(self) -> None:
-        if self.redirector is not None:
-            await self.redirector.start()
-        if self.monitor is not None:
-            await self.monitor.start()
-            # Wait (bounded) for the first verdicts, so that mail sent right after READY
-            # is already rewritten when the tracking domain checks out. A domain still
-            # pending afterwards just means its mail goes out unrewritten for a while.
-            bound = self.config.preflight.timeout * 3 + 1
-            try:
-                async with asyncio.timeout(bound):
-                    await self.monitor.wait_ready()
-            except TimeoutError:
-                log_event(logger, logging.WARNING, "preflight-pending", waited=bound)
-        if self.proxy is not None:
-            await self.proxy.start()
-
-    async def stop(self) -> None:
-        """Stop in reverse order; a failure in one service does not skip the others."""
-        if self.proxy is not None:
-            await self._stop_one("proxy", self.proxy.stop(self.config.proxy.shutdown_grace))
-        if self.monitor is not None:
-            await self._stop_one("preflight", self.monitor.stop())
-        if self.redirector is not None:
-            timeout = self.config.redirector.shutdown_flush_timeout
-            await self._stop_one("redirector", self.redirector.stop(timeout))
-        if self._stored_tls is not None:
-            await self._stop_one("tls-status", self._stored_tls.aclose())
-
-    async def _stop_one(self, name: str, stopping: Coroutine[Any, Any, None]) -> None:
-        try:
-            await stopping
-        except Exception as exc:  # keep stopping the rest; the error is in the log
-            log_event(
-                logger,
-                logging.ERROR,
-                "stop-failed",
-                service=name,
-                error=f"{type(exc).__name__}: {exc}",
-            )
-
-    async def reload(self, config: Config, keyring: Keyring) -> list[str]:
-        """Apply what can be applied live; returns the keys that need a restart."""
-        pending = restart_only_changes(self.config, config, self.kind)
-        # Read before anything switches: a bad blocklist keeps the whole old state.
-        blocklist = (
-            load_blocklist(config.redirector.blocklist_file)
-            if self.redirector is not None
-            else None
-        )
-        if self.redirector is not None:
-            # Certificate files too: a bad one raises ConfigError before anything else
-            # has changed, and the certificates in service stay.
-            await self.redirector.reload_certificates(config.redirector)
-        if self.proxy is not None:
-            # The proxy validates the new TLS certificate and users file before it
-            # switches (and hands the keys to the preflight monitor, which re-proves
-            # that the redirector holds a new minting key before links use it); if it
-            # raises, nothing below ran and the old state stands.
-            self.proxy.reload(config, keyring)
-        # New keys for the redirector in the same step (no await in between), so a
-        # link minted with a new key always decodes.
-        if self.redirector is not None and blocklist is not None:
-            self.redirector.update_keyring(keyring)
-            self.redirector.update_live_settings(config.redirector, blocklist)
-            self.redirector.update_webhooks(config.webhooks)
-        setup_logging(config.log.level)
-        self.config = config
-        self.keyring = keyring
-        return pending
-
-    # --- what to tell the user -------------------------------------------------------------
-
-    def listening(self) -> dict[str, str]:
-        """``name -> host:port`` of every bound listener."""
-        out: dict[str, str] = {}
-        cfg = self.config
-        if self.proxy is not None:
-            out["smtp"] = _hostport_text(cfg.proxy.listen, self.proxy.port)
-            if cfg.proxy.tls_listen and self.proxy.tls_port is not None:
-                out["smtps"] = _hostport_text(cfg.proxy.tls_listen, self.proxy.tls_port)
-            if self.kind == "proxy" and cfg.proxy.admin_listen and self.proxy.admin_port:
-                out["admin"] = _hostport_text(cfg.proxy.admin_listen, self.proxy.admin_port)
-        if self.redirector is not None:
-            out["redirector"] = _hostport_text(cfg.redirector.listen, self.redirector.public_port)
-            if cfg.redirector.https_listen and self.redirector.https_port is not None:
-                out["https"] = _hostport_text(
-                    cfg.redirector.https_listen, self.redirector.https_port
-                )
-            if cfg.redirector.admin_listen and self.redirector.admin_port:
-                out["admin"] = _hostport_text(
-                    cfg.redirector.admin_listen, self.redirector.admin_port
-                )
-        return out
-
-    def preflight_summary(self) -> str | None:
-        if self.monitor is None:
-            return None
-        if not self.config.preflight.enabled:
-            return "preflight disabled: links are always rewritten"
-        states = [f"{url} {self.monitor.state(url)}" for url in self.config.tracking.base_urls()]
-        return "preflight: " + ", ".join(states)
-
-    def status_line(self) -> str:
-        parts = [f"{name} {addr}" for name, addr in self.listening().items()]
-        summary = self.preflight_summary()
-        if summary:
-            parts.append(summary)
-        return "; ".join(parts)
-
-    def banner(self) -> list[str]:
-        """A few lines for a person at a terminal: where it listens, where mail goes,
-        how to change it."""
-        cfg = self.config
-        listening = self.listening()
-        lines: list[str] = []
-        if "smtp" in listening:
-            lines.append(f"SMTP proxy      smtp://{listening['smtp']}  (send mail here)")
-        if "smtps" in listening:
-            lines.append(f"SMTPS           smtps://{listening['smtps']}")
-        if self.proxy is not None:
-            maildir = cfg.maildir
-            if maildir is not None:
-                where = f"maildir {maildir}/new/ (a folder, nothing is really sent)"
-            else:
-                where = cfg.upstream.url
-            lines.append(f"mail goes to    {where}")
-            lines.append(f"tracked links   {cfg.tracking.base_url}/c/…")
-            summary = self.preflight_summary()
-            if summary:
-                lines.append(summary)
-                if self.monitor is not None and not all(
-                    self.monitor.may_rewrite(url) for url in cfg.tracking.base_urls()
-                ):
-                    lines.append(
-                        "                (mail is relayed unrewritten until preflight passes:"
-                        " run `clickrelay check`)"
-                    )
-        if "redirector" in listening:
-            lines.append(f"redirector      http://{listening['redirector']}  (clicks land here)")
-        if "https" in listening:
-            lines.append(f"redirector TLS  https://{listening['https']}  (certificate by SNI)")
-        if "admin" in listening:
-            lines.append(f"admin           http://{listening['admin']}/metrics")
-        if self.redirector is not None:
-            lines.append(f"clicks stored   {cfg.redirector.store}  (see `clickrelay stats`)")
-        lines.append(f"link keys       {cfg.tracking.key_file}")
-        if cfg.source is None:
-            lines.append(
-                "configure       copy conf/clickrelay.toml, edit it, run "
-                f"`clickrelay {self.kind} -c FILE` (or set $CLICKRELAY_CONFIG)"
-            )
-        else:
-            lines.append(f"config          {cfg.source}  (edit, then SIGHUP to reload)")
-        return lines
-
-
-# --- the run loop -----------------------------------------------------------------------------
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -422,13 +144,13 @@ class Supervisor:
         except BaseException:
             await stack.stop()
             raise
-        for line in stack.banner():
+        for line in banner(stack):
             self.out(line)
         loop_kind = type(asyncio.get_running_loop()).__module__.split(".")[0]
         log_event(
-            logger, logging.INFO, "ready", command=self.kind, loop=loop_kind, **stack.listening()
+            logger, logging.INFO, "ready", command=self.kind, loop=loop_kind, **listening(stack)
         )
-        self.notifier.ready(stack.status_line())
+        self.notifier.ready(status_line(stack))
         status = asyncio.create_task(self._status_loop(stack), name="sd-status")
         try:
             while True:
@@ -450,10 +172,10 @@ class Supervisor:
     async def _status_loop(self, stack: Stack) -> None:
         if not self.notifier.enabled:
             return
-        last = stack.status_line()
+        last = status_line(stack)
         while True:
             await asyncio.sleep(STATUS_INTERVAL)
-            line = stack.status_line()
+            line = status_line(stack)
             if line != last:
                 self.notifier.status(line)
                 last = line
@@ -476,7 +198,7 @@ class Supervisor:
                 error=error,
                 kept="previous configuration",
             )
-            self.notifier.ready(f"reload failed, old config kept: {error}; {stack.status_line()}")
+            self.notifier.ready(f"reload failed, old config kept: {error}; {status_line(stack)}")
             return
         if pending:
             log_event(
@@ -487,7 +209,7 @@ class Supervisor:
                 detail="these settings keep their running values until a restart",
             )
         log_event(logger, logging.INFO, "reloaded", key_ids=",".join(stack.keyring.key_ids))
-        self.notifier.ready(stack.status_line())
+        self.notifier.ready(status_line(stack))
 
 
 def _print_flush(line: str) -> None:
@@ -509,11 +231,8 @@ def run_command(kind: Kind, config_path: str | None) -> int:
 
 
 __all__ = [
-    "Kind",
-    "Stack",
     "StartupError",
     "Supervisor",
-    "restart_only_changes",
     "run_command",
     "run_in_loop",
 ]

@@ -13,7 +13,7 @@ from clickrelay.config import Config
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from redirector.tls.manager import TlsSettings
+    from redirector.tls.settings import TlsSettings
     from smtp_proxy.config import TrackingConfig
 
 
@@ -28,7 +28,7 @@ def https_hosts(tracking: TrackingConfig) -> tuple[str, ...]:
 
 
 def tls_settings(config: Config, on_change: Callable[[str], None] | None = None) -> TlsSettings:
-    from redirector.tls.manager import TlsSettings
+    from redirector.tls.settings import TlsSettings
 
     gate = None
     if config.acme.enabled and config.preflight.enabled:

@@ -15,7 +15,7 @@ from clickrelay.config import Config
 from redirector.tls import status as st
 from redirector.tls.certs import CertBundle, select, tls_host
 from redirector.tls.files import load_certificate_files
-from redirector.tls.manager import status_from_json
+from redirector.tls.status import status_from_json
 from redirector.tls.storage import STATUS, TlsStorage, TlsStorageError, open_tls_storage
 
 log = logging.getLogger("clickrelay.tls")

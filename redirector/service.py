@@ -46,7 +46,8 @@ from redirector.http.health_webhooks import webhooks_provider
 from redirector.http.refusals import RefusalLog
 from redirector.store import ClickStore, StoreError, open_store
 from redirector.store.retention import Retention
-from redirector.tls.manager import CertManager, TlsSettings
+from redirector.tls.manager import CertManager
+from redirector.tls.settings import TlsSettings
 from redirector.tls.storage import open_tls_storage
 from redirector.tokens import Keyring
 from redirector.webhooks.config import WebhookConfig

@@ -9,6 +9,13 @@
   directory, or the PostgreSQL click store's database for several nodes).
 * :mod:`redirector.tls.acme_client` — one ACME order with certbot's ``acme`` library
   (synchronous, so it runs in a worker thread).
-* :mod:`redirector.tls.manager` — which host needs a certificate when, renewal with
-  jitter and back-off, installation into the running listener, metrics.
+* :mod:`redirector.tls.settings` — what the listener's certificate handling is given
+  (hosts, ``[acme]``, timing).
+* :mod:`redirector.tls.served` — which certificate each host is served, installed into
+  the running listener.
+* :mod:`redirector.tls.renewal` — which host needs a certificate when, ordering and
+  renewal with jitter and back-off.
+* :mod:`redirector.tls.status`, :mod:`redirector.tls.host_state` — what is known about a
+  host's certificate; :mod:`redirector.tls.metrics` — its metrics.
+* :mod:`redirector.tls.manager` — all of it put together for the HTTPS listener.
 """

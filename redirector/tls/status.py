@@ -5,6 +5,7 @@ proxy, ``check`` — reads the same record from the TLS storage)."""
 from __future__ import annotations
 
 import datetime
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,3 +87,12 @@ class HostStatus:
             next_attempt=_parse_time(doc.get("next_attempt")),
             renewal_due=_parse_time(doc.get("renewal_due")),
         )
+
+
+def status_from_json(data: bytes) -> HostStatus | None:
+    """A status record read from the storage (None if it is not one)."""
+    try:
+        doc: Any = json.loads(data)
+        return HostStatus.from_json(doc) if isinstance(doc, dict) else None
+    except (ValueError, KeyError, TypeError):
+        return None

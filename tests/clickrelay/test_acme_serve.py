@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 import pytest
 from cryptography import x509
 
+from tests.support.acme_helpers import HOST_A, HOST_B, tracking_dns
 from tests.support.dns_server import DnsServer
 from tests.support.net import free_ports
 from tests.support.pebble import Pebble, require_pebble
@@ -32,17 +33,12 @@ from tests.support.polling import poll
 from tests.support.processes import CLICKRELAY, ClickrelayProcess
 from tests.support.tls_certs import handshake
 
-HOST_A = "links.example.test"
-HOST_B = "links.shop.test"
-
 pytestmark = pytest.mark.timeout(180)
 
 
 @pytest.fixture
 def dns() -> Iterator[DnsServer]:
-    with DnsServer() as server:
-        for host in (HOST_A, HOST_B):
-            server.add(host, "A", "127.0.0.1", ttl=5)
+    with tracking_dns() as server:
         yield server
 
 

@@ -25,7 +25,7 @@ import dkim
 import pytest
 
 from clickrelay.config import load_config_text
-from clickrelay.supervisor import restart_only_changes
+from clickrelay.stack import restart_only_changes
 from redirector.tokens import load_keyring, new_key_line
 from smtp_proxy.engine.speedups import speedups
 from tests.support.config import write_config
@@ -78,6 +78,13 @@ def total_clicks(config: Path) -> int:
 
 
 # --- pure: which reload changes need a restart ------------------------------------------
+
+
+def reload(proc: ClickrelayProcess) -> dict[str, str]:
+    """SIGHUP, then the READY notification that ends the reload (RELOADING came first)."""
+    proc.send_signal(signal.SIGHUP)
+    proc.wait_for("RELOADING")
+    return proc.wait_for("READY")
 
 
 def test_restart_only_changes_names_what_reload_cannot_apply(tmp_path: Path) -> None:
@@ -155,9 +162,7 @@ def test_reload_with_broken_config_keeps_the_old_one_and_says_why(tmp_path: Path
         proc.wait_ready()
         link = token_path(tmp_path, "https://example.com/kept")
         config.write_text(good + "\n[redirector.bogus]\nlisten_typo = 1\n")
-        proc.send_signal(signal.SIGHUP)
-        proc.wait_for("RELOADING")
-        after = proc.wait_for("READY")
+        after = reload(proc)
         assert "reload failed" in after["STATUS"]
         line = proc.wait_for_log("event=reload-failed")
         assert "redirector.bogus" in line and str(config) in line
@@ -167,17 +172,13 @@ def test_reload_with_broken_config_keeps_the_old_one_and_says_why(tmp_path: Path
         # A key file that went missing is refused too, not replaced by a new key.
         (tmp_path / "clickrelay-data" / "keys").rename(tmp_path / "keys.bak")
         config.write_text(good)
-        proc.send_signal(signal.SIGHUP)
-        proc.wait_for("RELOADING")
-        assert "reload failed" in proc.wait_for("READY")["STATUS"]
+        assert "reload failed" in reload(proc)["STATUS"]
         assert "key file not found" in proc.stderr()
         assert not (tmp_path / "clickrelay-data" / "keys").exists()
         assert http_get(http_port, link) == (302, "https://example.com/kept")
 
         (tmp_path / "keys.bak").rename(tmp_path / "clickrelay-data" / "keys")
-        proc.send_signal(signal.SIGHUP)
-        proc.wait_for("RELOADING")
-        assert "reload failed" not in proc.wait_for("READY")["STATUS"]
+        assert "reload failed" not in reload(proc)["STATUS"]
         proc.wait_for_log("event=reloaded")
         assert proc.stop() == 0
 
@@ -197,26 +198,20 @@ def test_sighup_rereads_the_blocklist_and_a_broken_one_keeps_the_old(tmp_path: P
         assert http_get(http_port, phish) == (302, "https://login.phish.example/x")
 
         blocklist.write_text("host phish.example\n")
-        proc.send_signal(signal.SIGHUP)
-        proc.wait_for("RELOADING")
-        proc.wait_for("READY")
+        reload(proc)
         assert "hosts=1" in proc.wait_for_log("event=blocklist-loaded")
         assert http_get(http_port, phish) == (404, None)
         assert http_get(http_port, same_message) == (302, "https://ok.example/z")
         assert http_get(http_port, other) == (302, "https://shop.example/y")
 
         blocklist.write_text("host phish.example\nqueue QPHISH\n")
-        proc.send_signal(signal.SIGHUP)
-        proc.wait_for("RELOADING")
-        proc.wait_for("READY")
+        reload(proc)
         assert "queues=1" in proc.wait_for_log("queues=1 hosts=1")
         assert http_get(http_port, same_message) == (404, None)
 
         # A broken line: the reload is refused and the old list stays in force.
         blocklist.write_text("hots phish.example\n")
-        proc.send_signal(signal.SIGHUP)
-        proc.wait_for("RELOADING")
-        assert "reload failed" in proc.wait_for("READY")["STATUS"]
+        assert "reload failed" in reload(proc)["STATUS"]
         assert f"{blocklist}:1" in proc.wait_for_log("event=reload-failed")
         assert http_get(http_port, phish) == (404, None)
         assert http_get(http_port, other) == (302, "https://shop.example/y")
@@ -231,9 +226,7 @@ def test_reload_of_a_listen_address_is_reported_as_needing_restart(tmp_path: Pat
     with ClickrelayProcess(["redirector", "-c", str(config)], cwd=tmp_path) as proc:
         proc.wait_ready()
         config.write_text(config.read_text().replace(f":{http_port}", f":{other}"))
-        proc.send_signal(signal.SIGHUP)
-        proc.wait_for("RELOADING")
-        proc.wait_for("READY")
+        reload(proc)
         line = proc.wait_for_log("event=reload-needs-restart")
         assert "redirector.listen" in line
         # Still on the old port.
@@ -475,9 +468,7 @@ def test_proxy_sighup_reloads_certificate_and_policy_without_dropping_connection
                     "[proxy]\n", '[proxy]\ntrusted_networks = ["10.0.0.0/8"]\n', 1
                 )
             )
-            proc.send_signal(signal.SIGHUP)
-            proc.wait_for("RELOADING")
-            assert "reload failed" not in proc.wait_for("READY")["STATUS"]
+            assert "reload failed" not in reload(proc)["STATUS"]
 
             assert idle.noop()[0] == 250  # the open connection survived the reload
             with pytest.raises(ssl.SSLCertVerificationError):
@@ -488,9 +479,7 @@ def test_proxy_sighup_reloads_certificate_and_policy_without_dropping_connection
 
             # A reload whose key file is gone is refused; the second certificate stays.
             (live / "key.pem").unlink()
-            proc.send_signal(signal.SIGHUP)
-            proc.wait_for("RELOADING")
-            assert "reload failed" in proc.wait_for("READY")["STATUS"]
+            assert "reload failed" in reload(proc)["STATUS"]
             proc.wait_for_log("event=reload-failed")
             with starttls_client(smtp_port, second.ca_file) as client:
                 assert client.noop()[0] == 250
@@ -642,9 +631,7 @@ def test_proxy_dkim_keys_stay_in_memory_when_a_reload_cannot_read_them(
     with ClickrelayProcess(["proxy", "-c", str(config)], cwd=tmp_path) as proc:
         proc.wait_ready()
         (tmp_path / "dkim.pem").unlink()
-        proc.send_signal(signal.SIGHUP)
-        proc.wait_for("RELOADING")
-        assert "reload failed" in proc.wait_for("READY")["STATUS"]
+        assert "reload failed" in reload(proc)["STATUS"]
         line = proc.wait_for_log("event=reload-failed")
         assert "dkim.pem" in line and "cannot read DKIM key" in line
         with smtplib.SMTP("127.0.0.1", smtp_port, timeout=60) as client:

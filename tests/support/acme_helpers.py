@@ -1,11 +1,12 @@
 """Shared pieces of the ACME tests (tests/redirector/tls, against Pebble): the tracking
-hosts, fast timings, a redirector config and service with ACME, and a polling helper."""
+hosts and their DNS, fast timings, a redirector config and service with ACME, and a polling
+helper."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +14,24 @@ from prometheus_client import CollectorRegistry
 
 from redirector.config import AcmeConfig, RedirectorConfig
 from redirector.service import RedirectorService
-from redirector.tls.manager import Timing, TlsSettings
+from redirector.tls.manager import CertManager
+from redirector.tls.settings import Timing, TlsSettings
 from redirector.tokens import Keyring
+from tests.support.dns_server import DnsServer
 from tests.support.pebble import Pebble
 
 HOST_A = "links.example.test"
 HOST_B = "links.shop.test"
 FAST = Timing(backoff_base=1.0, backoff_max=4.0, dns_retry=0.2, poll=0.5, poll_missing=0.5)
+
+
+@contextmanager
+def tracking_dns() -> Iterator[DnsServer]:
+    """The test DNS server, with both tracking hosts at 127.0.0.1."""
+    with DnsServer() as server:
+        for host in (HOST_A, HOST_B):
+            server.add(host, "A", "127.0.0.1", ttl=5)
+        yield server
 
 
 def redirector_config(tmp_path: Path, http_port: int, **kwargs: Any) -> RedirectorConfig:
@@ -64,6 +76,37 @@ async def running(
         yield service
     finally:
         await service.stop(5)
+
+
+@asynccontextmanager
+async def acme_node(
+    tmp_path: Path,
+    http_port: int,
+    keyring: Keyring,
+    pebble: Pebble,
+    *,
+    data_dir: Path | None = None,
+    store: str | None = None,
+    hosts: tuple[str, ...] = (HOST_A, HOST_B),
+    gate: Callable[[str], Awaitable[str | None]] = dns_ok,
+    registry: CollectorRegistry | None = None,
+) -> AsyncIterator[tuple[RedirectorService, CertManager]]:
+    """A running redirector (plain HTTP on ``http_port``) whose certificates come from
+    ``pebble``: the service and its certificate manager. ``data_dir`` defaults to
+    ``tmp_path / "data"``; ``store`` to SQLite under ``tmp_path``."""
+    config = redirector_config(tmp_path, http_port, **({"store": store} if store else {}))
+    async with running(
+        config,
+        keyring,
+        acme_for(pebble),
+        data_dir or tmp_path / "data",
+        hosts=hosts,
+        gate=gate,
+        registry=registry,
+    ) as service:
+        certs = service.certificates
+        assert certs is not None
+        yield service, certs
 
 
 async def wait_for(check: Callable[[], Any], what: str, limit: float = 60) -> Any:

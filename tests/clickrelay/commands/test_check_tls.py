@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from redirector.config import RedirectorConfig
 from redirector.service import RedirectorService
-from redirector.tls.manager import TlsSettings
+from redirector.tls.settings import TlsSettings
 from redirector.tokens import load_keyring
 from tests.support.dns_server import DnsServer, dns_server_fixture  # noqa: F401 (fixture)
 from tests.support.tls_certs import CertAuthority

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.acme_helpers import HOST_A, HOST_B
+from tests.support.acme_helpers import tracking_dns
 from tests.support.dns_server import DnsServer
 from tests.support.net import free_port
 from tests.support.pebble import Pebble, require_pebble
@@ -16,9 +16,7 @@ from tests.support.pebble import Pebble, require_pebble
 
 @pytest.fixture
 def dns() -> Iterator[DnsServer]:
-    with DnsServer() as server:
-        for host in (HOST_A, HOST_B):
-            server.add(host, "A", "127.0.0.1", ttl=5)
+    with tracking_dns() as server:
         yield server
 
 

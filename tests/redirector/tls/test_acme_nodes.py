@@ -17,7 +17,7 @@ import pytest
 
 from redirector.tls.storage import CHALLENGE, PgTlsStorage, SqliteTlsStorage
 from redirector.tokens import Keyring
-from tests.support.acme_helpers import HOST_A, acme_for, redirector_config, running, wait_for
+from tests.support.acme_helpers import HOST_A, acme_node, wait_for
 from tests.support.dns_server import DnsServer
 from tests.support.net import free_port
 from tests.support.pebble import Pebble
@@ -54,27 +54,29 @@ async def test_node_b_answers_the_challenge_node_a_started_and_both_serve_it(
         # Pebble validates on node B's port only.
         with Pebble(tmp_path / "pebble", http_port=port_b, dns=dns) as pebble:
             async with AsyncExitStack() as stack:
-                node_b = await stack.enter_async_context(
-                    running(
-                        redirector_config(tmp_path / "b", port_b, store=store),
-                        keyring,
-                        acme_for(pebble),
+                node_b, certs_b = await stack.enter_async_context(
+                    acme_node(
                         tmp_path / "b",
+                        port_b,
+                        keyring,
+                        pebble,
+                        data_dir=tmp_path / "b",
+                        store=store,
                         hosts=(HOST_A,),
                         gate=never_ready,
                     )
                 )
-                node_a = await stack.enter_async_context(
-                    running(
-                        redirector_config(tmp_path / "a", port_a, store=store),
-                        keyring,
-                        acme_for(pebble),
+                node_a, certs_a = await stack.enter_async_context(
+                    acme_node(
                         tmp_path / "a",
+                        port_a,
+                        keyring,
+                        pebble,
+                        data_dir=tmp_path / "a",
+                        store=store,
                         hosts=(HOST_A,),
                     )
                 )
-                certs_a, certs_b = node_a.certificates, node_b.certificates
-                assert certs_a is not None and certs_b is not None
                 issued = await wait_for(
                     lambda: certs_a.served(HOST_A), f"A got no certificate:\n{pebble.log()}"
                 )

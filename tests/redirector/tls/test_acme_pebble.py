@@ -18,14 +18,7 @@ from clickrelay.config import load_config_text
 from redirector.tokens import Keyring
 from smtp_proxy.preflight.http_probe import PinnedResolver
 from smtp_proxy.preflight.tls_hosts import dns_gate
-from tests.support.acme_helpers import (
-    HOST_A,
-    HOST_B,
-    acme_for,
-    redirector_config,
-    running,
-    wait_for,
-)
+from tests.support.acme_helpers import HOST_A, HOST_B, acme_node, wait_for
 from tests.support.dns_server import DnsServer
 from tests.support.pebble import Pebble
 from tests.support.tls_certs import handshake
@@ -69,13 +62,11 @@ def san(cert: x509.Certificate) -> list[str]:
 async def test_certificates_are_issued_installed_and_serve_tracked_links(
     tmp_path: Path, pebble: Pebble, http_port: int, keyring: Keyring
 ) -> None:
-    config = redirector_config(tmp_path, http_port)
     registry = CollectorRegistry()
-    async with running(
-        config, keyring, acme_for(pebble), tmp_path / "data", registry=registry
-    ) as service:
-        certs = service.certificates
-        assert certs is not None
+    async with acme_node(tmp_path, http_port, keyring, pebble, registry=registry) as (
+        service,
+        certs,
+    ):
         await wait_for(
             lambda: all(certs.served(h) for h in (HOST_A, HOST_B)),
             f"no certificates issued:\n{pebble.log()}",
@@ -106,11 +97,7 @@ async def test_certificates_are_issued_installed_and_serve_tracked_links(
     data_file = tmp_path / "data" / "tls.sqlite3"
     assert data_file.stat().st_mode & 0o777 == 0o600
     registry = CollectorRegistry()
-    async with running(
-        config, keyring, acme_for(pebble), tmp_path / "data", registry=registry
-    ) as service:
-        certs = service.certificates
-        assert certs is not None
+    async with acme_node(tmp_path, http_port, keyring, pebble, registry=registry) as (_, certs):
         assert certs.served(HOST_A) is not None
         metrics = generate_latest(registry).decode()
         assert f'clickrelay_acme_orders_total{{host="{HOST_A}",outcome="issued"}} 0.0' in metrics
@@ -126,16 +113,9 @@ async def test_only_hosts_whose_dns_check_passed_are_ordered(
         f'[preflight]\nnameservers = ["{dns.nameserver}"]\ntimeout = 2.0\n'
     )
     registry = CollectorRegistry()
-    async with running(
-        redirector_config(tmp_path, http_port),
-        keyring,
-        acme_for(pebble),
-        tmp_path / "data",
-        gate=dns_gate(config),
-        registry=registry,
-    ) as service:
-        certs = service.certificates
-        assert certs is not None
+    async with acme_node(
+        tmp_path, http_port, keyring, pebble, gate=dns_gate(config), registry=registry
+    ) as (service, certs):
         await wait_for(lambda: certs.served(HOST_A), f"A not issued:\n{pebble.log()}")
         status = await wait_for(
             lambda: (s := certs.status(HOST_B)).detail and s, "B has no status detail"

@@ -22,7 +22,7 @@ from redirector.tokens import Keyring
 from smtp_proxy.preflight import PreflightMonitor, Verdict, check_domain
 from smtp_proxy.preflight.http_probe import PinnedResolver
 from smtp_proxy.preflight.tls_check import TlsStatusSource
-from tests.support.acme_helpers import HOST_A, acme_for, redirector_config, running, wait_for
+from tests.support.acme_helpers import HOST_A, acme_node, wait_for
 from tests.support.dns_server import DnsServer
 from tests.support.net import free_port, refusing_port
 from tests.support.pebble import Pebble, require_pebble
@@ -78,16 +78,9 @@ async def test_short_lived_certificates_are_renewed_while_clicks_flow(
     require_pebble()
     with Pebble(tmp_path / "pebble", http_port=http_port, dns=dns, validity=12) as pebble:
         registry = CollectorRegistry()
-        async with running(
-            redirector_config(tmp_path, http_port),
-            keyring,
-            acme_for(pebble),
-            tmp_path / "data",
-            hosts=(HOST_A,),
-            registry=registry,
-        ) as service:
-            certs = service.certificates
-            assert certs is not None
+        async with acme_node(
+            tmp_path, http_port, keyring, pebble, hosts=(HOST_A,), registry=registry
+        ) as (service, certs):
             first = await wait_for(lambda: certs.served(HOST_A), f"not issued:\n{pebble.log()}")
             root = pebble.root_pem()
             token = keyring.seal(
@@ -126,16 +119,9 @@ async def test_ca_down_keeps_the_old_certificate_and_says_cert_expiring(
     pebble.start()
     registry = CollectorRegistry()
     try:
-        async with running(
-            redirector_config(tmp_path, http_port),
-            keyring,
-            acme_for(pebble),
-            tmp_path / "data",
-            hosts=(HOST_A,),
-            registry=registry,
-        ) as service:
-            certs = service.certificates
-            assert certs is not None
+        async with acme_node(
+            tmp_path, http_port, keyring, pebble, hosts=(HOST_A,), registry=registry
+        ) as (service, certs):
             issued = await wait_for(lambda: certs.served(HOST_A), f"not issued:\n{pebble.log()}")
             root_file = tmp_path / "root.pem"
             root_file.write_bytes(pebble.root_pem())
@@ -176,15 +162,10 @@ async def test_unreachable_challenge_is_cert_failed_with_the_cas_words(
         refusing_port() as elsewhere,
         Pebble(tmp_path / "pebble", http_port=elsewhere, dns=dns) as pebble,
     ):
-        async with running(
-            redirector_config(tmp_path, http_port),
-            keyring,
-            acme_for(pebble),
-            tmp_path / "data",
-            hosts=(HOST_A,),
-        ) as service:
-            certs = service.certificates
-            assert certs is not None
+        async with acme_node(tmp_path, http_port, keyring, pebble, hosts=(HOST_A,)) as (
+            service,
+            certs,
+        ):
             status = await wait_for(
                 lambda: (s := certs.status(HOST_A)).state == "failed" and s,
                 f"order did not fail:\n{pebble.log()}",

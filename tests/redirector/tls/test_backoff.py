@@ -6,7 +6,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from redirector.tls.manager import Timing, backoff_delay
+from redirector.tls.renewal import backoff_delay
+from redirector.tls.settings import Timing
 
 
 def failed_orders_within(seconds: float, timing: Timing, unit_random: float) -> int:

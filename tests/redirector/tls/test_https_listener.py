@@ -25,7 +25,7 @@ from clickrelay.common.errors import ConfigError
 from clickrelay.config import load_config_text
 from redirector.config import RedirectorConfig
 from redirector.service import RedirectorService
-from redirector.tls.manager import TlsSettings
+from redirector.tls.settings import TlsSettings
 from redirector.tokens import Keyring
 from smtp_proxy.preflight.http_probe import PinnedResolver
 from tests.support.tls_certs import CertAuthority, handshake
@@ -285,3 +285,13 @@ async def test_https_listen_off_binds_no_tls_port(tmp_path: Path, keyring: Keyri
     async with running(config, keyring) as service:
         assert service.https_port is None
         assert service.certificates is None
+
+
+async def test_with_acme_off_no_challenge_token_has_an_answer(
+    tmp_path: Path, certs_dir: Path, keyring: Keyring
+) -> None:
+    """Certificate files only: nothing answers an HTTP-01 challenge, whatever the token."""
+    async with running(config_for(tmp_path), keyring) as service:
+        certs = service.certificates
+        assert certs is not None
+        assert await certs.challenge_answer("any-token") is None

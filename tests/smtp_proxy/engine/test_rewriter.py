@@ -21,7 +21,7 @@ from smtp_proxy.engine import b64, dkim_sign, qp
 from smtp_proxy.engine.dkim_sign import DkimKey, DkimVerdict, keys_by_domain
 from smtp_proxy.engine.rewriter import RewriteResult, TrackingSettings, rewrite_message
 from smtp_proxy.smtp.tracking import tracking_settings
-from tests.support.dkim_keys import new_dkim_key
+from tests.support.dkim_keys import new_dkim_key, signed_sale_message
 from tests.support.tracked_links import open_tracked
 
 BASE = "https://t.example.net"
@@ -500,17 +500,6 @@ def dkim_key() -> tuple[bytes, bytes]:
     return new_dkim_key()
 
 
-def _signed_message(pem: bytes) -> bytes:
-    data = msg(
-        "From: Shop <news@shop.example>\nTo: b@example.org\nSubject: Sale\n"
-        "Date: Thu, 26 Nov 2026 07:00:00 +0000\nMessage-ID: <1@shop.example>\n"
-        "MIME-Version: 1.0\nContent-Type: text/html; charset=utf-8",
-        b'<p>Sale!</p><a href="https://shop.example/sale">buy</a>\r\n',
-    )
-    sig = dkim.sign(data, b"s1", b"shop.example", pem, include_headers=[b"from", b"subject"])
-    return bytes(sig) + data
-
-
 def _dnsfunc(txt: bytes):  # type: ignore[no-untyped-def]
     def dnsfunc(name: bytes, timeout: int = 5) -> bytes:
         assert name == b"s2._domainkey.shop.example." or name.startswith(b"s1._domainkey")
@@ -522,7 +511,7 @@ def _dnsfunc(txt: bytes):  # type: ignore[no-untyped-def]
 def test_dkim_signed_message_is_unchanged_without_key(
     settings: TrackingSettings, dkim_key: tuple[bytes, bytes]
 ) -> None:
-    data = _signed_message(dkim_key[0])
+    data = signed_sale_message(dkim_key[0])
     assert dkim.verify(data, dnsfunc=_dnsfunc(dkim_key[1]))
     result = rw(data, settings)
     assert (result.data, result.reason, result.changed) == (data, "dkim-signed", False)
@@ -540,7 +529,7 @@ def test_dkim_resigned_when_domain_has_a_key(
 ) -> None:
     pem, txt = dkim_key
     with_key = dataclasses.replace(settings, dkim_keys=dkim_keys("Shop.Example", pem))
-    data = _signed_message(pem)
+    data = signed_sale_message(pem)
     # Without a verdict saying its signature verified, the key is never used.
     assert rw(data, with_key).reason == "dkim-unverified"
     verdict = DkimVerdict(verified=frozenset({"shop.example"}))
@@ -562,7 +551,7 @@ def test_dkim_bad_key_relays_original(
     settings: TrackingSettings, dkim_key: tuple[bytes, bytes]
 ) -> None:
     bad = dkim_keys("shop.example", b"-----BEGIN RSA PRIVATE KEY-----\nnot a key\n")
-    data = _signed_message(dkim_key[0])
+    data = signed_sale_message(dkim_key[0])
     verdict = DkimVerdict(verified=frozenset({"shop.example"}))
     result = rewrite_message(
         data, dataclasses.replace(settings, dkim_keys=bad), queue_id="Q1", dkim_verdict=verdict

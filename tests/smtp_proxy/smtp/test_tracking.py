@@ -22,7 +22,7 @@ from smtp_proxy.engine.dkim_sign import DkimVerdict
 from smtp_proxy.engine.rewriter import rewrite_message
 from smtp_proxy.service import ProxyService
 from smtp_proxy.smtp.tracking import load_dkim_keys, sender_base_url, tracking_settings
-from tests.support.dkim_keys import new_dkim_key, txt_record
+from tests.support.dkim_keys import new_dkim_key, signed_sale_message, txt_record
 from tests.support.dns_server import DnsServer
 from tests.support.proxy_helpers import ProxyLab, smtp_client
 
@@ -107,17 +107,6 @@ def second_key() -> tuple[bytes, bytes]:
     return _new_key()
 
 
-def _signed(pem: bytes) -> bytes:
-    data = msg(
-        "From: Shop <news@shop.example>\nTo: b@example.org\nSubject: Sale\n"
-        "Date: Thu, 26 Nov 2026 07:00:00 +0000\nMessage-ID: <1@shop.example>\n"
-        "MIME-Version: 1.0\nContent-Type: text/html; charset=utf-8",
-        b'<p>Sale!</p><a href="https://shop.example/sale">buy</a>\r\n',
-    )
-    sig = dkim.sign(data, b"s1", b"shop.example", pem, include_headers=[b"from", b"subject"])
-    return bytes(sig) + data
-
-
 def _verifies(data: bytes, selector: bytes, txt: bytes) -> bool:
     def dnsfunc(name: bytes, timeout: int = 5) -> bytes:
         return txt if name == selector + b"._domainkey.shop.example." else b""
@@ -198,7 +187,7 @@ async def test_dkim_keys_are_read_at_start_and_reload(
     dns_server.add("s1._domainkey.shop.example", "TXT", txt_record(first_key[1]))
     preflight = {"enabled": False, "nameservers": [dns_server.nameserver]}
     config = _with_dkim(lab.config(sink.url, preflight=preflight), "s2", key_file)
-    message = _signed(first_key[0])
+    message = signed_sale_message(first_key[0])
 
     async def send() -> bytes:
         async with smtp_client(proxy.port) as client:
@@ -239,6 +228,8 @@ def test_rewrite_command_settings_sign_from_loaded_keys(
     settings = tracking_settings(config, keyring, load_dkim_keys(config.dkim))
     key_file.unlink()
     verdict = DkimVerdict(verified=frozenset({"shop.example"}))
-    result = rewrite_message(_signed(first_key[0]), settings, queue_id="Q1", dkim_verdict=verdict)
+    result = rewrite_message(
+        signed_sale_message(first_key[0]), settings, queue_id="Q1", dkim_verdict=verdict
+    )
     assert result.reason == "rewritten"
     assert _verifies(result.data, b"s2", first_key[1])
