@@ -46,7 +46,10 @@ from redirector.service import RedirectorService
 from redirector.store import open_store
 from redirector.store.dashboard import DashboardQuery, hour_key, split_days
 from redirector.store.pg import PgStore
-from redirector.store.sqlite import BY_DAY, OVERVIEW_SQL, SqliteStore, drill_sql, time_text
+from redirector.store.pg.dashboard import overview_sql
+from redirector.store.sqlite import SqliteStore
+from redirector.store.sqlite.access import time_text
+from redirector.store.sqlite.dashboard import BY_DAY, OVERVIEW_SQL, drill_sql
 from redirector.tokens import new_key_line, parse_keys
 
 REASONS = ["head", "scanner-agent", "too-soon", "burst", "no-user-agent"]
@@ -230,14 +233,15 @@ async def pg_plans(store_url: str, prefix: str, now: datetime, runs: int) -> Non
         split = split_days(view.start, view.end)
         hours: list[object] = [view.start.replace(tzinfo=None), view.end.replace(tzinfo=None)]
         days: list[object] = [split.first_day, split.end_day, *(t for e in split.edges for t in e)]
-        for name, sql in store.overview_sql().items():
+        for name, sql in overview_sql(store.prefix).items():
             args = days if name in BY_DAY else hours
             if "LIMIT" in sql:
                 args = [*args, 10]
             rows = await conn.fetch(f"EXPLAIN {sql}", *args)
-            print(f"  plan {name}: " + " | ".join(r[0].strip() for r in rows[:4]))
+            scans = [r[0].strip().split("  (cost")[0] for r in rows if "Scan" in r[0]]
+            print(f"  plan {name}: " + " | ".join(scans))
         # The top tags: the overview's query against the same ranking from the clicks table.
-        sql = store.overview_sql()["top_tags"]
+        sql = overview_sql(store.prefix)["top_tags"]
         direct_sql = (
             f"SELECT tag, count(*) FILTER (WHERE classification = 'human') AS h,"
             f" count(*) FILTER (WHERE classification <> 'human') FROM {store.table}"
