@@ -44,9 +44,14 @@ from redirector.config import RedirectorConfig
 from redirector.http.dashboard import parse_view
 from redirector.service import RedirectorService
 from redirector.store import open_store
-from redirector.store.dashboard import DashboardQuery, hour_key, split_days
+from redirector.store.dashboard import DashboardQuery, overview_params
 from redirector.store.pg import PgStore
-from redirector.store.sqlite import BY_DAY, OVERVIEW_SQL, SqliteStore, drill_sql, time_text
+from redirector.store.pg.dashboard import FORMS as PG_FORMS
+from redirector.store.pg.dashboard import overview_sql
+from redirector.store.sqlite import SqliteStore
+from redirector.store.sqlite.access import time_text
+from redirector.store.sqlite.dashboard import FORMS as SQLITE_FORMS
+from redirector.store.sqlite.dashboard import OVERVIEW_SQL, drill_sql
 from redirector.tokens import new_key_line, parse_keys
 
 REASONS = ["head", "scanner-agent", "too-soon", "burst", "no-user-agent"]
@@ -120,21 +125,17 @@ async def timed_gets(url: str, runs: int) -> list[float]:
     return times[1:]
 
 
+def overview_30d(now: datetime) -> DashboardQuery:
+    view = parse_view({"window": "30d"}, now)
+    return DashboardQuery(view.start, view.end)
+
+
 def sqlite_plans(path: Path, now: datetime) -> None:
     view = parse_view({"window": "30d"}, now)
-    window = (hour_key(view.start), hour_key(view.end))
-    split = split_days(view.start, view.end)
-    by_day = (
-        split.first_day.isoformat(),
-        split.end_day.isoformat(),
-        *(time_text(t) for edge in split.edges for t in edge),
-    )
+    params = overview_params(overview_30d(now), SQLITE_FORMS)
     with sqlite3.connect(path) as conn:
         for name, sql in OVERVIEW_SQL.items():
-            params: tuple[object, ...] = by_day if name in BY_DAY else window
-            if "LIMIT" in sql:
-                params = (*params, 10)
-            plan = conn.execute(f"EXPLAIN QUERY PLAN {sql}", params).fetchall()
+            plan = conn.execute(f"EXPLAIN QUERY PLAN {sql}", params[name]).fetchall()
             print(f"  plan {name}: " + "; ".join(str(row[3]) for row in plan))
         query = DashboardQuery(view.start, view.end, queue_id="Q0000001")
         plan = conn.execute(
@@ -171,15 +172,9 @@ def median_of(runs: int, fn: Callable[[], object]) -> float:
 
 def sqlite_top_tags(path: Path, now: datetime, runs: int) -> tuple[float, float]:
     """Median seconds of the overview's top-tags query and of its clicks-table baseline."""
-    view = parse_view({"window": "30d"}, now)
-    split = split_days(view.start, view.end)
-    by_day = (
-        split.first_day.isoformat(),
-        split.end_day.isoformat(),
-        *(time_text(t) for edge in split.edges for t in edge),
-        10,
-    )
-    since = time_text(view.start)
+    query = overview_30d(now)
+    by_day = overview_params(query, SQLITE_FORMS)["top_tags"]
+    since = time_text(query.start)
     with sqlite3.connect(path) as conn:
         rollup = conn.execute(OVERVIEW_SQL["top_tags"], by_day).fetchall()
         direct = conn.execute(TOP_TAGS_BASELINE_SQL, (since,)).fetchall()
@@ -227,23 +222,19 @@ async def pg_plans(store_url: str, prefix: str, now: datetime, runs: int) -> Non
     conn = await asyncpg.connect(store.dsn)
     try:
         view = parse_view({"window": "30d"}, now)
-        split = split_days(view.start, view.end)
-        hours: list[object] = [view.start.replace(tzinfo=None), view.end.replace(tzinfo=None)]
-        days: list[object] = [split.first_day, split.end_day, *(t for e in split.edges for t in e)]
-        for name, sql in store.overview_sql().items():
-            args = days if name in BY_DAY else hours
-            if "LIMIT" in sql:
-                args = [*args, 10]
-            rows = await conn.fetch(f"EXPLAIN {sql}", *args)
-            print(f"  plan {name}: " + " | ".join(r[0].strip() for r in rows[:4]))
+        params = overview_params(overview_30d(now), PG_FORMS)
+        for name, sql in overview_sql(store.prefix).items():
+            rows = await conn.fetch(f"EXPLAIN {sql}", *params[name])
+            scans = [r[0].strip().split("  (cost")[0] for r in rows if "Scan" in r[0]]
+            print(f"  plan {name}: " + " | ".join(scans))
         # The top tags: the overview's query against the same ranking from the clicks table.
-        sql = store.overview_sql()["top_tags"]
+        sql = overview_sql(store.prefix)["top_tags"]
         direct_sql = (
             f"SELECT tag, count(*) FILTER (WHERE classification = 'human') AS h,"
             f" count(*) FILTER (WHERE classification <> 'human') FROM {store.table}"
             " WHERE time >= $1 AND tag IS NOT NULL GROUP BY tag ORDER BY h DESC, tag LIMIT 10"
         )
-        tag_args = [*days, 10]
+        tag_args = params["top_tags"]
         rollup = await conn.fetch(sql, *tag_args)
         direct = await conn.fetch(direct_sql, view.start)
         assert [r[0] for r in rollup] == [r[0] for r in direct], (rollup, direct)

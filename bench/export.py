@@ -33,7 +33,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from redirector.clicks import CLICK_COLUMNS  # noqa: E402
-from redirector.store.sqlite import SqliteStore, time_text  # noqa: E402
+from redirector.store.sqlite import SqliteStore  # noqa: E402
+from redirector.store.sqlite.access import time_text  # noqa: E402
 
 CLICKRELAY = Path(sys.executable).parent / "clickrelay"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

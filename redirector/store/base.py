@@ -24,6 +24,17 @@ class StoreError(ClickrelayError):
         self.retryable = retryable
 
 
+def steps_to_run(version: int, known: int, name: str) -> slice:
+    """The migrations a schema at step ``version`` still needs, of ``known`` steps; a
+    schema newer than this release knows is an error (``name``: the store's)."""
+    if version > known:
+        raise StoreError(
+            f"{name}: schema version {version} is newer than this clickrelay "
+            f"knows ({known}); upgrade clickrelay"
+        )
+    return slice(version, known)
+
+
 class ClickStore(Protocol):
     """A place clicks are written to in batches and counted from."""
 

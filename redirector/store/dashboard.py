@@ -14,8 +14,12 @@ Windows are whole UTC hours: ``start`` and ``end`` are hour-aligned (the caller 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from redirector.store.records import StoredClick
 
 #: How many rows the top-N tables and the recent-clicks table hold.
 TOP_N = 10
@@ -84,16 +88,53 @@ class DashboardQuery:
         return int((self.end - self.start) / timedelta(hours=1))
 
 
+@dataclass(frozen=True)
+class ValueForms:
+    """How a store spells the values its dashboard queries compare with."""
+
+    hour: Callable[[datetime], object]  # an hour of the hourly roll-ups
+    day: Callable[[date], object]  # a day of the daily roll-ups
+    time: Callable[[datetime], object]  # a click's time
+
+
+def overview_params(query: DashboardQuery, forms: ValueForms) -> dict[str, tuple[object, ...]]:
+    """Each overview query's parameters: the window's hours for the hourly roll-ups; for
+    the daily ones its whole days and the two partial-day edges (read from the clicks)."""
+    window = (forms.hour(query.start), forms.hour(query.end))
+    split = split_days(query.start, query.end)
+    by_day = (
+        forms.day(split.first_day),
+        forms.day(split.end_day),
+        *(forms.time(t) for edge in split.edges for t in edge),
+    )
+    return {
+        "hours": window,
+        "top_links": (*window, TOP_N),
+        "top_messages": (*by_day, TOP_N),
+        "unique": by_day,
+        "top_tags": (*by_day, TOP_N),
+    }
+
+
+def drill_params(query: DashboardQuery, forms: ValueForms) -> dict[str, tuple[object, ...]]:
+    """Each drill-down query's parameters: the subject and the window, and a limit."""
+    key = next(k for k in (query.queue_id, query.url, query.tag) if k is not None)
+    params = (key, forms.time(query.start), forms.time(query.end))
+    return {
+        "hours": params,
+        "unique": params,
+        "top_links": (*params, TOP_N),
+        "top_messages": (*params, TOP_N),
+        "top_tags": (*params, TOP_N),
+        "recent": (*params, RECENT_N),
+    }
+
+
 def drill_column(query: DashboardQuery) -> str:
     """The clicks column a drill-down selects on."""
     if query.queue_id is not None:
         return "queue_id"
     return "url" if query.url is not None else "tag"
-
-
-def drill_key(query: DashboardQuery) -> str | None:
-    """The value :func:`drill_column` must have."""
-    return next((k for k in (query.queue_id, query.url, query.tag) if k is not None), None)
 
 
 @dataclass(frozen=True)
@@ -105,17 +146,8 @@ class Ranked:
     bot: int
 
 
-@dataclass(frozen=True)
-class RecentClick:
-    time: datetime
-    queue_id: str
-    link_index: int
-    url: str
-    recipient: str | None
-    client_ip: str | None
-    user_agent: str | None
-    classification: str
-    reason: str | None
+#: A drill-down's recent clicks are stored clicks, as an export reads them.
+RecentClick = StoredClick
 
 
 @dataclass
@@ -156,3 +188,30 @@ def fold_hours(
             reasons[key] = reasons.get(key, 0) + n
     hours = [(hour, h, b) for hour, (h, b) in sorted(series.items())]
     return hours, sorted(reasons.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def ranked(rows: Iterable[Sequence[Any]]) -> list[Ranked]:
+    """A top table from ``(key, human, bot)`` rows."""
+    return [Ranked(key, int(human), int(bot)) for key, human, bot in rows]
+
+
+def page_from_rows(
+    rows: Mapping[str, Sequence[Sequence[Any]]],
+    hour_of: Callable[[Any], datetime],
+    recent_of: Callable[[Sequence[Any]], RecentClick],
+) -> DashboardData:
+    """The answer from the rows of each query (named as in :func:`overview_params` or
+    :func:`drill_params`); ``hour_of`` reads the store's hour values, ``recent_of`` a
+    recent-click row."""
+    hours, reasons = fold_hours(
+        [(hour_of(h), c, r or None, int(n)) for h, c, r, n in rows["hours"]]
+    )
+    return DashboardData(
+        hours=hours,
+        unique_human_recipients=int(rows["unique"][0][0] or 0),
+        bot_reasons=reasons,
+        top_links=ranked(rows["top_links"]),
+        top_messages=ranked(rows["top_messages"]),
+        top_tags=ranked(rows["top_tags"]),
+        recent=[recent_of(r) for r in rows.get("recent", ())],
+    )

@@ -44,24 +44,15 @@ class StoredClick:
     def from_row(
         cls, seq: int, row: tuple[Any, ...] | Any, time: datetime, sent_at: datetime | None
     ) -> StoredClick:
-        """``row`` in :data:`READ_COLUMNS` order (``time`` and ``sent_at`` converted)."""
-        return cls(
-            seq=int(seq),
-            id=row[0],
-            time=utc(time),
-            queue_id=row[2],
-            link_index=int(row[3]),
-            url=row[4],
-            recipient=row[5],
-            client_ip=row[6],
-            user_agent=row[7],
-            method=row[8],
-            classification=row[9],
-            reason=row[10],
-            tag=row[11],
-            metadata=metadata_from_text(row[12]),
-            sent_at=utc(sent_at) if sent_at is not None else None,
-        )
+        """``row`` in :data:`READ_COLUMNS` order (``time`` and ``sent_at`` converted).
+
+        The fields after ``seq`` are READ_COLUMNS in order: four need converting."""
+        values: list[Any] = list(row[: len(READ_COLUMNS)])
+        values[1] = utc(time)
+        values[3] = int(values[3])
+        values[12] = metadata_from_text(values[12])
+        values[13] = utc(sent_at) if sent_at is not None else None
+        return cls(int(seq), *values)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,11 @@ them, so neither the recorder's writes nor the redirects notice; a pass runs eve
 counted (``clickrelay_clicks_expired_total``). SQLite hands the freed pages back to the
 file system with ``incremental_vacuum`` (see :mod:`redirector.store.sqlite`), so the file
 does not grow without bound. ``retention_days = 0`` keeps every click.
+
+The dashboard's roll-ups follow the deletes (a delete trigger in each store): an
+overview shows what the clicks table still holds, the same clicks an export or the
+stats would find, rather than totals of clicks that can no longer be looked at. That
+costs a few roll-up updates per deleted click, in the same small batches.
 """
 
 from __future__ import annotations

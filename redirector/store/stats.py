@@ -25,7 +25,7 @@ Times are ISO 8601 UTC strings. Messages are ordered by first click, links by in
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -97,6 +97,48 @@ def where_clause(
 def and_where(where: str) -> str:
     """A :func:`where_clause` ``WHERE`` to follow another condition (``AND ...``)."""
     return "AND " + where[len("WHERE ") :] if where else ""
+
+
+def stats_queries(table: str, where: str, all_where: str) -> tuple[str, str, str, str, str]:
+    """A stats document's queries: links, messages, tags and reasons take ``where``'s
+    parameters, the last one (the unsettled count) ``all_where``'s."""
+    return (
+        LINK_STATS_SQL.format(table=table, where=where),
+        MESSAGE_STATS_SQL.format(table=table, where=where),
+        TAG_STATS_SQL.format(table=table, where=where),
+        REASON_STATS_SQL.format(table=table, and_where=and_where(where)),
+        UNSETTLED_SQL.format(table=table, and_where=and_where(all_where)),
+    )
+
+
+def stats_from_rows(
+    link_rows: Iterable[Sequence[Any]],
+    message_rows: Iterable[Sequence[Any]],
+    tag_rows: Iterable[Sequence[Any]],
+    reason_rows: Iterable[Sequence[Any]],
+    unsettled: int,
+    *,
+    settled_only: bool,
+    parse_time: Callable[[Any], datetime],
+) -> dict[str, Any]:
+    """The stats document from the rows of :func:`stats_queries` (either store's rows;
+    ``parse_time`` reads the store's time values)."""
+    links = [
+        LinkRow(q, int(i), u, int(h), int(b), int(n), parse_time(f), parse_time(lt))
+        for q, i, u, h, b, n, f, lt in link_rows
+    ]
+    messages = [
+        MessageRow(q, int(h), int(b), int(n), parse_time(f), parse_time(lt))
+        for q, h, b, n, f, lt in message_rows
+    ]
+    return build_stats(
+        links,
+        messages,
+        [TagRow(t, int(h), int(b)) for t, h, b in tag_rows if t is not None],
+        reasons={str(r): int(n) for r, n in reason_rows},
+        unsettled=int(unsettled),
+        settled_only=settled_only,
+    )
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import itertools
 import random
-import sqlite3
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,27 +24,15 @@ from redirector.store.dashboard import (
     split_days,
 )
 from redirector.store.pg import PgStore
-from redirector.store.sqlite import MIGRATIONS, SqliteStore
+from redirector.store.sqlite import SqliteStore
+from tests.redirector.store.schema_steps import pg_tables_at_step, sqlite_file_at_step
+from tests.redirector.store.test_store import store
 
 T0 = datetime(2026, 11, 1, 0, 0, tzinfo=UTC)
+__all__ = ["store"]
+
 REASONS = ["head", "scanner-agent", "too-soon", "burst"]
 TAGS = [None, "spring", "autumn", "promo", "news"]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ClickStore]:
-    if request.param == "sqlite":
-        s: ClickStore = SqliteStore(tmp_path / "clicks.sqlite3")
-        await s.open()
-        yield s
-        await s.close()
-    else:
-        dsn = request.getfixturevalue("pg_dsn")
-        pg = PgStore(dsn, table_prefix=f"t{uuid.uuid4().hex[:12]}_")
-        await pg.open()
-        yield pg
-        await pg.drop_tables()
-        await pg.close()
 
 
 def random_clicks(seed: int, count: int) -> list[Click]:
@@ -195,20 +182,7 @@ def test_window_must_be_whole_hours() -> None:
 async def test_sqlite_upgrade_fills_the_rollups_from_stored_clicks(tmp_path: Path) -> None:
     path = tmp_path / "old.sqlite3"
     clicks = random_clicks(3, 400)
-    with sqlite3.connect(path) as conn:  # a store written by the previous release
-        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-        conn.execute("INSERT INTO schema_version VALUES (2)")
-        for statement in (*MIGRATIONS[0], *MIGRATIONS[1]):
-            conn.execute(statement)
-        from redirector.clicks import CLICK_COLUMNS, click_row
-        from redirector.store.sqlite import time_text
-
-        # The columns of schema step 2: the ones before the roll-ups.
-        columns = CLICK_COLUMNS[: CLICK_COLUMNS.index("sent_at") + 1]
-        conn.executemany(
-            f"INSERT INTO clicks ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-            [click_row(c, time_text)[: len(columns)] for c in clicks],
-        )
+    sqlite_file_at_step(path, 2, clicks)  # a store written before the roll-ups
     store = SqliteStore(path)
     try:
         await store.open()
@@ -237,29 +211,9 @@ def test_day_split_covers_the_window_exactly_once(start_hour: int, hours: int) -
 
 
 async def test_pg_upgrade_fills_the_rollups_from_stored_clicks(pg_dsn: str) -> None:
-    import asyncpg
-
-    from redirector.clicks import CLICK_COLUMNS, click_row
-    from redirector.clicks import utc as to_utc
-    from redirector.store.pg import _migrations
-
     prefix = f"t{uuid.uuid4().hex[:12]}_"
     clicks = random_clicks(5, 400)
-    conn = await asyncpg.connect(pg_dsn)
-    try:  # tables as the previous release left them
-        await conn.execute(f"CREATE TABLE {prefix}schema_version (version integer NOT NULL)")
-        await conn.execute(f"INSERT INTO {prefix}schema_version VALUES (2)")
-        for statement in (*_migrations(prefix)[0], *_migrations(prefix)[1]):
-            await conn.execute(statement)
-        # The columns of schema step 2: the ones before the roll-ups.
-        columns = CLICK_COLUMNS[: CLICK_COLUMNS.index("sent_at") + 1]
-        marks = ", ".join(f"${i + 1}" for i in range(len(columns)))
-        await conn.executemany(
-            f"INSERT INTO {prefix}clicks ({', '.join(columns)}) VALUES ({marks})",
-            [click_row(c, to_utc)[: len(columns)] for c in clicks],
-        )
-    finally:
-        await conn.close()
+    await pg_tables_at_step(pg_dsn, prefix, 2, clicks)  # tables from before the roll-ups
     store = PgStore(pg_dsn, table_prefix=prefix)
     try:
         await store.open()

@@ -17,13 +17,14 @@ import asyncpg
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from redirector.clicks import CLICK_COLUMNS, Click, click_row
-from redirector.clicks import utc as to_utc
+from redirector.clicks import Click
 from redirector.store import ClickStore
 from redirector.store.dashboard import DashboardQuery
-from redirector.store.pg import PgStore, _migrations
+from redirector.store.pg import PgStore
 from redirector.store.records import ClickFilter
-from redirector.store.sqlite import MIGRATIONS, SqliteStore, time_text
+from redirector.store.sqlite import SqliteStore
+from redirector.store.sqlite.schema import MIGRATIONS
+from tests.redirector.store.schema_steps import Relabel, pg_tables_at_step, sqlite_file_at_step
 from tests.redirector.store.test_dashboard import (
     QUERIES,
     REASONS,
@@ -31,8 +32,8 @@ from tests.redirector.store.test_dashboard import (
     actual,
     expected,
     random_clicks,
-    store,
 )
+from tests.redirector.store.test_store import store
 
 __all__ = ["store"]
 
@@ -190,7 +191,7 @@ def test_any_relabels_and_deletes_leave_the_sqlite_overview_exact(
         asyncio.run(run(Path(tmp) / "clicks.sqlite3"))
 
 
-def stale_relabels(clicks: list[Click]) -> list[tuple[str, str, str | None]]:
+def stale_relabels(clicks: list[Click]) -> list[Relabel]:
     """Labels changed at schema step 4, whose roll-ups did not follow them."""
     rnd = random.Random(9)
     return [
@@ -202,21 +203,7 @@ def stale_relabels(clicks: list[Click]) -> list[tuple[str, str, str | None]]:
 async def test_sqlite_upgrade_from_step_4_rebuilds_every_rollup(tmp_path: Path) -> None:
     path = tmp_path / "step4.sqlite3"
     clicks = random_clicks(21, 500)
-    with sqlite3.connect(path) as conn:  # a store written by the previous release
-        conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-        conn.execute("INSERT INTO schema_version VALUES (4)")
-        for statement in (s for step in MIGRATIONS[:4] for s in step):
-            conn.execute(statement)
-        marks = ", ".join("?" * len(CLICK_COLUMNS))
-        conn.executemany(
-            f"INSERT INTO clicks ({', '.join(CLICK_COLUMNS)}) VALUES ({marks})",
-            [click_row(c, time_text) for c in clicks],
-        )
-        conn.executemany(
-            "UPDATE clicks SET classification = ?, reason = ? WHERE id = ?",
-            [(label, reason, click_id) for click_id, label, reason in stale_relabels(clicks)],
-        )
-    conn.close()
+    sqlite_file_at_step(path, 4, clicks, stale_relabels(clicks))
     store = SqliteStore(path)
     try:
         await store.open()
@@ -232,23 +219,7 @@ async def test_sqlite_upgrade_from_step_4_rebuilds_every_rollup(tmp_path: Path) 
 async def test_pg_upgrade_from_step_4_rebuilds_every_rollup(pg_dsn: str) -> None:
     prefix = f"t{uuid.uuid4().hex[:12]}_"
     clicks = random_clicks(22, 500)
-    conn = await asyncpg.connect(pg_dsn)
-    try:  # tables as the previous release left them
-        await conn.execute(f"CREATE TABLE {prefix}schema_version (version integer NOT NULL)")
-        await conn.execute(f"INSERT INTO {prefix}schema_version VALUES (4)")
-        for statement in (s for step in _migrations(prefix)[:4] for s in step):
-            await conn.execute(statement)
-        marks = ", ".join(f"${i + 1}" for i in range(len(CLICK_COLUMNS)))
-        await conn.executemany(
-            f"INSERT INTO {prefix}clicks ({', '.join(CLICK_COLUMNS)}) VALUES ({marks})",
-            [click_row(c, to_utc) for c in clicks],
-        )
-        await conn.executemany(
-            f"UPDATE {prefix}clicks SET classification = $2, reason = $3 WHERE id = $1",
-            stale_relabels(clicks),
-        )
-    finally:
-        await conn.close()
+    await pg_tables_at_step(pg_dsn, prefix, 4, clicks, stale_relabels(clicks))
     store = PgStore(pg_dsn, table_prefix=prefix)
     try:
         await store.open()

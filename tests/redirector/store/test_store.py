@@ -19,8 +19,10 @@ import pytest
 
 from redirector.clicks import Click, _ClickIds, clean_text, new_click_id
 from redirector.store import ClickStore, StoreError, open_store
-from redirector.store.pg import PgStore, _migrations, safe_dsn_name
-from redirector.store.sqlite import MIGRATIONS, SqliteStore
+from redirector.store.pg import PgStore, safe_dsn_name
+from redirector.store.pg.schema import migrations
+from redirector.store.sqlite import SqliteStore
+from redirector.store.sqlite.schema import MIGRATIONS
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
@@ -348,7 +350,7 @@ async def test_pg_schema_version_and_indexes(pg_dsn: str) -> None:
             }
         finally:
             await conn.close()
-        assert version == len(_migrations(store.prefix))
+        assert version == len(migrations(store.prefix))
         assert {
             f"{store.prefix}clicks_queue_id",
             f"{store.prefix}clicks_time",
@@ -376,7 +378,7 @@ async def test_pg_several_nodes_opening_at_once_migrate_once(pg_dsn: str) -> Non
             versions = await conn.fetch(f"SELECT version FROM {prefix}schema_version")
         finally:
             await conn.close()
-        assert [r[0] for r in versions] == [len(_migrations(prefix))]
+        assert [r[0] for r in versions] == [len(migrations(prefix))]
         assert await count_rows(nodes[0]) == 4
     finally:
         await nodes[0].drop_tables()
