@@ -30,7 +30,8 @@ from redirector.store.pg import PgStore
 from redirector.store.sqlite import SqliteStore
 from redirector.tls import status as st
 from redirector.tls.certs import FILE, parse_bundle
-from redirector.tls.manager import CertManager, Timing, TlsSettings
+from redirector.tls.manager import CertManager
+from redirector.tls.settings import Timing, TlsSettings
 from redirector.tls.storage import CERT, SqliteTlsStorage
 from redirector.tokens import Keyring
 from redirector.webhooks.config import WebhookConfig
