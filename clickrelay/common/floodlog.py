@@ -78,12 +78,20 @@ class FloodLog:
             return
         pending, self._pending = self._pending, {}
         self._last_line = self.clock()
-        ordered = sorted(pending.items(), key=lambda kv: (-kv[1], kv[0]))
-        log_event(
-            self.logger,
-            self.level,
-            self.event,
-            count=sum(pending.values()),
-            reasons=",".join(f"{key}:{n}" for key, n in ordered),
-            **self.fields,
-        )
+        level, fields = self.summary(pending)
+        log_event(self.logger, level, self.event, **fields)
+
+    def summary(self, pending: dict[str, int]) -> tuple[int, dict[str, object]]:
+        """The level and fields of the line for ``pending`` (reason → count); a subclass
+        adds what its events carry besides a reason."""
+        fields: dict[str, object] = {
+            "count": sum(pending.values()),
+            "reasons": counts_text(pending),
+        }
+        return self.level, fields | self.fields
+
+
+def counts_text(counts: dict[str, int]) -> str:
+    """``a:3,b:1``, the biggest first."""
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return ",".join(f"{key}:{n}" for key, n in ordered)

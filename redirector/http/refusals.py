@@ -21,16 +21,12 @@ Must be used from one event loop thread (the redirector's), like the metrics.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import math
 import time
 from collections.abc import Callable
 
-from clickrelay.common.logfmt import log_event
+from clickrelay.common.floodlog import DEFAULT_INTERVAL, FloodLog, counts_text
 
-#: Seconds between two summary lines at most once refusals keep coming.
-DEFAULT_INTERVAL = 10.0
 #: Distinct unknown key ids named in one line (they are unauthenticated input).
 MAX_KEY_IDS = 5
 UNKNOWN_KEY_HINT = (
@@ -44,7 +40,7 @@ WRONG_HOST_HINT = (
 )
 
 
-class RefusalLog:
+class RefusalLog(FloodLog):
     """Counts refusals by reason and logs them in rate-limited summary lines."""
 
     def __init__(
@@ -54,62 +50,29 @@ class RefusalLog:
         interval: float = DEFAULT_INTERVAL,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.logger = logger
-        self.interval = interval
-        self.clock = clock
-        #: Refusals by reason since the process started (the metrics read these).
-        self.totals: dict[str, int] = {}
-        self._pending: dict[str, int] = {}
+        super().__init__(
+            logger, "redirects-refused", level=logging.INFO, interval=interval, clock=clock
+        )
         self._key_ids: dict[str, int] = {}
-        self._last_line = -math.inf
-        self._timer: asyncio.TimerHandle | None = None
 
     def note(self, reason: str, key_id: str | None = None) -> None:
-        """Count one refusal; log at once after a quiet interval, else later in a summary."""
-        self.totals[reason] = self.totals.get(reason, 0) + 1
-        self._pending[reason] = self._pending.get(reason, 0) + 1
+        """Count one refusal; log at once after a quiet interval, else later in a summary
+        (flushed at shutdown too, so that no refusal goes unmentioned)."""
         if key_id is not None and (key_id in self._key_ids or len(self._key_ids) < MAX_KEY_IDS):
             self._key_ids[key_id] = self._key_ids.get(key_id, 0) + 1
-        wait = self._last_line + self.interval - self.clock()
-        if wait <= 0:
-            self.flush()
-        elif self._timer is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # no loop (a script or test): the next note or flush() logs
-                return
-            self._timer = loop.call_later(wait, self.flush)
+        super().note(reason)
 
-    def flush(self) -> None:
-        """Log the refusals counted since the last line, if any (the timer's callback,
-        and at shutdown, so that no refusal goes unmentioned)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if not self._pending:
-            return
-        pending, key_ids = self._pending, self._key_ids
-        self._pending, self._key_ids = {}, {}
-        self._last_line = self.clock()
-        fields: dict[str, object] = {
-            "count": sum(pending.values()),
-            "reasons": _counts(pending),
-        }
-        level = logging.INFO
+    def summary(self, pending: dict[str, int]) -> tuple[int, dict[str, object]]:
+        key_ids, self._key_ids = self._key_ids, {}
+        level, fields = super().summary(pending)
         hints: list[str] = []
         if "unknown-key" in pending:
             level = logging.WARNING
-            fields["unknown_key_ids"] = _counts(key_ids)
+            fields["unknown_key_ids"] = counts_text(key_ids)
             hints.append(UNKNOWN_KEY_HINT)
         if "wrong-host" in pending:
             level = logging.WARNING
             hints.append(WRONG_HOST_HINT)
         if hints:
             fields["hint"] = "; ".join(hints)
-        log_event(self.logger, level, "redirects-refused", **fields)
-
-
-def _counts(counts: dict[str, int]) -> str:
-    """``a:3,b:1``, the biggest first."""
-    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    return ",".join(f"{key}:{n}" for key, n in ordered)
+        return level, fields

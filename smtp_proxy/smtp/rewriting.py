@@ -11,6 +11,7 @@ thread.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -95,25 +96,19 @@ class FailOpenRewriter:
                 if auth_user is not None and runtime.users is not None
                 else (),
             )
+            rewrite = functools.partial(
+                rewrite_message,
+                content,
+                settings,
+                queue_id=queue_id,
+                recipient=recipient,
+                utm_values=utm,
+                dkim_verdict=verdict,
+            )
             if inline_cost(content) > THREAD_THRESHOLD:
-                result = await asyncio.to_thread(
-                    rewrite_message,
-                    content,
-                    settings,
-                    queue_id=queue_id,
-                    recipient=recipient,
-                    utm_values=utm,
-                    dkim_verdict=verdict,
-                )
+                result = await asyncio.to_thread(rewrite)
             else:
-                result = rewrite_message(
-                    content,
-                    settings,
-                    queue_id=queue_id,
-                    recipient=recipient,
-                    utm_values=utm,
-                    dkim_verdict=verdict,
-                )
+                result = rewrite()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
