@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,11 +19,11 @@ from typing import Any
 import aiohttp
 
 from clickrelay.config import load_config_text
-from redirector.config import RedirectorConfig
 from redirector.service import RedirectorService
 from redirector.tokens import Keyring
 from smtp_proxy.engine.rewriter import rewrite_message
 from smtp_proxy.smtp.tracking import tracking_settings
+from tests.support.redirector_service import loopback_config, running_redirector
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
 TARGET = "https://shop.example.org/sale?id=7"
@@ -46,22 +45,10 @@ def tracked_link(keyring: Keyring, base_url: str, tmp_path: Path) -> str:
     return decision.tracked_url
 
 
-@asynccontextmanager
-async def redirector(
+def redirector(
     tmp_path: Path, keyring: Keyring, **kwargs: Any
-) -> AsyncIterator[RedirectorService]:
-    config = RedirectorConfig(
-        listen="127.0.0.1:0",
-        admin_listen="127.0.0.1:0",
-        store=f"sqlite:{tmp_path / 'clicks.sqlite3'}",
-        **kwargs,
-    )
-    service = RedirectorService(config, keyring)
-    await service.start()
-    try:
-        yield service
-    finally:
-        await service.stop(5)
+) -> AbstractAsyncContextManager[RedirectorService]:
+    return running_redirector(loopback_config(tmp_path, **kwargs), keyring)
 
 
 async def click(port: int, path: str, host: str | None) -> tuple[int, str | None]:

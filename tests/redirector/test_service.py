@@ -10,8 +10,6 @@ import asyncio
 import json
 import socket
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,6 +24,7 @@ from redirector.service import RedirectorService, parse_listen
 from redirector.store import open_store
 from redirector.tokens import Keyring, new_key_line, parse_keys
 from tests.support.polling import until
+from tests.support.redirector_service import running_redirector
 from tests.support.tcp_relay import TcpRelay
 
 BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0"
@@ -37,16 +36,6 @@ def config_for(store_path: Path, **kwargs: Any) -> RedirectorConfig:
     return RedirectorConfig(
         listen="127.0.0.1:0", admin_listen="127.0.0.1:0", store=f"sqlite:{store_path}", **kwargs
     )
-
-
-@asynccontextmanager
-async def running(config: RedirectorConfig, keyring: Keyring) -> AsyncIterator[RedirectorService]:
-    service = RedirectorService(config, keyring)
-    await service.start()
-    try:
-        yield service
-    finally:
-        await service.stop(5)
 
 
 async def fetch(
@@ -84,7 +73,10 @@ def tokens(keyring: Keyring, count: int, queue_id: str = "Q") -> list[str]:
 
 async def test_clicks_served_equal_clicks_stored(tmp_path: Path, keyring: Keyring) -> None:
     db = tmp_path / "data" / "clicks.sqlite3"
-    async with running(config_for(db), keyring) as service, aiohttp.ClientSession() as session:
+    async with (
+        running_redirector(config_for(db), keyring) as service,
+        aiohttp.ClientSession() as session,
+    ):
         base = f"http://127.0.0.1:{service.public_port}"
         admin = f"http://127.0.0.1:{service.admin_port}"
         served = 0
@@ -153,7 +145,10 @@ async def test_store_down_at_start_still_redirects_and_catches_up(
     blocker = tmp_path / "store-dir"
     blocker.write_text("a file where the store's directory should be")
     db = blocker / "clicks.sqlite3"
-    async with running(config_for(db), keyring) as service, aiohttp.ClientSession() as session:
+    async with (
+        running_redirector(config_for(db), keyring) as service,
+        aiohttp.ClientSession() as session,
+    ):
         base = f"http://127.0.0.1:{service.public_port}"
         admin = f"http://127.0.0.1:{service.admin_port}"
 
@@ -190,7 +185,7 @@ async def test_update_keyring_rotates_keys_live(tmp_path: Path) -> None:
     rotated_line = new_key_line()
     rotated = parse_keys(rotated_line)
     config = config_for(tmp_path / "clicks.sqlite3")
-    async with running(config, old) as service, aiohttp.ClientSession() as session:
+    async with running_redirector(config, old) as service, aiohttp.ClientSession() as session:
         base = f"http://127.0.0.1:{service.public_port}"
         token = tokens(rotated, 1)[0]
         assert (await fetch(session, f"{base}/c/{token}"))[0] == 404
