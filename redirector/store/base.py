@@ -61,11 +61,13 @@ class ClickStore(Protocol):
         ...
 
     async def webhook_enqueue(
-        self, endpoints: Sequence[tuple[str, bool]], cutoff: datetime, limit: int, now: float
+        self, endpoints: Sequence[tuple[str, bool, bool]], cutoff: datetime, limit: int, now: float
     ) -> int:
-        """Move each ``(endpoint, include_bots)``'s cursor over up to ``limit`` committed
-        clicks recorded at or before ``cutoff``, making a pending event of each (human
-        ones only unless ``include_bots``). A new endpoint starts at the newest click."""
+        """Move each ``(endpoint, include_bots, settled_only)``'s cursor over up to
+        ``limit`` committed clicks recorded at or before ``cutoff`` (and settled, with
+        ``settled_only``), making a pending event of each (human ones only unless
+        ``include_bots``); how many it moved over. A cursor stops at the first click not
+        deliverable yet. A new endpoint starts at the newest click."""
         ...
 
     async def webhook_claim(

@@ -72,6 +72,7 @@ class WebhookEvent:
     attempts: int  # including the one this claim is for
     enqueued_at: float  # unix seconds
     click: StoredClick
+    settled: bool  # the click's label is final (as of this claim)
 
 
 @dataclass(frozen=True, slots=True)

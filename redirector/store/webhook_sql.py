@@ -1,9 +1,41 @@
-"""Webhook queue statements both stores run alike: ``p`` is the table prefix (empty in
-SQLite) and ``mark(n)`` the store's n-th parameter marker (``?`` or ``$n``)."""
+"""Webhook queue logic both stores share: the cursor's step over the clicks after it
+(pure), and statements run alike, where ``p`` is the table prefix (empty in SQLite) and
+``mark(n)`` the store's n-th parameter marker (``?`` or ``$n``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+#: ``(endpoint, include_bots, settled_only)``: one cursor the enqueue step moves.
+Target = tuple[str, bool, bool]
+
+
+class Ahead(NamedTuple):
+    """A click after a cursor, as the cursor step reads it."""
+
+    seq: int
+    id: str
+    classification: str
+    due: bool  # recorded at or before the cutoff (deliverable_after)
+    settled: bool  # its label is final
+
+
+def cursor_step(
+    ahead: Sequence[Ahead], include_bots: bool, settled_only: bool
+) -> tuple[list[Ahead], list[Ahead]]:
+    """``(taken, events)`` of one cursor step over ``ahead`` (in seq order): the cursor
+    takes clicks up to the first that is not deliverable yet and stops there, never past
+    it, so a click that settles (or comes of age) after a later one is still taken, once.
+    ``events``: the taken clicks the endpoint wants (humans, or all with include_bots)."""
+    taken: list[Ahead] = []
+    for click in ahead:
+        if not click.due or (settled_only and not click.settled):
+            break
+        taken.append(click)
+    events = [c for c in taken if include_bots or c.classification == "human"]
+    return taken, events
+
 
 #: ``(sql, parameters)`` pairs, run in one transaction.
 Statements = list[tuple[str, tuple[object, ...]]]

@@ -71,8 +71,11 @@ class WebhookConfig:
     retry_delay: float = field(default=5.0, metadata=check(in_range(0.01, 3600)))
     #: Allow http:// to a host that is not loopback (the body and signature in clear).
     allow_insecure: bool = False
-    #: Seconds a click waits before it is sent: the hook for classifications that settle
-    #: after the click (0 = as soon as it is committed).
+    #: Send a click only once its label is final (settled, ``classification_settle``
+    #: after the click): a scanner's walk is served as human and relabelled bot later, so
+    #: with false an endpoint without include_bots gets scanner clicks as human ones.
+    settled_only: bool = True
+    #: Seconds a click waits before it is sent (0 = as soon as it is committed, or settled).
     deliverable_after: float = field(default=0.0, metadata=check(in_range(0, 86_400)))
     #: Requests in flight at once to this endpoint.
     concurrency: int = field(default=4, metadata=check(in_range(1, 256)))

@@ -3,8 +3,11 @@
 Nothing here reads the recorder's memory: events come from committed clicks only.
 
 * **Cursor** — every ``poll_interval`` one step moves each endpoint's cursor (kept in the
-  store) over newly committed clicks older than ``deliverable_after``, turning each click
-  the endpoint wants (humans, or bots too with ``include_bots``) into a pending event.
+  store) over newly committed clicks older than ``deliverable_after`` — and, with
+  ``settled_only`` (the default), settled: their label is final — turning each click the
+  endpoint wants (humans, or bots too with ``include_bots``) into a pending event. The
+  cursor stops at the first click not deliverable yet: clicks settle by age, not in seq
+  order, and a click passed over would never be sent.
 * **Claim** — each endpoint's loop claims due pending events with a lease (in
   PostgreSQL ``FOR UPDATE SKIP LOCKED``: several nodes share the work, each event goes
   to one of them). A node that dies mid-delivery leaves the lease to expire, and the
@@ -150,10 +153,12 @@ class WebhookDispatcher:
             took = 0
             try:
                 now = time.time()
-                by_delay: dict[float, list[tuple[str, bool]]] = {}
+                by_delay: dict[float, list[tuple[str, bool, bool]]] = {}
                 for name, endpoint in self._endpoints.items():
                     cfg = endpoint.config
-                    by_delay.setdefault(cfg.deliverable_after, []).append((name, cfg.include_bots))
+                    by_delay.setdefault(cfg.deliverable_after, []).append(
+                        (name, cfg.include_bots, cfg.settled_only)
+                    )
                 for delay, group in by_delay.items():
                     cutoff = datetime.fromtimestamp(now - delay, UTC)
                     took += await self._store.webhook_enqueue(group, cutoff, CURSOR_BATCH, now)
@@ -282,7 +287,7 @@ class WebhookDispatcher:
         """("delivered" | "retry" | "gone", error text)."""
         assert self._session is not None
         cfg = endpoint.config
-        body = body_bytes(event.click)
+        body = body_bytes(event.click, settled=event.settled)
         headers = signed_headers(endpoint.key, event.click.id, int(time.time()), body)
         try:
             async with self._session.post(

@@ -6,7 +6,12 @@ Headers: ``webhook-id`` (the click id: a receiver deduplicates on it), ``webhook
 
     {"type": "click", "timestamp": "<click time>",
      "data": {"click_id", "url", "queue_id", "link_index", "recipient", "tag", "metadata",
-              "classification", "reason", "user_agent", "ip", "sent_at", "clicked_at"}}
+              "classification", "reason", "settled", "user_agent", "ip", "sent_at",
+              "clicked_at"}}
+
+``settled`` is true when the label is final (the default ``settled_only`` endpoints get
+nothing else); false when an endpoint with ``settled_only = false`` got the click before
+the walk rules had their last word, so a ``human`` may still turn out a scanner.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from redirector.store.stats import iso
 MAX_DELAY = 3600.0
 
 
-def click_payload(click: StoredClick) -> dict[str, Any]:
+def click_payload(click: StoredClick, *, settled: bool) -> dict[str, Any]:
     return {
         "type": "click",
         "timestamp": iso(click.time),
@@ -38,6 +43,7 @@ def click_payload(click: StoredClick) -> dict[str, Any]:
             "metadata": dict(click.metadata) if click.metadata else {},
             "classification": click.classification,
             "reason": click.reason,
+            "settled": settled,
             "user_agent": click.user_agent,
             "ip": click.client_ip,
             "sent_at": iso(click.sent_at) if click.sent_at else None,
@@ -46,8 +52,10 @@ def click_payload(click: StoredClick) -> dict[str, Any]:
     }
 
 
-def body_bytes(click: StoredClick) -> bytes:
-    return json.dumps(click_payload(click), ensure_ascii=False, separators=(",", ":")).encode()
+def body_bytes(click: StoredClick, *, settled: bool) -> bytes:
+    return json.dumps(
+        click_payload(click, settled=settled), ensure_ascii=False, separators=(",", ":")
+    ).encode()
 
 
 def sign(key: bytes, msg_id: str, timestamp: int, body: bytes) -> str:

@@ -177,7 +177,8 @@ async def test_esp_headers_reach_the_application_in_the_click_webhook(
             bot_seconds_after_send=0,  # the click follows the sending at once
         ),
         lab.keys,
-        webhooks=(WebhookConfig(url=receiver.url, secret=receiver.secret),),
+        # settled_only=False: the test is about the tags, sent as soon as committed.
+        webhooks=(WebhookConfig(url=receiver.url, secret=receiver.secret, settled_only=False),),
     )
     await redirector.start()
     try:

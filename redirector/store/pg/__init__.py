@@ -169,7 +169,7 @@ class PgStore:
         return await self._call(click_table.delete_before, cutoff, limit)
 
     async def webhook_enqueue(
-        self, endpoints: Sequence[tuple[str, bool]], cutoff: datetime, limit: int, now: float
+        self, endpoints: Sequence[tuple[str, bool, bool]], cutoff: datetime, limit: int, now: float
     ) -> int:
         return await self._call(
             webhooks.enqueue, self._seq_lock, list(endpoints), cutoff, limit, now

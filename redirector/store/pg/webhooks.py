@@ -12,14 +12,14 @@ import asyncpg
 from redirector.clicks import utc
 from redirector.store.pg.clicks import stored_click
 from redirector.store.records import READ_COLUMNS, EndpointStatus, WebhookEvent
-from redirector.store.webhook_sql import Statements
+from redirector.store.webhook_sql import Ahead, Statements, Target, cursor_step
 
 
 async def enqueue(
     conn: asyncpg.Connection,
     p: str,
     seq_lock: int,
-    endpoints: Sequence[tuple[str, bool]],
+    endpoints: Sequence[Target],
     cutoff: datetime,
     limit: int,
     now: float,
@@ -30,7 +30,7 @@ async def enqueue(
     async with conn.transaction():
         # Waits for insert transactions in flight; new ones wait for this one.
         await conn.execute("SELECT pg_advisory_xact_lock($1)", seq_lock)
-        for endpoint, include_bots in endpoints:
+        for endpoint, include_bots, settled_only in endpoints:
             await conn.execute(
                 f"INSERT INTO {p}webhook_cursors (endpoint, last_seq) VALUES"
                 f" ($1, (SELECT COALESCE(MAX(seq), 0) FROM {p}clicks))"
@@ -42,28 +42,29 @@ async def enqueue(
                 endpoint,
             )
             rows = await conn.fetch(
-                f"SELECT seq, id, classification FROM {p}clicks"
-                " WHERE seq > $1 AND time <= $2 ORDER BY seq LIMIT $3",
+                f"SELECT seq, id, classification, time <= $2, settled <> 0 FROM {p}clicks"
+                " WHERE seq > $1 ORDER BY seq LIMIT $3",
                 last,
                 utc(cutoff),
                 limit,
             )
-            if not rows:
+            ahead = [Ahead(int(r[0]), r[1], r[2], bool(r[3]), bool(r[4])) for r in rows]
+            took, events = cursor_step(ahead, include_bots, settled_only)
+            if not took:
                 continue
-            events = [(endpoint, r[1], r[0], now) for r in rows if include_bots or r[2] == "human"]
             if events:
                 await conn.executemany(
                     f"INSERT INTO {p}webhook_events (endpoint, click_id, seq, state,"
                     " enqueued_at, next_attempt_at) VALUES ($1, $2, $3, 'pending', $4, $4)"
                     " ON CONFLICT (endpoint, click_id) DO NOTHING",
-                    events,
+                    [(endpoint, c.id, c.seq, now) for c in events],
                 )
             await conn.execute(
                 f"UPDATE {p}webhook_cursors SET last_seq = $1 WHERE endpoint = $2",
-                rows[-1][0],
+                took[-1].seq,
                 endpoint,
             )
-            taken += len(rows)
+            taken += len(took)
     return taken
 
 
@@ -81,7 +82,7 @@ async def claim(
             " next_attempt_at = $2 + $3 FROM due"
             " WHERE e.endpoint = due.endpoint AND e.click_id = due.click_id"
             " RETURNING e.click_id, e.attempts, e.enqueued_at, e.seq)"
-            f" SELECT claimed.attempts, claimed.enqueued_at, c.seq, {cols}"
+            f" SELECT claimed.attempts, claimed.enqueued_at, c.settled, c.seq, {cols}"
             f" FROM claimed JOIN {p}clicks c ON c.id = claimed.click_id"
             " ORDER BY claimed.seq",
             endpoint,
@@ -94,7 +95,8 @@ async def claim(
             endpoint,
             int(r[0]),
             float(r[1]),
-            stored_click(tuple(r)[2:]),
+            stored_click(tuple(r)[3:]),
+            bool(r[2]),
         )
         for r in rows
     ]

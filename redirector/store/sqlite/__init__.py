@@ -178,7 +178,7 @@ class SqliteStore:
         return await self._write_call(click_table.delete_before, cutoff, limit)
 
     async def webhook_enqueue(
-        self, endpoints: Sequence[tuple[str, bool]], cutoff: datetime, limit: int, now: float
+        self, endpoints: Sequence[tuple[str, bool, bool]], cutoff: datetime, limit: int, now: float
     ) -> int:
         return await self._write_call(webhooks.enqueue, list(endpoints), cutoff, limit, now)
 

@@ -10,12 +10,12 @@ from datetime import datetime
 
 from redirector.store.records import READ_COLUMNS, EndpointStatus, WebhookEvent
 from redirector.store.sqlite.access import stored_click, time_text, write_transaction
-from redirector.store.webhook_sql import Statements
+from redirector.store.webhook_sql import Ahead, Statements, Target, cursor_step
 
 
 def enqueue(
     conn: sqlite3.Connection,
-    endpoints: Sequence[tuple[str, bool]],
+    endpoints: Sequence[Target],
     cutoff: datetime,
     limit: int,
     now: float,
@@ -23,7 +23,7 @@ def enqueue(
     """See :meth:`redirector.store.base.ClickStore.webhook_enqueue`."""
     taken = 0
     with write_transaction(conn):
-        for endpoint, include_bots in endpoints:
+        for endpoint, include_bots, settled_only in endpoints:
             conn.execute(
                 "INSERT OR IGNORE INTO webhook_cursors (endpoint, last_seq)"
                 " VALUES (?, (SELECT COALESCE(MAX(rowid), 0) FROM clicks))",
@@ -32,23 +32,27 @@ def enqueue(
             (last,) = conn.execute(
                 "SELECT last_seq FROM webhook_cursors WHERE endpoint = ?", (endpoint,)
             ).fetchone()
-            rows = conn.execute(
-                "SELECT rowid, id, classification FROM clicks"
-                " WHERE rowid > ? AND time <= ? ORDER BY rowid LIMIT ?",
-                (last, time_text(cutoff), limit),
-            ).fetchall()
-            if not rows:
+            ahead = [
+                Ahead(int(r[0]), r[1], r[2], bool(r[3]), bool(r[4]))
+                for r in conn.execute(
+                    "SELECT rowid, id, classification, time <= ?, settled FROM clicks"
+                    " WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                    (time_text(cutoff), last, limit),
+                )
+            ]
+            took, events = cursor_step(ahead, include_bots, settled_only)
+            if not took:
                 continue
             conn.executemany(
                 "INSERT OR IGNORE INTO webhook_events (endpoint, click_id, seq, state,"
                 " enqueued_at, next_attempt_at) VALUES (?, ?, ?, 'pending', ?, ?)",
-                [(endpoint, r[1], r[0], now, now) for r in rows if include_bots or r[2] == "human"],
+                [(endpoint, c.id, c.seq, now, now) for c in events],
             )
             conn.execute(
                 "UPDATE webhook_cursors SET last_seq = ? WHERE endpoint = ?",
-                (rows[-1][0], endpoint),
+                (took[-1].seq, endpoint),
             )
-            taken += len(rows)
+            taken += len(took)
     return taken
 
 
@@ -57,7 +61,7 @@ def claim(
 ) -> list[WebhookEvent]:
     with write_transaction(conn):
         rows = conn.execute(
-            f"SELECT e.attempts, e.enqueued_at, c.rowid,"
+            f"SELECT e.attempts, e.enqueued_at, c.settled, c.rowid,"
             f" {', '.join('c.' + col for col in READ_COLUMNS)}"
             " FROM webhook_events e JOIN clicks c ON c.id = e.click_id"
             " WHERE e.endpoint = ? AND e.state = 'pending' AND e.next_attempt_at <= ?"
@@ -67,14 +71,15 @@ def claim(
         conn.executemany(
             "UPDATE webhook_events SET attempts = attempts + 1, next_attempt_at = ?"
             " WHERE endpoint = ? AND click_id = ?",
-            [(now + lease, endpoint, r[3]) for r in rows],
+            [(now + lease, endpoint, r[4]) for r in rows],
         )
     return [
         WebhookEvent(
             endpoint,
             int(r[0]) + 1,
             float(r[1]),
-            stored_click(r[2], r[3:]),
+            stored_click(r[3], r[4:]),
+            bool(r[2]),
         )
         for r in rows
     ]

@@ -80,7 +80,9 @@ def test_health_strip_shows_certificate_days_and_webhook_backlog(
     write_cert(ca, tmp_path / "tls" / "soon.pem", SOON, 3)
     hooks = "".join(
         f'[[webhooks]]\nname = "{name}"\nurl = "http://127.0.0.1:{receiver}/{path}"\n'
-        f'secret = "{new_secret()}"\nretry_delay = 0.2\n'
+        # settled_only = false: a click becomes a (failing) event at once, not a
+        # classification_settle later.
+        f'secret = "{new_secret()}"\nretry_delay = 0.2\nsettled_only = false\n'
         for name, path in (("crm", "down"), ("old-crm", "gone"))
     )
     tables = {

@@ -290,13 +290,14 @@ async def test_webhook_lines_from_a_real_store(store: ClickStore) -> None:
     fresh, stale, given_up, idle = hook("fresh"), hook("stale"), hook("given-up"), hook("idle")
     hooks = [fresh, stale, given_up, idle]
     now = time.time()
-    # Cursors first (a new endpoint starts at the newest click), then the clicks.
-    await store.webhook_enqueue([(h.key, False) for h in hooks], _now(), 100, now)
+    # Cursors first (a new endpoint starts at the newest click), then the clicks; not
+    # settled_only: the clicks written here are not settled, and the lines are the point.
+    await store.webhook_enqueue([(h.key, False, False) for h in hooks], _now(), 100, now)
     await store.write([human_click(n) for n in range(3)])
     cutoff = _now()
-    await store.webhook_enqueue([(fresh.key, False)], cutoff, 100, now - 5)
-    await store.webhook_enqueue([(stale.key, False)], cutoff, 100, now - 2 * BACKLOG_RED)
-    await store.webhook_enqueue([(given_up.key, False)], cutoff, 100, now - 5)
+    await store.webhook_enqueue([(fresh.key, False, False)], cutoff, 100, now - 5)
+    await store.webhook_enqueue([(stale.key, False, False)], cutoff, 100, now - 2 * BACKLOG_RED)
+    await store.webhook_enqueue([(given_up.key, False, False)], cutoff, 100, now - 5)
     claimed = await store.webhook_claim(given_up.key, now, 30, 1)
     assert len(claimed) == 1
     await store.webhook_finish(given_up.key, claimed[0].click.id, "failed", now, "HTTP 500: no")
@@ -334,7 +335,10 @@ async def test_endpoint_disabled_by_410_is_red_on_the_page(
     receiver = WebhookReceiver(new_secret())
     receiver.status = 410
     await receiver.start()
-    cfg = WebhookConfig(url=receiver.url, secret=receiver.secret, name="crm", retry_delay=0.05)
+    # settled_only=False: the click is sent (and meets the 410) as soon as it is committed.
+    cfg = WebhookConfig(
+        url=receiver.url, secret=receiver.secret, name="crm", retry_delay=0.05, settled_only=False
+    )
     config = RedirectorConfig(
         listen="127.0.0.1:0",
         admin_listen="127.0.0.1:0",

@@ -41,7 +41,9 @@ async def receiver() -> AsyncIterator[WebhookReceiver]:
 
 
 def hook(receiver: WebhookReceiver, **settings: Any) -> WebhookConfig:
-    """An endpoint posting to ``receiver`` with its secret."""
+    """An endpoint posting to ``receiver`` with its secret. The tests here are about
+    delivery itself, so they say ``settled_only=False``: a click is sent once committed,
+    not a ``classification_settle`` later (tests/redirector/webhooks/test_settled.py)."""
     return WebhookConfig(url=receiver.url, secret=receiver.secret, **settings)
 
 
@@ -121,7 +123,9 @@ async def test_receiver_down_then_back_gets_every_human_click(
 ) -> None:
     url, reader = sqlite_store
     receiver.status = 503
-    async with Node(url, keyring, [hook(receiver, retry_delay=0.05, timeout=5.0)]) as node:
+    async with Node(
+        url, keyring, [hook(receiver, settled_only=False, retry_delay=0.05, timeout=5.0)]
+    ) as node:
         async with aiohttp.ClientSession() as session:
             for i in range(12):
                 await node.click(session, human=i % 4 != 3, tag="spring")
@@ -165,16 +169,18 @@ async def test_bots_are_sent_flagged_with_include_bots(
     receiver: WebhookReceiver, keyring: Keyring, sqlite_store: tuple[str, ClickStore]
 ) -> None:
     url, _reader = sqlite_store
-    async with Node(url, keyring, [hook(receiver, include_bots=True)]) as node:
+    async with Node(url, keyring, [hook(receiver, settled_only=False, include_bots=True)]) as node:
         async with aiohttp.ClientSession() as session:
             await node.click(session, human=False)
             await node.click(session, human=True)
         await until(lambda: len(receiver.deliveries) == 2, "both clicks")
         labels = sorted(
-            (p[0]["data"]["classification"], p[0]["data"]["reason"])
+            (p[0]["data"]["classification"], p[0]["data"]["reason"], p[0]["data"]["settled"])
             for p in receiver.deliveries.values()
         )
-        assert labels == [("bot", "too-soon"), ("human", None)]
+        # settled_only = false: sent as served, classification_settle (60 s) before the
+        # settler's last word, and the payload says the label is not final yet.
+        assert labels == [("bot", "too-soon", False), ("human", None, False)]
 
 
 async def test_slow_receiver_never_holds_up_redirects(
@@ -182,7 +188,9 @@ async def test_slow_receiver_never_holds_up_redirects(
 ) -> None:
     url, reader = sqlite_store
     receiver.delay = 2.0
-    async with Node(url, keyring, [hook(receiver, concurrency=2, timeout=10.0)]) as node:
+    async with Node(
+        url, keyring, [hook(receiver, settled_only=False, concurrency=2, timeout=10.0)]
+    ) as node:
         async with aiohttp.ClientSession() as session:
             for _ in range(5):
                 await node.click(session)
@@ -203,7 +211,7 @@ async def test_410_disables_the_endpoint_until_reload(
 ) -> None:
     url, reader = sqlite_store
     receiver.status = 410
-    cfg = hook(receiver, retry_delay=0.05)
+    cfg = hook(receiver, settled_only=False, retry_delay=0.05)
     async with Node(url, keyring, [cfg]) as node:
         async with aiohttp.ClientSession() as session:
             await node.click(session)
@@ -240,7 +248,7 @@ async def test_failed_after_budget_then_replayed(
     caplog.set_level(logging.WARNING, logger="clickrelay.webhooks")
     url, reader = sqlite_store
     receiver.status = 500
-    cfg = hook(receiver, retry_delay=0.05, max_attempts=2)
+    cfg = hook(receiver, settled_only=False, retry_delay=0.05, max_attempts=2)
     async with Node(url, keyring, [cfg]) as node:
         async with aiohttp.ClientSession() as session:
             await node.click(session)
@@ -279,7 +287,7 @@ async def test_two_nodes_on_postgresql_deliver_each_event_once(
 ) -> None:
     prefix = f"t{uuid.uuid4().hex[:12]}_"
     url = f"{pg_dsn}?table_prefix={prefix}"
-    cfg = hook(receiver, concurrency=8)
+    cfg = hook(receiver, settled_only=False, concurrency=8)
     nodes = [Node(url, keyring, [cfg]) for _ in range(2)]
     reader = open_store(url)
     await reader.open()

@@ -42,9 +42,11 @@ async def test_sigkill_mid_delivery_loses_nothing(tmp_path: Path) -> None:
         tmp_path, http_port=http_port, admin_port=admin_port, redirector={"flush_interval": 0.02}
     )
     with config.open("a") as fh:
+        # settled_only = false: about surviving a SIGKILL, sent as soon as committed.
         fh.write(
             f'\n[[webhooks]]\nname = "app"\nurl = "{receiver.url}"\n'
             f'secret = "{receiver.secret}"\ntimeout = 2.0\nretry_delay = 0.1\nconcurrency = 2\n'
+            "settled_only = false\n"
         )
     db = tmp_path / "clickrelay-data" / "clicks.sqlite3"
     receiver.delay = 1.5  # deliveries stay in flight long enough to be cut

@@ -36,7 +36,7 @@ CLICK = StoredClick(
 
 def test_signature_verifies_with_the_reference_library() -> None:
     secret = new_secret()
-    body = body_bytes(CLICK)
+    body = body_bytes(CLICK, settled=True)
     now = int(datetime.now(UTC).timestamp())
     headers = signed_headers(secret_bytes(secret), CLICK.id, now, body)
     payload = Webhook(secret).verify(body, headers)
@@ -51,6 +51,7 @@ def test_signature_verifies_with_the_reference_library() -> None:
         "metadata": {"user_id": "42"},
         "classification": "human",
         "reason": None,
+        "settled": True,
         "user_agent": "Mozilla/5.0",
         "ip": "192.0.2.0",
         "sent_at": "2026-11-01T11:00:00Z",
@@ -62,6 +63,9 @@ def test_signature_verifies_with_the_reference_library() -> None:
     with pytest.raises(WebhookVerificationError):
         Webhook(new_secret()).verify(body, headers)
     json.loads(body)
+    # Sent before the label was final (settled_only = false): the receiver can tell.
+    early = body_bytes(CLICK, settled=False)
+    assert json.loads(early)["data"]["settled"] is False
 
 
 def test_back_off_doubles_and_budget_ends() -> None:
