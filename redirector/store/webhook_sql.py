@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 #: ``(endpoint, include_bots, settled_only)``: one cursor the enqueue step moves.
@@ -21,16 +21,22 @@ class Ahead(NamedTuple):
     settled: bool  # its label is final
 
 
+def deliverable(click: Ahead, settled_only: bool) -> bool:
+    """Whether a cursor may take ``click`` now (old enough, and settled if it must be)."""
+    return click.due and (click.settled or not settled_only)
+
+
 def cursor_step(
-    ahead: Sequence[Ahead], include_bots: bool, settled_only: bool
+    ahead: Iterable[Ahead], include_bots: bool, settled_only: bool
 ) -> tuple[list[Ahead], list[Ahead]]:
     """``(taken, events)`` of one cursor step over ``ahead`` (in seq order): the cursor
     takes clicks up to the first that is not deliverable yet and stops there, never past
     it, so a click that settles (or comes of age) after a later one is still taken, once.
-    ``events``: the taken clicks the endpoint wants (humans, or all with include_bots)."""
+    ``events``: the taken clicks the endpoint wants (humans, or all with include_bots).
+    ``ahead`` is read no further than that first click (a lazy query reads no more)."""
     taken: list[Ahead] = []
     for click in ahead:
-        if not click.due or (settled_only and not click.settled):
+        if not deliverable(click, settled_only):
             break
         taken.append(click)
     events = [c for c in taken if include_bots or c.classification == "human"]

@@ -12,7 +12,10 @@ import asyncpg
 from redirector.clicks import utc
 from redirector.store.pg.clicks import stored_click
 from redirector.store.records import READ_COLUMNS, EndpointStatus, WebhookEvent
-from redirector.store.webhook_sql import Ahead, Statements, Target, cursor_step
+from redirector.store.webhook_sql import Ahead, Statements, Target, cursor_step, deliverable
+
+#: Clicks after a cursor fetched per round trip.
+AHEAD_CHUNK = 50
 
 
 async def enqueue(
@@ -41,14 +44,20 @@ async def enqueue(
                 f"SELECT last_seq FROM {p}webhook_cursors WHERE endpoint = $1 FOR UPDATE",
                 endpoint,
             )
-            rows = await conn.fetch(
+            # Read in chunks, only up to the first click the cursor must wait for (usually
+            # the first: the newest clicks are not settled yet); this lock is held meanwhile.
+            ahead: list[Ahead] = []
+            async for r in conn.cursor(
                 f"SELECT seq, id, classification, time <= $2, settled <> 0 FROM {p}clicks"
                 " WHERE seq > $1 ORDER BY seq LIMIT $3",
                 last,
                 utc(cutoff),
                 limit,
-            )
-            ahead = [Ahead(int(r[0]), r[1], r[2], bool(r[3]), bool(r[4])) for r in rows]
+                prefetch=AHEAD_CHUNK,
+            ):
+                ahead.append(Ahead(int(r[0]), r[1], r[2], bool(r[3]), bool(r[4])))
+                if not deliverable(ahead[-1], settled_only):
+                    break
             took, events = cursor_step(ahead, include_bots, settled_only)
             if not took:
                 continue

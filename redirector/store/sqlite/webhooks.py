@@ -32,15 +32,21 @@ def enqueue(
             (last,) = conn.execute(
                 "SELECT last_seq FROM webhook_cursors WHERE endpoint = ?", (endpoint,)
             ).fetchone()
-            ahead = [
-                Ahead(int(r[0]), r[1], r[2], bool(r[3]), bool(r[4]))
-                for r in conn.execute(
-                    "SELECT rowid, id, classification, time <= ?, settled FROM clicks"
-                    " WHERE rowid > ? ORDER BY rowid LIMIT ?",
-                    (time_text(cutoff), last, limit),
+            rows = conn.execute(
+                "SELECT rowid, id, classification, time <= ?, settled FROM clicks"
+                " WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                (time_text(cutoff), last, limit),
+            )
+            # Stepped only up to the first click the cursor must wait for (usually the
+            # first: the newest clicks are not settled yet), on the writer thread.
+            try:
+                took, events = cursor_step(
+                    (Ahead(int(r[0]), r[1], r[2], bool(r[3]), bool(r[4])) for r in rows),
+                    include_bots,
+                    settled_only,
                 )
-            ]
-            took, events = cursor_step(ahead, include_bots, settled_only)
+            finally:
+                rows.close()
             if not took:
                 continue
             conn.executemany(
