@@ -106,8 +106,13 @@ def _replay(args: argparse.Namespace, config: Config, names: list[str]) -> int:
             raise ClickrelayError(f"no endpoint {args.endpoint!r} (known: {', '.join(names)})")
         names = [args.endpoint]
 
+    include_bots = {w.key: w.include_bots for w in config.webhooks}
+
     async def replay(store: ClickStore) -> list[int]:
-        return [await store.webhook_replay(name, since, time.time()) for name in names]
+        return [
+            await store.webhook_replay(name, since, time.time(), include_bots=include_bots[name])
+            for name in names
+        ]
 
     counts = asyncio.run(_with_store(config, replay))
     for name, count in zip(names, counts, strict=True):

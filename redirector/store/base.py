@@ -83,8 +83,11 @@ class ClickStore(Protocol):
         """``delivered`` (forgotten), ``retry`` (due again at ``next_at``) or ``failed``."""
         ...
 
-    async def webhook_replay(self, endpoint: str, since: datetime, now: float) -> int:
-        """Make every click since ``since`` already taken by the cursor pending again."""
+    async def webhook_replay(
+        self, endpoint: str, since: datetime, now: float, *, include_bots: bool
+    ) -> int:
+        """Make every click since ``since`` already taken by the cursor pending again (bot
+        clicks only for an endpoint that takes them)."""
         ...
 
     async def webhook_status(self, endpoints: Sequence[str]) -> list[EndpointStatus]: ...

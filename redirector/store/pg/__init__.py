@@ -188,8 +188,10 @@ class PgStore:
         )
         await self._call(webhooks.run, statements)
 
-    async def webhook_replay(self, endpoint: str, since: datetime, now: float) -> int:
-        return await self._call(webhooks.replay, endpoint, since, now)
+    async def webhook_replay(
+        self, endpoint: str, since: datetime, now: float, *, include_bots: bool
+    ) -> int:
+        return await self._call(webhooks.replay, endpoint, since, now, include_bots)
 
     async def webhook_status(self, endpoints: Sequence[str]) -> list[EndpointStatus]:
         return await self._call(webhooks.status, list(endpoints))

@@ -119,12 +119,17 @@ async def run(conn: asyncpg.Connection, p: str, statements: Statements) -> None:
 
 
 async def replay(
-    conn: asyncpg.Connection, p: str, endpoint: str, since: datetime, now: float
+    conn: asyncpg.Connection,
+    p: str,
+    endpoint: str,
+    since: datetime,
+    now: float,
+    include_bots: bool,
 ) -> int:
     status = await conn.execute(
         f"INSERT INTO {p}webhook_events (endpoint, click_id, seq, state, enqueued_at,"
         f" next_attempt_at) SELECT $1, id, seq, 'pending', $2, $2 FROM {p}clicks"
-        " WHERE time >= $3 AND seq <= COALESCE("
+        " WHERE time >= $3 AND ($4 OR classification = 'human') AND seq <= COALESCE("
         f"   (SELECT last_seq FROM {p}webhook_cursors WHERE endpoint = $1), 0)"
         " ON CONFLICT (endpoint, click_id) DO UPDATE SET state = 'pending',"
         " attempts = 0, enqueued_at = excluded.enqueued_at,"
@@ -132,6 +137,7 @@ async def replay(
         endpoint,
         now,
         utc(since),
+        include_bots,
     )
     return int(str(status).rsplit(" ", 1)[-1])
 

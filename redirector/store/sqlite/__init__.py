@@ -195,8 +195,10 @@ class SqliteStore:
         )
         await self._write_call(webhooks.run, statements)
 
-    async def webhook_replay(self, endpoint: str, since: datetime, now: float) -> int:
-        return await self._write_call(webhooks.replay, endpoint, since, now)
+    async def webhook_replay(
+        self, endpoint: str, since: datetime, now: float, *, include_bots: bool
+    ) -> int:
+        return await self._write_call(webhooks.replay, endpoint, since, now, include_bots)
 
     async def webhook_status(self, endpoints: Sequence[str]) -> list[EndpointStatus]:
         return await self._read_call(webhooks.status, list(endpoints))

@@ -98,17 +98,19 @@ def run(conn: sqlite3.Connection, statements: Statements) -> None:
             conn.execute(sql, params)
 
 
-def replay(conn: sqlite3.Connection, endpoint: str, since: datetime, now: float) -> int:
+def replay(
+    conn: sqlite3.Connection, endpoint: str, since: datetime, now: float, include_bots: bool
+) -> int:
     with write_transaction(conn):
         cur = conn.execute(
             "INSERT INTO webhook_events (endpoint, click_id, seq, state, enqueued_at,"
             " next_attempt_at) SELECT ?, id, rowid, 'pending', ?, ? FROM clicks"
-            " WHERE time >= ? AND rowid <= COALESCE("
+            " WHERE time >= ? AND (? OR classification = 'human') AND rowid <= COALESCE("
             "   (SELECT last_seq FROM webhook_cursors WHERE endpoint = ?), 0)"
             " ON CONFLICT (endpoint, click_id) DO UPDATE SET state = 'pending',"
             " attempts = 0, enqueued_at = excluded.enqueued_at,"
             " next_attempt_at = excluded.next_attempt_at, last_error = NULL",
-            (endpoint, now, now, time_text(since), endpoint),
+            (endpoint, now, now, time_text(since), include_bots, endpoint),
         )
     return int(cur.rowcount)
 

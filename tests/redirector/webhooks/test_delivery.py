@@ -274,7 +274,10 @@ async def test_failed_after_budget_then_replayed(
 
         assert (
             await reader.webhook_replay(
-                cfg.key, datetime.now(UTC) - timedelta(hours=1), time.time()
+                cfg.key,
+                datetime.now(UTC) - timedelta(hours=1),
+                time.time(),
+                include_bots=cfg.include_bots,
             )
             == 1
         )

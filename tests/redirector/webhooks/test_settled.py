@@ -25,7 +25,6 @@ from redirector.service import RedirectorService
 from redirector.store import ClickStore, open_store
 from redirector.tokens import Keyring
 from redirector.webhooks.config import WebhookConfig
-from tests.support.click_stores import click_store  # noqa: F401 (fixture)
 from tests.support.polling import until
 from tests.support.webhook_receiver import WebhookReceiver, new_secret
 
@@ -61,7 +60,7 @@ async def _claimed(store: ClickStore, endpoint: str) -> list[tuple[str, str, str
 
 
 async def test_cursor_waits_for_the_first_unsettled_click_and_skips_none(
-    click_store: ClickStore,  # noqa: F811 (the fixture)
+    click_store: ClickStore,
 ) -> None:
     store = click_store
     targets = [SETTLED_ALL, SETTLED_HUMANS, EARLY_HUMANS]
@@ -113,7 +112,7 @@ async def test_cursor_waits_for_the_first_unsettled_click_and_skips_none(
 
 
 async def test_cursor_waits_for_a_click_younger_than_deliverable_after(
-    click_store: ClickStore,  # noqa: F811 (the fixture)
+    click_store: ClickStore,
 ) -> None:
     """The time cutoff stops the cursor as settling does: a click committed before an
     older one (seq order is not time order) is not passed over while too young."""

@@ -1,0 +1,56 @@
+"""``clickrelay webhooks replay`` sends again what an endpoint was sent, never more: an
+endpoint without ``include_bots`` must not receive bot clicks because it was replayed.
+Real stores (SQLite and PostgreSQL); the command itself runs against a real config."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+from redirector.clicks import Click
+from redirector.store import ClickStore
+
+T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
+ALL = ("all", True, False)
+HUMANS = ("humans", False, False)
+
+
+def _click(queue_id: str, classification: str, reason: str | None) -> Click:
+    return Click(
+        time=T0,
+        queue_id=queue_id,
+        link_index=0,
+        url="https://example.com/x",
+        recipient="reader@example.org",
+        client_ip="192.0.2.0",
+        user_agent="Mozilla/5.0",
+        method="HEAD" if reason == "head" else "GET",
+        classification=classification,
+        reason=reason,
+    )
+
+
+async def _deliver_all(store: ClickStore, endpoint: str) -> list[str]:
+    """Claim every due event of ``endpoint`` and mark it delivered; the click ids."""
+    events = await store.webhook_claim(endpoint, time.time() + 1, 30, 1000)
+    for event in events:
+        await store.webhook_finish(endpoint, event.click.id, "delivered", 0.0, None)
+    return sorted(e.click.id for e in events)
+
+
+async def test_replay_sends_bots_only_to_endpoints_that_take_them(
+    click_store: ClickStore,
+) -> None:
+    store = click_store
+    await store.webhook_enqueue([ALL, HUMANS], datetime.now(UTC), 1000, time.time())
+    human, bot = _click("QH", "human", None), _click("QB", "bot", "head")
+    await store.write([human, bot])
+    assert await store.webhook_enqueue([ALL, HUMANS], datetime.now(UTC), 1000, time.time()) == 4
+    assert await _deliver_all(store, "all") == sorted([human.id, bot.id])
+    assert await _deliver_all(store, "humans") == [human.id]
+
+    since = T0 - timedelta(hours=1)
+    assert await store.webhook_replay("humans", since, time.time(), include_bots=False) == 1
+    assert await store.webhook_replay("all", since, time.time(), include_bots=True) == 2
+    assert await _deliver_all(store, "humans") == [human.id]
+    assert await _deliver_all(store, "all") == sorted([human.id, bot.id])
