@@ -20,7 +20,7 @@ from redirector.config import RedirectorConfig
 from redirector.service import RedirectorService
 from redirector.tls.settings import TlsSettings
 from redirector.tokens import load_keyring
-from tests.support.dns_server import DnsServer, dns_server_fixture  # noqa: F401 (fixture)
+from tests.support.dns_server import DnsServer
 from tests.support.tls_certs import CertAuthority
 
 CLICKRELAY = Path(sys.executable).parent / "clickrelay"
