@@ -19,6 +19,13 @@ all. Rows that reach zero go, as before; they are rows the statement has just lo
 
 A statement trigger with transition tables may have one event only, hence three triggers
 on one function.
+
+A deadlock or serialisation failure that still happens is not retried here: the store's
+own transactions cannot form a cycle any more and run at READ COMMITTED (the one
+REPEATABLE READ transaction only reads), so one comes from a writer outside the store,
+which may well still hold its locks on an immediate retry; the recorder and the settler
+retry with back-off and say so in a WARNING, which is the trace such a writer should
+leave. SQLite needs none of this: it has one writer at a time.
 """
 
 from __future__ import annotations

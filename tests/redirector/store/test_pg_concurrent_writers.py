@@ -1,7 +1,7 @@
-"""Several nodes on one PostgreSQL database: recorders' insert batches and settlers'
-relabels run at once, each touching the same roll-up rows (hours, links, messages,
-recipients, tags) in its own order. None of them may deadlock, and the overview stays
-equal to a count of the clicks table."""
+"""Several nodes on one PostgreSQL database: recorders' insert batches, settlers'
+relabels and retention's deletes run at once, each touching the same roll-up rows
+(hours, links, messages, recipients, tags) in its own order. None of them may deadlock,
+and the overview stays equal to a count of the clicks table."""
 
 from __future__ import annotations
 
@@ -103,11 +103,16 @@ async def test_nodes_writing_and_settling_at_once_never_deadlock(pg_dsn: str) ->
             for relabels, settled in jobs:
                 await outcomes.run(node.settle(relabels, settled))
 
+        async def retention(node: PgStore) -> None:
+            for _ in range(4):
+                await outcomes.run(node.delete_before(T0 + timedelta(minutes=20), 15))
+
         await asyncio.gather(
             *(recorder(node, writes[n]) for n, node in enumerate(nodes)),
             *(settler(node, settles[n]) for n, node in enumerate(nodes)),
+            *(retention(node) for node in nodes),
         )
-        calls = sum(map(len, writes)) + sum(map(len, settles))
+        calls = sum(map(len, writes)) + sum(map(len, settles)) + 4 * len(nodes)
         failures = f"{outcomes.deadlocks} deadlocks, {outcomes.other} in {calls} transactions"
         assert (outcomes.deadlocks, outcomes.other) == (0, []), failures
         assert outcomes.done == calls
