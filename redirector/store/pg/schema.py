@@ -11,6 +11,7 @@ import zlib
 import asyncpg
 
 from redirector.store.base import steps_to_run
+from redirector.store.pg.rollups import ROLLUP_KEYS, statement_trigger_steps
 
 
 def migrations(p: str) -> tuple[tuple[str, ...], ...]:
@@ -162,11 +163,10 @@ def migrations(p: str) -> tuple[tuple[str, ...], ...]:
             f"DROP INDEX {p}clicks_tag",
             f"CREATE INDEX {p}clicks_tag_time ON {p}clicks (tag, time)",
         ),
+        # One trigger per statement that takes roll-up rows in one global order, so
+        # nodes writing at once cannot deadlock (see redirector.store.pg.rollups).
+        statement_trigger_steps(p),
     )
-
-
-#: The columns the roll-ups are keyed or counted by: a change of any moves a click.
-ROLLUP_KEYS = ("time", "queue_id", "url", "recipient", "classification", "reason", "tag")
 
 
 def _rollup_add_function(p: str) -> str:
@@ -263,4 +263,6 @@ async def drop(conn: asyncpg.Connection, p: str) -> None:
         f" {p}click_hour_urls, {p}click_day_messages, {p}click_day_recipients,"
         f" {p}click_day_tags, {p}webhook_cursors, {p}webhook_events"
     )
-    await conn.execute(f"DROP FUNCTION IF EXISTS {p}clicks_rollup(), {p}clicks_rollup_add")
+    await conn.execute(
+        f"DROP FUNCTION IF EXISTS {p}clicks_rollup(), {p}clicks_rollup_add, {p}clicks_rollup_apply"
+    )

@@ -44,18 +44,33 @@ async def settle(
     relabels: Sequence[tuple[str, str, str]],
     settled_ids: Sequence[str],
 ) -> int:
-    changed = 0
+    """Relabel and settle in one transaction; the number of clicks relabelled.
+
+    Two settlers may take up the same clicks, so the clicks are locked in id order first,
+    and the relabels are one UPDATE (one roll-up trigger run, rows in the global order:
+    see :mod:`redirector.store.pg.rollups`)."""
+    first: dict[str, tuple[str, str]] = {}
+    for click_id, reason, evidence in relabels:
+        first.setdefault(click_id, (reason, evidence))  # as if applied one by one
+    ids = sorted(set(first) | set(settled_ids))
+    if not ids:
+        return 0
     async with conn.transaction():
-        for click_id, reason, evidence in relabels:
+        await conn.execute(
+            f"SELECT 1 FROM {p}clicks WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE", ids
+        )
+        changed = 0
+        if first:
             status = await conn.execute(
-                f"UPDATE {p}clicks SET classification = 'bot', reason = $1,"
-                " evidence = $2 WHERE id = $3 AND classification = 'human'"
-                " AND settled = 0",
-                reason,
-                evidence,
-                click_id,
+                f"UPDATE {p}clicks AS c SET classification = 'bot', reason = v.reason,"
+                " evidence = v.evidence FROM unnest($1::text[], $2::text[], $3::text[])"
+                " AS v(id, reason, evidence) WHERE c.id = v.id"
+                " AND c.classification = 'human' AND c.settled = 0",
+                list(first),
+                [reason for reason, _ in first.values()],
+                [evidence for _, evidence in first.values()],
             )
-            changed += int(status.rsplit(" ", 1)[-1])
+            changed = int(status.rsplit(" ", 1)[-1])
         if settled_ids:
             await conn.execute(
                 f"UPDATE {p}clicks SET settled = 1 WHERE id = ANY($1)", list(settled_ids)
