@@ -1,4 +1,4 @@
-"""Numbered clicks for the recorder and store-outage tests."""
+"""Clicks for tests: numbered ones in rotation, and one reader's click at a given time."""
 
 from __future__ import annotations
 
@@ -22,4 +22,25 @@ def make_click(n: int) -> Click:
         method="GET",
         classification="human",
         reason=None,
+    )
+
+
+def reader_click(
+    at: datetime,
+    queue_id: str,
+    classification: str = "human",
+    reason: str | None = None,
+) -> Click:
+    """One reader's GET (a HEAD for reason ``head``) of one link of message ``queue_id``."""
+    return Click(
+        time=at,
+        queue_id=queue_id,
+        link_index=0,
+        url="https://example.com/x",
+        recipient="reader@example.org",
+        client_ip="192.0.2.0",
+        user_agent="Mozilla/5.0",
+        method="HEAD" if reason == "head" else "GET",
+        classification=classification,
+        reason=reason,
     )

@@ -7,27 +7,12 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 
-from redirector.clicks import Click
 from redirector.store import ClickStore
+from tests.support.click_helpers import reader_click
 
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=10)
 ALL = ("all", True, False)
 HUMANS = ("humans", False, False)
-
-
-def _click(queue_id: str, classification: str, reason: str | None) -> Click:
-    return Click(
-        time=T0,
-        queue_id=queue_id,
-        link_index=0,
-        url="https://example.com/x",
-        recipient="reader@example.org",
-        client_ip="192.0.2.0",
-        user_agent="Mozilla/5.0",
-        method="HEAD" if reason == "head" else "GET",
-        classification=classification,
-        reason=reason,
-    )
 
 
 async def _deliver_all(store: ClickStore, endpoint: str) -> list[str]:
@@ -43,7 +28,7 @@ async def test_replay_sends_bots_only_to_endpoints_that_take_them(
 ) -> None:
     store = click_store
     await store.webhook_enqueue([ALL, HUMANS], datetime.now(UTC), 1000, time.time())
-    human, bot = _click("QH", "human", None), _click("QB", "bot", "head")
+    human, bot = reader_click(T0, "QH"), reader_click(T0, "QB", "bot", "head")
     await store.write([human, bot])
     assert await store.webhook_enqueue([ALL, HUMANS], datetime.now(UTC), 1000, time.time()) == 4
     assert await _deliver_all(store, "all") == sorted([human.id, bot.id])

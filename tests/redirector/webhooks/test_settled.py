@@ -25,6 +25,7 @@ from redirector.service import RedirectorService
 from redirector.store import ClickStore, open_store
 from redirector.tokens import Keyring
 from redirector.webhooks.config import WebhookConfig
+from tests.support.click_helpers import reader_click
 from tests.support.polling import until
 from tests.support.webhook_receiver import WebhookReceiver, new_secret
 
@@ -39,18 +40,7 @@ EARLY_HUMANS = ("early-humans", False, False)
 
 
 def _click(seconds: int) -> Click:
-    return Click(
-        time=T0 + timedelta(seconds=seconds),
-        queue_id=f"Q{seconds}",
-        link_index=0,
-        url="https://example.com/x",
-        recipient="reader@example.org",
-        client_ip="192.0.2.0",
-        user_agent="Mozilla/5.0",
-        method="GET",
-        classification="human",
-        reason=None,
-    )
+    return reader_click(T0 + timedelta(seconds=seconds), f"Q{seconds}")
 
 
 async def _claimed(store: ClickStore, endpoint: str) -> list[tuple[str, str, str | None, bool]]:
