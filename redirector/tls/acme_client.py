@@ -121,6 +121,18 @@ def _register(acme: client.ClientV2, account: Account, email: str) -> Account:
     return Account(account.key_pem, regr.uri)
 
 
+def register_account(
+    *, directory_url: str, ca_file: Path | None, account: Account, email: str
+) -> Account:
+    """``account`` registered at the CA (its URL set). Blocking: run in a thread.
+
+    Raises :class:`AcmeOrderError` with the CA's words."""
+    try:
+        return _register(_client(directory_url, ca_file, account), account, email)
+    except Exception as exc:  # any library or network failure is one failed order
+        raise AcmeOrderError(describe_error(exc)) from exc
+
+
 def order_certificate(
     *,
     directory_url: str,

@@ -238,7 +238,6 @@ class AcmeRenewal:
         await self._persist_status(host)
         log_event(log, logging.INFO, "acme-order-start", host=host.name, ca=self.acme.directory)
         key_pem = new_key_pem()
-        account = await self._get_account()
 
         def publish(token: str, answer: str) -> None:
             asyncio.run_coroutine_threadsafe(self._publish(token, answer), loop).result(30)
@@ -248,6 +247,7 @@ class AcmeRenewal:
                 asyncio.run_coroutine_threadsafe(self._withdraw(token), loop).result(30)
 
         try:
+            account = await self._registered_account()
             account, chain = await in_daemon_thread(
                 order_certificate,
                 directory_url=self.acme.directory,
@@ -323,8 +323,14 @@ class AcmeRenewal:
                 detail="renewal keeps failing; new mail to this host goes out untracked",
             )
 
-    async def _get_account(self) -> Account:
-        from redirector.tls.acme_client import Account, new_account_key
+    async def _registered_account(self) -> Account:
+        """The ACME account, registered at the CA once, before any order uses it.
+
+        Orders for several hosts start together; were each to register the new key itself,
+        the CA would see concurrent registrations of one key, which a CA may fail (Pebble
+        answers ``serverInternal: Error saving account``) — a failed order and minutes of
+        back-off for nothing. The lock makes the first order register and the others wait."""
+        from redirector.tls.acme_client import Account, new_account_key, register_account
 
         async with self._account_lock:
             if self._account is None:
@@ -335,6 +341,15 @@ class AcmeRenewal:
                 else:
                     self._account = Account(new_account_key())
                     await self._save_account(self._account, force=True)
+            if self._account.uri is None:
+                registered = await in_daemon_thread(
+                    register_account,
+                    directory_url=self.acme.directory,
+                    ca_file=self.acme.ca_file,
+                    account=self._account,
+                    email=self.acme.email,
+                )
+                await self._save_account(registered)
             return self._account
 
     async def _save_account(self, account: Account, *, force: bool = False) -> None:

@@ -133,3 +133,21 @@ async def test_only_hosts_whose_dns_check_passed_are_ordered(
         # The DNS record appears: the host is ordered without a restart.
         dns.add(HOST_B, "A", "127.0.0.1", ttl=5)
         await wait_for(lambda: certs.served(HOST_B), f"B not issued:\n{pebble.log()}")
+
+
+async def test_hosts_ordering_at_once_register_the_account_once(
+    tmp_path: Path, pebble: Pebble, http_port: int, keyring: Keyring
+) -> None:
+    # Each order used to register the new account key itself: two hosts, two concurrent
+    # registrations of one key, which Pebble can fail ("Error saving account"), costing
+    # one host a failed order and minutes of back-off.
+    async with acme_node(tmp_path, http_port, keyring, pebble) as (_service, certs):
+        await wait_for(
+            lambda: all(certs.served(h) for h in (HOST_A, HOST_B)),
+            f"no certificates issued:\n{pebble.log()}",
+        )
+        assert certs.status(HOST_A).last_error is None
+        assert certs.status(HOST_B).last_error is None
+    # Pebble logs each request; ACME's newAccount is its /sign-me-up.
+    log = pebble.log_file.read_text(errors="replace")
+    assert log.count("POST /sign-me-up") == 1, log[-4000:]
