@@ -172,7 +172,7 @@ async def _serve_real(workdir: Path) -> None:
     )
     service = RedirectorService(config, load_keyring(workdir / "keys"))
     await service.start()
-    print(json.dumps({"port": service.public_port}), flush=True)
+    print(json.dumps({"port": service.public_port, "admin_port": service.admin_port}), flush=True)
     await _wait_for_stdin_eof()
     recorder = service.recorder
     await service.stop(30)
@@ -318,15 +318,21 @@ async def load(
     return Result(name, done, elapsed, statuses, latencies, share), warm_302
 
 
+#: The real redirector's admin port by its public port: the queue counts are on the admin
+#: listener's /api/health (the public /healthz keeps them from outsiders).
+ADMIN_PORT_OF: dict[int, int] = {}
+
+
 async def wait_flushed(port: int, limit: float = 30.0) -> None:
-    """Until the redirector's /healthz says no click is queued (so the next round does
+    """Until the redirector's /api/health says no click is queued (so the next round does
     not share the CPU with its store writer)."""
     import aiohttp
 
     deadline = time.monotonic() + limit
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
-            async with session.get(f"http://127.0.0.1:{port}/healthz") as resp:
+            admin = ADMIN_PORT_OF[port]
+            async with session.get(f"http://127.0.0.1:{admin}/api/health") as resp:
                 doc = await resp.json()
             if doc["store"]["queued"] == 0:
                 return
@@ -378,7 +384,10 @@ def start_server(
         proc.kill()
         proc.wait()
         raise SystemExit(f"{kind} server did not start")
-    return proc, int(json.loads(line)["port"])
+    ports = json.loads(line)
+    if "admin_port" in ports:
+        ADMIN_PORT_OF[int(ports["port"])] = int(ports["admin_port"])
+    return proc, int(ports["port"])
 
 
 def stop_server(proc: subprocess.Popen[str], timeout: float = 60) -> dict[str, Any]:
